@@ -1,0 +1,351 @@
+"""The ``amends`` command line. Exit status: 0 done, 1 failed, 2 bad input or usage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from scheduler.errors import AmendsError, ConfigError, EventError, SettingsError
+from scheduler.events import EVENT_TYPES, parse_event_json
+from scheduler.settings import Settings
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _store(settings: Settings) -> Any:
+    import redis
+
+    from scheduler.store import Store
+
+    return Store(redis.Redis.from_url(settings.resolved_redis_url()))
+
+
+# -- emit ------------------------------------------------------------------------------
+
+
+def _event_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    incident: dict[str, Any] = {}
+    for name in ("title", "severity", "status", "summary", "impact", "plan", "owner"):
+        value = getattr(args, name, None)
+        if value is not None:
+            incident[name] = value
+    if args.service:
+        incident["services"] = args.service
+    return {
+        "schema": 1,
+        "event_id": args.event_id or str(uuid.uuid4()),
+        "type": f"incident.{args.type}",
+        "incident_id": args.incident,
+        "occurred_at": args.occurred_at or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "source": args.source,
+        "incident": incident,
+    }
+
+
+def _read_events(path: str) -> list[Any]:
+    raw = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise EventError(f"{'stdin' if path == '-' else path} is not JSON", [("", str(e))]) from None
+    return data if isinstance(data, list) else [data]
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    from scheduler.emitting import emit
+
+    if args.type is not None and args.type != "-":
+        if not args.incident:
+            print("amends emit: --incident is required", file=sys.stderr)
+            return EXIT_USAGE
+        documents = [_event_from_flags(args)]
+    elif args.file or args.type == "-":
+        try:
+            documents = _read_events(args.file or "-")
+        except OSError as e:
+            print(f"amends emit: cannot read {args.file}: {e.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        except EventError as e:
+            print(f"amends emit: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        print("amends emit: give --file FILE, - for stdin, or a type such as 'opened'", file=sys.stderr)
+        return EXIT_USAGE
+    # Validate every event before enqueueing any, so a bad file enqueues nothing.
+    for index, document in enumerate(documents):
+        try:
+            parse_event_json(json.dumps(document))
+        except EventError as e:
+            where = f"event {index}: " if len(documents) > 1 else ""
+            print(f"amends emit: {where}{e}", file=sys.stderr)
+            return EXIT_USAGE
+    for document in documents:
+        event = emit(document)
+        print(f"accepted {event.event_id} ({event.type} {event.incident_id})")
+    return EXIT_OK
+
+
+# -- config ----------------------------------------------------------------------------
+
+
+def _config_path(settings: Settings, explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    return settings.config_path
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from scheduler.config import load_config
+    from scheduler.preflight import check_templates
+
+    settings = _settings()
+    path = _config_path(settings, args.file)
+    problems = 0
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return EXIT_FAILED
+    template_errors = check_templates(config, settings.templates_dir)
+    for error in template_errors:
+        print(f"  {error}", file=sys.stderr)
+    problems += len(template_errors)
+    if problems:
+        print(f"{path}: {problems} problem(s)", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{path}: OK ({len(config.stakeholders)} stakeholders, templates in {settings.templates_dir})")
+    return EXIT_OK
+
+
+# -- log -------------------------------------------------------------------------------
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from scheduler.durations import parse_duration
+    from scheduler.logview import LogFilter, format_table, promise_report, row_json, table_row
+
+    settings = _settings()
+    store = _store(settings)
+    if args.target:
+        if args.target[0] != "show" or len(args.target) != 2:
+            print("amends log: use 'amends log show COMM_ID'", file=sys.stderr)
+            return EXIT_USAGE
+        comm = store.comm(args.target[1])
+        if comm is None:
+            print(f"amends log: no communication {args.target[1]!r}", file=sys.stderr)
+            return EXIT_FAILED
+        if args.json:
+            print(json.dumps({**comm.as_json(), "message": comm.message}, ensure_ascii=False))
+        elif comm.message:
+            print(comm.message)
+        else:
+            print(f"{comm.id} is {comm.status}; nothing was sent yet. Last error: {comm.last_error or '-'}")
+        return EXIT_OK
+    if args.rejected:
+        records = store.rejected(args.limit)
+        if args.json:
+            for record in records:
+                print(json.dumps(record, ensure_ascii=False))
+        else:
+            for record in records:
+                event = record["event"] if isinstance(record["event"], dict) else {}
+                reasons = "; ".join(f"{e['field'] or 'event'}: {e['reason']}" for e in record["errors"])
+                print(f"{record['rejected_at']}  {event.get('event_id', '-')}  {reasons}")
+            if not records:
+                print("no rejected events")
+        return EXIT_OK
+    since = None
+    if args.since:
+        try:
+            since = datetime.now(UTC) - timedelta(seconds=parse_duration(args.since))
+        except ValueError as e:
+            print(f"amends log: --since: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    keep = LogFilter(args.incident, args.stakeholder, args.kind, args.status)
+    comms = [c for c in store.communications(since) if keep.keeps(c)]
+    if args.promises:
+        report = promise_report(comms, datetime.now(UTC))
+        if args.json:
+            print(json.dumps(report.as_json()))
+        else:
+            print(f"promises kept on time: {report.on_time} of {report.total} sent "
+                  f"({report.late} late, {report.pending_overdue} overdue and unsent)")
+            print(f"lateness: p50 {report.p50_s:.2f}s  p99 {report.p99_s:.2f}s  max {report.max_s:.2f}s")
+        return EXIT_OK
+    if args.json:
+        for comm in comms:
+            print(row_json(comm))
+    elif comms:
+        print(format_table(table_row(c) for c in comms))
+    else:
+        print("no communications match")
+    return EXIT_OK
+
+
+# -- processes -------------------------------------------------------------------------
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from scheduler.processes import start_worker
+
+    settings = _settings()
+    settings.require_worker()
+    worker = start_worker(settings, threads=args.threads)
+    print(f"amends worker: consuming from {worker.broker_url_redacted} with {args.threads} threads; "
+          f"sending through {settings.smtp.redacted() if settings.smtp else '-'}", flush=True)
+    _stop_on_signals().wait()
+    worker.stop()
+    return EXIT_OK
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from scheduler.processes import start_scheduler
+
+    settings = _settings()
+    stop = _stop_on_signals()
+    loop = start_scheduler(settings, stop)
+    print("amends scheduler: waiting for due timers", flush=True)
+    stop.wait()
+    loop.join(timeout=10)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from scheduler.demo import run_demo
+
+    return run_demo(quick=args.quick)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    print("amends serve: the HTTP API is not part of this version yet; use 'amends emit' and "
+          "'amends log'", file=sys.stderr)
+    return EXIT_FAILED
+
+
+# -- parser ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amends",
+        description="Keep every stakeholder of an incident informed: acknowledgment, updates on "
+        "their cadence, resolution, feedback request.",
+        epilog="Environment: AMENDS_REDIS_URL, AMENDS_SMTP_URL, AMENDS_CONFIG, AMENDS_TEMPLATES, "
+        "AMENDS_SECRET_KEY, AMENDS_API_TOKEN (see README.md).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    emit = sub.add_parser(
+        "emit",
+        help="validate and enqueue an incident event",
+        description="Emit an event from a JSON file (an object or a list of them), from stdin "
+        "('-'), or built from flags: amends emit opened --incident INC-1 --title ... --severity sev1 "
+        "--service payments. Exit 2 when an event is invalid; nothing is enqueued then.",
+    )
+    emit.add_argument("type", nargs="?", choices=[t.split(".")[1] for t in EVENT_TYPES] + ["-"],
+                      help="build the event from flags (or '-' to read JSON from stdin)")
+    emit.add_argument("--file", "-f", help="JSON file with the event; '-' reads stdin")
+    emit.add_argument("--incident", help="incident id, e.g. INC-2041")
+    emit.add_argument("--title")
+    emit.add_argument("--severity", help="sev1 .. sev4")
+    emit.add_argument("--service", action="append", help="affected service (repeat for several)")
+    emit.add_argument("--status")
+    emit.add_argument("--summary")
+    emit.add_argument("--impact")
+    emit.add_argument("--plan")
+    emit.add_argument("--owner")
+    emit.add_argument("--source", default="cli", help="who emits the event (default: cli)")
+    emit.add_argument("--event-id", help="idempotency key (default: a new UUID)")
+    emit.add_argument("--occurred-at", help="ISO 8601 with a zone (default: now)")
+    emit.set_defaults(func=cmd_emit)
+
+    config = sub.add_parser("config", help="work with the configuration file")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    check = config_sub.add_parser("check", help="validate the configuration and every template",
+                                  description="Print each problem with its place and exit 1 if there is one.")
+    check.add_argument("--file", "-f", help="configuration file (default: $AMENDS_CONFIG or config/amends.yaml)")
+    check.set_defaults(func=cmd_config_check)
+
+    log = sub.add_parser(
+        "log",
+        help="review the communications log",
+        description="A table of communications (times in each stakeholder's zone), or "
+        "'amends log show COMM_ID' for the full message as sent.",
+    )
+    log.add_argument("target", nargs="*", metavar="show COMM_ID", help="print one message as sent")
+    log.add_argument("--incident")
+    log.add_argument("--stakeholder")
+    log.add_argument("--kind", choices=["acknowledgment", "update", "resolution", "feedback_request"])
+    log.add_argument("--status", choices=["scheduled", "sending", "retrying", "sent", "failed", "cancelled"])
+    log.add_argument("--since", help="only the last DURATION, e.g. 2h or 30m")
+    log.add_argument("--json", action="store_true", help="one JSON object per line")
+    log.add_argument("--rejected", action="store_true", help="show rejected events and why")
+    log.add_argument("--promises", action="store_true", help="how many promised times were kept; lateness")
+    log.add_argument("--limit", type=int, default=100, help="with --rejected: how many (default 100)")
+    log.set_defaults(func=cmd_log)
+
+    worker = sub.add_parser("worker", help="run a Dramatiq worker (events, timers, delivery)")
+    worker.add_argument("--threads", type=int, default=8, help="worker threads (default 8)")
+    worker.set_defaults(func=cmd_worker)
+
+    sched = sub.add_parser("scheduler", help="run the timer loop that enqueues due updates and feedback requests")
+    sched.set_defaults(func=cmd_scheduler)
+
+    serve = sub.add_parser("serve", help="the HTTP API (not in this version)")
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="run everything on embedded services and show an incident's life")
+    demo.add_argument("--quick", action="store_true", help="stop after the acknowledgments")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except SettingsError as e:
+        print(f"amends: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except AmendsError as e:
+        print(f"amends: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

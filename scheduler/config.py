@@ -1,0 +1,270 @@
+"""The configuration file: who the stakeholders are and what they were promised.
+
+``load_config(path)`` returns a validated :class:`Config` or raises
+:class:`~scheduler.errors.ConfigError` listing every problem with its place
+(``stakeholders[2].timezone: unknown time zone 'Europe/Berln'``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pendulum
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from scheduler._validation import field_errors
+from scheduler.durations import TimeWindow, parse_duration, parse_window
+from scheduler.errors import ConfigError
+
+__all__ = [
+    "SEVERITIES",
+    "Config",
+    "ConfigSource",
+    "Defaults",
+    "Severity",
+    "Stakeholder",
+    "load_config",
+    "parse_config",
+]
+
+logger = logging.getLogger(__name__)
+
+SEVERITIES = ("sev1", "sev2", "sev3", "sev4")
+Severity = Literal["sev1", "sev2", "sev3", "sev4"]
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+def _duration(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 15m, 1h30m or 2d")
+    return value if isinstance(value, int) and value > 0 else parse_duration(str(value))
+
+
+def _window(value: Any) -> TimeWindow:
+    return value if isinstance(value, TimeWindow) else parse_window(value)
+
+
+def _timezone(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a time zone name such as Europe/Berlin")
+    try:
+        pendulum.timezone(value)
+    except Exception:  # pendulum raises its own not-found error types
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+def _email(value: Any) -> str:
+    if not isinstance(value, str) or value.count("@") != 1 or any(c.isspace() or c in "<>,;" for c in value):
+        raise ValueError(f"{value!r} is not an email address")
+    local, domain = value.split("@")
+    if not local or "." not in domain.strip("."):
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
+Seconds = Annotated[int, BeforeValidator(_duration)]
+Window = Annotated[TimeWindow, BeforeValidator(_window)]
+TimeZoneName = Annotated[str, BeforeValidator(_timezone)]
+Email = Annotated[str, BeforeValidator(_email)]
+Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
+Cadence = dict[Severity, Seconds]
+
+_DEFAULT_CADENCE_S: dict[Severity, int] = {"sev1": 1800, "sev2": 3600, "sev3": 4 * 3600, "sev4": 86400}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class Defaults(_Model):
+    """What a stakeholder gets unless it says otherwise."""
+
+    timezone: TimeZoneName = "UTC"
+    cadence: Cadence = Field(default_factory=lambda: dict(_DEFAULT_CADENCE_S))
+    feedback_after: Seconds = 86400
+    quiet_hours: Window | None = None
+    quiet_hours_override: list[Severity] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _every_severity_has_a_cadence(self) -> Defaults:
+        missing = [s for s in SEVERITIES if s not in self.cadence]
+        if missing:
+            merged = {**_DEFAULT_CADENCE_S, **self.cadence}
+            object.__setattr__(self, "cadence", merged)
+        return self
+
+
+class Stakeholder(_Model):
+    """One person or group who is kept informed; unset fields fall back to ``defaults``."""
+
+    id: Identifier
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    email: Email
+    audience: Identifier = "default"
+    timezone: TimeZoneName | None = None
+    services: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list)
+    severities: list[Severity] | None = None
+    cadence: Cadence = Field(default_factory=dict)
+    quiet_hours: Window | None = None
+    quiet_hours_override: list[Severity] | None = None
+    feedback_after: Seconds | None = None
+
+    def concerned_by(self, severity: str, services: list[str]) -> bool:
+        """Whether an incident of this severity touching these services concerns this stakeholder."""
+        if self.severities is not None and severity not in self.severities:
+            return False
+        return not self.services or bool(set(self.services) & set(services))
+
+
+class Config(_Model):
+    """The whole configuration file."""
+
+    sender: Annotated[str, Field(min_length=3, max_length=300)]
+    base_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] = "http://localhost:8000"
+    business_hours: Window | None = None
+    defaults: Defaults = Field(default_factory=Defaults)
+    stakeholders: list[Stakeholder] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Config:
+        seen: dict[str, int] = {}
+        for index, stakeholder in enumerate(self.stakeholders):
+            if stakeholder.id in seen:
+                raise ValueError(
+                    f"stakeholders[{index}].id: {stakeholder.id!r} is already used by stakeholders[{seen[stakeholder.id]}]"
+                )
+            seen[stakeholder.id] = index
+        return self
+
+    @property
+    def sender_address(self) -> str:
+        """The bare address of ``sender`` (``status@acme.example``)."""
+        return self.sender.rsplit("<", 1)[-1].rstrip(">").strip()
+
+    def stakeholder(self, stakeholder_id: str) -> Stakeholder | None:
+        return next((s for s in self.stakeholders if s.id == stakeholder_id), None)
+
+    def concerned(self, severity: str, services: list[str]) -> list[Stakeholder]:
+        return [s for s in self.stakeholders if s.concerned_by(severity, services)]
+
+    def timezone_of(self, stakeholder: Stakeholder) -> str:
+        return stakeholder.timezone or self.defaults.timezone
+
+    def cadence_s(self, stakeholder: Stakeholder, severity: str) -> int:
+        return stakeholder.cadence.get(severity, self.defaults.cadence[severity])  # type: ignore[index, call-overload]
+
+    def feedback_after_s(self, stakeholder: Stakeholder) -> int:
+        return stakeholder.feedback_after or self.defaults.feedback_after
+
+    def quiet_hours_of(self, stakeholder: Stakeholder) -> TimeWindow | None:
+        return stakeholder.quiet_hours or self.defaults.quiet_hours
+
+    def overrides_quiet_hours(self, stakeholder: Stakeholder, severity: str) -> bool:
+        override = stakeholder.quiet_hours_override
+        if override is None:
+            override = self.defaults.quiet_hours_override
+        return severity in override
+
+
+def _sender_ok(sender: str) -> list[tuple[str, str]]:
+    address = sender.rsplit("<", 1)[-1].rstrip(">").strip()
+    try:
+        _email(address)
+    except ValueError:
+        return [("sender", f"{sender!r} is not an address like 'Acme Status <status@acme.example>'")]
+    if any(ord(c) < 32 for c in sender):
+        return [("sender", "must be one line without control characters")]
+    return []
+
+
+def parse_config(data: Any) -> Config:
+    """Validate an already-parsed YAML document."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("invalid configuration", [("", "the file must be a mapping with 'sender' and 'stakeholders'")])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        errors = []
+        for place, reason in field_errors(e):
+            # a whole-model check already names its place in the reason
+            if reason.startswith("stakeholders[") and place == "":
+                place, _, reason = reason.partition(": ")
+            errors.append((place, reason))
+        raise ConfigError("invalid configuration", errors) from None
+    errors = _sender_ok(config.sender)
+    if errors:
+        raise ConfigError("invalid configuration", errors)
+    return config
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the YAML file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}", [("", e.strerror or str(e))]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        place = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML", [(place, str(getattr(e, "problem", e)))]) from None
+    try:
+        return parse_config(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path} is invalid", e.errors) from None
+
+
+class ConfigSource:
+    """The configuration in force, re-read when the file changes.
+
+    A running worker or scheduler calls :meth:`current` as often as it likes: the file's
+    modification time is looked at no more than once per ``check_interval_s``. A changed
+    file that fails validation is logged with its errors and the previous configuration
+    stays in force.
+    """
+
+    def __init__(self, path: Path, *, check_interval_s: float = 1.0) -> None:
+        self.path = path
+        self.check_interval_s = check_interval_s
+        self._lock = threading.Lock()
+        self._stamp = self._read_stamp()
+        self._config = load_config(path)
+        self._checked_at = time.monotonic()
+        self.generation = 1
+
+    def _read_stamp(self) -> tuple[int, int]:
+        stat = os.stat(self.path)
+        return stat.st_mtime_ns, stat.st_size
+
+    def current(self) -> Config:
+        with self._lock:
+            if time.monotonic() - self._checked_at >= self.check_interval_s:
+                self._checked_at = time.monotonic()
+                self._reload_if_changed()
+            return self._config
+
+    def _reload_if_changed(self) -> None:
+        try:
+            stamp = self._read_stamp()
+        except OSError as e:
+            logger.error("config %s cannot be read (%s); keeping the configuration in force", self.path, e)
+            return
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self._config = load_config(self.path)
+        except ConfigError as e:
+            logger.error("%s\nkeeping the configuration in force", e)
+            return
+        self.generation += 1
+        logger.info("config %s reloaded: %d stakeholders", self.path, len(self._config.stakeholders))

@@ -1,0 +1,165 @@
+"""``amends demo``: the whole product on embedded services, one incident's life in a minute.
+
+It starts an embedded Redis, a local SMTP server that keeps what it receives, a worker and
+a scheduler loop in this process, emits a sample sev1 incident that concerns three
+stakeholders of ``config/demo.yaml`` (three time zones, two audiences), and prints the
+communications log as messages are sent.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from scheduler.emitting import emit
+from scheduler.embedded import ensure_embedded_redis
+from scheduler.logview import format_table, promise_report, table_row
+from scheduler.mailsink import MailSink
+from scheduler.processes import broker_for, start_scheduler, start_worker
+from scheduler.settings import Settings, bundled_path
+from scheduler.store import Store
+
+__all__ = ["run_demo"]
+
+INCIDENT = "INC-2041"
+_STATUS_SHOWN = ("sent", "failed", "retrying")
+
+
+def _event(kind: str, incident: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "schema": 1,
+        "event_id": str(uuid.uuid4()),
+        "type": f"incident.{kind}",
+        "incident_id": INCIDENT,
+        "occurred_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "source": "payments-api",
+        "incident": incident,
+    }
+
+
+class _LogPrinter:
+    """Prints each communication once it has been sent (or failed), as the log shows it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.shown: dict[str, str] = {}
+        self.header_printed = False
+
+    def poll(self) -> None:
+        for comm in self.store.communications():
+            if comm.status in _STATUS_SHOWN and self.shown.get(comm.id) != comm.status:
+                self.shown[comm.id] = comm.status
+                table = format_table([table_row(comm)]).splitlines()
+                if not self.header_printed:
+                    print(table[0], flush=True)
+                    self.header_printed = True
+                print(table[1], flush=True)
+
+    def count(self, kind: str, status: str = "sent") -> int:
+        return sum(1 for c in self.store.communications() if c.kind == kind and c.status == status)
+
+
+def _wait(printer: _LogPrinter, done: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        printer.poll()
+        if done():
+            return True
+        time.sleep(0.25)  # the demo's display refresh, not a synchronisation
+    printer.poll()
+    return done()
+
+
+def _say(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def run_demo(*, quick: bool = False, home: Path = Path(".amends/demo")) -> int:
+    """Run the demo; return the process exit status."""
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    redis_url = ensure_embedded_redis(home / "redis", persistent=False)
+    sink = MailSink(maildir=home / "mail").start()
+    settings = Settings.from_env().with_(
+        redis_url=redis_url,
+        config_path=bundled_path("config") / "demo.yaml",
+        secret_key=secrets.token_urlsafe(32),
+        data_dir=home,
+        retry_min_backoff_ms=500,
+        retry_max_backoff_ms=5_000,
+    )
+    from scheduler.mailer import SmtpSettings
+
+    settings = settings.with_(smtp=SmtpSettings.from_url(sink.url))
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    store = Store(client)
+    printer = _LogPrinter(store)
+    broker = broker_for(settings)
+    stop = threading.Event()
+    print(f"embedded Redis: {redis_url}\nSMTP server:    {sink.url} (messages kept in {home / 'mail'})")
+    print(f"config:         {settings.config_path}\ntemplates:      {settings.templates_dir}")
+    worker = start_worker(settings, threads=4, broker=broker)
+    scheduler = start_scheduler(settings, stop, broker)
+    ok = True
+    try:
+        _say(f"{INCIDENT} opened: sev1, card payments failing (acknowledgments within seconds)")
+        emit(_event("opened", {
+            "title": "Card payments failing for some customers",
+            "severity": "sev1",
+            "services": ["payments"],
+            "status": "investigating",
+            "summary": "Card payments through our EU processor fail with a timeout.",
+            "impact": "About 1 in 5 card payments fail; retries usually succeed.",
+            "plan": "We are moving card traffic to the backup processor.",
+            "owner": "Payments on-call",
+        }), broker=broker)
+        ok &= _wait(printer, lambda: printer.count("acknowledgment") >= 3, 20)
+        if quick or not ok:
+            return _finish(ok, printer, store, sink)
+        _say("no news yet: regular updates go out on each stakeholder's own cadence (6s, 8s, 12s)")
+        ok &= _wait(printer, lambda: printer.count("update") >= 4, 30)
+        _say("material change: cause identified, new plan (sent at once)")
+        emit(_event("updated", {
+            "status": "identified",
+            "summary": "An expired certificate broke the link to the EU card processor.",
+            "plan": "Certificate rotated; we are replaying the failed payments.",
+        }), broker=broker)
+        ok &= _wait(printer, lambda: printer.count("update") >= 7, 20)
+        _wait(printer, lambda: False, 7)
+        _say(f"{INCIDENT} resolved: resolution now, feedback requests after each stakeholder's delay")
+        emit(_event("resolved", {"summary": "Payments work again; every failed payment was replayed."}),
+             broker=broker)
+        ok &= _wait(printer, lambda: printer.count("resolution") >= 3, 20)
+        ok &= _wait(printer, lambda: printer.count("feedback_request") >= 3, 30)
+        return _finish(ok, printer, store, sink)
+    finally:
+        stop.set()
+        scheduler.join(timeout=5)
+        worker.stop()
+        sink.stop()
+
+
+def _finish(ok: bool, printer: _LogPrinter, store: Store, sink: MailSink) -> int:
+    comms = list(store.communications())
+    report = promise_report(comms, datetime.now(UTC))
+    _say("summary")
+    print(f"{len(sink.received)} emails received by the SMTP server; "
+          f"promises kept on time: {report.on_time} of {report.total}, "
+          f"lateness p50 {report.p50_s:.2f}s p99 {report.p99_s:.2f}s max {report.max_s:.2f}s")
+    if comms:
+        print(f"see one in full: amends log show {comms[0].id}  (with AMENDS_REDIS_URL set to the demo's Redis)")
+    if not ok:
+        print("the demo did not see every expected message in time; see the log above")
+        return 1
+    return 0

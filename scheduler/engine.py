@@ -1,0 +1,289 @@
+"""What happens when an event arrives or a timer comes due: who hears what, and when next.
+
+The engine is the product's logic between the ports: it reads the configuration in force,
+keeps state through :class:`~scheduler.store.Store`, arms timers in a
+:class:`~scheduler.timers.TimerStore` and hands communication ids to a :class:`Dispatch`
+(Dramatiq in production, a list in the preview). Every entry point takes ``now`` and is
+idempotent: running it twice for the same event or timer creates and sends nothing new.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from scheduler import cadence
+from scheduler.config import Config, Stakeholder
+from scheduler.events import MATERIAL_FIELDS, Event
+from scheduler.store import Store, ms_of, utc_of
+from scheduler.timers import TimerStore
+
+__all__ = ["CONTENT_FIELDS", "KINDS", "Dispatch", "Engine", "Outcome", "timer_member"]
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("acknowledgment", "update", "resolution", "feedback_request")
+CONTENT_FIELDS = ("title", "severity", "services", "status", "summary", "impact", "plan", "owner")
+_UPDATE, _FEEDBACK = "u", "f"
+_EARLY_TOLERANCE = timedelta(milliseconds=50)
+
+
+class Dispatch(Protocol):
+    """Where communications go to be sent."""
+
+    def deliver(self, comm_id: str) -> None: ...
+
+
+def timer_member(kind: str, incident_id: str, stakeholder_id: str) -> str:
+    """The timer of one thread: ``u|INC-1|acme`` (next update) or ``f|INC-1|acme`` (feedback)."""
+    return f"{kind}|{incident_id}|{stakeholder_id}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What handling one event did."""
+
+    duplicate: bool
+    rejected: str = ""
+    communications: tuple[str, ...] = ()
+
+
+def _new_incident(event: Event) -> dict[str, Any]:
+    now_ms = ms_of(event.occurred_at)
+    return {
+        "id": event.incident_id,
+        "title": "",
+        "severity": "sev4",
+        "services": [],
+        "status": "investigating",
+        "summary": "",
+        "impact": "",
+        "plan": "",
+        "owner": "",
+        "state": "open",
+        "opened_ms": now_ms,
+        "updated_ms": now_ms,
+        "resolved_ms": None,
+        "stakeholders": [],
+    }
+
+
+def _changes(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"field": f, "old": before.get(f), "new": after.get(f)}
+        for f in CONTENT_FIELDS
+        if before.get(f) != after.get(f)
+    ]
+
+
+class Engine:
+    """The product's decisions, with the configuration read through ``config()`` each time."""
+
+    def __init__(
+        self, store: Store, timers: TimerStore, config: Callable[[], Config], dispatch: Dispatch
+    ) -> None:
+        self.store = store
+        self.timers = timers
+        self.config = config
+        self.dispatch = dispatch
+
+    # -- events ------------------------------------------------------------------------
+
+    def handle_event(self, event: Event, now: datetime) -> Outcome:
+        """Apply ``event`` once and send what it calls for."""
+
+        def apply(current: dict[str, Any] | None) -> dict[str, Any]:
+            return self._apply(event, current, now)
+
+        record = self.store.apply_event(event.event_id, event.incident_id, apply)
+        if record.get("rejected"):
+            return Outcome(duplicate=record["duplicate"], rejected=record["rejected"])
+        if record["duplicate"] and record.get("done"):
+            return Outcome(duplicate=True)
+        comms = self._follow_up(record, now)
+        self.store.mark_event_done(event.event_id)
+        return Outcome(duplicate=record["duplicate"], communications=tuple(comms))
+
+    def _apply(self, event: Event, current: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+        given = event.incident.given()
+        if current is None and event.type != "incident.opened":
+            reason = f"incident {event.incident_id!r} is not known; send incident.opened first"
+            return {"rejected": reason, "incident": None}
+        before = current or {}
+        state = dict(current) if current else _new_incident(event)
+        state.update(given)
+        state["updated_ms"] = ms_of(now)
+        if event.type == "incident.opened" and current is None:
+            action = "open"
+        elif event.type == "incident.resolved":
+            action = "resolve" if state["state"] == "open" else "none"
+            state["state"], state["resolved_ms"] = "resolved", ms_of(now)
+            state["status"] = given.get("status", "resolved")
+        elif state["state"] == "resolved" and event.type in ("incident.reopened", "incident.opened"):
+            action = "reopen"
+            state["state"], state["resolved_ms"] = "open", None
+            state["status"] = given.get("status", "investigating")
+        else:
+            action = "update" if state["state"] == "open" else "none"
+        changes = _changes(before, state) if current else []
+        material = any(c["field"] in MATERIAL_FIELDS for c in changes)
+        return {
+            "incident": state,
+            "action": action,
+            "material": material,
+            "event_type": event.type,
+            "event_id": event.event_id,
+            "now_ms": ms_of(now),
+        }
+
+    def _follow_up(self, record: dict[str, Any], now: datetime) -> list[str]:
+        incident: dict[str, Any] = record["incident"]
+        action: str = record["action"]
+        trigger = f"event:{record['event_id']}"
+        config = self.config()
+        informed = [sid for sid in incident.get("stakeholders", []) if config.stakeholder(sid)]
+        comms: list[str] = []
+        if action == "resolve":
+            for sid in informed:
+                comms += self._resolve_thread(config, incident, config.stakeholder(sid), trigger, now)  # type: ignore[arg-type]
+            return comms
+        if action in ("update", "reopen"):
+            for sid in informed:
+                stakeholder: Stakeholder = config.stakeholder(sid)  # type: ignore[assignment]
+                if action == "reopen":
+                    self.timers.cancel(timer_member(_FEEDBACK, incident["id"], sid))
+                    self.store.clear_thread_fields(incident["id"], sid, "feedback_ms")
+                if action == "reopen" or record["material"]:
+                    comms.append(self._compose(config, incident, stakeholder, "update", trigger, now))
+        if action in ("open", "update", "reopen"):
+            comms += self.acknowledge_new(config, incident, trigger, now)
+        return comms
+
+    def acknowledge_new(self, config: Config, incident: dict[str, Any], trigger: str, now: datetime) -> list[str]:
+        """Acknowledge to every stakeholder the open incident newly concerns."""
+        if incident["state"] != "open":
+            return []
+        informed = set(incident.get("stakeholders", []))
+        newcomers = [
+            s for s in config.concerned(incident["severity"], incident["services"]) if s.id not in informed
+        ]
+        if not newcomers:
+            return []
+        self.store.set_incident_stakeholders(
+            incident["id"], lambda ids: ids + [s.id for s in newcomers if s.id not in ids]
+        )
+        return [self._compose(config, incident, s, "acknowledgment", trigger, now) for s in newcomers]
+
+    def reconcile(self, now: datetime) -> list[str]:
+        """Bring open incidents in line with the configuration in force (new stakeholders)."""
+        config = self.config()
+        comms: list[str] = []
+        for incident_id in self.store.incident_ids():
+            incident = self.store.incident(incident_id)
+            if incident and incident["state"] == "open":
+                comms += self.acknowledge_new(config, incident, f"config:{incident_id}", now)
+        return comms
+
+    # -- timers ------------------------------------------------------------------------
+
+    def fire_timer(self, member: str, due_ms: int, now: datetime) -> str | None:
+        """A timer came due: send the thread's next update or feedback request, if still wanted.
+
+        The thread's stored promise is the truth; a timer that no longer matches it is
+        moved to the promise (when in the future) or ignored (when nothing is promised).
+        """
+        kind, incident_id, stakeholder_id = member.split("|")
+        config = self.config()
+        stakeholder = config.stakeholder(stakeholder_id)
+        incident = self.store.incident(incident_id)
+        if stakeholder is None or incident is None:
+            logger.info("timer %s dropped: stakeholder or incident no longer exists", member)
+            return None
+        thread = self.store.thread(incident_id, stakeholder_id)
+        field, wanted_state = ("promised_ms", "open") if kind == _UPDATE else ("feedback_ms", "resolved")
+        if incident["state"] != wanted_state or field not in thread:
+            return None
+        promised_ms = int(thread[field])
+        if utc_of(promised_ms) > now + _EARLY_TOLERANCE:  # type: ignore[operator]
+            self.timers.arm(member, promised_ms)
+            return None
+        if kind == _UPDATE:
+            return self._compose(config, incident, stakeholder, "update", f"timer:{promised_ms}", now, promised_ms)
+        return self._compose(
+            config, incident, stakeholder, "feedback_request", f"feedback:{promised_ms}", now, promised_ms
+        )
+
+    # -- composing ---------------------------------------------------------------------
+
+    def _resolve_thread(
+        self, config: Config, incident: dict[str, Any], stakeholder: Stakeholder, trigger: str, now: datetime
+    ) -> list[str]:
+        self.timers.cancel(timer_member(_UPDATE, incident["id"], stakeholder.id))
+        comm_id = self._compose(config, incident, stakeholder, "resolution", trigger, now)
+        policy = cadence.policy_for(config, stakeholder)
+        thread = self.store.thread(incident["id"], stakeholder.id)
+        feedback_ms = int(thread.get("feedback_ms") or ms_of(cadence.feedback_at(policy, now)))
+        self.store.update_thread(incident["id"], stakeholder.id, feedback_ms=feedback_ms)
+        self.timers.arm(timer_member(_FEEDBACK, incident["id"], stakeholder.id), feedback_ms)
+        return [comm_id]
+
+    def _compose(
+        self,
+        config: Config,
+        incident: dict[str, Any],
+        stakeholder: Stakeholder,
+        kind: str,
+        trigger: str,
+        now: datetime,
+        promised_ms: int | None = None,
+    ) -> str:
+        """Create (once per trigger) one communication, arm the thread's next update, dispatch it."""
+        now = now.astimezone(UTC)
+        policy = cadence.policy_for(config, stakeholder)
+        wants_next = kind in ("acknowledgment", "update") and incident["state"] == "open"
+        next_ms = ms_of(cadence.next_update_at(policy, incident["severity"], now, now)) if wants_next else None
+        snapshot = {f: incident.get(f) for f in CONTENT_FIELDS}
+
+        def build(thread: dict[str, str]) -> tuple[dict[str, str | int], dict[str, str | int]]:
+            seen = json.loads(thread["seen"]) if "seen" in thread else None
+            context = {
+                "incident": {**snapshot, "id": incident["id"], "opened_ms": incident["opened_ms"],
+                             "resolved_ms": incident.get("resolved_ms")},
+                "changes": _changes(seen, snapshot) if seen is not None else [],
+                "since_ms": int(thread["last_ms"]) if "last_ms" in thread else None,
+                "timezone": policy.timezone,
+            }
+            fields: dict[str, str | int] = {
+                "recipient": stakeholder.email,
+                "created_ms": ms_of(now),
+                "promised_ms": promised_ms if promised_ms is not None else ms_of(now),
+                "context": json.dumps(context),
+                "updated_ms": ms_of(now),
+            }
+            thread_updates: dict[str, str | int] = {"seen": json.dumps(snapshot), "last_ms": ms_of(now)}
+            if next_ms is not None:
+                fields["next_update_ms"] = next_ms
+                thread_updates["promised_ms"] = next_ms
+            return fields, thread_updates
+
+        comm_id, created = self.store.create_comm(incident["id"], stakeholder.id, kind, trigger, build)
+        comm = self.store.comm(comm_id)
+        if comm is None:  # pragma: no cover - created above in the same Redis
+            raise RuntimeError(f"communication {comm_id} vanished")
+        if kind in ("resolution", "feedback_request"):
+            self.store.clear_thread_fields(incident["id"], stakeholder.id, "promised_ms")
+            if kind == "feedback_request":
+                self.store.clear_thread_fields(incident["id"], stakeholder.id, "feedback_ms")
+        elif comm.next_update_at is not None:
+            thread = self.store.thread(incident["id"], stakeholder.id)
+            if thread.get("promised_ms") == str(ms_of(comm.next_update_at)):
+                self.timers.arm(timer_member(_UPDATE, incident["id"], stakeholder.id), ms_of(comm.next_update_at))
+        if comm.status == "scheduled":
+            self.dispatch.deliver(comm_id)
+        if created:
+            logger.info("%s composed for %s (%s)", kind, stakeholder.id, comm_id)
+        return comm_id

@@ -1,0 +1,60 @@
+"""One exception root for amends; errors from libraries are translated at the edge."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AmendsError",
+    "ConfigError",
+    "DeliveryError",
+    "EventError",
+    "PermanentDeliveryError",
+    "SettingsError",
+    "TemplateError",
+    "TimerStoreError",
+    "TransientDeliveryError",
+]
+
+
+class AmendsError(Exception):
+    """Base class of every error amends raises on purpose."""
+
+
+class SettingsError(AmendsError):
+    """The environment is missing or has a malformed setting."""
+
+
+class FieldErrors(AmendsError):
+    """An error that lists problems, each with the place it was found."""
+
+    def __init__(self, what: str, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        lines = "\n".join(f"  {place}: {reason}" if place else f"  {reason}" for place, reason in errors)
+        super().__init__(f"{what}:\n{lines}")
+
+
+class ConfigError(FieldErrors):
+    """The configuration file is invalid; ``errors`` holds (place, reason) pairs."""
+
+
+class EventError(FieldErrors):
+    """An incident event is invalid; ``errors`` holds (field, reason) pairs."""
+
+
+class TemplateError(AmendsError):
+    """A template is missing, does not compile, or failed to render."""
+
+
+class TimerStoreError(AmendsError):
+    """The timer store could not be read or written."""
+
+
+class DeliveryError(AmendsError):
+    """A message could not be handed to the SMTP server."""
+
+
+class TransientDeliveryError(DeliveryError):
+    """Worth retrying: connection trouble or a 4xx reply."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Not worth retrying: the server refused with a 5xx reply."""

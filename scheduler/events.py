@@ -1,0 +1,146 @@
+"""Incident events, schema 1: the format other services emit (see DESIGN.md).
+
+:func:`parse_event` turns a decoded JSON document into an :class:`Event` or raises
+:class:`~scheduler.errors.EventError` naming every field that is wrong and why.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError, model_validator
+
+from scheduler._validation import field_errors
+from scheduler.config import IDENTIFIER, Severity
+from scheduler.errors import EventError
+
+__all__ = [
+    "EVENT_TYPES",
+    "MATERIAL_FIELDS",
+    "MAX_EVENT_BYTES",
+    "Event",
+    "EventType",
+    "IncidentFields",
+    "parse_event",
+    "parse_event_json",
+]
+
+EVENT_TYPES = ("incident.opened", "incident.updated", "incident.resolved", "incident.reopened")
+EventType = Literal["incident.opened", "incident.updated", "incident.resolved", "incident.reopened"]
+MATERIAL_FIELDS = ("status", "severity", "summary", "impact", "plan")
+"""A change of one of these sends an update at once; other changes wait for the next one."""
+
+MAX_EVENT_BYTES = 64 * 1024
+MAX_LINE_CHARS = 200
+MAX_TEXT_CHARS = 4000
+
+
+def _one_line(value: Any) -> Any:
+    # Single-line fields reach mail headers; a control character there is refused outright.
+    if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must be one line without control characters (CR, LF, tab, ...)")
+    return value
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, str) and any((ord(c) < 32 and c not in "\n\t") or ord(c) == 127 for c in value):
+        raise ValueError("contains control characters other than line breaks and tabs")
+    return value
+
+
+def _timestamp(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 string with a time zone, e.g. 2026-11-26T14:03:00Z")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 timestamp, e.g. 2026-11-26T14:03:00Z") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError(f"{value!r} has no time zone; add Z or an offset such as +01:00")
+    return parsed.astimezone(UTC)
+
+
+Line = Annotated[StrictStr, BeforeValidator(_one_line), Field(min_length=1, max_length=MAX_LINE_CHARS)]
+Text = Annotated[StrictStr, BeforeValidator(_text), Field(max_length=MAX_TEXT_CHARS)]
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class IncidentFields(_Model):
+    """The incident's fields an event carries; ``updated`` carries only those that changed."""
+
+    title: Line | None = None
+    severity: Severity | None = None
+    services: Annotated[list[Annotated[Line, Field(max_length=100)]], Field(max_length=50)] | None = None
+    status: Annotated[Line, Field(max_length=40)] | None = None
+    summary: Text | None = None
+    impact: Text | None = None
+    plan: Text | None = None
+    owner: Line | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The fields this event sets, by name."""
+        return self.model_dump(exclude_none=True)
+
+
+class Event(_Model):
+    """One incident event. ``event_id`` is its idempotency key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    schema_version: Literal[1] = Field(alias="schema")
+    event_id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+    type: EventType
+    incident_id: Annotated[StrictStr, Field(pattern=IDENTIFIER)]
+    occurred_at: Timestamp
+    source: Annotated[Line, Field(max_length=100)]
+    incident: IncidentFields = Field(default_factory=IncidentFields)
+
+    @model_validator(mode="after")
+    def _opened_needs_title_and_severity(self) -> Event:
+        if self.type == "incident.opened":
+            missing = [f for f in ("title", "severity") if getattr(self.incident, f) is None]
+            if missing:
+                raise ValueError(f"incident.{missing[0]}: is required when type is incident.opened")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+
+def parse_event(data: Any) -> Event:
+    """Validate a decoded event document; raise EventError naming each wrong field."""
+    if not isinstance(data, dict):
+        raise EventError("invalid event", [("", f"an event is a JSON object, not {type(data).__name__}")])
+    try:
+        return Event.model_validate(data)
+    except ValidationError as e:
+        errors = []
+        for place, reason in field_errors(e):
+            if not place and reason.startswith("incident."):
+                place, _, reason = reason.partition(": ")
+            if place == "schema" and "schema" in data:
+                reason = f"unsupported schema {data['schema']!r}; this version reads schema 1"
+            errors.append((place, reason))
+        raise EventError("invalid event", errors) from None
+
+
+def parse_event_json(raw: str | bytes) -> Event:
+    """Decode and validate one event given as JSON text."""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > MAX_EVENT_BYTES:
+        raise EventError("invalid event", [("", f"the event is {size} bytes; the limit is {MAX_EVENT_BYTES}")])
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EventError("invalid event", [("", f"not valid JSON: {e}")]) from None
+    return parse_event(data)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,136 @@
+"""Reading the communications log: filters, the table, and the promise figures."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pendulum
+
+from scheduler.store import Communication
+
+__all__ = ["LogFilter", "PromiseReport", "format_table", "promise_report", "row_json"]
+
+ON_TIME_GRACE_S = 60.0
+"""A promise "by 14:30" is kept by a message sent before 14:31."""
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    incident: str | None = None
+    stakeholder: str | None = None
+    kind: str | None = None
+    status: str | None = None
+
+    def keeps(self, comm: Communication) -> bool:
+        return (
+            (self.incident is None or comm.incident_id == self.incident)
+            and (self.stakeholder is None or comm.stakeholder_id == self.stakeholder)
+            and (self.kind is None or comm.kind == self.kind)
+            and (self.status is None or comm.status == self.status)
+        )
+
+
+def _local(moment: datetime | None, comm: Communication) -> str:
+    if moment is None:
+        return "-"
+    tz = comm.context.get("timezone", "UTC")
+    return pendulum.instance(moment).in_tz(tz).format("YYYY-MM-DD HH:mm:ss zz")
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+COLUMNS = ("time", "incident", "stakeholder", "kind", "status", "recipient", "subject",
+           "promised", "sent", "attempts", "last error")
+
+
+def table_row(comm: Communication) -> tuple[str, ...]:
+    """One row of ``amends log``; times in the stakeholder's own zone."""
+    sent = _local(comm.sent_at, comm)
+    if comm.lateness_s is not None:
+        sent += f" ({comm.lateness_s:+.1f}s)"
+    return (
+        _local(comm.created_at, comm),
+        comm.incident_id,
+        comm.stakeholder_id,
+        comm.kind,
+        comm.status,
+        comm.recipient,
+        _clip(comm.subject or "-", 48),
+        _local(comm.promised_at, comm),
+        sent,
+        str(comm.attempts),
+        _clip(comm.last_error or "-", 60),
+    )
+
+
+def format_table(rows: Iterable[tuple[str, ...]], header: tuple[str, ...] = COLUMNS) -> str:
+    rows = list(rows)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def row_json(comm: Communication) -> str:
+    return json.dumps(comm.as_json(), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class PromiseReport:
+    """How well promised times were kept, over messages that have been sent."""
+
+    total: int
+    on_time: int
+    late: int
+    p50_s: float
+    p99_s: float
+    max_s: float
+    pending_overdue: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "sent": self.total,
+            "on_time": self.on_time,
+            "late": self.late,
+            "lateness_p50_s": self.p50_s,
+            "lateness_p99_s": self.p99_s,
+            "lateness_max_s": self.max_s,
+            "overdue_unsent": self.pending_overdue,
+            "grace_s": ON_TIME_GRACE_S,
+        }
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def promise_report(comms: Iterable[Communication], now: datetime) -> PromiseReport:
+    """Lateness of every sent message against its promised time (early counts as 0)."""
+    lateness: list[float] = []
+    overdue = 0
+    for comm in comms:
+        if comm.lateness_s is not None:
+            lateness.append(max(0.0, comm.lateness_s))
+        elif comm.status not in ("failed", "cancelled") and (now - comm.promised_at).total_seconds() > ON_TIME_GRACE_S:
+            overdue += 1
+    lateness.sort()
+    late = sum(1 for s in lateness if s > ON_TIME_GRACE_S)
+    return PromiseReport(
+        total=len(lateness),
+        on_time=len(lateness) - late,
+        late=late,
+        p50_s=_percentile(lateness, 0.50),
+        p99_s=_percentile(lateness, 0.99),
+        max_s=lateness[-1] if lateness else 0.0,
+        pending_overdue=overdue,
+    )

@@ -1,0 +1,90 @@
+"""The timer loop behind ``amends scheduler``: claim due timers, enqueue plain messages.
+
+:meth:`SchedulerLoop.tick` does one round for a given ``now`` (tests call it directly);
+:meth:`SchedulerLoop.run` reads the clock, ticks, then sleeps until the next timer is due
+or an earlier one is armed. Several loops may run on one Redis: a claim is atomic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from scheduler.errors import TimerStoreError
+from scheduler.store import ms_of
+from scheduler.timers import TimerStore
+
+__all__ = ["SchedulerLoop"]
+
+logger = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SchedulerLoop:
+    """Moves due timers from the timer store onto the work queue.
+
+    ``send(member, due_ms)`` enqueues one message; only after it returns is the claim
+    acked, so a crash in between hands the timer out again once ``lease_ms`` has passed.
+    """
+
+    def __init__(
+        self,
+        timers: TimerStore,
+        send: Callable[[str, int], None],
+        *,
+        lease_ms: int = 30_000,
+        batch: int = 500,
+        max_sleep_s: float = 5.0,
+        clock: Callable[[], datetime] = _utcnow,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        self.timers = timers
+        self.send = send
+        self.lease_ms = lease_ms
+        self.batch = batch
+        self.max_sleep_s = max_sleep_s
+        self.clock = clock
+        self.on_idle = on_idle
+        self.enqueued = 0
+
+    def tick(self, now: datetime) -> int:
+        """Enqueue every timer due at ``now``; return how many were enqueued."""
+        now_ms = ms_of(now)
+        count = 0
+        while True:
+            claimed = self.timers.claim(now_ms, self.lease_ms, self.batch)
+            for member, due_ms in claimed:
+                self.send(member, due_ms)
+            self.timers.ack_many(member for member, _ in claimed)
+            count += len(claimed)
+            if len(claimed) < self.batch:
+                break
+        self.enqueued += count
+        return count
+
+    def sleep_s(self, now: datetime) -> float:
+        """How long to wait after a tick at ``now`` before the next timer is due."""
+        wakeup_ms = self.timers.next_wakeup_ms()
+        if wakeup_ms is None:
+            return self.max_sleep_s
+        return max(0.0, min(self.max_sleep_s, (wakeup_ms - ms_of(now)) / 1000))
+
+    def run(self, stop: threading.Event) -> None:
+        """Tick until ``stop`` is set; Redis outages are logged and waited out."""
+        while not stop.is_set():
+            try:
+                if self.on_idle is not None:
+                    self.on_idle()
+                now = self.clock()
+                sent = self.tick(now)
+                if sent:
+                    logger.info("enqueued %d due timer(s)", sent)
+                self.timers.wait(self.sleep_s(self.clock()))
+            except TimerStoreError as e:
+                logger.error("%s; trying again in 1 s", e)
+                stop.wait(1.0)

@@ -1,0 +1,107 @@
+"""From a stored communication to the email that is sent: template context and headers.
+
+The context is documented in ``templates/README.md``; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import formataddr
+from typing import Any
+
+from scheduler.config import Config, Stakeholder
+from scheduler.render import RenderedMessage, TemplateSet, build_email, local_time, message_id_for
+from scheduler.signing import feedback_links, unsubscribe_link
+from scheduler.store import Communication, utc_of
+
+__all__ = ["FIELD_LABELS", "compose_email", "template_context", "thread_id_for"]
+
+FIELD_LABELS = {
+    "title": "Title",
+    "severity": "Severity",
+    "services": "Affected services",
+    "status": "Status",
+    "summary": "Summary",
+    "impact": "Impact",
+    "plan": "Plan",
+    "owner": "Owner",
+}
+
+
+def _domain(config: Config) -> str:
+    return config.sender_address.rsplit("@", 1)[-1]
+
+
+def thread_id_for(incident_id: str, stakeholder_id: str, config: Config) -> str:
+    """The Message-ID every message of one incident to one stakeholder refers to."""
+    return message_id_for(f"amends.{incident_id}.{stakeholder_id}", _domain(config))
+
+
+def template_context(
+    comm: Communication, stakeholder: Stakeholder, config: Config, now: datetime, secret_key: str
+) -> dict[str, Any]:
+    """Everything a template may use; times are already in the stakeholder's zone."""
+    stored = comm.context
+    tz = stored.get("timezone") or config.timezone_of(stakeholder)
+    incident = dict(stored["incident"])
+    opened_at = utc_of(incident.pop("opened_ms"))
+    resolved_at = utc_of(incident.pop("resolved_ms", None))
+    changes = [
+        {**change, "label": FIELD_LABELS.get(change["field"], change["field"])} for change in stored["changes"]
+    ]
+    since = utc_of(stored.get("since_ms"))
+    links = feedback_links(config.base_url, secret_key, comm.incident_id, stakeholder.id)
+    return {
+        "kind": comm.kind,
+        "sequence": comm.seq,
+        "incident": {
+            **incident,
+            "opened_at": local_time(opened_at, tz, now),
+            "resolved_at": local_time(resolved_at, tz, now),
+        },
+        "stakeholder": {
+            "id": stakeholder.id,
+            "name": stakeholder.name,
+            "audience": stakeholder.audience,
+            "timezone": tz,
+        },
+        "changes": changes,
+        "no_news": comm.kind == "update" and not changes,
+        "since": local_time(since, tz, now),
+        "next_update": local_time(comm.next_update_at, tz, now),
+        "next_update_at": comm.next_update_at.isoformat() if comm.next_update_at else "",
+        "now": local_time(now, tz),
+        "sender": config.sender.split("<")[0].strip() or config.sender_address,
+        "feedback": {"links": links, "url": links[3].replace("rating=3&", "")},
+        "unsubscribe_url": unsubscribe_link(config.base_url, secret_key, stakeholder.id),
+    }
+
+
+def compose_email(
+    comm: Communication,
+    stakeholder: Stakeholder,
+    config: Config,
+    templates: TemplateSet,
+    now: datetime,
+    secret_key: str,
+) -> tuple[EmailMessage, RenderedMessage]:
+    """Render ``comm`` for ``stakeholder`` and wrap it in its headers."""
+    context = template_context(comm, stakeholder, config, now, secret_key)
+    rendered = templates.render(stakeholder.audience, comm.kind, context)
+    thread_id = thread_id_for(comm.incident_id, stakeholder.id, config)
+    first = comm.kind == "acknowledgment" and comm.seq == 1
+    message_id = thread_id if first else message_id_for(f"amends.{comm.id}", _domain(config))
+    extra = {}
+    if stakeholder.audience == "customer":
+        extra["List-Unsubscribe"] = f"<{context['unsubscribe_url']}>"
+    email = build_email(
+        rendered,
+        sender=config.sender,
+        recipient=formataddr((stakeholder.name, stakeholder.email)),
+        message_id=message_id,
+        thread_id=thread_id,
+        sent_at=now,
+        extra_headers=extra,
+    )
+    return email, rendered

@@ -1,0 +1,90 @@
+"""Settings: one frozen dataclass built from the environment and checked at startup."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from scheduler.errors import SettingsError
+from scheduler.mailer import SmtpSettings
+
+__all__ = ["Settings", "bundled_path"]
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def bundled_path(name: str) -> Path:
+    """``templates`` or ``config`` as shipped: in the checkout, or inside the installed package."""
+    for candidate in (_PACKAGE / "_bundled" / name, _PACKAGE.parent / name):
+        if candidate.exists():
+            return candidate
+    raise SettingsError(f"the bundled {name}/ folder is missing from this installation of amends")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything amends reads from the environment (see the README's table)."""
+
+    redis_url: str | None = None
+    smtp: SmtpSettings | None = None
+    config_path: Path = Path("config/amends.yaml")
+    templates_dir: Path = field(default_factory=lambda: bundled_path("templates"))
+    api_token: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+    data_dir: Path = Path(".amends")
+    send_lease_ms: int = 60_000
+    timer_lease_ms: int = 30_000
+    retry_max: int = 8
+    retry_min_backoff_ms: int = 2_000
+    retry_max_backoff_ms: int = 300_000
+    worker_threads: int = 8
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        smtp_url = env.get("AMENDS_SMTP_URL") or None
+        config = env.get("AMENDS_CONFIG")
+        templates = env.get("AMENDS_TEMPLATES")
+        config_path = Path(config) if config else Path("config/amends.yaml")
+        if templates:
+            templates_dir = Path(templates)
+        elif Path("templates/default").is_dir():
+            templates_dir = Path("templates")
+        else:
+            templates_dir = bundled_path("templates")
+        return cls(
+            redis_url=env.get("AMENDS_REDIS_URL") or None,
+            smtp=SmtpSettings.from_url(smtp_url) if smtp_url else None,
+            config_path=config_path,
+            templates_dir=templates_dir,
+            api_token=env.get("AMENDS_API_TOKEN") or None,
+            secret_key=env.get("AMENDS_SECRET_KEY") or None,
+            data_dir=Path(env.get("AMENDS_HOME") or ".amends"),
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def require_worker(self) -> None:
+        """Refuse to run a worker that could not send or sign."""
+        if self.smtp is None:
+            raise SettingsError("AMENDS_SMTP_URL is not set; e.g. AMENDS_SMTP_URL=smtp://localhost:1025")
+        if not self.secret_key:
+            raise SettingsError(
+                "AMENDS_SECRET_KEY is not set; it signs feedback links. "
+                "Generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if not self.config_path.is_file():
+            raise SettingsError(
+                f"no configuration at {self.config_path}; set AMENDS_CONFIG or create config/amends.yaml"
+            )
+
+    def resolved_redis_url(self) -> str:
+        """The Redis to use: AMENDS_REDIS_URL, or the embedded server under ``data_dir``."""
+        if self.redis_url:
+            return self.redis_url
+        from scheduler.embedded import ensure_embedded_redis
+
+        return ensure_embedded_redis(self.data_dir / "redis")

@@ -1,0 +1,30 @@
+"""HMAC-signed links: a feedback link works for one stakeholder of one incident only."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from urllib.parse import quote, urlencode
+
+__all__ = ["feedback_links", "sign", "unsubscribe_link", "verify"]
+
+
+def sign(secret_key: str, *parts: str) -> str:
+    message = "\x1f".join(parts).encode()
+    return hmac.new(secret_key.encode(), message, hashlib.sha256).hexdigest()[:32]
+
+
+def verify(secret_key: str, signature: str, *parts: str) -> bool:
+    return hmac.compare_digest(sign(secret_key, *parts), signature)
+
+
+def feedback_links(base_url: str, secret_key: str, incident_id: str, stakeholder_id: str) -> dict[int, str]:
+    """One link per rating 1-5; each carries the signature of (incident, stakeholder)."""
+    signature = sign(secret_key, "feedback", incident_id, stakeholder_id)
+    base = f"{base_url.rstrip('/')}/feedback/{quote(incident_id)}/{quote(stakeholder_id)}"
+    return {rating: f"{base}?{urlencode({'rating': rating, 'sig': signature})}" for rating in range(1, 6)}
+
+
+def unsubscribe_link(base_url: str, secret_key: str, stakeholder_id: str) -> str:
+    signature = sign(secret_key, "unsubscribe", stakeholder_id)
+    return f"{base_url.rstrip('/')}/unsubscribe/{quote(stakeholder_id)}?{urlencode({'sig': signature})}"

@@ -1,0 +1,298 @@
+"""The state amends keeps in Redis: accepted events, incidents, threads, communications.
+
+Every write that must happen once is atomic: an event is applied under WATCH of its own
+idempotency key and of the incident; a communication is created under WATCH of its
+thread, keyed by the trigger that caused it; a send moves ``scheduled -> sending ->
+sent|failed|retrying`` by compare-and-set in Lua.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from scheduler import keys
+from scheduler.errors import AmendsError
+
+__all__ = ["STATUSES", "Communication", "Store", "ms_of", "utc_of"]
+
+STATUSES = ("scheduled", "sending", "retrying", "sent", "failed", "cancelled")
+_LUA = Path(__file__).parent / "lua"
+
+
+def ms_of(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def utc_of(ms: int | str | bytes | None) -> datetime | None:
+    if ms is None or ms == b"" or ms == "":
+        return None
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class Communication:
+    """One message to one stakeholder, as the log keeps it."""
+
+    id: str
+    incident_id: str
+    stakeholder_id: str
+    kind: str
+    seq: int
+    status: str
+    recipient: str
+    created_at: datetime
+    promised_at: datetime
+    next_update_at: datetime | None
+    sent_at: datetime | None
+    attempts: int
+    last_error: str
+    subject: str
+    message_id: str
+    context: dict[str, Any]
+    message: str
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes]) -> Communication:
+        h = {_text(k): _text(v) for k, v in raw.items()}
+        return cls(
+            id=h["id"],
+            incident_id=h["incident_id"],
+            stakeholder_id=h["stakeholder_id"],
+            kind=h["kind"],
+            seq=int(h["seq"]),
+            status=h["status"],
+            recipient=h["recipient"],
+            created_at=utc_of(h["created_ms"]),  # type: ignore[arg-type]
+            promised_at=utc_of(h["promised_ms"]),  # type: ignore[arg-type]
+            next_update_at=utc_of(h.get("next_update_ms")),
+            sent_at=utc_of(h.get("sent_ms")),
+            attempts=int(h.get("attempts", 0)),
+            last_error=h.get("last_error", ""),
+            subject=h.get("subject", ""),
+            message_id=h.get("message_id", ""),
+            context=json.loads(h.get("context", "{}")),
+            message=h.get("message", ""),
+        )
+
+    @property
+    def lateness_s(self) -> float | None:
+        """Seconds between the promised and the actual send time (negative: early)."""
+        if self.sent_at is None:
+            return None
+        return (self.sent_at - self.promised_at).total_seconds()
+
+    def as_json(self) -> dict[str, Any]:
+        def iso(moment: datetime | None) -> str | None:
+            return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+        return {
+            "id": self.id,
+            "incident_id": self.incident_id,
+            "stakeholder_id": self.stakeholder_id,
+            "kind": self.kind,
+            "seq": self.seq,
+            "status": self.status,
+            "recipient": self.recipient,
+            "subject": self.subject,
+            "created_at": iso(self.created_at),
+            "promised_at": iso(self.promised_at),
+            "sent_at": iso(self.sent_at),
+            "lateness_s": self.lateness_s,
+            "next_update_at": iso(self.next_update_at),
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "message_id": self.message_id,
+        }
+
+
+class Store:
+    """Redis persistence for events, incidents, threads and the communications log."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._begin_send = client.register_script((_LUA / "begin_send.lua").read_text())
+        self._finish_send = client.register_script((_LUA / "finish_send.lua").read_text())
+
+    # -- events ------------------------------------------------------------------------
+
+    def apply_event(
+        self, event_id: str, incident_id: str, apply: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Apply an event to its incident exactly once; return the event's record.
+
+        ``apply(current_incident_or_None)`` returns ``{"incident": new_state, ...}``; it
+        runs again if another writer changed the incident meanwhile. When the event was
+        already applied, its stored record is returned and ``apply`` is not called.
+        """
+        event_key, incident_key = keys.event(event_id), keys.incident(incident_id)
+
+        def transaction(pipe: Any) -> dict[str, Any]:
+            seen = pipe.get(event_key)
+            if seen is not None:
+                record: dict[str, Any] = json.loads(seen)
+                record["duplicate"] = True
+                return record
+            raw = pipe.get(incident_key)
+            record = apply(json.loads(raw) if raw else None)
+            pipe.multi()
+            pipe.set(event_key, json.dumps(record))
+            if record.get("incident") is not None:
+                pipe.set(incident_key, json.dumps(record["incident"]))
+                pipe.zadd(keys.INCIDENTS, {incident_id: record["incident"]["opened_ms"]}, nx=True)
+            return {**record, "duplicate": False}
+
+        result: dict[str, Any] = self.client.transaction(
+            transaction, event_key, incident_key, value_from_callable=True
+        )
+        return result
+
+    def mark_event_done(self, event_id: str) -> None:
+        raw = self.client.get(keys.event(event_id))
+        if raw is not None:
+            record = json.loads(raw)
+            record["done"] = True
+            self.client.set(keys.event(event_id), json.dumps(record))
+
+    def reject(self, payload: Any, errors: list[tuple[str, str]], now: datetime, source: str) -> None:
+        """Keep a rejected event with its reasons, for ``amends log --rejected``."""
+        record = {
+            "rejected_at": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "via": source,
+            "errors": [{"field": place, "reason": reason} for place, reason in errors],
+            "event": payload if isinstance(payload, dict | list | str | int | float | None) else repr(payload),
+        }
+        pipe = self.client.pipeline()
+        pipe.lpush(keys.REJECTED, json.dumps(record, default=repr))
+        pipe.ltrim(keys.REJECTED, 0, keys.REJECTED_KEEP - 1)
+        pipe.execute()
+
+    def rejected(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in self.client.lrange(keys.REJECTED, 0, limit - 1)]
+
+    # -- incidents ---------------------------------------------------------------------
+
+    def incident(self, incident_id: str) -> dict[str, Any] | None:
+        raw = self.client.get(keys.incident(incident_id))
+        return json.loads(raw) if raw else None
+
+    def incident_ids(self) -> list[str]:
+        return [_text(i) for i in self.client.zrange(keys.INCIDENTS, 0, -1)]
+
+    def set_incident_stakeholders(self, incident_id: str, update: Callable[[list[str]], list[str]]) -> None:
+        key = keys.incident(incident_id)
+
+        def transaction(pipe: Any) -> None:
+            state = json.loads(pipe.get(key))
+            state["stakeholders"] = update(state.get("stakeholders", []))
+            pipe.multi()
+            pipe.set(key, json.dumps(state))
+
+        self.client.transaction(transaction, key)
+
+    # -- threads (one per incident and stakeholder) ------------------------------------
+
+    def thread(self, incident_id: str, stakeholder_id: str) -> dict[str, str]:
+        raw = self.client.hgetall(keys.pair(incident_id, stakeholder_id))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    def update_thread(self, incident_id: str, stakeholder_id: str, **fields: str | int) -> None:
+        self.client.hset(keys.pair(incident_id, stakeholder_id), mapping=dict(fields))
+
+    def clear_thread_fields(self, incident_id: str, stakeholder_id: str, *names: str) -> None:
+        self.client.hdel(keys.pair(incident_id, stakeholder_id), *names)
+
+    # -- communications ----------------------------------------------------------------
+
+    def create_comm(
+        self,
+        incident_id: str,
+        stakeholder_id: str,
+        kind: str,
+        trigger: str,
+        build: Callable[[dict[str, str]], tuple[dict[str, str | int], dict[str, str | int]]],
+    ) -> tuple[str, bool]:
+        """Create the communication caused by ``trigger`` unless it exists; return (id, created).
+
+        ``build(thread)`` returns the communication's fields and the thread's updates;
+        the id is ``{incident}:{stakeholder}:{kind}:{n}``, ``n`` counting the thread's messages.
+        """
+        trigger_key = keys.trigger(incident_id, stakeholder_id)
+        thread_key = keys.pair(incident_id, stakeholder_id)
+
+        def transaction(pipe: Any) -> tuple[str, bool]:
+            existing = pipe.hget(trigger_key, trigger)
+            if existing is not None:
+                return _text(existing), False
+            thread = {_text(k): _text(v) for k, v in pipe.hgetall(thread_key).items()}
+            seq = int(thread.get("seq", 0)) + 1
+            comm_id = f"{incident_id}:{stakeholder_id}:{kind}:{seq}"
+            fields, thread_updates = build(thread)
+            record: dict[str, str | int] = {
+                **fields,
+                "id": comm_id,
+                "incident_id": incident_id,
+                "stakeholder_id": stakeholder_id,
+                "kind": kind,
+                "seq": seq,
+                "status": "scheduled",
+                "attempts": 0,
+                "trigger": trigger,
+            }
+            pipe.multi()
+            pipe.hset(trigger_key, trigger, comm_id)
+            pipe.hset(thread_key, mapping={**thread_updates, "seq": seq, "last_comm": comm_id})
+            pipe.hset(keys.comm(comm_id), mapping=record)
+            pipe.zadd(keys.LOG, {comm_id: int(record["created_ms"])})
+            return comm_id, True
+
+        result: tuple[str, bool] = self.client.transaction(
+            transaction, trigger_key, thread_key, value_from_callable=True
+        )
+        return result
+
+    def comm(self, comm_id: str) -> Communication | None:
+        raw = self.client.hgetall(keys.comm(comm_id))
+        return Communication.from_hash(raw) if raw else None
+
+    def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> str:
+        return _text(self._begin_send(keys=[keys.comm(comm_id)], args=[now_ms, lease_ms, token]))
+
+    def finish_send(self, comm_id: str, token: str, status: str, **fields: str | int) -> bool:
+        if status not in STATUSES:
+            raise AmendsError(f"unknown status {status!r}")
+        args: list[str | int] = [token, status]
+        for name, value in fields.items():
+            args += [name, value]
+        return bool(self._finish_send(keys=[keys.comm(comm_id)], args=args))
+
+    def cancel_comm(self, comm_id: str, reason: str, now_ms: int) -> None:
+        self.client.hset(
+            keys.comm(comm_id), mapping={"status": "cancelled", "last_error": reason, "updated_ms": now_ms}
+        )
+
+    def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]:
+        """Every communication in creation order, oldest first, from ``since`` on."""
+        low: int | str = ms_of(since) if since else "-inf"
+        start = 0
+        while True:
+            ids = self.client.zrangebyscore(keys.LOG, low, "+inf", start=start, num=batch)
+            if not ids:
+                return
+            pipe = self.client.pipeline(transaction=False)
+            for comm_id in ids:
+                pipe.hgetall(keys.comm(_text(comm_id)))
+            for raw in pipe.execute():
+                if raw:
+                    yield Communication.from_hash(raw)
+            start += len(ids)

@@ -1,0 +1,159 @@
+"""The Dramatiq actors: thin, idempotent, each on a named queue.
+
+Messages carry ids, never rendered mail. Actors are declared on a placeholder broker at
+import and bound to the real one by :func:`workers.bind`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import AsyncIO, CurrentMessage
+
+from scheduler.errors import (
+    ConfigError,
+    EventError,
+    PermanentDeliveryError,
+    TemplateError,
+    TransientDeliveryError,
+)
+from scheduler.events import parse_event
+from scheduler.messages import compose_email
+from scheduler.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE
+from scheduler.store import ms_of
+from workers import runtime
+
+__all__ = ["ACTORS", "DramatiqDispatch", "deliver", "fire_timer", "handle_event", "reconcile"]
+
+logger = logging.getLogger(__name__)
+
+_placeholder = StubBroker(middleware=[AsyncIO(), CurrentMessage()])
+
+
+@dramatiq.actor(queue_name=EVENTS_QUEUE, broker=_placeholder)
+def handle_event(payload: Any) -> None:
+    """Validate an event and apply it; an invalid one is kept as rejected, never retried."""
+    rt = runtime.current()
+    now = rt.clock()
+    try:
+        event = parse_event(payload)
+    except EventError as e:
+        logger.warning("event rejected: %s", e)
+        rt.store.reject(payload, e.errors, now, "worker")
+        return
+    try:
+        outcome = rt.engine.handle_event(event, now)
+    except redis.RedisError:
+        raise  # Dramatiq retries the message with backoff once Redis answers again
+    except Exception as e:
+        # A bug must not cost the event: keep it where `amends log --rejected` shows it.
+        logger.exception("event %s could not be applied", event.event_id)
+        rt.store.reject(payload, [("", f"could not be applied: {type(e).__name__}: {e}")], now, "worker")
+        return
+    if outcome.rejected:
+        logger.warning("event %s rejected: %s", event.event_id, outcome.rejected)
+        if not outcome.duplicate:
+            rt.store.reject(payload, [("incident_id", outcome.rejected)], now, "worker")
+    elif outcome.duplicate and not outcome.communications:
+        logger.info("event %s was already applied; nothing to do", event.event_id)
+
+
+@dramatiq.actor(queue_name=TIMERS_QUEUE, broker=_placeholder)
+def fire_timer(member: str, due_ms: int) -> None:
+    """A timer came due: compose the thread's next update or feedback request."""
+    rt = runtime.current()
+    rt.engine.fire_timer(member, due_ms, rt.clock())
+
+
+@dramatiq.actor(queue_name=TIMERS_QUEUE, broker=_placeholder)
+def reconcile() -> None:
+    """The configuration changed: acknowledge to stakeholders open incidents now concern."""
+    rt = runtime.current()
+    rt.engine.reconcile(rt.clock())
+
+
+def _retries() -> int:
+    message = CurrentMessage.get_current_message()
+    return int(message.options.get("retries", 0)) if message is not None else 0
+
+
+@dramatiq.actor(queue_name=DELIVER_QUEUE, broker=_placeholder)
+async def deliver(comm_id: str) -> None:
+    """Send one communication at most once (compare-and-set on its status, with a lease)."""
+    rt = runtime.current()
+    now = rt.clock()
+    token = uuid.uuid4().hex
+    state = rt.store.begin_send(comm_id, ms_of(now), rt.settings.send_lease_ms, token)
+    if state != "ok":
+        logger.info("%s not sent again: it is %s", comm_id, state)
+        return
+    comm = rt.store.comm(comm_id)
+    assert comm is not None
+    try:
+        config = rt.config()
+    except ConfigError as e:  # pragma: no cover - the source keeps the last good config
+        rt.store.finish_send(comm_id, token, "retrying", last_error=str(e))
+        raise
+    stakeholder = config.stakeholder(comm.stakeholder_id)
+    if stakeholder is None:
+        rt.store.finish_send(comm_id, token, "cancelled", last_error="stakeholder is no longer configured")
+        return
+    try:
+        email, rendered = compose_email(comm, stakeholder, config, rt.templates, now, rt.settings.secret_key or "")
+    except TemplateError as e:
+        rt.store.finish_send(comm_id, token, "failed", last_error=f"template: {e}", updated_ms=ms_of(now))
+        logger.error("%s failed: %s", comm_id, e)
+        return
+    try:
+        reply = await rt.pool().send(email)
+    except PermanentDeliveryError as e:
+        rt.store.finish_send(comm_id, token, "failed", last_error=str(e), updated_ms=ms_of(rt.clock()))
+        logger.error("%s failed: %s", comm_id, e)
+        return
+    except TransientDeliveryError as e:
+        attempts = _retries() + 1
+        if attempts > rt.settings.retry_max:
+            error = f"gave up after {attempts} attempts: {e}"
+            rt.store.finish_send(comm_id, token, "failed", last_error=error, updated_ms=ms_of(rt.clock()))
+            logger.error("%s failed: %s", comm_id, error)
+            return
+        rt.store.finish_send(comm_id, token, "retrying", last_error=str(e), updated_ms=ms_of(rt.clock()))
+        logger.warning("%s will be retried: %s", comm_id, e)
+        raise
+    sent = rt.clock()
+    rt.store.finish_send(
+        comm_id,
+        token,
+        "sent",
+        sent_ms=ms_of(sent),
+        updated_ms=ms_of(sent),
+        subject=rendered.subject,
+        message_id=str(email["Message-ID"]),
+        message=email.as_string(),
+        last_error="",
+        server_reply=reply,
+    )
+    logger.info("%s sent to %s", comm_id, comm.recipient)
+
+
+ACTORS = (handle_event, fire_timer, reconcile, deliver)
+
+
+class DramatiqDispatch:
+    """Hands communications to the ``deliver`` actor."""
+
+    def deliver(self, comm_id: str) -> None:
+        deliver.send(comm_id)
+
+
+def bind(broker: dramatiq.Broker) -> None:
+    """Declare every actor on ``broker`` (the one the worker consumes from)."""
+    for actor in ACTORS:
+        actor.broker = broker
+        broker.declare_actor(actor)
+

@@ -1,0 +1,90 @@
+"""The objects a worker process shares between its actors, built once from Settings."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import redis
+
+from scheduler.config import Config, ConfigSource
+from scheduler.engine import Engine
+from scheduler.mailer import SmtpPool
+from scheduler.render import TemplateSet
+from scheduler.settings import Settings
+from scheduler.store import Store
+from scheduler.timers import RedisTimerStore
+
+__all__ = ["Runtime", "configure", "current", "reset"]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runtime:
+    """Settings, Redis, configuration, templates, the engine and the SMTP pool of one process."""
+
+    settings: Settings
+    client: redis.Redis
+    config_source: ConfigSource
+    templates: TemplateSet
+    engine: Engine
+    clock: Callable[[], datetime] = _utcnow
+    _pools: dict[int, SmtpPool] = field(default_factory=dict)
+
+    @property
+    def store(self) -> Store:
+        return self.engine.store
+
+    def config(self) -> Config:
+        return self.config_source.current()
+
+    def pool(self) -> SmtpPool:
+        """The SMTP pool of the running event loop (async actors share one loop per process)."""
+        if self.settings.smtp is None:
+            raise RuntimeError("no SMTP server configured")
+        loop = id(asyncio.get_running_loop())
+        if loop not in self._pools:
+            self._pools[loop] = SmtpPool(self.settings.smtp)
+        return self._pools[loop]
+
+    @property
+    def connections_opened(self) -> int:
+        return sum(p.connections_opened for p in self._pools.values())
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def configure(settings: Settings, dispatch_factory: Callable[[], object] | None = None) -> Runtime:
+    """Build the process's runtime from ``settings`` (replacing any earlier one)."""
+    from workers.actors import DramatiqDispatch
+
+    global _runtime
+    client = redis.Redis.from_url(settings.resolved_redis_url())
+    source = ConfigSource(settings.config_path)
+    engine = Engine(Store(client), RedisTimerStore(client), source.current, DramatiqDispatch())
+    runtime = Runtime(settings, client, source, TemplateSet(settings.templates_dir), engine)
+    with _lock:
+        _runtime = runtime
+    return runtime
+
+
+def current() -> Runtime:
+    with _lock:
+        if _runtime is None:
+            configure(Settings.from_env())
+        assert _runtime is not None
+        return _runtime
+
+
+def reset() -> None:
+    global _runtime
+    with _lock:
+        _runtime = None
