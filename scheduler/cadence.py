@@ -27,6 +27,8 @@ __all__ = [
 ]
 
 _WEEKEND = (5, 6)  # Saturday, Sunday
+_WHOLE_MINUTES_FROM_S = 300
+"""Cadences this long promise whole minutes ("by 14:30"), rounded up so the promise holds."""
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,14 @@ def next_update_at(policy: Policy, severity: str, last_sent: datetime, now: date
     """When the next regular update is due after a message sent (composed) at ``last_sent``.
 
     One cadence after ``last_sent``, never before ``now``, deferred out of quiet hours.
+    Cadences of five minutes or more round up to the next whole minute, because that is
+    the time the message states ("next update by 14:31").
     """
     _require_aware(last_sent, now)
-    due = max(last_sent + timedelta(seconds=policy.cadence_s[severity]), now)
+    cadence_s = policy.cadence_s[severity]
+    due = max(last_sent + timedelta(seconds=cadence_s), now).astimezone(UTC)
+    if cadence_s >= _WHOLE_MINUTES_FROM_S and (due.second or due.microsecond):
+        due = due.replace(second=0, microsecond=0) + timedelta(minutes=1)
     return defer_quiet_hours(policy, severity, due)
 
 

@@ -238,7 +238,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from scheduler.demo import run_demo
 
-    return run_demo(quick=args.quick)
+    return run_demo()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -321,7 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="run everything on embedded services and show an incident's life")
-    demo.add_argument("--quick", action="store_true", help="stop after the acknowledgments")
     demo.set_defaults(func=cmd_demo)
     return parser
 
@@ -329,10 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet = args.command in ("demo", "emit", "log", "config")
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
     if not hasattr(args, "func"):
         parser.print_help()
         return EXIT_USAGE

@@ -15,31 +15,31 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import redis
 
 from scheduler.emitting import emit
-from scheduler.embedded import ensure_embedded_redis
-from scheduler.logview import format_table, promise_report, table_row
+from scheduler.embedded import ensure_embedded_redis, stop_embedded_redis
+from scheduler.logview import promise_report, stream_header, stream_row
+from scheduler.mailer import SmtpSettings
 from scheduler.mailsink import MailSink
 from scheduler.processes import broker_for, start_scheduler, start_worker
 from scheduler.settings import Settings, bundled_path
-from scheduler.store import Store
+from scheduler.store import Communication, Store
 
 __all__ = ["run_demo"]
 
-INCIDENT = "INC-2041"
+INCIDENT_PREFIX = "INC-2041"
 _STATUS_SHOWN = ("sent", "failed", "retrying")
 
 
-def _event(kind: str, incident: dict[str, Any]) -> dict[str, Any]:
+def _event(incident_id: str, kind: str, incident: dict[str, Any]) -> dict[str, Any]:
     return {
         "schema": 1,
         "event_id": str(uuid.uuid4()),
         "type": f"incident.{kind}",
-        "incident_id": INCIDENT,
+        "incident_id": incident_id,
         "occurred_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "source": "payments-api",
         "incident": incident,
@@ -49,23 +49,27 @@ def _event(kind: str, incident: dict[str, Any]) -> dict[str, Any]:
 class _LogPrinter:
     """Prints each communication once it has been sent (or failed), as the log shows it."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, incident_id: str) -> None:
         self.store = store
+        self.incident_id = incident_id
         self.shown: dict[str, str] = {}
         self.header_printed = False
+        self.started = datetime.now(UTC)
 
     def poll(self) -> None:
-        for comm in self.store.communications():
+        for comm in self._comms():
             if comm.status in _STATUS_SHOWN and self.shown.get(comm.id) != comm.status:
                 self.shown[comm.id] = comm.status
-                table = format_table([table_row(comm)]).splitlines()
                 if not self.header_printed:
-                    print(table[0], flush=True)
+                    print(stream_header(), flush=True)
                     self.header_printed = True
-                print(table[1], flush=True)
+                print(stream_row(comm), flush=True)
+
+    def _comms(self) -> list[Communication]:
+        return [c for c in self.store.communications(self.started) if c.incident_id == self.incident_id]
 
     def count(self, kind: str, status: str = "sent") -> int:
-        return sum(1 for c in self.store.communications() if c.kind == kind and c.status == status)
+        return sum(1 for c in self._comms() if c.kind == kind and c.status == status)
 
 
 def _wait(printer: _LogPrinter, done: Callable[[], bool], timeout_s: float) -> bool:
@@ -83,38 +87,44 @@ def _say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def run_demo(*, quick: bool = False, home: Path = Path(".amends/demo")) -> int:
-    """Run the demo; return the process exit status."""
+def run_demo() -> int:
+    """Run the demo; return the process exit status.
+
+    Everything lives under ``.amends/demo`` (fresh each run): an embedded Redis with its
+    append-only file, and the SMTP server's Maildir. Afterwards
+    ``AMENDS_HOME=.amends/demo amends log`` shows what the demo sent.
+    """
+    base = Settings.from_env()
+    home = base.data_dir / "demo"
+    stop_embedded_redis(home / "redis")
     if home.exists():
         shutil.rmtree(home)
     home.mkdir(parents=True)
-    redis_url = ensure_embedded_redis(home / "redis", persistent=False)
+    redis_url = ensure_embedded_redis(home / "redis")
     sink = MailSink(maildir=home / "mail").start()
-    settings = Settings.from_env().with_(
+    settings = base.with_(
         redis_url=redis_url,
+        smtp=SmtpSettings.from_url(sink.url),
         config_path=bundled_path("config") / "demo.yaml",
         secret_key=secrets.token_urlsafe(32),
-        data_dir=home,
         retry_min_backoff_ms=500,
         retry_max_backoff_ms=5_000,
     )
-    from scheduler.mailer import SmtpSettings
-
-    settings = settings.with_(smtp=SmtpSettings.from_url(sink.url))
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    store = Store(client)
-    printer = _LogPrinter(store)
+    incident_id = f"{INCIDENT_PREFIX}-{datetime.now(UTC):%H%M%S}"
+    store = Store(redis.Redis.from_url(redis_url))
+    printer = _LogPrinter(store, incident_id)
     broker = broker_for(settings)
     stop = threading.Event()
-    print(f"embedded Redis: {redis_url}\nSMTP server:    {sink.url} (messages kept in {home / 'mail'})")
-    print(f"config:         {settings.config_path}\ntemplates:      {settings.templates_dir}")
+    print(f"embedded Redis: {redis_url}")
+    print(f"SMTP server:    {sink.url} (what it receives is kept in {home / 'mail'})")
+    print(f"config:         {settings.config_path}")
+    print(f"templates:      {settings.templates_dir}")
     worker = start_worker(settings, threads=4, broker=broker)
     scheduler = start_scheduler(settings, stop, broker)
     ok = True
     try:
-        _say(f"{INCIDENT} opened: sev1, card payments failing (acknowledgments within seconds)")
-        emit(_event("opened", {
+        _say(f"{incident_id} opened: sev1, card payments failing; acknowledgments within seconds")
+        emit(_event(incident_id, "opened", {
             "title": "Card payments failing for some customers",
             "severity": "sev1",
             "services": ["payments"],
@@ -125,40 +135,45 @@ def run_demo(*, quick: bool = False, home: Path = Path(".amends/demo")) -> int:
             "owner": "Payments on-call",
         }), broker=broker)
         ok &= _wait(printer, lambda: printer.count("acknowledgment") >= 3, 20)
-        if quick or not ok:
-            return _finish(ok, printer, store, sink)
-        _say("no news yet: regular updates go out on each stakeholder's own cadence (6s, 8s, 12s)")
+        if not ok:
+            return _finish(ok, printer, sink)
+        _say("no news yet: regular updates on each stakeholder's own cadence (6s, 8s, 12s)")
         ok &= _wait(printer, lambda: printer.count("update") >= 4, 30)
-        _say("material change: cause identified, new plan (sent at once)")
-        emit(_event("updated", {
+        _say("material change: cause identified, new plan; sent at once")
+        emit(_event(incident_id, "updated", {
             "status": "identified",
             "summary": "An expired certificate broke the link to the EU card processor.",
             "plan": "Certificate rotated; we are replaying the failed payments.",
         }), broker=broker)
         ok &= _wait(printer, lambda: printer.count("update") >= 7, 20)
         _wait(printer, lambda: False, 7)
-        _say(f"{INCIDENT} resolved: resolution now, feedback requests after each stakeholder's delay")
-        emit(_event("resolved", {"summary": "Payments work again; every failed payment was replayed."}),
+        _say(f"{incident_id} resolved: resolution now, feedback requests after each stakeholder's delay")
+        emit(_event(incident_id, "resolved", {"summary": "Payments work again; every failed payment was replayed."}),
              broker=broker)
         ok &= _wait(printer, lambda: printer.count("resolution") >= 3, 20)
         ok &= _wait(printer, lambda: printer.count("feedback_request") >= 3, 30)
-        return _finish(ok, printer, store, sink)
+        return _finish(ok, printer, sink)
     finally:
         stop.set()
         scheduler.join(timeout=5)
         worker.stop()
         sink.stop()
+        stop_embedded_redis(home / "redis")
 
 
-def _finish(ok: bool, printer: _LogPrinter, store: Store, sink: MailSink) -> int:
-    comms = list(store.communications())
+def _finish(ok: bool, printer: _LogPrinter, sink: MailSink) -> int:
+    comms = printer._comms()
     report = promise_report(comms, datetime.now(UTC))
     _say("summary")
     print(f"{len(sink.received)} emails received by the SMTP server; "
           f"promises kept on time: {report.on_time} of {report.total}, "
           f"lateness p50 {report.p50_s:.2f}s p99 {report.p99_s:.2f}s max {report.max_s:.2f}s")
     if comms:
-        print(f"see one in full: amends log show {comms[0].id}  (with AMENDS_REDIS_URL set to the demo's Redis)")
+        hint = f"AMENDS_HOME={Settings.from_env().data_dir / 'demo'} "
+        if Settings.from_env().redis_url:
+            hint = "AMENDS_REDIS_URL= " + hint
+        print(f"the log, afterwards:  {hint}amends log --incident {printer.incident_id}")
+        print(f"one message in full:  {hint}amends log show {comms[0].id}")
     if not ok:
         print("the demo did not see every expected message in time; see the log above")
         return 1

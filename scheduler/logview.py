@@ -78,6 +78,22 @@ def format_table(rows: Iterable[tuple[str, ...]], header: tuple[str, ...] = COLU
     return "\n".join(lines)
 
 
+STREAM_WIDTHS = (23, 15, 16, 8, 9, 52, 18)
+STREAM_HEADER = ("time", "stakeholder", "kind", "#", "status", "subject", "sent vs promised")
+
+
+def stream_row(comm: Communication) -> str:
+    """A fixed-width row for logs printed as they happen (``amends demo``)."""
+    lateness = f"{comm.lateness_s:+.2f}s" if comm.lateness_s is not None else comm.last_error or "-"
+    cells = (_local(comm.sent_at or comm.created_at, comm), comm.stakeholder_id, comm.kind, str(comm.seq),
+             comm.status, _clip(comm.subject or "-", 50), lateness)
+    return "  ".join(c.ljust(w) for c, w in zip(cells, STREAM_WIDTHS, strict=True)).rstrip()
+
+
+def stream_header() -> str:
+    return "  ".join(c.ljust(w) for c, w in zip(STREAM_HEADER, STREAM_WIDTHS, strict=True)).rstrip()
+
+
 def row_json(comm: Communication) -> str:
     return json.dumps(comm.as_json(), ensure_ascii=False)
 

@@ -8,6 +8,7 @@ context data, never as template source.
 
 from __future__ import annotations
 
+import email.policy
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,7 @@ from scheduler.errors import TemplateError
 __all__ = ["PARTS", "RenderedMessage", "TemplateSet", "build_email", "clean_header", "local_time"]
 
 PARTS = ("subject", "txt", "html")
+_POLICY = email.policy.SMTP.clone(max_line_length=998)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
 
 
@@ -39,9 +41,10 @@ def local_time(moment: datetime | None, timezone: str, reference: datetime | Non
     if moment is None:
         return ""
     local = pendulum.instance(moment).in_tz(timezone)
+    clock = "HH:mm:ss" if local.second else "HH:mm"
     if reference is not None and pendulum.instance(reference).in_tz(timezone).date() != local.date():
-        return local.format("ddd D MMM, HH:mm zz")
-    return local.format("HH:mm zz")
+        return local.format(f"ddd D MMM, {clock} zz")
+    return local.format(f"{clock} zz")
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ def build_email(
     ``thread_id`` (the first message's Message-ID) goes into In-Reply-To and References so
     that every message of one incident to one stakeholder shows as one thread.
     """
-    message = EmailMessage()
+    message = EmailMessage(policy=_POLICY)
     message["From"] = clean_header(sender)
     message["To"] = clean_header(recipient)
     message["Subject"] = rendered.subject

@@ -1,0 +1,31 @@
+# One command set for setup, lint, types, tests and the demo; .ci/run uses the same targets.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup demo lint test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/amends demo
+
+lint: setup
+	$(BIN)/ruff check scheduler workers tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python bench/bench_timers.py
+
+clean:
+	rm -rf $(VENV) .amends .pytest_cache .mypy_cache .ruff_cache
