@@ -19,6 +19,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check scheduler workers tests bench
+	$(BIN)/ruff format --check scheduler workers tests bench
 	$(BIN)/mypy
 
 test: lint

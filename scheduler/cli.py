@@ -182,8 +182,10 @@ def cmd_log(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(report.as_json()))
         else:
-            print(f"promises kept on time: {report.on_time} of {report.total} sent "
-                  f"({report.late} late, {report.pending_overdue} overdue and unsent)")
+            print(
+                f"promises kept on time: {report.on_time} of {report.total} sent "
+                f"({report.late} late, {report.pending_overdue} overdue and unsent)"
+            )
             print(f"lateness: p50 {report.p50_s:.2f}s  p99 {report.p99_s:.2f}s  max {report.max_s:.2f}s")
         return EXIT_OK
     if args.json:
@@ -216,8 +218,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
     settings.require_worker()
     worker = start_worker(settings, threads=args.threads)
-    print(f"amends worker: consuming from {worker.broker_url_redacted} with {args.threads} threads; "
-          f"sending through {settings.smtp.redacted() if settings.smtp else '-'}", flush=True)
+    print(
+        f"amends worker: consuming from {worker.broker_url_redacted} with {args.threads} threads; "
+        f"sending through {settings.smtp.redacted() if settings.smtp else '-'}",
+        flush=True,
+    )
     _stop_on_signals().wait()
     worker.stop()
     return EXIT_OK
@@ -242,8 +247,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    print("amends serve: the HTTP API is not part of this version yet; use 'amends emit' and "
-          "'amends log'", file=sys.stderr)
+    print(
+        "amends serve: the HTTP API is not part of this version yet; use 'amends emit' and 'amends log'",
+        file=sys.stderr,
+    )
     return EXIT_FAILED
 
 
@@ -268,8 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
         "('-'), or built from flags: amends emit opened --incident INC-1 --title ... --severity sev1 "
         "--service payments. Exit 2 when an event is invalid; nothing is enqueued then.",
     )
-    emit.add_argument("type", nargs="?", choices=[t.split(".")[1] for t in EVENT_TYPES] + ["-"],
-                      help="build the event from flags (or '-' to read JSON from stdin)")
+    emit.add_argument(
+        "type",
+        nargs="?",
+        choices=[t.split(".")[1] for t in EVENT_TYPES] + ["-"],
+        help="build the event from flags (or '-' to read JSON from stdin)",
+    )
     emit.add_argument("--file", "-f", help="JSON file with the event; '-' reads stdin")
     emit.add_argument("--incident", help="incident id, e.g. INC-2041")
     emit.add_argument("--title")
@@ -287,9 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="work with the configuration file")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    check = config_sub.add_parser("check", help="validate the configuration and every template",
-                                  description="Print each problem with its place and exit 1 if there is one.")
-    check.add_argument("--file", "-f", help="configuration file (default: $AMENDS_CONFIG or config/amends.yaml)")
+    check = config_sub.add_parser(
+        "check",
+        help="validate the configuration and every template",
+        description="Print each problem with its place and exit 1 if there is one.",
+    )
+    check.add_argument(
+        "--file", "-f", help="configuration file (default: $AMENDS_CONFIG or config/amends.yaml)"
+    )
     check.set_defaults(func=cmd_config_check)
 
     log = sub.add_parser(
@@ -314,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--threads", type=int, default=8, help="worker threads (default 8)")
     worker.set_defaults(func=cmd_worker)
 
-    sched = sub.add_parser("scheduler", help="run the timer loop that enqueues due updates and feedback requests")
+    sched = sub.add_parser(
+        "scheduler", help="run the timer loop that enqueues due updates and feedback requests"
+    )
     sched.set_defaults(func=cmd_scheduler)
 
     serve = sub.add_parser("serve", help="the HTTP API (not in this version)")
@@ -346,7 +364,6 @@ def main(argv: list[str] | None = None) -> int:
     except AmendsError as e:
         print(f"amends: {e}", file=sys.stderr)
         return EXIT_FAILED
-
 
 
 if __name__ == "__main__":

@@ -159,7 +159,11 @@ class Config(_Model):
         return stakeholder.timezone or self.defaults.timezone
 
     def cadence_s(self, stakeholder: Stakeholder, severity: str) -> int:
-        return stakeholder.cadence.get(severity, self.defaults.cadence[severity])  # type: ignore[index, call-overload]
+        for cadence in (stakeholder.cadence, self.defaults.cadence):
+            for name, seconds in cadence.items():
+                if name == severity:
+                    return seconds
+        raise KeyError(f"unknown severity {severity!r}")
 
     def feedback_after_s(self, stakeholder: Stakeholder) -> int:
         return stakeholder.feedback_after or self.defaults.feedback_after
@@ -188,7 +192,9 @@ def _sender_ok(sender: str) -> list[tuple[str, str]]:
 def parse_config(data: Any) -> Config:
     """Validate an already-parsed YAML document."""
     if not isinstance(data, Mapping):
-        raise ConfigError("invalid configuration", [("", "the file must be a mapping with 'sender' and 'stakeholders'")])
+        raise ConfigError(
+            "invalid configuration", [("", "the file must be a mapping with 'sender' and 'stakeholders'")]
+        )
     try:
         config = Config.model_validate(data)
     except ValidationError as e:

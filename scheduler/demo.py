@@ -19,8 +19,8 @@ from typing import Any
 
 import redis
 
-from scheduler.emitting import emit
 from scheduler.embedded import ensure_embedded_redis, stop_embedded_redis
+from scheduler.emitting import emit
 from scheduler.logview import promise_report, stream_header, stream_row
 from scheduler.mailer import SmtpSettings
 from scheduler.mailsink import MailSink
@@ -124,32 +124,52 @@ def run_demo() -> int:
     ok = True
     try:
         _say(f"{incident_id} opened: sev1, card payments failing; acknowledgments within seconds")
-        emit(_event(incident_id, "opened", {
-            "title": "Card payments failing for some customers",
-            "severity": "sev1",
-            "services": ["payments"],
-            "status": "investigating",
-            "summary": "Card payments through our EU processor fail with a timeout.",
-            "impact": "About 1 in 5 card payments fail; retries usually succeed.",
-            "plan": "We are moving card traffic to the backup processor.",
-            "owner": "Payments on-call",
-        }), broker=broker)
+        emit(
+            _event(
+                incident_id,
+                "opened",
+                {
+                    "title": "Card payments failing for some customers",
+                    "severity": "sev1",
+                    "services": ["payments"],
+                    "status": "investigating",
+                    "summary": "Card payments through our EU processor fail with a timeout.",
+                    "impact": "About 1 in 5 card payments fail; retries usually succeed.",
+                    "plan": "We are moving card traffic to the backup processor.",
+                    "owner": "Payments on-call",
+                },
+            ),
+            broker=broker,
+        )
         ok &= _wait(printer, lambda: printer.count("acknowledgment") >= 3, 20)
         if not ok:
             return _finish(ok, printer, sink)
         _say("no news yet: regular updates on each stakeholder's own cadence (6s, 8s, 12s)")
         ok &= _wait(printer, lambda: printer.count("update") >= 4, 30)
         _say("material change: cause identified, new plan; sent at once")
-        emit(_event(incident_id, "updated", {
-            "status": "identified",
-            "summary": "An expired certificate broke the link to the EU card processor.",
-            "plan": "Certificate rotated; we are replaying the failed payments.",
-        }), broker=broker)
+        emit(
+            _event(
+                incident_id,
+                "updated",
+                {
+                    "status": "identified",
+                    "summary": "An expired certificate broke the link to the EU card processor.",
+                    "plan": "Certificate rotated; we are replaying the failed payments.",
+                },
+            ),
+            broker=broker,
+        )
         ok &= _wait(printer, lambda: printer.count("update") >= 7, 20)
         _wait(printer, lambda: False, 7)
         _say(f"{incident_id} resolved: resolution now, feedback requests after each stakeholder's delay")
-        emit(_event(incident_id, "resolved", {"summary": "Payments work again; every failed payment was replayed."}),
-             broker=broker)
+        emit(
+            _event(
+                incident_id,
+                "resolved",
+                {"summary": "Payments work again; every failed payment was replayed."},
+            ),
+            broker=broker,
+        )
         ok &= _wait(printer, lambda: printer.count("resolution") >= 3, 20)
         ok &= _wait(printer, lambda: printer.count("feedback_request") >= 3, 30)
         return _finish(ok, printer, sink)
@@ -165,9 +185,11 @@ def _finish(ok: bool, printer: _LogPrinter, sink: MailSink) -> int:
     comms = printer._comms()
     report = promise_report(comms, datetime.now(UTC))
     _say("summary")
-    print(f"{len(sink.received)} emails received by the SMTP server; "
-          f"promises kept on time: {report.on_time} of {report.total}, "
-          f"lateness p50 {report.p50_s:.2f}s p99 {report.p99_s:.2f}s max {report.max_s:.2f}s")
+    print(
+        f"{len(sink.received)} emails received by the SMTP server; "
+        f"promises kept on time: {report.on_time} of {report.total}, "
+        f"lateness p50 {report.p50_s:.2f}s p99 {report.p99_s:.2f}s max {report.max_s:.2f}s"
+    )
     if comms:
         hint = f"AMENDS_HOME={Settings.from_env().data_dir / 'demo'} "
         if Settings.from_env().redis_url:

@@ -7,6 +7,7 @@ starts it daemonized with AOF persistence, the others find its socket and connec
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -63,15 +64,24 @@ def ensure_embedded_redis(data_dir: Path, *, persistent: bool = True) -> str:
         socket.unlink()  # left behind by a server that is gone
     args = [
         executable,
-        "--port", "0",
-        "--unixsocket", str(socket),
-        "--unixsocketperm", "700",
-        "--dir", str(data_dir),
-        "--daemonize", "yes",
-        "--pidfile", str(data_dir / "redis.pid"),
-        "--logfile", str(data_dir / "redis.log"),
-        "--save", "",
-        "--appendonly", "yes" if persistent else "no",
+        "--port",
+        "0",
+        "--unixsocket",
+        str(socket),
+        "--unixsocketperm",
+        "700",
+        "--dir",
+        str(data_dir),
+        "--daemonize",
+        "yes",
+        "--pidfile",
+        str(data_dir / "redis.pid"),
+        "--logfile",
+        str(data_dir / "redis.log"),
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if persistent else "no",
     ]
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + _START_TIMEOUT_S
@@ -86,7 +96,5 @@ def stop_embedded_redis(data_dir: Path) -> None:
     """Shut the embedded Redis for ``data_dir`` down, if it runs."""
     url = f"unix://{_socket_path(data_dir.resolve())}"
     if _answers(url):
-        try:
+        with contextlib.suppress(redis.ConnectionError):  # shutdown closes the connection under us
             redis.Redis.from_url(url).shutdown(nosave=True)
-        except redis.ConnectionError:
-            pass  # shutdown closes the connection under us

@@ -33,5 +33,7 @@ def emit(event: dict[str, Any], *, broker: dramatiq.Broker | None = None) -> Eve
     """
     parsed = parse_event(event)
     target = broker or _broker_for(Settings.from_env())
-    enqueue(target, EVENTS_QUEUE, "handle_event", parsed.model_dump(mode="json", by_alias=True, exclude_none=True))
+    enqueue(
+        target, EVENTS_QUEUE, "handle_event", parsed.model_dump(mode="json", by_alias=True, exclude_none=True)
+    )
     return parsed

@@ -163,7 +163,9 @@ class Engine:
             comms += self.acknowledge_new(config, incident, trigger, now)
         return comms
 
-    def acknowledge_new(self, config: Config, incident: dict[str, Any], trigger: str, now: datetime) -> list[str]:
+    def acknowledge_new(
+        self, config: Config, incident: dict[str, Any], trigger: str, now: datetime
+    ) -> list[str]:
         """Acknowledge to every stakeholder the open incident newly concerns."""
         if incident["state"] != "open":
             return []
@@ -212,7 +214,9 @@ class Engine:
             self.timers.arm(member, promised_ms)
             return None
         if kind == _UPDATE:
-            return self._compose(config, incident, stakeholder, "update", f"timer:{promised_ms}", now, promised_ms)
+            return self._compose(
+                config, incident, stakeholder, "update", f"timer:{promised_ms}", now, promised_ms
+            )
         return self._compose(
             config, incident, stakeholder, "feedback_request", f"feedback:{promised_ms}", now, promised_ms
         )
@@ -245,14 +249,20 @@ class Engine:
         now = now.astimezone(UTC)
         policy = cadence.policy_for(config, stakeholder)
         wants_next = kind in ("acknowledgment", "update") and incident["state"] == "open"
-        next_ms = ms_of(cadence.next_update_at(policy, incident["severity"], now, now)) if wants_next else None
+        next_ms = (
+            ms_of(cadence.next_update_at(policy, incident["severity"], now, now)) if wants_next else None
+        )
         snapshot = {f: incident.get(f) for f in CONTENT_FIELDS}
 
         def build(thread: dict[str, str]) -> tuple[dict[str, str | int], dict[str, str | int]]:
             seen = json.loads(thread["seen"]) if "seen" in thread else None
             context = {
-                "incident": {**snapshot, "id": incident["id"], "opened_ms": incident["opened_ms"],
-                             "resolved_ms": incident.get("resolved_ms")},
+                "incident": {
+                    **snapshot,
+                    "id": incident["id"],
+                    "opened_ms": incident["opened_ms"],
+                    "resolved_ms": incident.get("resolved_ms"),
+                },
                 "changes": _changes(seen, snapshot) if seen is not None else [],
                 "since_ms": int(thread["last_ms"]) if "last_ms" in thread else None,
                 "timezone": policy.timezone,
@@ -281,7 +291,9 @@ class Engine:
         elif comm.next_update_at is not None:
             thread = self.store.thread(incident["id"], stakeholder.id)
             if thread.get("promised_ms") == str(ms_of(comm.next_update_at)):
-                self.timers.arm(timer_member(_UPDATE, incident["id"], stakeholder.id), ms_of(comm.next_update_at))
+                self.timers.arm(
+                    timer_member(_UPDATE, incident["id"], stakeholder.id), ms_of(comm.next_update_at)
+                )
         if comm.status == "scheduled":
             self.dispatch.deliver(comm_id)
         if created:

@@ -10,7 +10,15 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from scheduler._validation import field_errors
 from scheduler.config import IDENTIFIER, Severity
@@ -134,7 +142,9 @@ def parse_event_json(raw: str | bytes) -> Event:
     """Decode and validate one event given as JSON text."""
     size = len(raw.encode() if isinstance(raw, str) else raw)
     if size > MAX_EVENT_BYTES:
-        raise EventError("invalid event", [("", f"the event is {size} bytes; the limit is {MAX_EVENT_BYTES}")])
+        raise EventError(
+            "invalid event", [("", f"the event is {size} bytes; the limit is {MAX_EVENT_BYTES}")]
+        )
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -46,8 +46,19 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-COLUMNS = ("time", "incident", "stakeholder", "kind", "status", "recipient", "subject",
-           "promised", "sent", "attempts", "last error")
+COLUMNS = (
+    "time",
+    "incident",
+    "stakeholder",
+    "kind",
+    "status",
+    "recipient",
+    "subject",
+    "promised",
+    "sent",
+    "attempts",
+    "last error",
+)
 
 
 def table_row(comm: Communication) -> tuple[str, ...]:
@@ -73,8 +84,10 @@ def table_row(comm: Communication) -> tuple[str, ...]:
 def format_table(rows: Iterable[tuple[str, ...]], header: tuple[str, ...] = COLUMNS) -> str:
     rows = list(rows)
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in [header, *rows]]
+    lines = [
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
     return "\n".join(lines)
 
 
@@ -85,8 +98,15 @@ STREAM_HEADER = ("time", "stakeholder", "kind", "#", "status", "subject", "sent 
 def stream_row(comm: Communication) -> str:
     """A fixed-width row for logs printed as they happen (``amends demo``)."""
     lateness = f"{comm.lateness_s:+.2f}s" if comm.lateness_s is not None else comm.last_error or "-"
-    cells = (_local(comm.sent_at or comm.created_at, comm), comm.stakeholder_id, comm.kind, str(comm.seq),
-             comm.status, _clip(comm.subject or "-", 50), lateness)
+    cells = (
+        _local(comm.sent_at or comm.created_at, comm),
+        comm.stakeholder_id,
+        comm.kind,
+        str(comm.seq),
+        comm.status,
+        _clip(comm.subject or "-", 50),
+        lateness,
+    )
     return "  ".join(c.ljust(w) for c, w in zip(cells, STREAM_WIDTHS, strict=True)).rstrip()
 
 
@@ -137,7 +157,10 @@ def promise_report(comms: Iterable[Communication], now: datetime) -> PromiseRepo
     for comm in comms:
         if comm.lateness_s is not None:
             lateness.append(max(0.0, comm.lateness_s))
-        elif comm.status not in ("failed", "cancelled") and (now - comm.promised_at).total_seconds() > ON_TIME_GRACE_S:
+        elif (
+            comm.status not in ("failed", "cancelled")
+            and (now - comm.promised_at).total_seconds() > ON_TIME_GRACE_S
+        ):
             overdue += 1
     lateness.sort()
     late = sum(1 for s in lateness if s > ON_TIME_GRACE_S)

@@ -67,7 +67,7 @@ class SmtpSettings:
         return f"smtp://{user}{self.host}:{self.port}?tls={self.tls}"
 
 
-def _reply(e: aiosmtplib.SMTPResponseException) -> str:
+def _reply(e: aiosmtplib.SMTPResponseException | aiosmtplib.SMTPResponse) -> str:
     return f"{e.code} {e.message}".strip()
 
 
@@ -110,7 +110,9 @@ class SmtpPool:
                 reply = await self._send_on(client, message)
             except aiosmtplib.SMTPServerDisconnected:
                 if not reused:
-                    raise TransientDeliveryError(f"the SMTP server {self._where} closed the connection") from None
+                    raise TransientDeliveryError(
+                        f"the SMTP server {self._where} closed the connection"
+                    ) from None
                 # an idle connection the server timed out: one fresh try
                 client = await self._fresh_or_fail()
                 reply = await self._send_on(client, message)
@@ -153,7 +155,7 @@ class SmtpPool:
     async def _discard(self, client: aiosmtplib.SMTP) -> None:
         try:
             client.close()
-        except Exception:  # noqa: BLE001 - closing a broken connection may fail in many ways
+        except Exception:
             logger.debug("closing a broken SMTP connection failed", exc_info=True)
 
     async def close(self) -> None:

@@ -28,12 +28,13 @@ class ReceivedMail:
 
     @property
     def message(self) -> EmailMessage:
-        parsed: EmailMessage = message_from_bytes(self.raw, policy=policy.default)  # type: ignore[assignment]
+        parsed = message_from_bytes(self.raw, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
         return parsed
 
     def part(self, subtype: str) -> str:
         body = self.message.get_body(preferencelist=(subtype,))
-        return body.get_content() if body is not None else ""  # type: ignore[no-any-return]
+        return str(body.get_content()) if body is not None else ""
 
 
 class _Handler:

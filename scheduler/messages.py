@@ -48,7 +48,8 @@ def template_context(
     opened_at = utc_of(incident.pop("opened_ms"))
     resolved_at = utc_of(incident.pop("resolved_ms", None))
     changes = [
-        {**change, "label": FIELD_LABELS.get(change["field"], change["field"])} for change in stored["changes"]
+        {**change, "label": FIELD_LABELS.get(change["field"], change["field"])}
+        for change in stored["changes"]
     ]
     since = utc_of(stored.get("since_ms"))
     links = feedback_links(config.base_url, secret_key, comm.incident_id, stakeholder.id)

@@ -35,12 +35,27 @@ def sample_communication(kind: str, stakeholder_id: str, timezone: str, now: dat
     changes = [{"field": "status", "old": "investigating", "new": "identified"}] if kind == "update" else []
     wants_next = kind in ("acknowledgment", "update")
     return Communication(
-        id=f"INC-SAMPLE:{stakeholder_id}:{kind}:1", incident_id="INC-SAMPLE", stakeholder_id=stakeholder_id,
-        kind=kind, seq=2, status="scheduled", recipient="sample@example.org", created_at=now, promised_at=now,
-        next_update_at=now + timedelta(minutes=30) if wants_next else None, sent_at=None, attempts=0,
-        last_error="", subject="", message_id="",
-        context={"incident": incident, "changes": changes, "since_ms": ms_of(now - timedelta(minutes=15)),
-                 "timezone": timezone},
+        id=f"INC-SAMPLE:{stakeholder_id}:{kind}:1",
+        incident_id="INC-SAMPLE",
+        stakeholder_id=stakeholder_id,
+        kind=kind,
+        seq=2,
+        status="scheduled",
+        recipient="sample@example.org",
+        created_at=now,
+        promised_at=now,
+        next_update_at=now + timedelta(minutes=30) if wants_next else None,
+        sent_at=None,
+        attempts=0,
+        last_error="",
+        subject="",
+        message_id="",
+        context={
+            "incident": incident,
+            "changes": changes,
+            "since_ms": ms_of(now - timedelta(minutes=15)),
+            "timezone": timezone,
+        },
         message="",
     )
 

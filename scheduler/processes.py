@@ -10,7 +10,8 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from scheduler.config import ConfigError, ConfigSource
+from scheduler.config import ConfigSource
+from scheduler.errors import ConfigError
 from scheduler.loop import SchedulerLoop
 from scheduler.queues import TIMERS_QUEUE, build_broker, enqueue
 from scheduler.settings import Settings
@@ -83,10 +84,14 @@ def scheduler_loop(settings: Settings, broker: RedisBroker | None = None) -> Sch
             generation[0] = source.generation
             enqueue(broker, TIMERS_QUEUE, "reconcile")
 
-    return SchedulerLoop(timers, send, lease_ms=settings.timer_lease_ms, max_sleep_s=1.0, on_idle=watch_config)
+    return SchedulerLoop(
+        timers, send, lease_ms=settings.timer_lease_ms, max_sleep_s=1.0, on_idle=watch_config
+    )
 
 
-def start_scheduler(settings: Settings, stop: threading.Event, broker: RedisBroker | None = None) -> threading.Thread:
+def start_scheduler(
+    settings: Settings, stop: threading.Event, broker: RedisBroker | None = None
+) -> threading.Thread:
     loop = scheduler_loop(settings, broker)
     thread = threading.Thread(target=loop.run, args=(stop,), name="amends-scheduler", daemon=True)
     thread.start()

@@ -37,7 +37,7 @@ def build_broker(
         AsyncIO(),
         CurrentMessage(),
     ]
-    broker = RedisBroker(url=redis_url, namespace=NAMESPACE, middleware=middleware)
+    broker = RedisBroker(url=redis_url, namespace=NAMESPACE, middleware=middleware)  # type: ignore[no-untyped-call]
     for queue in (EVENTS_QUEUE, DELIVER_QUEUE, TIMERS_QUEUE):
         broker.declare_queue(queue)
     return broker

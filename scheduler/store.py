@@ -9,11 +9,11 @@ sent|failed|retrying`` by compare-and-set in Lua.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -63,7 +63,7 @@ class Communication:
     message: str
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes]) -> Communication:
+    def from_hash(cls, raw: Mapping[Any, Any]) -> Communication:
         h = {_text(k): _text(v) for k, v in raw.items()}
         return cls(
             id=h["id"],
@@ -152,10 +152,13 @@ class Store:
                 pipe.zadd(keys.INCIDENTS, {incident_id: record["incident"]["opened_ms"]}, nx=True)
             return {**record, "duplicate": False}
 
-        result: dict[str, Any] = self.client.transaction(
-            transaction, event_key, incident_key, value_from_callable=True
+        result = self.client.transaction(
+            transaction,  # type: ignore[arg-type]
+            event_key,
+            incident_key,
+            value_from_callable=True,
         )
-        return result
+        return cast(dict[str, Any], result)
 
     def mark_event_done(self, event_id: str) -> None:
         raw = self.client.get(keys.event(event_id))
@@ -170,7 +173,9 @@ class Store:
             "rejected_at": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             "via": source,
             "errors": [{"field": place, "reason": reason} for place, reason in errors],
-            "event": payload if isinstance(payload, dict | list | str | int | float | None) else repr(payload),
+            "event": payload
+            if isinstance(payload, dict | list | str | int | float | None)
+            else repr(payload),
         }
         pipe = self.client.pipeline()
         pipe.lpush(keys.REJECTED, json.dumps(record, default=repr))
@@ -207,7 +212,8 @@ class Store:
         return {_text(k): _text(v) for k, v in raw.items()}
 
     def update_thread(self, incident_id: str, stakeholder_id: str, **fields: str | int) -> None:
-        self.client.hset(keys.pair(incident_id, stakeholder_id), mapping=dict(fields))
+        mapping: Mapping[Any, Any] = fields
+        self.client.hset(keys.pair(incident_id, stakeholder_id), mapping=mapping)
 
     def clear_thread_fields(self, incident_id: str, stakeholder_id: str, *names: str) -> None:
         self.client.hdel(keys.pair(incident_id, stakeholder_id), *names)
@@ -256,10 +262,13 @@ class Store:
             pipe.zadd(keys.LOG, {comm_id: int(record["created_ms"])})
             return comm_id, True
 
-        result: tuple[str, bool] = self.client.transaction(
-            transaction, trigger_key, thread_key, value_from_callable=True
+        result = self.client.transaction(
+            transaction,  # type: ignore[arg-type]
+            trigger_key,
+            thread_key,
+            value_from_callable=True,
         )
-        return result
+        return cast(tuple[str, bool], result)
 
     def comm(self, comm_id: str) -> Communication | None:
         raw = self.client.hgetall(keys.comm(comm_id))

@@ -26,8 +26,7 @@ def _with_db(url: str, db: int) -> str:
     parts = urlsplit(url)
     if parts.scheme == "unix":
         query = "&".join(q for q in parts.query.split("&") if q and not q.startswith("db="))
-        query = f"{query}&db={db}" if query else f"db={db}"
-        return urlunsplit(parts._replace(query=query))
+        return f"unix://{parts.path}?{query + '&' if query else ''}db={db}"
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
@@ -68,3 +67,182 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for nodeid in _skipped_real:
             print(f"  {nodeid}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- a running amends: real Redis, real SMTP server, real Dramatiq worker ---------------
+
+import threading  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+from typing import Any  # noqa: E402
+
+import dramatiq  # noqa: E402
+import yaml  # noqa: E402
+
+from scheduler.mailer import SmtpSettings  # noqa: E402
+from scheduler.mailsink import MailSink  # noqa: E402
+from scheduler.processes import broker_for  # noqa: E402
+from scheduler.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE  # noqa: E402
+from scheduler.settings import Settings, bundled_path  # noqa: E402
+
+BASE_CONFIG: dict[str, Any] = {
+    "sender": "Acme Status <status@acme.example>",
+    "base_url": "https://status.acme.example",
+    "defaults": {
+        "timezone": "UTC",
+        "cadence": {"sev1": "30m", "sev2": "1h", "sev3": "4h", "sev4": "1d"},
+        "feedback_after": "2h",
+    },
+    "stakeholders": [
+        {
+            "id": "acme-finance",
+            "name": "ACME Finance",
+            "email": "finance@acme.example",
+            "audience": "customer",
+            "timezone": "Europe/Berlin",
+            "services": ["payments"],
+            "severities": ["sev1", "sev2"],
+            "cadence": {"sev1": "15m"},
+        },
+        {
+            "id": "globex",
+            "name": "Globex Support",
+            "email": "support@globex.example",
+            "audience": "customer",
+            "timezone": "America/New_York",
+            "services": ["payments", "checkout"],
+        },
+        {
+            "id": "payments-eng",
+            "name": "Payments Engineering",
+            "email": "eng@acme.example",
+            "audience": "engineering",
+            "timezone": "Asia/Tokyo",
+            "services": ["payments"],
+        },
+        {"id": "search-team", "name": "Search Team", "email": "search@acme.example", "services": ["search"]},
+    ],
+}
+
+
+class FakeClock:
+    """A clock tests move by hand; the worker and engine read it instead of the real one."""
+
+    def __init__(self, start: datetime) -> None:
+        self.moment = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.moment
+
+    def advance(self, **delta: float) -> datetime:
+        with self._lock:
+            self.moment += timedelta(**delta)
+            return self.moment
+
+    def set(self, moment: datetime) -> None:
+        with self._lock:
+            self.moment = moment
+
+
+@dataclass
+class App:
+    settings: Settings
+    broker: Any
+    worker: Any
+    runtime: Any
+    sink: MailSink
+    clock: FakeClock
+    config_path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def drain(self) -> None:
+        """Wait until every queue is empty and the worker is idle (messages beget messages)."""
+        for _ in range(20):
+            for queue in (EVENTS_QUEUE, TIMERS_QUEUE, DELIVER_QUEUE):
+                self.broker.join(queue, timeout=30_000)
+            self.worker.join()
+            if all(self.broker.do_qsize(q) == 0 for q in (EVENTS_QUEUE, TIMERS_QUEUE, DELIVER_QUEUE)):
+                return
+        raise AssertionError("queues did not drain")
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        self.config_path.write_text(yaml.safe_dump(config))
+
+
+def event(
+    kind: str = "opened",
+    incident_id: str = "INC-1",
+    event_id: str | None = None,
+    at: datetime | None = None,
+    **incident: Any,
+) -> dict[str, Any]:
+    """A valid schema-1 event; ``incident`` holds the incident fields it carries."""
+    if kind == "opened":
+        incident = {
+            "title": "Card payments failing",
+            "severity": "sev1",
+            "services": ["payments"],
+            "summary": "Timeouts at the processor.",
+            "impact": "1 in 5 payments fail.",
+            "plan": "Fail over to the backup processor.",
+            "owner": "Payments on-call",
+            **incident,
+        }
+    return {
+        "schema": 1,
+        "event_id": event_id or f"{incident_id}-{kind}-{len(incident)}-{id(incident)}",
+        "type": f"incident.{kind}",
+        "incident_id": incident_id,
+        "occurred_at": (at or datetime(2026, 11, 26, 14, 3, tzinfo=UTC)).isoformat().replace("+00:00", "Z"),
+        "source": "tests",
+        "incident": incident,
+    }
+
+
+@pytest.fixture
+def sink() -> Iterator[MailSink]:
+    """A real aiosmtpd server on a free local port, keeping what it receives."""
+    server = MailSink().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def app_config() -> dict[str, Any]:
+    """The configuration the ``app`` fixture starts with; tests may override this fixture."""
+    return BASE_CONFIG
+
+
+@pytest.fixture
+def app(
+    redis_url: str, redis_client: Any, sink: MailSink, tmp_path: Path, app_config: dict[str, Any]
+) -> Iterator[App]:
+    """amends running in this process: a Dramatiq worker on real Redis sending to ``sink``."""
+    import workers
+
+    config_path = tmp_path / "amends.yaml"
+    config_path.write_text(yaml.safe_dump(app_config))
+    settings = Settings(
+        redis_url=redis_url,
+        smtp=SmtpSettings.from_url(sink.url),
+        config_path=config_path,
+        templates_dir=bundled_path("templates"),
+        secret_key="test-secret",
+        retry_max=3,
+        retry_min_backoff_ms=50,
+        retry_max_backoff_ms=200,
+    )
+    broker = broker_for(settings)
+    dramatiq.set_broker(broker)
+    workers.bind(broker)
+    runtime = workers.configure(settings)
+    runtime.config_source.check_interval_s = 0.0
+    clock = FakeClock(datetime(2026, 11, 26, 14, 3, 5, tzinfo=UTC))
+    runtime.clock = clock
+    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=20)
+    worker.start()
+    yield App(settings, broker, worker, runtime, sink, clock, config_path)
+    worker.stop()
+    broker.close()

@@ -104,7 +104,9 @@ async def deliver(comm_id: str) -> None:
         rt.store.finish_send(comm_id, token, "cancelled", last_error="stakeholder is no longer configured")
         return
     try:
-        email, rendered = compose_email(comm, stakeholder, config, rt.templates, now, rt.settings.secret_key or "")
+        email, rendered = compose_email(
+            comm, stakeholder, config, rt.templates, now, rt.settings.secret_key or ""
+        )
     except TemplateError as e:
         rt.store.finish_send(comm_id, token, "failed", last_error=f"template: {e}", updated_ms=ms_of(now))
         logger.error("%s failed: %s", comm_id, e)
@@ -156,4 +158,3 @@ def bind(broker: dramatiq.Broker) -> None:
     for actor in ACTORS:
         actor.broker = broker
         broker.declare_actor(actor)
-

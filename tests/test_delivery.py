@@ -1,0 +1,205 @@
+"""The acknowledgment path end to end: real Redis, a real Dramatiq worker, a real SMTP server."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from scheduler import emit
+from scheduler.store import Store
+from tests.conftest import App, event
+
+pytestmark = pytest.mark.real
+
+
+def comms(app: App, **match: Any) -> list[Any]:
+    store: Store = app.runtime.store
+    return [c for c in store.communications() if all(getattr(c, k) == v for k, v in match.items())]
+
+
+def test_acknowledgment_reaches_every_concerned_stakeholder(app: App) -> None:
+    """An opened incident sends one acknowledgment email to each concerned stakeholder, and no one else."""
+    emit(event(), broker=app.broker)
+    app.drain()
+    received = {m.rcpt_tos[0] for m in app.sink.received}
+    assert received == {"finance@acme.example", "support@globex.example", "eng@acme.example"}
+    assert {c.status for c in comms(app, kind="acknowledgment")} == {"sent"}
+
+
+def test_acknowledgment_is_multipart_and_states_the_next_update_in_the_readers_zone(app: App) -> None:
+    """The email has text and HTML parts and promises the next update in the stakeholder's own zone."""
+    emit(event(), broker=app.broker)
+    app.drain()
+    (mail,) = app.sink.to("finance@acme.example")
+    message = mail.message
+    assert message.get_content_type() == "multipart/alternative"
+    # opened 14:03:05 UTC; finance's sev1 cadence is 15m -> 14:19 UTC (rounded up) = 15:19 CET
+    assert "Next update by 15:19 CET" in mail.part("plain")
+    assert "Next update by 15:19 CET" in mail.part("html")
+    assert "Card payments failing" in message["Subject"]
+    (eng,) = app.sink.to("eng@acme.example")
+    assert "JST" in eng.part("plain")
+
+
+def test_the_log_keeps_promised_and_actual_time_and_the_message_as_sent(app: App) -> None:
+    """Each sent communication records its recipient, subject, times, attempts and the full message."""
+    emit(event(), broker=app.broker)
+    app.drain()
+    (comm,) = comms(app, stakeholder_id="globex")
+    assert comm.id == "INC-1:globex:acknowledgment:1"
+    assert comm.status == "sent" and comm.attempts == 1 and comm.last_error == ""
+    assert comm.recipient == "support@globex.example"
+    assert comm.sent_at == app.clock() and comm.promised_at == app.clock()
+    assert comm.next_update_at is not None
+    assert "Message-ID: <amends.INC-1.globex@acme.example>" in comm.message
+    assert comm.subject in comm.message
+
+
+def test_same_event_id_twice_sends_nothing_more(app: App) -> None:
+    """Emitting the same event_id twice changes nothing and sends nothing the second time."""
+    opened = event(event_id="evt-1")
+    emit(opened, broker=app.broker)
+    app.drain()
+    emit(opened, broker=app.broker)
+    emit({**opened, "incident": {**opened["incident"], "title": "Changed title"}}, broker=app.broker)
+    app.drain()
+    assert len(app.sink.received) == 3
+    assert app.runtime.store.incident("INC-1")["title"] == "Card payments failing"
+
+
+def test_same_deliver_message_twice_sends_one_email(app: App) -> None:
+    """A redelivered deliver message finds the communication sent and sends nothing."""
+    from workers.actors import deliver
+
+    emit(event(), broker=app.broker)
+    app.drain()
+    before = len(app.sink.received)
+    for comm in comms(app):
+        deliver.send(comm.id)
+        deliver.send(comm.id)
+    app.drain()
+    assert len(app.sink.received) == before
+
+
+def test_a_send_whose_worker_died_is_sent_again_after_its_lease(app: App) -> None:
+    """A communication stuck in `sending` (worker died) is sent by a redelivery once the lease expired."""
+    from scheduler.store import ms_of
+    from workers.actors import deliver
+
+    app.sink.rcpt_reply = lambda address: "451 hold on" if address == "eng@acme.example" else None
+    emit(event(), broker=app.broker)
+    app.drain()
+    app.sink.rcpt_reply = None
+    comm_id = "INC-1:payments-eng:acknowledgment:1"
+    store = app.runtime.store
+    assert store.comm(comm_id).status == "failed"
+    # simulate a worker that took the message and died mid-send
+    store.client.hset(f"amends:comm:{comm_id}", mapping={"status": "scheduled"})
+    assert store.begin_send(comm_id, ms_of(app.clock()), 60_000, "dead-worker") == "ok"
+    deliver.send(comm_id)
+    app.drain()
+    assert store.comm(comm_id).status == "sending"  # lease still runs: nothing sent twice
+    app.clock.advance(seconds=61)
+    deliver.send(comm_id)
+    app.drain()
+    assert store.comm(comm_id).status == "sent"
+    assert len(app.sink.to("eng@acme.example")) == 1
+
+
+def test_invalid_event_reaching_the_worker_is_kept_not_retried(app: App) -> None:
+    """A bad event sent straight to the queue is rejected with its reason; the worker goes on working."""
+    from scheduler.queues import EVENTS_QUEUE, enqueue
+
+    bad = event()
+    bad["incident"]["severity"] = "sev9"
+    enqueue(app.broker, EVENTS_QUEUE, "handle_event", bad)
+    enqueue(app.broker, EVENTS_QUEUE, "handle_event", "not an object")
+    emit(event(incident_id="INC-2"), broker=app.broker)
+    app.drain()
+    rejected = app.runtime.store.rejected()
+    assert len(rejected) == 2
+    reasons = json.dumps(rejected)
+    assert "incident.severity" in reasons and "an event is a JSON object" in reasons
+    assert len(app.sink.received) == 3  # the good event after them was handled
+
+
+def test_update_for_an_unknown_incident_is_rejected_visibly(app: App) -> None:
+    """An incident.updated for an incident never opened is kept as rejected, naming the incident."""
+    emit(event("updated", incident_id="INC-404", status="identified"), broker=app.broker)
+    app.drain()
+    (record,) = app.runtime.store.rejected()
+    assert "INC-404" in record["errors"][0]["reason"]
+    assert app.sink.received == []
+
+
+def test_transient_smtp_failure_is_retried_and_logged(app: App) -> None:
+    """A 4xx reply makes the log show `retrying` with the reply, then the retry sends it."""
+    replies = iter(["451 4.3.0 mailbox busy, try later"])
+    app.sink.data_reply = lambda: next(replies, None)
+    emit(event(), broker=app.broker)
+    app.drain()
+    retried = [c for c in comms(app) if c.attempts == 2]
+    assert len(retried) == 1
+    assert retried[0].status == "sent"
+    assert len(app.sink.received) == 3
+
+
+def test_retrying_status_shows_the_servers_reply(app: App) -> None:
+    """While a send waits for its retry the log says `retrying` and quotes the server."""
+    app.sink.rcpt_reply = lambda address: "452 4.2.2 over quota"
+    app.runtime.settings = app.runtime.settings.with_(retry_max=50)
+    app.broker.get_actor("deliver").options["min_backoff"] = 60_000
+    emit(event(), broker=app.broker)
+    for queue in ("events",):
+        app.broker.join(queue)
+    app.worker.join()
+    statuses = {c.status for c in comms(app)}
+    errors = {c.last_error for c in comms(app)}
+    app.broker.flush_all()
+    assert statuses == {"retrying"}
+    assert all("452 4.2.2 over quota" in e for e in errors)
+
+
+def test_permanent_smtp_rejection_fails_at_once_with_the_reply(app: App) -> None:
+    """A 5xx recipient rejection is `failed` after one attempt, with the server's reply."""
+    app.sink.rcpt_reply = lambda address: "550 5.1.1 no such user" if address.startswith("support@") else None
+    emit(event(), broker=app.broker)
+    app.drain()
+    (failed,) = comms(app, status="failed")
+    assert failed.stakeholder_id == "globex" and failed.attempts == 1
+    assert "550 5.1.1 no such user" in failed.last_error
+    assert len(app.sink.received) == 2
+
+
+def test_transient_failures_give_up_as_failed_after_the_retry_limit(app: App) -> None:
+    """A server that keeps answering 4xx ends as `failed` naming the attempts; nothing is dropped silently."""
+    app.sink.rcpt_reply = lambda address: "421 4.7.0 try again later" if address.startswith("eng@") else None
+    emit(event(), broker=app.broker)
+    app.drain()
+    (failed,) = comms(app, status="failed")
+    assert failed.attempts == 4  # the first try and retry_max=3 retries
+    assert "gave up after 4 attempts" in failed.last_error and "421" in failed.last_error
+
+
+def test_smtp_connections_are_reused_across_messages(app: App) -> None:
+    """Sending many messages opens far fewer SMTP connections than messages."""
+    for n in range(8):
+        emit(event(incident_id=f"INC-{n}"), broker=app.broker)
+        app.drain()
+    assert len(app.sink.received) == 24
+    assert app.runtime.connections_opened <= 4
+    assert app.sink.sessions == app.runtime.connections_opened
+
+
+def test_messages_of_one_thread_share_references(app: App) -> None:
+    """Every message of one incident to one stakeholder refers to the first one's Message-ID."""
+    emit(event(), broker=app.broker)
+    app.drain()
+    emit(event("updated", status="identified"), broker=app.broker)
+    app.drain()
+    first, second = app.sink.to("finance@acme.example")
+    assert second.message["In-Reply-To"] == first.message["Message-ID"]
+    assert second.message["References"] == first.message["Message-ID"]
+    assert second.message["Message-ID"] == "<amends.INC-1.acme-finance.update.2@acme.example>"
