@@ -145,6 +145,41 @@ def _bench_store(
     return Result(len(members) / arm_s, bytes_per_timer, lateness, lateness[-1] - lateness[0])
 
 
+def _bench_loop(
+    client: redis.Redis, url: str, members: list[str], due_count: int, batch: int, per_message: int
+) -> Result:
+    """The product's SchedulerLoop sending real Dramatiq messages (``fire_timers``) to Redis."""
+    from scheduler.loop import SchedulerLoop
+    from scheduler.processes import timer_sender
+    from scheduler.queues import build_broker
+
+    client.flushdb()
+    broker = build_broker(url)
+    store = RedisTimerStore(client)
+    before = _used_memory(client)
+    arm_s, _, burst = _arm_burst(store.arm_many, members, due_count)
+    bytes_per_timer = (_used_memory(client) - before) / len(members)
+    enqueue = timer_sender(broker)
+    lateness: list[float] = []
+
+    def send(timers: list[tuple[str, int]]) -> None:
+        enqueue(timers)
+        sent_ms = _now_ms()
+        lateness.extend(sent_ms - due_ms for member, due_ms in timers if member in burst)
+
+    loop = SchedulerLoop(store, send, batch=batch, per_message=per_message)
+    try:
+        while len(lateness) < due_count:
+            from datetime import UTC, datetime
+
+            if not loop.tick(datetime.now(UTC)):
+                store.wait(loop.sleep_s(datetime.now(UTC)))
+    finally:
+        broker.close()
+    lateness.sort()
+    return Result(len(members) / arm_s, bytes_per_timer, lateness, lateness[-1] - lateness[0])
+
+
 def _bench_baseline(client: redis.Redis, members: list[str], due_count: int, batch: int) -> Result:
     client.flushdb()
 
@@ -232,6 +267,14 @@ def main() -> None:
                 _bench_store(client, members, args.due, args.batch, False),
             ),
             ("store: claim, enqueue + ack each", _bench_store(client, members, args.due, args.batch, True)),
+            (
+                "scheduler loop, real Dramatiq enqueue, 25 timers/message",
+                _bench_loop(client, _with_db(url, args.db), members, args.due, args.batch, 25),
+            ),
+            (
+                "scheduler loop, real Dramatiq enqueue, 1 timer/message",
+                _bench_loop(client, _with_db(url, args.db), members, args.due, args.batch, 1),
+            ),
             ("baseline: ZADD / ZRANGEBYSCORE+ZREM", _bench_baseline(client, members, args.due, args.batch)),
         ]
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dramatiq
@@ -17,7 +18,7 @@ from scheduler.queues import TIMERS_QUEUE, build_broker, enqueue
 from scheduler.settings import Settings
 from scheduler.timers import RedisTimerStore
 
-__all__ = ["RunningWorker", "start_scheduler", "start_worker"]
+__all__ = ["RunningWorker", "broker_for", "scheduler_loop", "start_scheduler", "start_worker", "timer_sender"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,15 @@ def start_worker(settings: Settings, *, threads: int = 8, broker: RedisBroker | 
     return RunningWorker(broker, worker)
 
 
+def timer_sender(broker: dramatiq.Broker) -> Callable[[list[tuple[str, int]]], None]:
+    """Enqueue one ``fire_timers`` message for a group of claimed timers."""
+
+    def send(timers: list[tuple[str, int]]) -> None:
+        enqueue(broker, TIMERS_QUEUE, "fire_timers", [[member, due_ms] for member, due_ms in timers])
+
+    return send
+
+
 def scheduler_loop(settings: Settings, broker: RedisBroker | None = None) -> SchedulerLoop:
     """A loop that enqueues due timers and, when the config file changes, a reconcile."""
     broker = broker or broker_for(settings)
@@ -73,8 +83,7 @@ def scheduler_loop(settings: Settings, broker: RedisBroker | None = None) -> Sch
         source = None
     generation = [source.generation if source else 0]
 
-    def send(member: str, due_ms: int) -> None:
-        enqueue(broker, TIMERS_QUEUE, "fire_timer", member, due_ms)
+    send = timer_sender(broker)
 
     def watch_config() -> None:
         if source is None:

@@ -16,6 +16,7 @@ import pytest
 
 from scheduler import emit
 from scheduler.loop import SchedulerLoop
+from scheduler.processes import timer_sender
 from scheduler.queues import TIMERS_QUEUE, enqueue
 from scheduler.store import ms_of, utc_of
 from scheduler.timers import RedisTimerStore
@@ -33,11 +34,7 @@ def at(hour: int, minute: int, second: int = 0) -> datetime:
 @pytest.fixture
 def loop(app: App) -> SchedulerLoop:
     timers = RedisTimerStore(app.runtime.client)
-    return SchedulerLoop(
-        timers,
-        lambda member, due: enqueue(app.broker, TIMERS_QUEUE, "fire_timer", member, due),
-        clock=app.clock,
-    )
+    return SchedulerLoop(timers, timer_sender(app.broker), clock=app.clock)
 
 
 def advance_to(app: App, loop: SchedulerLoop, moment: datetime) -> None:
@@ -243,9 +240,9 @@ def test_concurrent_schedulers_enqueue_each_timer_once(app: App) -> None:
     seen: list[str] = []
     lock = threading.Lock()
 
-    def send(member: str, due: int) -> None:
+    def send(timers: list[tuple[str, int]]) -> None:
         with lock:
-            seen.append(member)
+            seen.extend(member for member, _ in timers)
 
     loops = [SchedulerLoop(RedisTimerStore(app.runtime.client), send, batch=50) for _ in range(4)]
     threads = [threading.Thread(target=lp.tick, args=(T0 + timedelta(seconds=1),)) for lp in loops]

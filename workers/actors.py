@@ -28,7 +28,7 @@ from scheduler.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE
 from scheduler.store import ms_of
 from workers import runtime
 
-__all__ = ["ACTORS", "DramatiqDispatch", "deliver", "fire_timer", "handle_event", "reconcile"]
+__all__ = ["ACTORS", "DramatiqDispatch", "bind", "deliver", "fire_timers", "handle_event", "reconcile"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +64,22 @@ def handle_event(payload: Any) -> None:
 
 
 @dramatiq.actor(queue_name=TIMERS_QUEUE, broker=_placeholder)
-def fire_timer(member: str, due_ms: int) -> None:
-    """A timer came due: compose the thread's next update or feedback request."""
+def fire_timers(timers: list[list[Any]]) -> None:
+    """Timers came due: compose each thread's next update or feedback request.
+
+    Each timer is handled on its own; if any failed, the message is retried after the
+    others are done, and those do nothing the second time.
+    """
     rt = runtime.current()
-    rt.engine.fire_timer(member, due_ms, rt.clock())
+    failed: Exception | None = None
+    for member, due_ms in timers:
+        try:
+            rt.engine.fire_timer(str(member), int(due_ms), rt.clock())
+        except Exception as e:  # one bad timer must not hold up the others
+            logger.exception("timer %s failed", member)
+            failed = e
+    if failed is not None:
+        raise failed
 
 
 @dramatiq.actor(queue_name=TIMERS_QUEUE, broker=_placeholder)
@@ -143,7 +155,7 @@ async def deliver(comm_id: str) -> None:
     logger.info("%s sent to %s", comm_id, comm.recipient)
 
 
-ACTORS = (handle_event, fire_timer, reconcile, deliver)
+ACTORS = (handle_event, fire_timers, reconcile, deliver)
 
 
 class DramatiqDispatch:
