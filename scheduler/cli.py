@@ -29,9 +29,9 @@ def _settings() -> Settings:
 def _store(settings: Settings) -> Any:
     import redis
 
-    from scheduler.store import Store
+    from scheduler.store import RedisStore
 
-    return Store(redis.Redis.from_url(settings.resolved_redis_url()))
+    return RedisStore(redis.Redis.from_url(settings.resolved_redis_url()))
 
 
 # -- emit ------------------------------------------------------------------------------
@@ -240,6 +240,55 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_preview(args: argparse.Namespace) -> int:
+    from scheduler.config import load_config
+    from scheduler.durations import parse_duration
+    from scheduler.events import parse_event
+    from scheduler.preview import simulate, timeline_json, timeline_text, write_html
+    from scheduler.render import TemplateSet
+
+    settings = _settings()
+    try:
+        documents = _read_events(args.file)
+    except OSError as e:
+        print(f"amends preview: cannot read {args.file}: {e.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        after_last = timedelta(seconds=parse_duration(args.until))
+    except ValueError as e:
+        print(f"amends preview: --until: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    events, problems = [], []
+    for index, document in enumerate(documents):
+        try:
+            events.append(parse_event(document))
+        except EventError as e:
+            problems += [
+                f"events[{index}]{'.' + place if place else ''}: {reason}" for place, reason in e.errors
+            ]
+    if problems:
+        print("amends preview: invalid events:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
+        return EXIT_USAGE
+    config = load_config(_config_path(settings, args.config))
+    try:
+        timeline = simulate(events, config, TemplateSet(settings.templates_dir), after_last)
+    except ValueError as e:
+        print(f"amends preview: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        for line in timeline_json(timeline.messages):
+            print(line)
+    else:
+        print(timeline_text(timeline, config))
+    if args.html:
+        index_page = write_html(timeline.messages, Path(args.html))
+        print(
+            f"HTML of {len(timeline.messages)} messages: {index_page}",
+            file=sys.stderr if args.json else sys.stdout,
+        )
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from scheduler.demo import run_demo
 
@@ -338,6 +387,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="the HTTP API (not in this version)")
     serve.set_defaults(func=cmd_serve)
 
+    preview = sub.add_parser(
+        "preview",
+        help="show what each stakeholder would receive for a list of timed events",
+        description="Run a JSON list of events (each at its occurred_at) on a simulated clock, "
+        "with no Redis and no SMTP, through the same cadence, quiet-hours and business-hours code "
+        "as the live scheduler, and print every message each stakeholder would receive, in their "
+        "own time zone. Exit 2 when an event is invalid.",
+    )
+    preview.add_argument("file", help="JSON file: one event or a list of events ('-' for stdin)")
+    preview.add_argument("--json", action="store_true", help="one JSON object per message")
+    preview.add_argument("--html", metavar="DIR", help="also write each message's HTML into DIR")
+    preview.add_argument(
+        "--config", help="configuration file (default: $AMENDS_CONFIG or config/amends.yaml)"
+    )
+    preview.add_argument(
+        "--until",
+        default="3d",
+        help="how long to follow the timeline after the last event (default 3d); "
+        "it stops earlier once nothing more is due",
+    )
+    preview.set_defaults(func=cmd_preview)
+
     demo = sub.add_parser("demo", help="run everything on embedded services and show an incident's life")
     demo.set_defaults(func=cmd_demo)
     return parser
@@ -346,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    quiet = args.command in ("demo", "emit", "log", "config")
+    quiet = args.command in ("demo", "emit", "log", "config", "preview")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

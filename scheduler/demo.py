@@ -26,7 +26,7 @@ from scheduler.mailer import SmtpSettings
 from scheduler.mailsink import MailSink
 from scheduler.processes import broker_for, start_scheduler, start_worker
 from scheduler.settings import Settings, bundled_path
-from scheduler.store import Communication, Store
+from scheduler.store import Communication, RedisStore, Store
 
 __all__ = ["run_demo"]
 
@@ -111,7 +111,7 @@ def run_demo() -> int:
         retry_max_backoff_ms=5_000,
     )
     incident_id = f"{INCIDENT_PREFIX}-{datetime.now(UTC):%H%M%S}"
-    store = Store(redis.Redis.from_url(redis_url))
+    store = RedisStore(redis.Redis.from_url(redis_url))
     printer = _LogPrinter(store, incident_id)
     broker = broker_for(settings)
     stop = threading.Event()

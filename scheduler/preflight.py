@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import html
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from scheduler.config import Config
+import jinja2
+
+from scheduler.config import Config, Stakeholder
 from scheduler.engine import KINDS
 from scheduler.errors import TemplateError
 from scheduler.messages import template_context
-from scheduler.render import TemplateSet
+from scheduler.render import RenderedMessage, TemplateSet
 from scheduler.store import Communication, ms_of
 
 __all__ = ["check_templates", "sample_communication"]
@@ -60,30 +63,58 @@ def sample_communication(kind: str, stakeholder_id: str, timezone: str, now: dat
     )
 
 
+def _syntax_problems(templates: TemplateSet) -> list[str]:
+    problems = []
+    for name in templates.env.list_templates(filter_func=lambda n: n.endswith(".j2")):
+        try:
+            templates.env.get_template(name)
+        except jinja2.TemplateSyntaxError as e:
+            problems.append(f"templates: {e.name or name}:{e.lineno}: {e.message}")
+    return problems
+
+
+def _missing(rendered: RenderedMessage, needle: str) -> list[str]:
+    html_needle = html.escape(needle)
+    return [
+        part
+        for part, body, want in (("txt", rendered.text, needle), ("html", rendered.html, html_needle))
+        if want not in body
+    ]
+
+
 def check_templates(config: Config, folder: Path, now: datetime | None = None) -> list[str]:
-    """Render every kind for every audience in use; return one line per problem."""
+    """Compile every template, render each kind for every audience (configured or present
+    in the folder) against a sample, and check what each kind must carry.
+
+    Returns one line per problem, each naming the template (and line, where there is one).
+    """
     now = now or datetime.now(UTC)
     try:
         templates = TemplateSet(folder)
     except TemplateError as e:
         return [str(e)]
-    problems: list[str] = []
-    checked: set[str] = set()
-    for stakeholder in config.stakeholders:
-        if stakeholder.audience in checked:
-            continue
-        checked.add(stakeholder.audience)
+    problems = _syntax_problems(templates)
+    audiences = {s.audience: s for s in config.stakeholders}
+    folders = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != "default")
+    sample_stakeholder = Stakeholder(id="sample", name="Sample Reader", email="sample@example.org")
+    for audience in sorted({"default", *folders, *audiences}):
+        stakeholder = audiences.get(audience) or sample_stakeholder.model_copy(update={"audience": audience})
         for kind in KINDS:
             comm = sample_communication(kind, stakeholder.id, config.timezone_of(stakeholder), now)
             context = template_context(comm, stakeholder, config, now, _SAMPLE_SECRET)
             try:
-                rendered = templates.render(stakeholder.audience, kind, context)
+                rendered = templates.render(audience, kind, context)
             except TemplateError as e:
-                problems.append(f"templates: {e}")
+                message = f"templates: {e}"
+                if message not in problems:
+                    problems.append(message)
                 continue
-            where = f"{templates.name_of(stakeholder.audience, kind, 'txt')}"
-            if kind in ("acknowledgment", "update") and context["next_update"] not in rendered.text:
-                problems.append(f"{where}: does not state the next update time ({{{{ next_update }}}})")
-            if kind == "feedback_request" and context["feedback"]["links"][1] not in rendered.text:
-                problems.append(f"{where}: does not carry the feedback links ({{{{ feedback.links }}}})")
-    return problems
+            if kind in ("acknowledgment", "update"):
+                for part in _missing(rendered, context["next_update"]):
+                    name = templates.name_of(audience, kind, part)
+                    problems.append(f"{name}: does not state the next update time ({{{{ next_update }}}})")
+            if kind == "feedback_request":
+                for part in _missing(rendered, context["feedback"]["links"][1]):
+                    name = templates.name_of(audience, kind, part)
+                    problems.append(f"{name}: does not carry the feedback links ({{{{ feedback.links }}}})")
+    return sorted(set(problems))

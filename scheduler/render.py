@@ -86,9 +86,20 @@ class TemplateSet:
                 raise TemplateError(f"template {name} is missing") from None
             except jinja2.TemplateSyntaxError as e:
                 raise TemplateError(f"{e.name or name}:{e.lineno}: {e.message}") from None
-            except (jinja2.UndefinedError, jinja2.exceptions.SecurityError) as e:
-                raise TemplateError(f"{name}: {e}") from None
+            except (jinja2.UndefinedError, jinja2.exceptions.SecurityError, TypeError, ValueError) as e:
+                raise TemplateError(f"{name}:{_template_line(e)}: {e}") from None
         return RenderedMessage(clean_header(parts["subject"]), parts["txt"], parts["html"])
+
+
+def _template_line(error: BaseException) -> str:
+    """The template line a rendering error happened on (Jinja2 maps frames to template lines)."""
+    line = "?"
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(".j2"):
+            line = str(tb.tb_lineno)
+        tb = tb.tb_next
+    return line
 
 
 def build_email(

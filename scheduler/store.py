@@ -13,14 +13,14 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import redis
 
 from scheduler import keys
 from scheduler.errors import AmendsError
 
-__all__ = ["STATUSES", "Communication", "Store", "ms_of", "utc_of"]
+__all__ = ["STATUSES", "Communication", "RedisStore", "Store", "ms_of", "utc_of"]
 
 STATUSES = ("scheduled", "sending", "retrying", "sent", "failed", "cancelled")
 _LUA = Path(__file__).parent / "lua"
@@ -116,7 +116,45 @@ class Communication:
         }
 
 
-class Store:
+Builder = Callable[[dict[str, str]], tuple[dict[str, str | int], dict[str, str | int]]]
+
+
+class Store(Protocol):
+    """Where amends keeps events, incidents, threads and the communications log.
+
+    :class:`RedisStore` is what the product runs; :class:`~scheduler.memory_store.MemoryStore`
+    has the same contract in process (the preview and fast unit tests use it).
+    """
+
+    def apply_event(
+        self, event_id: str, incident_id: str, apply: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> dict[str, Any]: ...
+    def mark_event_done(self, event_id: str) -> None: ...
+    def reject(self, payload: Any, errors: list[tuple[str, str]], now: datetime, source: str) -> None: ...
+    def rejected(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    def incident(self, incident_id: str) -> dict[str, Any] | None: ...
+    def incident_ids(self) -> list[str]: ...
+    def set_incident_stakeholders(
+        self, incident_id: str, update: Callable[[list[str]], list[str]]
+    ) -> None: ...
+    def thread(self, incident_id: str, stakeholder_id: str) -> dict[str, str]: ...
+    def update_thread(self, incident_id: str, stakeholder_id: str, **fields: str | int) -> None: ...
+    def clear_thread_fields(self, incident_id: str, stakeholder_id: str, *names: str) -> None: ...
+    def create_comm(
+        self, incident_id: str, stakeholder_id: str, kind: str, trigger: str, build: Builder
+    ) -> tuple[str, bool]: ...
+    def comm(self, comm_id: str) -> Communication | None: ...
+    def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> str: ...
+    def finish_send(self, comm_id: str, token: str, status: str, **fields: str | int) -> bool: ...
+    def cancel_comm(self, comm_id: str, reason: str, now_ms: int) -> None: ...
+    def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]: ...
+
+
+def comm_id_for(incident_id: str, stakeholder_id: str, kind: str, seq: int) -> str:
+    return f"{incident_id}:{stakeholder_id}:{kind}:{seq}"
+
+
+class RedisStore:
     """Redis persistence for events, incidents, threads and the communications log."""
 
     def __init__(self, client: redis.Redis) -> None:
@@ -226,7 +264,7 @@ class Store:
         stakeholder_id: str,
         kind: str,
         trigger: str,
-        build: Callable[[dict[str, str]], tuple[dict[str, str | int], dict[str, str | int]]],
+        build: Builder,
     ) -> tuple[str, bool]:
         """Create the communication caused by ``trigger`` unless it exists; return (id, created).
 
@@ -242,7 +280,7 @@ class Store:
                 return _text(existing), False
             thread = {_text(k): _text(v) for k, v in pipe.hgetall(thread_key).items()}
             seq = int(thread.get("seq", 0)) + 1
-            comm_id = f"{incident_id}:{stakeholder_id}:{kind}:{seq}"
+            comm_id = comm_id_for(incident_id, stakeholder_id, kind, seq)
             fields, thread_updates = build(thread)
             record: dict[str, str | int] = {
                 **fields,

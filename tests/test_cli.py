@@ -87,7 +87,7 @@ def test_log_show_prints_the_message_as_sent(cli_env: App, capsys: pytest.Captur
     capsys.readouterr()
     assert main(["log", "show", "INC-1:acme-finance:acknowledgment:1"]) == 0
     shown = capsys.readouterr().out
-    assert "Subject: [SEV1] We are working on it: Card payments failing" in shown
+    assert "Subject: We are working on it: Card payments failing" in shown
     assert "To: ACME Finance <finance@acme.example>" in shown
     assert "Content-Type: multipart/alternative" in shown
     assert main(["log", "show", "INC-1:nobody:acknowledgment:1"]) == 1

@@ -96,7 +96,7 @@ def test_an_update_without_news_says_so(app: App, loop: SchedulerLoop) -> None:
     text = update.part("plain")
     assert "no new information since our last message at 15:03:05 CET" in text
     assert "Fail over to the backup processor" in text
-    assert update.message["Subject"].startswith("[SEV1] Still working on it")
+    assert update.message["Subject"].startswith("Still working on it")
 
 
 def test_material_change_is_sent_at_once_and_restarts_the_cadence(app: App, loop: SchedulerLoop) -> None:

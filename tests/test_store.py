@@ -1,4 +1,5 @@
-"""The Redis state store: exactly-once event application and the send compare-and-set."""
+"""The state store contract, run against Redis and the in-memory store alike:
+exactly-once event application, idempotent creation, and the send compare-and-set."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ from typing import Any
 import pytest
 import redis
 
-from scheduler.store import Store
+from scheduler.memory_store import MemoryStore
+from scheduler.store import RedisStore, Store
 
-pytestmark = pytest.mark.real
 
-
-@pytest.fixture
-def store(redis_client: redis.Redis) -> Store:
-    return Store(redis_client)
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.real)])
+def store(request: pytest.FixtureRequest) -> Store:
+    if request.param == "memory":
+        return MemoryStore()
+    client: redis.Redis = request.getfixturevalue("redis_client")
+    return RedisStore(client)
 
 
 def _comm(store: Store, trigger: str = "event:e1") -> tuple[str, bool]:
@@ -91,3 +94,25 @@ def test_rejected_events_are_kept_with_reasons(store: Store) -> None:
     records = store.rejected()
     assert [r["event"]["event_id"] for r in records] == ["b", "a"]
     assert records[1]["errors"] == [{"field": "type", "reason": "bad"}]
+
+
+def test_the_log_lists_communications_in_creation_order(store: Store) -> None:
+    """communications() yields oldest first and `since` leaves out older ones."""
+    from datetime import UTC, datetime
+
+    for n, created in enumerate((3_000, 1_000, 2_000)):
+
+        def build(
+            thread: dict[str, str], created: int = created
+        ) -> tuple[dict[str, str | int], dict[str, str | int]]:
+            return {
+                "recipient": "a@acme.example",
+                "created_ms": created,
+                "promised_ms": created,
+                "context": "{}",
+            }, {}
+
+        store.create_comm("INC-1", f"s{n}", "acknowledgment", "event:e", build)
+    assert [c.stakeholder_id for c in store.communications()] == ["s1", "s2", "s0"]
+    since = datetime.fromtimestamp(2, tz=UTC)
+    assert [c.stakeholder_id for c in store.communications(since)] == ["s2", "s0"]

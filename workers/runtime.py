@@ -15,7 +15,7 @@ from scheduler.engine import Engine
 from scheduler.mailer import SmtpPool
 from scheduler.render import TemplateSet
 from scheduler.settings import Settings
-from scheduler.store import Store
+from scheduler.store import RedisStore, Store
 from scheduler.timers import RedisTimerStore
 
 __all__ = ["Runtime", "configure", "current", "reset"]
@@ -69,7 +69,7 @@ def configure(settings: Settings, dispatch_factory: Callable[[], object] | None 
     global _runtime
     client = redis.Redis.from_url(settings.resolved_redis_url())
     source = ConfigSource(settings.config_path)
-    engine = Engine(Store(client), RedisTimerStore(client), source.current, DramatiqDispatch())
+    engine = Engine(RedisStore(client), RedisTimerStore(client), source.current, DramatiqDispatch())
     runtime = Runtime(settings, client, source, TemplateSet(settings.templates_dir), engine)
     with _lock:
         _runtime = runtime
