@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -12,6 +13,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from scheduler.errors import AmendsError, ConfigError, EventError, SettingsError
 from scheduler.events import EVENT_TYPES, parse_event_json
@@ -22,8 +25,15 @@ __all__ = ["main"]
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _settings() -> Settings:
-    return Settings.from_env()
+def _settings(*, needs_config: bool = False) -> Settings:
+    settings = Settings.from_env()
+    if needs_config and settings.uses_example_config and not Path("config/amends.yaml").is_file():
+        print(
+            f"amends: no config/amends.yaml here and AMENDS_CONFIG is not set; using the shipped example "
+            f"{settings.config_path}",
+            file=sys.stderr,
+        )
+    return settings
 
 
 def _store(settings: Settings) -> Any:
@@ -112,7 +122,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     from scheduler.config import load_config
     from scheduler.preflight import check_templates
 
-    settings = _settings()
+    settings = _settings(needs_config=True)
     path = _config_path(settings, args.file)
     problems = 0
     try:
@@ -215,7 +225,7 @@ def _stop_on_signals() -> threading.Event:
 def cmd_worker(args: argparse.Namespace) -> int:
     from scheduler.processes import start_worker
 
-    settings = _settings()
+    settings = _settings(needs_config=True)
     settings.require_worker()
     worker = start_worker(settings, threads=args.threads)
     print(
@@ -231,7 +241,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_scheduler(args: argparse.Namespace) -> int:
     from scheduler.processes import start_scheduler
 
-    settings = _settings()
+    settings = _settings(needs_config=True)
     stop = _stop_on_signals()
     loop = start_scheduler(settings, stop)
     print("amends scheduler: waiting for due timers", flush=True)
@@ -247,7 +257,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     from scheduler.preview import simulate, timeline_json, timeline_text, write_html
     from scheduler.render import TemplateSet
 
-    settings = _settings()
+    settings = _settings(needs_config=True)
     try:
         documents = _read_events(args.file)
     except OSError as e:
@@ -434,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except AmendsError as e:
         print(f"amends: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except redis.RedisError as e:
+        where = os.environ.get("AMENDS_REDIS_URL") or "the embedded Redis"
+        print(f"amends: cannot reach Redis ({where}): {e}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -6,7 +6,9 @@ import threading
 from typing import Any
 
 import dramatiq
+import redis
 
+from scheduler.errors import RedisUnavailableError
 from scheduler.events import Event, parse_event
 from scheduler.queues import EVENTS_QUEUE, build_broker, enqueue
 from scheduler.settings import Settings
@@ -28,12 +30,16 @@ def _broker_for(settings: Settings) -> dramatiq.Broker:
 def emit(event: dict[str, Any], *, broker: dramatiq.Broker | None = None) -> Event:
     """Validate ``event`` (schema 1) and enqueue it on the ``events`` queue.
 
-    Raises :class:`~scheduler.errors.EventError` naming each wrong field; nothing is
-    enqueued then. The broker defaults to the one ``AMENDS_REDIS_URL`` names.
+    Raises :class:`~scheduler.errors.EventError` naming each wrong field, or
+    :class:`~scheduler.errors.RedisUnavailableError`; nothing is enqueued then. The
+    broker defaults to the one ``AMENDS_REDIS_URL`` names.
     """
     parsed = parse_event(event)
-    target = broker or _broker_for(Settings.from_env())
-    enqueue(
-        target, EVENTS_QUEUE, "handle_event", parsed.model_dump(mode="json", by_alias=True, exclude_none=True)
-    )
+    document = parsed.model_dump(mode="json", by_alias=True, exclude_none=True)
+    try:
+        enqueue(broker or _broker_for(Settings.from_env()), EVENTS_QUEUE, "handle_event", document)
+    except redis.RedisError as e:
+        raise RedisUnavailableError(
+            f"event {parsed.event_id} was not enqueued: Redis did not answer ({e})"
+        ) from e
     return parsed

@@ -8,6 +8,7 @@ __all__ = [
     "DeliveryError",
     "EventError",
     "PermanentDeliveryError",
+    "RedisUnavailableError",
     "SettingsError",
     "TemplateError",
     "TimerStoreError",
@@ -42,6 +43,10 @@ class EventError(FieldErrors):
 
 class TemplateError(AmendsError):
     """A template is missing, does not compile, or failed to render."""
+
+
+class RedisUnavailableError(AmendsError):
+    """Redis did not answer; nothing was written."""
 
 
 class TimerStoreError(AmendsError):

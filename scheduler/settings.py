@@ -48,6 +48,8 @@ class Settings:
         config = env.get("AMENDS_CONFIG")
         templates = env.get("AMENDS_TEMPLATES")
         config_path = Path(config) if config else Path("config/amends.yaml")
+        if not config and not config_path.is_file():
+            config_path = bundled_path("config") / "amends.yaml"  # the shipped example
         if templates:
             templates_dir = Path(templates)
         elif Path("templates/default").is_dir():
@@ -63,6 +65,14 @@ class Settings:
             secret_key=env.get("AMENDS_SECRET_KEY") or None,
             data_dir=Path(env.get("AMENDS_HOME") or ".amends"),
         )
+
+    @property
+    def uses_example_config(self) -> bool:
+        """True when no configuration of the user's was found and the shipped example is used."""
+        try:
+            return self.config_path.resolve() == (bundled_path("config") / "amends.yaml").resolve()
+        except SettingsError:
+            return False
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]

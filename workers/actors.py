@@ -13,7 +13,7 @@ from typing import Any
 import dramatiq
 import redis
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import AsyncIO, CurrentMessage
+from dramatiq.middleware import AsyncIO, CurrentMessage, Retries
 
 from scheduler.errors import (
     ConfigError,
@@ -32,10 +32,15 @@ __all__ = ["ACTORS", "DramatiqDispatch", "bind", "deliver", "fire_timers", "hand
 
 logger = logging.getLogger(__name__)
 
-_placeholder = StubBroker(middleware=[AsyncIO(), CurrentMessage()])
+_placeholder = StubBroker(middleware=[AsyncIO(), CurrentMessage(), Retries()])
 
 
-@dramatiq.actor(queue_name=EVENTS_QUEUE, broker=_placeholder)
+# Events and timers are retried through long Redis outages (backoff tops out at 5 min):
+# an accepted event must not be dropped because Redis was away for an afternoon.
+_PATIENT = 2_000
+
+
+@dramatiq.actor(queue_name=EVENTS_QUEUE, broker=_placeholder, max_retries=_PATIENT)
 def handle_event(payload: Any) -> None:
     """Validate an event and apply it; an invalid one is kept as rejected, never retried."""
     rt = runtime.current()
@@ -63,7 +68,7 @@ def handle_event(payload: Any) -> None:
         logger.info("event %s was already applied; nothing to do", event.event_id)
 
 
-@dramatiq.actor(queue_name=TIMERS_QUEUE, broker=_placeholder)
+@dramatiq.actor(queue_name=TIMERS_QUEUE, broker=_placeholder, max_retries=_PATIENT)
 def fire_timers(timers: list[list[Any]]) -> None:
     """Timers came due: compose each thread's next update or feedback request.
 
@@ -82,7 +87,7 @@ def fire_timers(timers: list[list[Any]]) -> None:
         raise failed
 
 
-@dramatiq.actor(queue_name=TIMERS_QUEUE, broker=_placeholder)
+@dramatiq.actor(queue_name=TIMERS_QUEUE, broker=_placeholder, max_retries=_PATIENT)
 def reconcile() -> None:
     """The configuration changed: acknowledge to stakeholders open incidents now concern."""
     rt = runtime.current()
