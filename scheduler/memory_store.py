@@ -15,7 +15,7 @@ from typing import Any
 
 from scheduler import keys
 from scheduler.errors import AmendsError
-from scheduler.store import STATUSES, Builder, Communication, comm_id_for, ms_of
+from scheduler.store import STATUSES, Builder, Communication, ms_of, new_comm
 
 __all__ = ["MemoryStore"]
 
@@ -109,23 +109,11 @@ class MemoryStore:
             if trigger in triggers:
                 return triggers[trigger], False
             thread = self._threads.setdefault(pair, {})
-            seq = int(thread.get("seq", 0)) + 1
-            comm_id = comm_id_for(incident_id, stakeholder_id, kind, seq)
-            fields, thread_updates = build(dict(thread))
-            record: dict[str, str | int] = {
-                **fields,
-                "id": comm_id,
-                "incident_id": incident_id,
-                "stakeholder_id": stakeholder_id,
-                "kind": kind,
-                "seq": seq,
-                "status": "scheduled",
-                "attempts": 0,
-                "trigger": trigger,
-            }
+            comm_id, record, thread_updates = new_comm(
+                incident_id, stakeholder_id, kind, trigger, thread, build
+            )
             triggers[trigger] = comm_id
             thread.update({name: str(value) for name, value in thread_updates.items()})
-            thread.update(seq=str(seq), last_comm=comm_id)
             self._comms[comm_id] = {name: str(value) for name, value in record.items()}
             self._log.append((int(record["created_ms"]), comm_id))
             return comm_id, True

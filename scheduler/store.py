@@ -154,6 +154,27 @@ def comm_id_for(incident_id: str, stakeholder_id: str, kind: str, seq: int) -> s
     return f"{incident_id}:{stakeholder_id}:{kind}:{seq}"
 
 
+def new_comm(
+    incident_id: str, stakeholder_id: str, kind: str, trigger: str, thread: dict[str, str], build: Builder
+) -> tuple[str, dict[str, str | int], dict[str, str | int]]:
+    """The next communication of a thread: (id, its fields, the thread's updates)."""
+    seq = int(thread.get("seq", 0)) + 1
+    comm_id = comm_id_for(incident_id, stakeholder_id, kind, seq)
+    fields, thread_updates = build(dict(thread))
+    record: dict[str, str | int] = {
+        **fields,
+        "id": comm_id,
+        "incident_id": incident_id,
+        "stakeholder_id": stakeholder_id,
+        "kind": kind,
+        "seq": seq,
+        "status": "scheduled",
+        "attempts": 0,
+        "trigger": trigger,
+    }
+    return comm_id, record, {**thread_updates, "seq": seq, "last_comm": comm_id}
+
+
 class RedisStore:
     """Redis persistence for events, incidents, threads and the communications log."""
 
@@ -279,23 +300,12 @@ class RedisStore:
             if existing is not None:
                 return _text(existing), False
             thread = {_text(k): _text(v) for k, v in pipe.hgetall(thread_key).items()}
-            seq = int(thread.get("seq", 0)) + 1
-            comm_id = comm_id_for(incident_id, stakeholder_id, kind, seq)
-            fields, thread_updates = build(thread)
-            record: dict[str, str | int] = {
-                **fields,
-                "id": comm_id,
-                "incident_id": incident_id,
-                "stakeholder_id": stakeholder_id,
-                "kind": kind,
-                "seq": seq,
-                "status": "scheduled",
-                "attempts": 0,
-                "trigger": trigger,
-            }
+            comm_id, record, thread_updates = new_comm(
+                incident_id, stakeholder_id, kind, trigger, thread, build
+            )
             pipe.multi()
             pipe.hset(trigger_key, trigger, comm_id)
-            pipe.hset(thread_key, mapping={**thread_updates, "seq": seq, "last_comm": comm_id})
+            pipe.hset(thread_key, mapping=thread_updates)
             pipe.hset(keys.comm(comm_id), mapping=record)
             pipe.zadd(keys.LOG, {comm_id: int(record["created_ms"])})
             return comm_id, True
