@@ -1,0 +1,61 @@
+"""Settings from the environment, checked at startup with messages that say what to do."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.errors import SettingsError
+from scheduler.mailer import SmtpSettings
+from scheduler.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "tls", "user"),
+    [
+        ("smtp://localhost:1025", "localhost", 1025, "auto", None),
+        ("smtp://mail.example?tls=starttls", "mail.example", 587, "starttls", None),
+        ("smtp://u%40x:p%3Ass@mail.example:2525?tls=none", "mail.example", 2525, "none", "u@x"),
+        ("smtps://mail.example", "mail.example", 465, "implicit", None),
+        ("smtp://mail.example?tls=implicit", "mail.example", 465, "implicit", None),
+    ],
+)
+def test_smtp_urls(url: str, host: str, port: int, tls: str, user: str | None) -> None:
+    """AMENDS_SMTP_URL gives host, port (defaulting by TLS mode), TLS mode and credentials."""
+    smtp = SmtpSettings.from_url(url)
+    assert (smtp.host, smtp.port, smtp.tls, smtp.username) == (host, port, tls, user)
+
+
+def test_smtp_password_never_shows() -> None:
+    """The password appears neither in repr nor in the redacted form used in logs."""
+    smtp = SmtpSettings.from_url("smtp://user:hunter2@mail.example:25")
+    assert smtp.password == "hunter2"
+    assert "hunter2" not in repr(smtp) and "hunter2" not in smtp.redacted()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://mail.example", "must start with smtp://"),
+        ("smtp://", "names no host"),
+        ("smtp://mail.example:port", "not a number"),
+        ("smtp://mail.example?tls=maybe", "tls=maybe is not one of"),
+    ],
+)
+def test_bad_smtp_urls_say_what_is_wrong(url: str, message: str) -> None:
+    """A malformed AMENDS_SMTP_URL is refused with the reason."""
+    with pytest.raises(SettingsError, match=message):
+        SmtpSettings.from_url(url)
+
+
+def test_worker_settings_say_what_is_missing(tmp_path: object) -> None:
+    """A worker without SMTP or a secret key is refused with what to set."""
+    with pytest.raises(SettingsError, match="AMENDS_SMTP_URL is not set"):
+        Settings.from_env({}).require_worker()
+    with pytest.raises(SettingsError, match="AMENDS_SECRET_KEY is not set"):
+        Settings.from_env({"AMENDS_SMTP_URL": "smtp://localhost:25"}).require_worker()
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    """The API token and secret key never appear when settings are printed."""
+    settings = Settings.from_env({"AMENDS_API_TOKEN": "tok-123", "AMENDS_SECRET_KEY": "sek-456"})
+    assert "tok-123" not in repr(settings) and "sek-456" not in repr(settings)
