@@ -12,7 +12,7 @@ from typing import Any
 
 from scheduler.config import Config, Stakeholder
 from scheduler.render import RenderedMessage, TemplateSet, build_email, local_time, message_id_for
-from scheduler.signing import feedback_links, unsubscribe_link
+from scheduler.signing import feedback_links, feedback_page_link, unsubscribe_link
 from scheduler.store import Communication, utc_of
 
 __all__ = ["FIELD_LABELS", "compose_email", "template_context", "thread_id_for"]
@@ -74,7 +74,10 @@ def template_context(
         "next_update_at": comm.next_update_at.isoformat() if comm.next_update_at else "",
         "now": local_time(now, tz),
         "sender": config.sender.split("<")[0].strip() or config.sender_address,
-        "feedback": {"links": links, "url": links[3].replace("rating=3&", "")},
+        "feedback": {
+            "links": links,
+            "url": feedback_page_link(config.base_url, secret_key, comm.incident_id, stakeholder.id),
+        },
         "unsubscribe_url": unsubscribe_link(config.base_url, secret_key, stakeholder.id),
     }
 

@@ -23,7 +23,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from scheduler.errors import TemplateError
 
-__all__ = ["PARTS", "RenderedMessage", "TemplateSet", "build_email", "clean_header", "local_time"]
+__all__ = ["PARTS", "RenderedMessage", "TemplateSet", "build_email", "clean_header", "local_time", "sentence"]
 
 PARTS = ("subject", "txt", "html")
 _POLICY = email.policy.SMTP.clone(max_line_length=998)
@@ -34,6 +34,12 @@ def clean_header(text: str, limit: int = 250) -> str:
     """One line fit for a mail header: control characters become spaces, runs collapse."""
     line = " ".join(_CONTROL.sub(" ", text).split())
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def sentence(text: object) -> str:
+    """``text`` ending in a full stop unless it already ends in punctuation."""
+    words = str(text).rstrip()
+    return words if not words or words[-1] in ".!?…:;)\"'" else f"{words}."
 
 
 def local_time(moment: datetime | None, timezone: str, reference: datetime | None = None) -> str:
@@ -61,7 +67,7 @@ class TemplateSet:
         if not (folder / "default").is_dir():
             raise TemplateError(f"template folder {folder} has no default/ set")
         self.folder = folder
-        self.env = SandboxedEnvironment(
+        self.env: SandboxedEnvironment = SandboxedEnvironment(
             loader=jinja2.FileSystemLoader(str(folder)),
             undefined=jinja2.StrictUndefined,
             autoescape=lambda name: bool(name and name.endswith(".html.j2")),
@@ -69,6 +75,7 @@ class TemplateSet:
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
+        self.env.filters["sentence"] = sentence
 
     def name_of(self, audience: str, kind: str, part: str) -> str:
         own = f"{audience}/{kind}.{part}.j2"

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from urllib.parse import quote, urlencode
 
-__all__ = ["feedback_links", "sign", "unsubscribe_link", "verify"]
+__all__ = ["feedback_links", "feedback_page_link", "sign", "unsubscribe_link", "verify"]
 
 
 def sign(secret_key: str, *parts: str) -> str:
@@ -18,11 +18,24 @@ def verify(secret_key: str, signature: str, *parts: str) -> bool:
     return hmac.compare_digest(sign(secret_key, *parts), signature)
 
 
+def _feedback_base(base_url: str, incident_id: str, stakeholder_id: str) -> str:
+    return f"{base_url.rstrip('/')}/feedback/{quote(incident_id, safe='')}/{quote(stakeholder_id, safe='')}"
+
+
 def feedback_links(base_url: str, secret_key: str, incident_id: str, stakeholder_id: str) -> dict[int, str]:
-    """One link per rating 1-5; each carries the signature of (incident, stakeholder)."""
-    signature = sign(secret_key, "feedback", incident_id, stakeholder_id)
-    base = f"{base_url.rstrip('/')}/feedback/{quote(incident_id)}/{quote(stakeholder_id)}"
-    return {rating: f"{base}?{urlencode({'rating': rating, 'sig': signature})}" for rating in range(1, 6)}
+    """One link per rating 1-5, each signed over (incident, stakeholder, rating): an altered
+    incident, stakeholder or rating no longer verifies."""
+    base = _feedback_base(base_url, incident_id, stakeholder_id)
+    return {
+        rating: f"{base}?{urlencode({'rating': rating, 'sig': sign(secret_key, 'feedback', incident_id, stakeholder_id, str(rating))})}"
+        for rating in range(1, 6)
+    }
+
+
+def feedback_page_link(base_url: str, secret_key: str, incident_id: str, stakeholder_id: str) -> str:
+    """The feedback page without a rating chosen (rating and comment on the page)."""
+    signature = sign(secret_key, "feedback-page", incident_id, stakeholder_id)
+    return f"{_feedback_base(base_url, incident_id, stakeholder_id)}?{urlencode({'sig': signature})}"
 
 
 def unsubscribe_link(base_url: str, secret_key: str, stakeholder_id: str) -> str:
