@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from scheduler.errors import AmendsError, ConfigError, EventError, SettingsError
-from scheduler.events import EVENT_TYPES, parse_event_json
+from scheduler.events import EVENT_TYPES, Event, parse_event_json
 from scheduler.settings import Settings
 
 __all__ = ["main"]
@@ -75,38 +75,76 @@ def _read_events(path: str) -> list[Any]:
     return data if isinstance(data, list) else [data]
 
 
+def _load_events(command: str, path: str) -> list[Event] | None:
+    """Read and validate a file (or stdin) of events; on a problem print it and return None.
+
+    Every event is checked before any is used, and each problem is named
+    ``events[i].field`` when the file holds a list.
+    """
+    try:
+        documents = _read_events(path)
+    except OSError as e:
+        print(f"amends {command}: cannot read {path}: {e.strerror}", file=sys.stderr)
+        return None
+    except EventError as e:
+        print(f"amends {command}: {e}", file=sys.stderr)
+        return None
+    if not documents:
+        print(f"amends {command}: {path if path != '-' else 'stdin'} holds no events", file=sys.stderr)
+        return None
+    events, problems = [], []
+    for index, document in enumerate(documents):
+        try:
+            events.append(parse_event_json(json.dumps(document)))
+        except EventError as e:
+            prefix = f"events[{index}]" if len(documents) > 1 else ""
+            problems += [
+                f"{'.'.join(p for p in (prefix, place) if p) or 'event'}: {why}" for place, why in e.errors
+            ]
+    if problems:
+        print(f"amends {command}: invalid event" + "".join(f"\n  {p}" for p in problems), file=sys.stderr)
+        return None
+    return events
+
+
 def cmd_emit(args: argparse.Namespace) -> int:
     from scheduler.emitting import emit
 
-    if args.type is not None and args.type != "-":
+    from_flags = args.type is not None and args.type != "-"
+    if from_flags and args.file:
+        print(f"amends emit: give either '{args.type}' with flags or --file, not both", file=sys.stderr)
+        return EXIT_USAGE
+    if from_flags:
         if not args.incident:
             print("amends emit: --incident is required", file=sys.stderr)
             return EXIT_USAGE
-        documents = [_event_from_flags(args)]
+        events = _load_events_from([_event_from_flags(args)])
     elif args.file or args.type == "-":
-        try:
-            documents = _read_events(args.file or "-")
-        except OSError as e:
-            print(f"amends emit: cannot read {args.file}: {e.strerror}", file=sys.stderr)
-            return EXIT_USAGE
-        except EventError as e:
-            print(f"amends emit: {e}", file=sys.stderr)
-            return EXIT_USAGE
+        events = _load_events("emit", args.file or "-")
     else:
         print("amends emit: give --file FILE, - for stdin, or a type such as 'opened'", file=sys.stderr)
         return EXIT_USAGE
-    # Validate every event before enqueueing any, so a bad file enqueues nothing.
-    for index, document in enumerate(documents):
-        try:
-            parse_event_json(json.dumps(document))
-        except EventError as e:
-            where = f"event {index}: " if len(documents) > 1 else ""
-            print(f"amends emit: {where}{e}", file=sys.stderr)
-            return EXIT_USAGE
-    for document in documents:
-        event = emit(document)
-        print(f"accepted {event.event_id} ({event.type} {event.incident_id})")
+    if events is None:
+        return EXIT_USAGE
+    settings = Settings.from_env()
+    if settings.redis_url is None:
+        print(
+            f"amends emit: AMENDS_REDIS_URL is not set; enqueueing on the embedded Redis under "
+            f"{settings.data_dir / 'redis'}, which only a worker started here without AMENDS_REDIS_URL reads",
+            file=sys.stderr,
+        )
+    for event in events:
+        emit(event.model_dump(mode="json", by_alias=True, exclude_none=True))
+        print(f"enqueued {event.event_id} ({event.type} {event.incident_id})")
     return EXIT_OK
+
+
+def _load_events_from(documents: list[dict[str, Any]]) -> list[Event] | None:
+    try:
+        return [parse_event_json(json.dumps(d)) for d in documents]
+    except EventError as e:
+        print(f"amends emit: {e}", file=sys.stderr)
+        return None
 
 
 # -- config ----------------------------------------------------------------------------
@@ -120,7 +158,7 @@ def _config_path(settings: Settings, explicit: str | None) -> Path:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from scheduler.config import load_config
-    from scheduler.preflight import check_templates
+    from scheduler.preflight import audience_warnings, check_templates
 
     settings = _settings(needs_config=True)
     path = _config_path(settings, args.file)
@@ -130,6 +168,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return EXIT_FAILED
+    for warning in audience_warnings(config, settings.templates_dir):
+        print(f"  warning: {warning}", file=sys.stderr)
     template_errors = check_templates(config, settings.templates_dir)
     for error in template_errors:
         print(f"  {error}", file=sys.stderr)
@@ -146,7 +186,16 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_log(args: argparse.Namespace) -> int:
     from scheduler.durations import parse_duration
-    from scheduler.logview import LogFilter, format_table, promise_report, row_json, table_row
+    from scheduler.logview import (
+        REJECTED_COLUMNS,
+        LogFilter,
+        format_table,
+        promise_report,
+        rejected_records,
+        rejected_row,
+        row_json,
+        table_row,
+    )
 
     settings = _settings()
     store = _store(settings)
@@ -163,20 +212,11 @@ def cmd_log(args: argparse.Namespace) -> int:
         elif comm.message:
             print(comm.message)
         else:
-            print(f"{comm.id} is {comm.status}; nothing was sent yet. Last error: {comm.last_error or '-'}")
-        return EXIT_OK
-    if args.rejected:
-        records = store.rejected(args.limit)
-        if args.json:
-            for record in records:
-                print(json.dumps(record, ensure_ascii=False))
-        else:
-            for record in records:
-                event = record["event"] if isinstance(record["event"], dict) else {}
-                reasons = "; ".join(f"{e['field'] or 'event'}: {e['reason']}" for e in record["errors"])
-                print(f"{record['rejected_at']}  {event.get('event_id', '-')}  {reasons}")
-            if not records:
-                print("no rejected events")
+            not_sent = {
+                "failed": "it was not sent and will not be",
+                "cancelled": "it was cancelled and will not be sent",
+            }.get(comm.status, "nothing has been sent yet")
+            print(f"{comm.id} is {comm.status}: {not_sent}. Last error: {comm.last_error or '-'}")
         return EXIT_OK
     since = None
     if args.since:
@@ -185,6 +225,21 @@ def cmd_log(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"amends log: --since: {e}", file=sys.stderr)
             return EXIT_USAGE
+    if args.rejected:
+        if args.stakeholder or args.kind or args.status or args.promises:
+            print(
+                "amends log: --rejected takes only --incident, --since, --limit and --json", file=sys.stderr
+            )
+            return EXIT_USAGE
+        records = rejected_records(store.rejected(args.limit), args.incident, since)
+        if args.json:
+            for record in records:
+                print(json.dumps(record, ensure_ascii=False))
+        elif records:
+            print(format_table((rejected_row(r) for r in records), REJECTED_COLUMNS))
+        else:
+            print("no rejected events")
+        return EXIT_OK
     keep = LogFilter(args.incident, args.stakeholder, args.kind, args.status)
     comms = [c for c in store.communications(since) if keep.keeps(c)]
     if args.promises:
@@ -192,11 +247,7 @@ def cmd_log(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(report.as_json()))
         else:
-            print(
-                f"promises kept on time: {report.on_time} of {report.total} sent "
-                f"({report.late} late, {report.pending_overdue} overdue and unsent)"
-            )
-            print(f"lateness: p50 {report.p50_s:.2f}s  p99 {report.p99_s:.2f}s  max {report.max_s:.2f}s")
+            print("\n".join(report.lines()))
         return EXIT_OK
     if args.json:
         for comm in comms:
@@ -253,31 +304,17 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 def cmd_preview(args: argparse.Namespace) -> int:
     from scheduler.config import load_config
     from scheduler.durations import parse_duration
-    from scheduler.events import parse_event
     from scheduler.preview import simulate, timeline_json, timeline_text, write_html
     from scheduler.render import TemplateSet
 
     settings = _settings(needs_config=True)
     try:
-        documents = _read_events(args.file)
-    except OSError as e:
-        print(f"amends preview: cannot read {args.file}: {e.strerror}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
         after_last = timedelta(seconds=parse_duration(args.until))
     except ValueError as e:
         print(f"amends preview: --until: {e}", file=sys.stderr)
         return EXIT_USAGE
-    events, problems = [], []
-    for index, document in enumerate(documents):
-        try:
-            events.append(parse_event(document))
-        except EventError as e:
-            problems += [
-                f"events[{index}]{'.' + place if place else ''}: {reason}" for place, reason in e.errors
-            ]
-    if problems:
-        print("amends preview: invalid events:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
+    events = _load_events("preview", args.file)
+    if events is None:
         return EXIT_USAGE
     config = load_config(_config_path(settings, args.config))
     try:
@@ -437,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return EXIT_USAGE
+    if args.command in ("log", "preview", "emit", "config"):
+        # `amends log | head` should stop quietly, like other command-line tools
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         return int(args.func(args))
     except SettingsError as e:

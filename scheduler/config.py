@@ -106,7 +106,7 @@ class Stakeholder(_Model):
     """One person or group who is kept informed; unset fields fall back to ``defaults``."""
 
     id: Identifier
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[str, BeforeValidator(_one_line), Field(min_length=1, max_length=200)]
     email: Email
     audience: Identifier = "default"
     timezone: TimeZoneName | None = None
@@ -124,10 +124,27 @@ class Stakeholder(_Model):
         return not self.services or bool(set(self.services) & set(services))
 
 
+def _sender(value: Any) -> str:
+    if not isinstance(value, str) or any(ord(c) < 32 for c in value):
+        raise ValueError("must be one line like 'Acme Status <status@acme.example>'")
+    address = value.rsplit("<", 1)[-1].rstrip(">").strip()
+    try:
+        _email(address)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an address like 'Acme Status <status@acme.example>'") from None
+    return value
+
+
+def _one_line(value: Any) -> Any:
+    if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must be one line without control characters")
+    return value
+
+
 class Config(_Model):
     """The whole configuration file."""
 
-    sender: Annotated[str, Field(min_length=3, max_length=300)]
+    sender: Annotated[str, BeforeValidator(_sender), Field(max_length=300)]
     base_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] = "http://localhost:8000"
     business_hours: Window | None = None
     defaults: Defaults = Field(default_factory=Defaults)
@@ -178,17 +195,6 @@ class Config(_Model):
         return severity in override
 
 
-def _sender_ok(sender: str) -> list[tuple[str, str]]:
-    address = sender.rsplit("<", 1)[-1].rstrip(">").strip()
-    try:
-        _email(address)
-    except ValueError:
-        return [("sender", f"{sender!r} is not an address like 'Acme Status <status@acme.example>'")]
-    if any(ord(c) < 32 for c in sender):
-        return [("sender", "must be one line without control characters")]
-    return []
-
-
 def parse_config(data: Any) -> Config:
     """Validate an already-parsed YAML document."""
     if not isinstance(data, Mapping):
@@ -205,9 +211,6 @@ def parse_config(data: Any) -> Config:
                 place, _, reason = reason.partition(": ")
             errors.append((place, reason))
         raise ConfigError("invalid configuration", errors) from None
-    errors = _sender_ok(config.sender)
-    if errors:
-        raise ConfigError("invalid configuration", errors)
     return config
 
 
@@ -242,8 +245,8 @@ class ConfigSource:
         self.path = path
         self.check_interval_s = check_interval_s
         self._lock = threading.Lock()
+        self._config = load_config(path)  # raises ConfigError naming the problem first
         self._stamp = self._read_stamp()
-        self._config = load_config(path)
         self._checked_at = time.monotonic()
         self.generation = 1
 
@@ -262,7 +265,9 @@ class ConfigSource:
         try:
             stamp = self._read_stamp()
         except OSError as e:
-            logger.error("config %s cannot be read (%s); keeping the configuration in force", self.path, e)
+            logger.error(
+                "config %s cannot be read (%s); the previous configuration stays in force", self.path, e
+            )
             return
         if stamp == self._stamp:
             return
@@ -270,7 +275,7 @@ class ConfigSource:
         try:
             self._config = load_config(self.path)
         except ConfigError as e:
-            logger.error("%s\nkeeping the configuration in force", e)
+            logger.error("%s\nthe previous configuration stays in force", e)
             return
         self.generation += 1
         logger.info("config %s reloaded: %d stakeholders", self.path, len(self._config.stakeholders))

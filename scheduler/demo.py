@@ -8,13 +8,16 @@ communications log as messages are sent.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -83,6 +86,21 @@ def _wait(printer: _LogPrinter, done: Callable[[], bool], timeout_s: float) -> b
     return done()
 
 
+def _program() -> str:
+    """How to call amends again: `amends` when it is on PATH, else the path this run used."""
+    invoked = Path(sys.argv[0])
+    on_path = shutil.which("amends")
+    if invoked.name == "amends" and on_path and Path(on_path).resolve() == invoked.resolve():
+        return "amends"
+    if invoked.name == "amends":
+        return (
+            os.path.relpath(invoked)
+            if not invoked.is_absolute() or Path.cwd() in invoked.parents
+            else str(invoked)
+        )
+    return f"{Path(sys.executable).name} -m scheduler.cli"
+
+
 def _say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
@@ -118,7 +136,7 @@ def run_demo() -> int:
     print(f"embedded Redis: {redis_url}")
     print(f"SMTP server:    {sink.url} (what it receives is kept in {home / 'mail'})")
     print(f"config:         {settings.config_path}")
-    print(f"templates:      {settings.templates_dir}")
+    print(f"templates:      {settings.templates_dir.resolve()}")
     worker = start_worker(settings, threads=4, broker=broker)
     scheduler = start_scheduler(settings, stop, broker)
     ok = True
@@ -185,17 +203,16 @@ def _finish(ok: bool, printer: _LogPrinter, sink: MailSink) -> int:
     comms = printer._comms()
     report = promise_report(comms, datetime.now(UTC))
     _say("summary")
-    print(
-        f"{len(sink.received)} emails received by the SMTP server; "
-        f"promises kept on time: {report.on_time} of {report.total}, "
-        f"lateness p50 {report.p50_s:.2f}s p99 {report.p99_s:.2f}s max {report.max_s:.2f}s"
-    )
+    print(f"{len(sink.received)} emails received by the SMTP server")
+    print("\n".join(report.lines()))
     if comms:
         hint = f"AMENDS_HOME={Settings.from_env().data_dir / 'demo'} "
         if Settings.from_env().redis_url:
             hint = "AMENDS_REDIS_URL= " + hint
-        print(f"the log, afterwards:  {hint}amends log --incident {printer.incident_id}")
-        print(f"one message in full:  {hint}amends log show {comms[0].id}")
+        hint += _program()
+        print(f"the log, afterwards:  {hint} log --incident {printer.incident_id}")
+        print(f"one message in full:  {hint} log show {comms[0].id}")
+        print(f"promises kept:        {hint} log --promises")
     if not ok:
         print("the demo did not see every expected message in time; see the log above")
         return 1

@@ -64,7 +64,12 @@ def parse_window(text: str) -> TimeWindow:
     """Parse ``HH:MM-HH:MM``; raise ValueError naming the accepted form."""
     if not isinstance(text, str) or text.count("-") != 1:
         raise ValueError(f"{text!r} is not a time window; write HH:MM-HH:MM, e.g. 22:00-07:00")
-    start, end = (_parse_clock(part.strip()) for part in text.split("-"))
+    try:
+        start, end = (_parse_clock(part.strip()) for part in text.split("-"))
+    except ValueError as e:
+        raise ValueError(
+            f"{text!r} is not a time window; write HH:MM-HH:MM, e.g. 22:00-07:00 ({e})"
+        ) from None
     if start == end:
         raise ValueError(f"{text!r} is an empty time window")
     return TimeWindow(start, end)

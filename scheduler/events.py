@@ -110,11 +110,15 @@ class Event(_Model):
     incident: IncidentFields = Field(default_factory=IncidentFields)
 
     @model_validator(mode="after")
-    def _opened_needs_title_and_severity(self) -> Event:
+    def _fields_the_type_needs(self) -> Event:
         if self.type == "incident.opened":
             missing = [f for f in ("title", "severity") if getattr(self.incident, f) is None]
             if missing:
                 raise ValueError(f"incident.{missing[0]}: is required when type is incident.opened")
+        if self.type == "incident.updated" and not self.incident.given():
+            raise ValueError(
+                "incident.incident: an incident.updated event carries at least one changed field"
+            )
         return self
 
     def to_json(self) -> str:
@@ -132,6 +136,7 @@ def parse_event(data: Any) -> Event:
         for place, reason in field_errors(e):
             if not place and reason.startswith("incident."):
                 place, _, reason = reason.partition(": ")
+                place = place.replace("incident.incident", "incident")
             if place == "schema" and "schema" in data:
                 reason = f"unsupported schema {data['schema']!r}; this version reads schema 1"
             errors.append((place, reason))

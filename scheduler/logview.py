@@ -114,33 +114,88 @@ def stream_header() -> str:
     return "  ".join(c.ljust(w) for c, w in zip(STREAM_HEADER, STREAM_WIDTHS, strict=True)).rstrip()
 
 
+REJECTED_COLUMNS = ("rejected at", "event_id", "incident", "type", "why")
+
+
+def rejected_records(
+    records: list[dict[str, Any]], incident: str | None, since: datetime | None
+) -> list[dict[str, Any]]:
+    """Rejected events about ``incident`` (when given) rejected after ``since`` (when given)."""
+
+    def keep(record: dict[str, Any]) -> bool:
+        event = record["event"] if isinstance(record["event"], dict) else {}
+        if incident is not None and event.get("incident_id") != incident:
+            return False
+        return since is None or datetime.fromisoformat(record["rejected_at"]) >= since
+
+    return [r for r in records if keep(r)]
+
+
+def rejected_row(record: dict[str, Any]) -> tuple[str, ...]:
+    event = record["event"] if isinstance(record["event"], dict) else {}
+    at = pendulum.parse(record["rejected_at"]).in_tz("UTC").format("YYYY-MM-DD HH:mm:ss zz")  # type: ignore[union-attr]
+    reasons = "; ".join(f"{e['field'] or 'event'}: {e['reason']}" for e in record["errors"])
+    return (
+        at,
+        str(event.get("event_id", "-")),
+        str(event.get("incident_id", "-")),
+        str(event.get("type", "-")),
+        reasons,
+    )
+
+
 def row_json(comm: Communication) -> str:
     return json.dumps(comm.as_json(), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
 class PromiseReport:
-    """How well promised times were kept, over messages that have been sent."""
+    """How well promised times were kept.
 
-    total: int
+    Every communication is a promise (an update at its announced time; an acknowledgment,
+    change or resolution at once). It is kept when sent within ``ON_TIME_GRACE_S`` of that
+    time; late when sent after; broken when it failed or was cancelled; overdue when still
+    unsent past the grace. Lateness percentiles are over the messages sent.
+    """
+
+    promises: int
     on_time: int
     late: int
+    failed: int
+    overdue_unsent: int
     p50_s: float
     p99_s: float
     max_s: float
-    pending_overdue: int
+
+    @property
+    def sent(self) -> int:
+        return self.on_time + self.late
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "sent": self.total,
+            "promises": self.promises,
+            "sent": self.sent,
             "on_time": self.on_time,
             "late": self.late,
+            "failed": self.failed,
+            "overdue_unsent": self.overdue_unsent,
             "lateness_p50_s": self.p50_s,
             "lateness_p99_s": self.p99_s,
             "lateness_max_s": self.max_s,
-            "overdue_unsent": self.pending_overdue,
             "grace_s": ON_TIME_GRACE_S,
         }
+
+    def lines(self) -> list[str]:
+        if not self.promises:
+            return ["no promises yet: nothing has been sent or scheduled"]
+        grace = f"{ON_TIME_GRACE_S:.0f}s"
+        return [
+            f"promises kept on time (within {grace}): {self.on_time} of {self.promises}; "
+            f"late: {self.late}; failed or cancelled: {self.failed}; overdue and unsent: {self.overdue_unsent}",
+            f"lateness of the {self.sent} sent: p50 {self.p50_s:.2f}s  p99 {self.p99_s:.2f}s  max {self.max_s:.2f}s"
+            if self.sent
+            else "nothing sent yet",
+        ]
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -151,25 +206,28 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 def promise_report(comms: Iterable[Communication], now: datetime) -> PromiseReport:
-    """Lateness of every sent message against its promised time (early counts as 0)."""
+    """Every communication against its promised time (sending early counts as 0 lateness)."""
     lateness: list[float] = []
-    overdue = 0
+    promises = failed = overdue = 0
     for comm in comms:
         if comm.lateness_s is not None:
             lateness.append(max(0.0, comm.lateness_s))
-        elif (
-            comm.status not in ("failed", "cancelled")
-            and (now - comm.promised_at).total_seconds() > ON_TIME_GRACE_S
-        ):
+        elif comm.status in ("failed", "cancelled"):
+            failed += 1
+        elif (now - comm.promised_at).total_seconds() > ON_TIME_GRACE_S:
             overdue += 1
+        else:
+            continue  # not due yet: not counted until it is
+        promises += 1
     lateness.sort()
     late = sum(1 for s in lateness if s > ON_TIME_GRACE_S)
     return PromiseReport(
-        total=len(lateness),
+        promises=promises,
         on_time=len(lateness) - late,
         late=late,
+        failed=failed,
+        overdue_unsent=overdue,
         p50_s=_percentile(lateness, 0.50),
         p99_s=_percentile(lateness, 0.99),
         max_s=lateness[-1] if lateness else 0.0,
-        pending_overdue=overdue,
     )

@@ -15,7 +15,7 @@ from scheduler.messages import template_context
 from scheduler.render import RenderedMessage, TemplateSet
 from scheduler.store import Communication, ms_of
 
-__all__ = ["check_templates", "sample_communication"]
+__all__ = ["audience_warnings", "check_templates", "sample_communication"]
 
 _SAMPLE_SECRET = "sample-secret"
 
@@ -79,6 +79,16 @@ def _missing(rendered: RenderedMessage, needle: str) -> list[str]:
         part
         for part, body, want in (("txt", rendered.text, needle), ("html", rendered.html, html_needle))
         if want not in body
+    ]
+
+
+def audience_warnings(config: Config, folder: Path) -> list[str]:
+    """Stakeholders whose audience has no template folder (a typo falls back silently)."""
+    return [
+        f"stakeholders[{index}].audience: there is no {folder / stakeholder.audience}/ folder; "
+        f"the default/ templates will be used"
+        for index, stakeholder in enumerate(config.stakeholders)
+        if stakeholder.audience != "default" and not (folder / stakeholder.audience).is_dir()
     ]
 
 

@@ -147,7 +147,9 @@ def simulate(
     sim = _Simulation(config, templates, store, timers, outbox, engine, [])
     ordered = sorted(events, key=lambda e: e.occurred_at)
     for event in ordered:
-        sim.run_timers_until(event.occurred_at)
+        # An event wins a tie with a timer: a resolution at 17:10 is not preceded by a
+        # "still working on it" update at 17:10.
+        sim.run_timers_until(event.occurred_at - timedelta(milliseconds=1))
         outcome = engine.handle_event(event, event.occurred_at)
         if outcome.rejected:
             raise ValueError(f"event {event.event_id}: {outcome.rejected}")

@@ -45,6 +45,11 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         smtp_url = env.get("AMENDS_SMTP_URL") or None
+        redis_url = env.get("AMENDS_REDIS_URL") or None
+        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(
+                f"AMENDS_REDIS_URL must start with redis://, rediss:// or unix://, not {redis_url.split(':')[0]}:"
+            )
         config = env.get("AMENDS_CONFIG")
         templates = env.get("AMENDS_TEMPLATES")
         config_path = Path(config) if config else Path("config/amends.yaml")
@@ -57,7 +62,7 @@ class Settings:
         else:
             templates_dir = bundled_path("templates")
         return cls(
-            redis_url=env.get("AMENDS_REDIS_URL") or None,
+            redis_url=redis_url,
             smtp=SmtpSettings.from_url(smtp_url) if smtp_url else None,
             config_path=config_path,
             templates_dir=templates_dir,
@@ -78,18 +83,21 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def require_worker(self) -> None:
-        """Refuse to run a worker that could not send or sign."""
+        """Refuse to run a worker that could not send or sign; name everything missing at once."""
+        missing = []
         if self.smtp is None:
-            raise SettingsError("AMENDS_SMTP_URL is not set; e.g. AMENDS_SMTP_URL=smtp://localhost:1025")
+            missing.append("AMENDS_SMTP_URL is not set; e.g. AMENDS_SMTP_URL=smtp://localhost:1025")
         if not self.secret_key:
-            raise SettingsError(
+            missing.append(
                 "AMENDS_SECRET_KEY is not set; it signs feedback links. "
                 "Generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
         if not self.config_path.is_file():
-            raise SettingsError(
+            missing.append(
                 f"no configuration at {self.config_path}; set AMENDS_CONFIG or create config/amends.yaml"
             )
+        if missing:
+            raise SettingsError("\n  ".join(["cannot start a worker:", *missing]))
 
     def resolved_redis_url(self) -> str:
         """The Redis to use: AMENDS_REDIS_URL, or the embedded server under ``data_dir``."""

@@ -47,7 +47,7 @@ def test_emit_from_flags_file_and_stdin(
     assert main(["emit", "--file", str(path)]) == 0
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(event(incident_id="INC-9"))))
     assert main(["emit", "-"]) == 0
-    assert "accepted" in capsys.readouterr().out
+    assert "enqueued" in capsys.readouterr().out
     cli_env.drain()
     assert [m.rcpt_tos[0] for m in cli_env.sink.received].count("search@acme.example") == 1
     assert len(cli_env.sink.received) == 1 + 3 + 3

@@ -51,6 +51,7 @@ BAD_EVENTS: list[tuple[str, Any, str, str]] = [
     ("bad incident id", {**GOOD, "incident_id": "INC 1/2"}, "incident_id", "pattern"),
     ("empty source", {**GOOD, "source": ""}, "source", "at least 1"),
     ("not an object", ["an", "array"], "", "JSON object"),
+    ("updated without changes", event("updated"), "incident", "at least one changed field"),
 ]
 
 

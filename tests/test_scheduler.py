@@ -265,5 +265,5 @@ def test_log_promises_reports_kept_promises(
     capsys.readouterr()
     assert main(["log", "--promises"]) == 0
     out = capsys.readouterr().out
-    assert "promises kept on time: 7 of 7 sent" in out
+    assert "promises kept on time (within 60s): 7 of 7;" in out
     assert "p50 0.00s" in out

@@ -48,11 +48,20 @@ def test_bad_smtp_urls_say_what_is_wrong(url: str, message: str) -> None:
 
 
 def test_worker_settings_say_what_is_missing(tmp_path: object) -> None:
-    """A worker without SMTP or a secret key is refused with what to set."""
-    with pytest.raises(SettingsError, match="AMENDS_SMTP_URL is not set"):
+    """A worker without SMTP and a secret key is refused naming both, with what to set."""
+    with pytest.raises(SettingsError) as caught:
         Settings.from_env({}).require_worker()
+    assert "AMENDS_SMTP_URL is not set" in str(caught.value) and "AMENDS_SECRET_KEY is not set" in str(
+        caught.value
+    )
     with pytest.raises(SettingsError, match="AMENDS_SECRET_KEY is not set"):
         Settings.from_env({"AMENDS_SMTP_URL": "smtp://localhost:25"}).require_worker()
+
+
+def test_redis_url_scheme_is_checked() -> None:
+    """An AMENDS_REDIS_URL that is not redis://, rediss:// or unix:// is refused at startup."""
+    with pytest.raises(SettingsError, match="must start with redis://"):
+        Settings.from_env({"AMENDS_REDIS_URL": "foo://x"})
 
 
 def test_secrets_stay_out_of_repr() -> None:

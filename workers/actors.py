@@ -128,22 +128,24 @@ async def deliver(comm_id: str) -> None:
         rt.store.finish_send(comm_id, token, "failed", last_error=f"template: {e}", updated_ms=ms_of(now))
         logger.error("%s failed: %s", comm_id, e)
         return
+    attempted: dict[str, str | int] = {"subject": rendered.subject, "updated_ms": ms_of(now)}
     try:
         reply = await rt.pool().send(email)
     except PermanentDeliveryError as e:
-        rt.store.finish_send(comm_id, token, "failed", last_error=str(e), updated_ms=ms_of(rt.clock()))
+        rt.store.finish_send(comm_id, token, "failed", last_error=str(e), **attempted)
         logger.error("%s failed: %s", comm_id, e)
         return
     except TransientDeliveryError as e:
         attempts = _retries() + 1
         if attempts > rt.settings.retry_max:
             error = f"gave up after {attempts} attempts: {e}"
-            rt.store.finish_send(comm_id, token, "failed", last_error=error, updated_ms=ms_of(rt.clock()))
+            rt.store.finish_send(comm_id, token, "failed", last_error=error, **attempted)
             logger.error("%s failed: %s", comm_id, error)
             return
-        rt.store.finish_send(comm_id, token, "retrying", last_error=str(e), updated_ms=ms_of(rt.clock()))
+        rt.store.finish_send(comm_id, token, "retrying", last_error=str(e), **attempted)
         logger.warning("%s will be retried: %s", comm_id, e)
-        raise
+        # Retry, not the error itself: Dramatiq backs off without logging a traceback.
+        raise dramatiq.Retry(str(e)) from e
     sent = rt.clock()
     rt.store.finish_send(
         comm_id,
