@@ -353,14 +353,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- parser ----------------------------------------------------------------------------
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("amends")
+    except PackageNotFoundError:  # running from a checkout that is not installed
+        return "unknown"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="amends",
         description="Keep every stakeholder of an incident informed: acknowledgment, updates on "
         "their cadence, resolution, feedback request.",
         epilog="Environment: AMENDS_REDIS_URL, AMENDS_SMTP_URL, AMENDS_CONFIG, AMENDS_TEMPLATES, "
-        "AMENDS_SECRET_KEY, AMENDS_API_TOKEN (see README.md).",
+        "AMENDS_SECRET_KEY, AMENDS_API_TOKEN, AMENDS_HOME (see README.md). "
+        "Exit status: 0 done, 1 failed, 2 bad input or usage.",
     )
+    parser.add_argument("--version", action="version", version=f"amends {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -407,10 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     log = sub.add_parser(
         "log",
         help="review the communications log",
-        description="A table of communications (times in each stakeholder's zone), or "
-        "'amends log show COMM_ID' for the full message as sent.",
+        usage="amends log [filters] [--json | --promises | --rejected]\n       amends log show COMM_ID [--json]",
+        description="A table of communications: time, incident, stakeholder, kind, status, recipient, "
+        "subject, promised vs actual send time, attempts and last error, with times in each stakeholder's "
+        "zone. 'amends log show COMM_ID' prints one message in full as sent, headers included.",
     )
-    log.add_argument("target", nargs="*", metavar="show COMM_ID", help="print one message as sent")
+    log.add_argument("target", nargs="*", metavar="show COMM_ID", help=argparse.SUPPRESS)
     log.add_argument("--incident")
     log.add_argument("--stakeholder")
     log.add_argument("--kind", choices=["acknowledgment", "update", "resolution", "feedback_request"])
@@ -422,16 +442,28 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--limit", type=int, default=100, help="with --rejected: how many (default 100)")
     log.set_defaults(func=cmd_log)
 
-    worker = sub.add_parser("worker", help="run a Dramatiq worker (events, timers, delivery)")
-    worker.add_argument("--threads", type=int, default=8, help="worker threads (default 8)")
+    worker = sub.add_parser(
+        "worker",
+        help="run a Dramatiq worker (events, timers, delivery)",
+        description="Consume the events, timers and deliver queues on AMENDS_REDIS_URL and send mail "
+        "through AMENDS_SMTP_URL. Needs AMENDS_SECRET_KEY and a configuration. Run as many as you like; "
+        "stop with Ctrl-C or SIGTERM (work in progress is finished first).",
+    )
+    worker.add_argument("--threads", type=_positive, default=8, help="worker threads (default 8)")
     worker.set_defaults(func=cmd_worker)
 
     sched = sub.add_parser(
-        "scheduler", help="run the timer loop that enqueues due updates and feedback requests"
+        "scheduler",
+        help="run the timer loop that enqueues due updates and feedback requests",
+        description="Claim due timers from Redis (atomically, under a lease) and enqueue them for the "
+        "workers; wake when an earlier timer is armed. Several schedulers may run at once. When the "
+        "configuration file changes it asks the workers to acknowledge newly concerned stakeholders.",
     )
     sched.set_defaults(func=cmd_scheduler)
 
-    serve = sub.add_parser("serve", help="the HTTP API (not in this version)")
+    serve = sub.add_parser(
+        "serve", help="the HTTP API (not in this version)", description="Not in this version: exits 1."
+    )
     serve.set_defaults(func=cmd_serve)
 
     preview = sub.add_parser(
@@ -456,7 +488,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preview.set_defaults(func=cmd_preview)
 
-    demo = sub.add_parser("demo", help="run everything on embedded services and show an incident's life")
+    demo = sub.add_parser(
+        "demo",
+        help="run everything on embedded services and show an incident's life",
+        description="Start an embedded Redis, a local SMTP server, a worker and a scheduler; emit a sev1 "
+        "incident concerning three stakeholders of config/demo.yaml; print the log as messages are sent "
+        "(acknowledgments, updates with and without news, a change, resolution, feedback requests); exit 0. "
+        "Takes about 45 seconds. Data is kept under $AMENDS_HOME/demo (default .amends/demo).",
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

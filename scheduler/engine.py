@@ -93,11 +93,18 @@ class Engine:
 
     # -- events ------------------------------------------------------------------------
 
-    def handle_event(self, event: Event, now: datetime) -> Outcome:
-        """Apply ``event`` once and send what it calls for."""
+    def handle_event(self, event: Event, now: datetime, received_at: datetime | None = None) -> Outcome:
+        """Apply ``event`` once and send what it calls for.
+
+        ``received_at`` is when the event was enqueued: what it causes (acknowledgments,
+        changes, resolutions) is promised for that moment, so time spent waiting for a
+        worker shows as lateness in the log.
+        """
 
         def apply(current: dict[str, Any] | None) -> dict[str, Any]:
-            return self._apply(event, current, now)
+            record = self._apply(event, current, now)
+            record["received_ms"] = ms_of(min(received_at or now, now))
+            return record
 
         record = self.store.apply_event(event.event_id, event.incident_id, apply)
         if record.get("rejected"):
@@ -144,27 +151,36 @@ class Engine:
         incident: dict[str, Any] = record["incident"]
         action: str = record["action"]
         trigger = f"event:{record['event_id']}"
+        promised_ms: int | None = record.get("received_ms")
         config = self.config()
         informed = [sid for sid in incident.get("stakeholders", []) if config.stakeholder(sid)]
         comms: list[str] = []
         if action == "resolve":
             for sid in informed:
-                comms += self._resolve_thread(config, incident, config.stakeholder(sid), trigger, now)  # type: ignore[arg-type]
+                stakeholder = config.stakeholder(sid)
+                assert stakeholder is not None
+                comms += self._resolve_thread(config, incident, stakeholder, trigger, now, promised_ms)
             return comms
         if action in ("update", "reopen"):
             for sid in informed:
-                stakeholder: Stakeholder = config.stakeholder(sid)  # type: ignore[assignment]
+                found = config.stakeholder(sid)
+                assert found is not None
                 if action == "reopen":
                     self.timers.cancel(timer_member(_FEEDBACK, incident["id"], sid))
                     self.store.clear_thread_fields(incident["id"], sid, "feedback_ms")
                 if action == "reopen" or record["material"]:
-                    comms.append(self._compose(config, incident, stakeholder, "update", trigger, now))
+                    comms.append(self._compose(config, incident, found, "update", trigger, now, promised_ms))
         if action in ("open", "update", "reopen"):
-            comms += self.acknowledge_new(config, incident, trigger, now)
+            comms += self.acknowledge_new(config, incident, trigger, now, promised_ms)
         return comms
 
     def acknowledge_new(
-        self, config: Config, incident: dict[str, Any], trigger: str, now: datetime
+        self,
+        config: Config,
+        incident: dict[str, Any],
+        trigger: str,
+        now: datetime,
+        promised_ms: int | None = None,
     ) -> list[str]:
         """Acknowledge to every stakeholder the open incident newly concerns."""
         if incident["state"] != "open":
@@ -178,7 +194,9 @@ class Engine:
         self.store.set_incident_stakeholders(
             incident["id"], lambda ids: ids + [s.id for s in newcomers if s.id not in ids]
         )
-        return [self._compose(config, incident, s, "acknowledgment", trigger, now) for s in newcomers]
+        return [
+            self._compose(config, incident, s, "acknowledgment", trigger, now, promised_ms) for s in newcomers
+        ]
 
     def reconcile(self, now: datetime) -> list[str]:
         """Bring open incidents in line with the configuration in force (new stakeholders)."""
@@ -224,10 +242,16 @@ class Engine:
     # -- composing ---------------------------------------------------------------------
 
     def _resolve_thread(
-        self, config: Config, incident: dict[str, Any], stakeholder: Stakeholder, trigger: str, now: datetime
+        self,
+        config: Config,
+        incident: dict[str, Any],
+        stakeholder: Stakeholder,
+        trigger: str,
+        now: datetime,
+        promised_ms: int | None,
     ) -> list[str]:
         self.timers.cancel(timer_member(_UPDATE, incident["id"], stakeholder.id))
-        comm_id = self._compose(config, incident, stakeholder, "resolution", trigger, now)
+        comm_id = self._compose(config, incident, stakeholder, "resolution", trigger, now, promised_ms)
         policy = cadence.policy_for(config, stakeholder)
         thread = self.store.thread(incident["id"], stakeholder.id)
         feedback_ms = int(thread.get("feedback_ms") or ms_of(cadence.feedback_at(policy, now)))

@@ -52,7 +52,10 @@ class SmtpSettings:
         tls_values = parse_qs(parts.query).get("tls", ["implicit" if parts.scheme == "smtps" else "auto"])
         tls = tls_values[-1]
         if tls not in ("starttls", "implicit", "none", "auto"):
-            raise SettingsError(f"AMENDS_SMTP_URL: tls={tls} is not one of starttls, implicit, none")
+            raise SettingsError(
+                f"AMENDS_SMTP_URL: tls={tls} is not one of starttls, implicit, none "
+                "(or auto, the default: STARTTLS when the server offers it)"
+            )
         default_port = 465 if tls == "implicit" else 587 if tls == "starttls" else 25
         return cls(
             host=parts.hostname,

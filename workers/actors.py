@@ -7,7 +7,9 @@ import and bound to the real one by :func:`workers.bind`.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
@@ -52,7 +54,7 @@ def handle_event(payload: Any) -> None:
         rt.store.reject(payload, e.errors, now, "worker")
         return
     try:
-        outcome = rt.engine.handle_event(event, now)
+        outcome = rt.engine.handle_event(event, now, now - _queue_delay())
     except redis.RedisError:
         raise  # Dramatiq retries the message with backoff once Redis answers again
     except Exception as e:
@@ -92,6 +94,14 @@ def reconcile() -> None:
     """The configuration changed: acknowledge to stakeholders open incidents now concern."""
     rt = runtime.current()
     rt.engine.reconcile(rt.clock())
+
+
+def _queue_delay() -> timedelta:
+    """How long the current message waited in the queue (real time, whatever the clock)."""
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return timedelta(0)
+    return timedelta(milliseconds=max(0, time.time() * 1000 - message.message_timestamp))
 
 
 def _retries() -> int:
