@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo lint test bench clean
+.PHONY: setup demo lint test bench stop-embedded clean
 
 setup: $(VENV)/.installed
 
@@ -28,5 +28,8 @@ test: lint
 bench: setup
 	$(BIN)/python bench/bench_timers.py
 
-clean:
+stop-embedded:  # the embedded Redis servers amends started under .amends keep running until stopped
+	-[ -x $(BIN)/python ] && $(BIN)/python -c "from pathlib import Path; from scheduler.embedded import stop_embedded_redis as stop; [stop(p.parent) for p in Path('.amends').glob('**/redis.pid')]"
+
+clean: stop-embedded
 	rm -rf $(VENV) .amends .pytest_cache .mypy_cache .ruff_cache
