@@ -1,0 +1,358 @@
+"""What each ``amends`` command does; :mod:`scheduler.cli` parses the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from scheduler.errors import ConfigError, EventError
+from scheduler.events import Event, parse_event_json
+from scheduler.settings import Settings
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "cmd_config_check",
+    "cmd_demo",
+    "cmd_emit",
+    "cmd_log",
+    "cmd_preview",
+    "cmd_scheduler",
+    "cmd_serve",
+    "cmd_worker",
+]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _settings(*, needs_config: bool = False) -> Settings:
+    settings = Settings.from_env()
+    if needs_config and settings.uses_example_config and not Path("config/amends.yaml").is_file():
+        print(
+            f"amends: no config/amends.yaml here and AMENDS_CONFIG is not set; using the shipped example "
+            f"{settings.config_path}",
+            file=sys.stderr,
+        )
+    return settings
+
+
+def _store(settings: Settings) -> Any:
+    import redis
+
+    from scheduler.store import RedisStore
+
+    return RedisStore(redis.Redis.from_url(settings.resolved_redis_url()))
+
+
+# -- emit ------------------------------------------------------------------------------
+
+
+def _event_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    incident: dict[str, Any] = {}
+    for name in ("title", "severity", "status", "summary", "impact", "plan", "owner"):
+        value = getattr(args, name, None)
+        if value is not None:
+            incident[name] = value
+    if args.service:
+        incident["services"] = args.service
+    return {
+        "schema": 1,
+        "event_id": args.event_id or str(uuid.uuid4()),
+        "type": f"incident.{args.type}",
+        "incident_id": args.incident,
+        "occurred_at": args.occurred_at or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "source": args.source,
+        "incident": incident,
+    }
+
+
+def _read_events(path: str) -> list[Any]:
+    raw = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise EventError(f"{'stdin' if path == '-' else path} is not JSON", [("", str(e))]) from None
+    return data if isinstance(data, list) else [data]
+
+
+def _load_events(command: str, path: str) -> list[Event] | None:
+    """Read and validate a file (or stdin) of events; on a problem print it and return None.
+
+    Every event is checked before any is used, and each problem is named
+    ``events[i].field`` when the file holds a list.
+    """
+    try:
+        documents = _read_events(path)
+    except OSError as e:
+        print(f"amends {command}: cannot read {path}: {e.strerror}", file=sys.stderr)
+        return None
+    except EventError as e:
+        print(f"amends {command}: {e}", file=sys.stderr)
+        return None
+    if not documents:
+        print(f"amends {command}: {path if path != '-' else 'stdin'} holds no events", file=sys.stderr)
+        return None
+    events, problems = [], []
+    for index, document in enumerate(documents):
+        try:
+            events.append(parse_event_json(json.dumps(document)))
+        except EventError as e:
+            prefix = f"events[{index}]" if len(documents) > 1 else ""
+            problems += [
+                f"{'.'.join(p for p in (prefix, place) if p) or 'event'}: {why}" for place, why in e.errors
+            ]
+    if problems:
+        print(f"amends {command}: invalid event" + "".join(f"\n  {p}" for p in problems), file=sys.stderr)
+        return None
+    return events
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    from scheduler.emitting import emit
+
+    from_flags = args.type is not None and args.type != "-"
+    if from_flags and args.file:
+        print(f"amends emit: give either '{args.type}' with flags or --file, not both", file=sys.stderr)
+        return EXIT_USAGE
+    if from_flags:
+        if not args.incident:
+            print("amends emit: --incident is required", file=sys.stderr)
+            return EXIT_USAGE
+        events = _load_events_from([_event_from_flags(args)])
+    elif args.file or args.type == "-":
+        events = _load_events("emit", args.file or "-")
+    else:
+        print("amends emit: give --file FILE, - for stdin, or a type such as 'opened'", file=sys.stderr)
+        return EXIT_USAGE
+    if events is None:
+        return EXIT_USAGE
+    settings = Settings.from_env()
+    if settings.redis_url is None:
+        print(
+            f"amends emit: AMENDS_REDIS_URL is not set; enqueueing on the embedded Redis under "
+            f"{settings.data_dir / 'redis'}, which only a worker started here without AMENDS_REDIS_URL reads",
+            file=sys.stderr,
+        )
+    for event in events:
+        emit(event.model_dump(mode="json", by_alias=True, exclude_none=True))
+        print(f"enqueued {event.event_id} ({event.type} {event.incident_id})")
+    return EXIT_OK
+
+
+def _load_events_from(documents: list[dict[str, Any]]) -> list[Event] | None:
+    try:
+        return [parse_event_json(json.dumps(d)) for d in documents]
+    except EventError as e:
+        print(f"amends emit: {e}", file=sys.stderr)
+        return None
+
+
+# -- config ----------------------------------------------------------------------------
+
+
+def _config_path(settings: Settings, explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    return settings.config_path
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from scheduler.config import load_config
+    from scheduler.preflight import audience_warnings, check_templates
+
+    settings = _settings(needs_config=True)
+    path = _config_path(settings, args.file)
+    problems = 0
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return EXIT_FAILED
+    for warning in audience_warnings(config, settings.templates_dir):
+        print(f"  warning: {warning}", file=sys.stderr)
+    template_errors = check_templates(config, settings.templates_dir)
+    for error in template_errors:
+        print(f"  {error}", file=sys.stderr)
+    problems += len(template_errors)
+    if problems:
+        print(f"{path}: {problems} problem(s)", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{path}: OK ({len(config.stakeholders)} stakeholders, templates in {settings.templates_dir})")
+    return EXIT_OK
+
+
+# -- log -------------------------------------------------------------------------------
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from scheduler.durations import parse_duration
+    from scheduler.logview import (
+        REJECTED_COLUMNS,
+        LogFilter,
+        format_table,
+        promise_report,
+        rejected_records,
+        rejected_row,
+        row_json,
+        table_row,
+    )
+
+    settings = _settings()
+    store = _store(settings)
+    if args.target:
+        if args.target[0] != "show" or len(args.target) != 2:
+            print("amends log: use 'amends log show COMM_ID'", file=sys.stderr)
+            return EXIT_USAGE
+        comm = store.comm(args.target[1])
+        if comm is None:
+            print(f"amends log: no communication {args.target[1]!r}", file=sys.stderr)
+            return EXIT_FAILED
+        if args.json:
+            print(json.dumps({**comm.as_json(), "message": comm.message}, ensure_ascii=False))
+        elif comm.message:
+            print(comm.message)
+        else:
+            not_sent = {
+                "failed": "it was not sent and will not be",
+                "cancelled": "it was cancelled and will not be sent",
+            }.get(comm.status, "nothing has been sent yet")
+            print(f"{comm.id} is {comm.status}: {not_sent}. Last error: {comm.last_error or '-'}")
+        return EXIT_OK
+    since = None
+    if args.since:
+        try:
+            since = datetime.now(UTC) - timedelta(seconds=parse_duration(args.since))
+        except ValueError as e:
+            print(f"amends log: --since: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    if args.rejected:
+        if args.stakeholder or args.kind or args.status or args.promises:
+            print(
+                "amends log: --rejected takes only --incident, --since, --limit and --json", file=sys.stderr
+            )
+            return EXIT_USAGE
+        records = rejected_records(store.rejected(args.limit), args.incident, since)
+        if args.json:
+            for record in records:
+                print(json.dumps(record, ensure_ascii=False))
+        elif records:
+            print(format_table((rejected_row(r) for r in records), REJECTED_COLUMNS))
+        else:
+            print("no rejected events")
+        return EXIT_OK
+    keep = LogFilter(args.incident, args.stakeholder, args.kind, args.status)
+    comms = [c for c in store.communications(since) if keep.keeps(c)]
+    if args.promises:
+        report = promise_report(comms, datetime.now(UTC))
+        if args.json:
+            print(json.dumps(report.as_json()))
+        else:
+            print("\n".join(report.lines()))
+        return EXIT_OK
+    if args.json:
+        for comm in comms:
+            print(row_json(comm))
+    elif comms:
+        print(format_table(table_row(c) for c in comms))
+    else:
+        print("no communications match")
+    return EXIT_OK
+
+
+# -- processes -------------------------------------------------------------------------
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from scheduler.processes import start_worker
+
+    settings = _settings(needs_config=True)
+    settings.require_worker()
+    worker = start_worker(settings, threads=args.threads)
+    print(
+        f"amends worker: consuming from {worker.broker_url_redacted} with {args.threads} threads; "
+        f"sending through {settings.smtp.redacted() if settings.smtp else '-'}",
+        flush=True,
+    )
+    _stop_on_signals().wait()
+    worker.stop()
+    return EXIT_OK
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from scheduler.processes import start_scheduler
+
+    settings = _settings(needs_config=True)
+    stop = _stop_on_signals()
+    loop = start_scheduler(settings, stop)
+    print("amends scheduler: waiting for due timers", flush=True)
+    stop.wait()
+    loop.join(timeout=10)
+    return EXIT_OK
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from scheduler.config import load_config
+    from scheduler.durations import parse_duration
+    from scheduler.preview import simulate, timeline_json, timeline_text, write_html
+    from scheduler.render import TemplateSet
+
+    settings = _settings(needs_config=True)
+    try:
+        after_last = timedelta(seconds=parse_duration(args.until))
+    except ValueError as e:
+        print(f"amends preview: --until: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    events = _load_events("preview", args.file)
+    if events is None:
+        return EXIT_USAGE
+    config = load_config(_config_path(settings, args.config))
+    try:
+        timeline = simulate(events, config, TemplateSet(settings.templates_dir), after_last)
+    except ValueError as e:
+        print(f"amends preview: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        for line in timeline_json(timeline.messages):
+            print(line)
+    else:
+        print(timeline_text(timeline, config))
+    if args.html:
+        index_page = write_html(timeline.messages, Path(args.html))
+        print(
+            f"HTML of {len(timeline.messages)} messages: {index_page}",
+            file=sys.stderr if args.json else sys.stdout,
+        )
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from scheduler.demo import run_demo
+
+    return run_demo()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    print(
+        "amends serve: the HTTP API is not part of this version yet; use 'amends emit' and 'amends log'",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
