@@ -138,6 +138,11 @@ async def deliver(comm_id: str) -> None:
         rt.store.finish_send(comm_id, token, "failed", last_error=f"template: {e}", updated_ms=ms_of(now))
         logger.error("%s failed: %s", comm_id, e)
         return
+    except Exception as e:  # a message that cannot be composed now never will be: fail it visibly
+        logger.exception("%s could not be composed", comm_id)
+        error = f"could not be composed: {type(e).__name__}: {e}"
+        rt.store.finish_send(comm_id, token, "failed", last_error=error, updated_ms=ms_of(now))
+        return
     attempted: dict[str, str | int] = {"subject": rendered.subject, "updated_ms": ms_of(now)}
     try:
         reply = await rt.pool().send(email)
