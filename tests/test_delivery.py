@@ -206,3 +206,20 @@ def test_messages_of_one_thread_share_references(app: App) -> None:
     assert second.message["In-Reply-To"] == first.message["Message-ID"]
     assert second.message["References"] == first.message["Message-ID"]
     assert second.message["Message-ID"] == "<amends.INC-1.acme-finance.update.2@acme.example>"
+
+
+def test_a_message_that_cannot_be_composed_fails_visibly(app: App) -> None:
+    """A communication whose stored context is unusable ends `failed` with the reason, not stuck in `sending`."""
+    from workers.actors import deliver
+
+    app.sink.rcpt_reply = lambda address: "451 later" if address.startswith("support@") else None
+    emit(event(), broker=app.broker)
+    app.drain()
+    comm_id = "INC-1:globex:acknowledgment:1"
+    store = app.runtime.store
+    store.client.hset(f"amends:comm:{comm_id}", mapping={"status": "retrying", "context": '{"incident": {}}'})
+    app.sink.rcpt_reply = None
+    deliver.send(comm_id)
+    app.drain()
+    comm = store.comm(comm_id)
+    assert comm.status == "failed" and "could not be composed" in comm.last_error
