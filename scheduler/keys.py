@@ -14,6 +14,8 @@
 | ``amends:timers:leased`` | zset | claimed timers scored by lease expiry (epoch ms) |
 | ``amends:timers:due`` | hash | claimed timer -> the due time it was claimed at (ms) |
 | ``amends:timers:wake`` | list | a nudge for sleeping schedulers when an earlier timer is armed |
+| ``amends:feedback:{incident_id}`` | hash | stakeholder id -> JSON of its feedback: rating, comment, when given |
+| ``amends:unsubscribed`` | hash | stakeholder id -> when it opted out (ISO 8601, UTC) |
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ TIMERS = f"{PREFIX}:timers"
 TIMERS_LEASED = f"{PREFIX}:timers:leased"
 TIMERS_DUE = f"{PREFIX}:timers:due"
 TIMERS_WAKE = f"{PREFIX}:timers:wake"
+UNSUBSCRIBED = f"{PREFIX}:unsubscribed"
 
 REJECTED_KEEP = 10_000
 """How many rejected events are kept for review."""
@@ -50,3 +53,7 @@ def trigger(incident_id: str, stakeholder_id: str) -> str:
 
 def comm(comm_id: str) -> str:
     return f"{PREFIX}:comm:{comm_id}"
+
+
+def feedback(incident_id: str) -> str:
+    return f"{PREFIX}:feedback:{incident_id}"
