@@ -140,8 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     sched.set_defaults(func=cmd_scheduler)
 
     serve = sub.add_parser(
-        "serve", help="the HTTP API (not in this version)", description="Not in this version: exits 1."
+        "serve",
+        help="the HTTP API: events, the log, incidents, feedback links, the review page, /metrics",
+        description="POST /v1/events, GET /v1/communications, /v1/incidents, the review page at /, "
+        "/metrics and /healthz, and the feedback and unsubscribe links sent in emails. Needs "
+        "AMENDS_API_TOKEN (bearer token for /v1/*, /metrics and the review page, which also takes "
+        "?token=) and AMENDS_SECRET_KEY (verifies the links).",
     )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=_positive, default=8000, help="port (default 8000)")
     serve.set_defaults(func=cmd_serve)
 
     preview = sub.add_parser(

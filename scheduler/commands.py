@@ -351,8 +351,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    print(
-        "amends serve: the HTTP API is not part of this version yet; use 'amends emit' and 'amends log'",
-        file=sys.stderr,
-    )
-    return EXIT_FAILED
+    import uvicorn
+
+    from scheduler.api import create_app, server_config
+
+    app = create_app(_settings())  # refuses to start without its settings
+    print(f"amends serve: http://{args.host}:{args.port}/ (the review page: open /?token=...)", flush=True)
+    uvicorn.Server(server_config(app, args.host, args.port)).run()
+    return EXIT_OK

@@ -99,6 +99,7 @@ def compose_email(
     extra = {}
     if stakeholder.audience == "customer":
         extra["List-Unsubscribe"] = f"<{context['unsubscribe_url']}>"
+        extra["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"  # RFC 8058
     email = build_email(
         rendered,
         sender=config.sender,

@@ -15,7 +15,8 @@ def sign(secret_key: str, *parts: str) -> str:
 
 
 def verify(secret_key: str, signature: str, *parts: str) -> bool:
-    return hmac.compare_digest(sign(secret_key, *parts), signature)
+    """Whether ``signature`` signs ``parts``; any text (even non-ASCII) is safe to pass."""
+    return hmac.compare_digest(sign(secret_key, *parts).encode(), signature.encode("utf-8", "replace"))
 
 
 def _feedback_base(base_url: str, incident_id: str, stakeholder_id: str) -> str:

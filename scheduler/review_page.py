@@ -1,0 +1,283 @@
+"""What amends shows people and monitoring: the review page, the pages feedback and
+unsubscribe links open, and the ``/metrics`` figures in Prometheus' text format.
+
+Pages are rendered server side with Jinja2, autoescaping on: incident titles, subjects,
+errors and comments are data and are always escaped. They load nothing from elsewhere
+(inline CSS, no scripts), so the Content-Security-Policy the API sends can forbid it all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import jinja2
+import pendulum
+
+from scheduler.feedback import MAX_COMMENT_CHARS, Feedback
+from scheduler.logview import ON_TIME_GRACE_S
+from scheduler.store import Communication, utc_of
+
+__all__ = [
+    "IncidentView",
+    "StakeholderView",
+    "TimelineRow",
+    "badge",
+    "render_feedback_page",
+    "render_notice",
+    "render_review",
+    "review_view",
+]
+
+_BASE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{% block title %}amends{% endblock %}</title>
+<style>
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;margin:0;padding:24px;
+color:#1f2328;background:#f6f8fa;line-height:1.45}
+main{max-width:1100px;margin:0 auto}
+h1{font-size:1.5rem;margin:0 0 4px}h2{font-size:1.2rem;margin:0 0 6px}h3{font-size:1rem;margin:16px 0 6px}
+.muted{color:#57606a}.card{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:16px;margin:16px 0}
+table{border-collapse:collapse;width:100%;font-size:.9rem}
+th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eaeef2;vertical-align:top}
+th{color:#57606a;font-weight:600}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:.8rem;font-weight:600;color:#fff}
+.kept{background:#1a7f37}.late{background:#bf8700}.failed,.cancelled,.overdue{background:#cf222e}
+.pending{background:#6e7781}.open{background:#cf222e}.resolved{background:#1a7f37}
+.sev{background:#8250df}
+.ratings a{display:inline-block;margin:0 6px 6px 0;padding:8px 16px;border:1px solid #0969da;
+border-radius:6px;color:#0969da;text-decoration:none;font-weight:600}
+.ratings a.chosen{background:#0969da;color:#fff}
+textarea{width:100%;box-sizing:border-box;font:inherit;padding:8px}
+button{margin-top:8px;padding:8px 16px;font:inherit;border:0;border-radius:6px;background:#1f883d;color:#fff}
+blockquote{margin:6px 0;padding:6px 12px;border-left:4px solid #d0d7de;background:#f6f8fa;white-space:pre-wrap}
+.thanks{font-weight:600;color:#1a7f37}.error{font-weight:600;color:#cf222e}
+</style></head>
+<body><main>{% block body %}{% endblock %}</main></body></html>
+"""
+
+_REVIEW = """{% extends "base.html" %}
+{% block title %}amends: incidents and their communications{% endblock %}
+{% block body %}
+<h1>Incidents and their communications</h1>
+<p class="muted">As of {{ now }}. A promise is kept when its message was sent within
+{{ grace_s }} seconds of the time promised; times are in each stakeholder's own zone.</p>
+{% for inc in incidents %}
+<section class="card incident" id="incident-{{ inc.id }}" data-incident="{{ inc.id }}">
+<h2><span class="muted">{{ inc.id }}</span> {{ inc.title }}</h2>
+<p><span class="badge sev">{{ inc.severity }}</span> <span class="badge {{ inc.state }}">{{ inc.state }}</span>
+status: {{ inc.status }} &middot; opened {{ inc.opened }}{% if inc.resolved %} &middot; resolved {{ inc.resolved }}{% endif %}</p>
+{% for s in inc.stakeholders %}
+<div class="stakeholder" data-stakeholder="{{ s.id }}">
+<h3>{{ s.id }} <span class="muted">({{ s.timezone }})</span>
+{% if s.unsubscribed %}<span class="badge cancelled">unsubscribed {{ s.unsubscribed }}</span>{% endif %}</h3>
+<table><thead><tr><th>#</th><th>kind</th><th>status</th><th>subject</th><th>promised</th><th>sent</th>
+<th>promise</th></tr></thead><tbody>
+{% for row in s.rows %}<tr data-comm="{{ row.id }}"><td>{{ row.seq }}</td><td>{{ row.kind }}</td>
+<td>{{ row.status }}{% if row.last_error %}<br><span class="muted">{{ row.last_error }}</span>{% endif %}</td>
+<td>{{ row.subject or "-" }}</td><td>{{ row.promised }}</td><td>{{ row.sent or "-" }}{% if row.lateness %}
+<span class="muted">({{ row.lateness }})</span>{% endif %}</td>
+<td><span class="badge {{ row.badge }}">{{ row.badge }}</span></td></tr>
+{% endfor %}</tbody></table>
+<div class="feedback">{% if s.feedback %}<p>Feedback:
+{% if s.feedback.rating %}<span class="rating">rated {{ s.feedback.rating }} of 5</span>{% endif %}</p>
+{% if s.feedback.comment %}<blockquote class="comment">{{ s.feedback.comment }}</blockquote>{% endif %}
+{% else %}<p class="muted">No feedback yet.</p>{% endif %}</div>
+</div>
+{% endfor %}
+</section>
+{% else %}
+<p class="card">No incidents yet.</p>
+{% endfor %}
+{% endblock %}
+"""
+
+_FEEDBACK = """{% extends "base.html" %}
+{% block title %}How did we keep you informed?{% endblock %}
+{% block body %}
+<section class="card">
+<h1>How did we keep you informed?</h1>
+<p class="muted">About {% if title %}&ldquo;{{ title }}&rdquo; ({{ incident_id }}){% else %}{{ incident_id }}{% endif %}.</p>
+{% if message %}<p class="thanks">{{ message }}</p>{% endif %}
+{% if error %}<p class="error">{{ error }}</p>{% endif %}
+<p>{% if rating %}Changed your mind? {% endif %}Rate our messages from 1 (poor) to 5 (excellent):</p>
+<p class="ratings">{% for value, link in links.items() %}<a href="{{ link }}"
+{%- if value == rating %} class="chosen"{% endif %}>{{ value }}</a>{% endfor %}</p>
+<form method="post" action="{{ action }}">
+<input type="hidden" name="sig" value="{{ comment_sig }}">
+<p><label for="comment">Anything you would like us to know? We read every answer.</label></p>
+<textarea id="comment" name="comment" rows="6" maxlength="{{ max_chars }}" required>{{ comment }}</textarea>
+<button type="submit">Send comment</button>
+</form>
+</section>
+{% endblock %}
+"""
+
+_NOTICE = """{% extends "base.html" %}
+{% block title %}{{ title }}{% endblock %}
+{% block body %}<section class="card"><h1>{{ title }}</h1>
+{% for line in lines %}<p{% if error %} class="error"{% endif %}>{{ line }}</p>{% endfor %}</section>{% endblock %}
+"""
+
+_env = jinja2.Environment(
+    loader=jinja2.DictLoader(
+        {"base.html": _BASE, "review.html": _REVIEW, "feedback.html": _FEEDBACK, "notice.html": _NOTICE}
+    ),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def _local(moment: datetime | None, tz: str) -> str:
+    if moment is None:
+        return ""
+    return pendulum.instance(moment).in_tz(tz).format("ddd D MMM HH:mm:ss zz")
+
+
+def badge(comm: Communication, now: datetime) -> str:
+    """How the communication's promise stands: kept, late, failed, cancelled, overdue or pending."""
+    if comm.lateness_s is not None:
+        return "kept" if comm.lateness_s <= ON_TIME_GRACE_S else "late"
+    if comm.status in ("failed", "cancelled"):
+        return comm.status
+    if (now - comm.promised_at).total_seconds() > ON_TIME_GRACE_S:
+        return "overdue"
+    return "pending"
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    id: str
+    seq: int
+    kind: str
+    status: str
+    subject: str
+    promised: str
+    sent: str
+    lateness: str
+    badge: str
+    last_error: str
+
+
+@dataclass(frozen=True)
+class StakeholderView:
+    id: str
+    timezone: str
+    rows: tuple[TimelineRow, ...]
+    feedback: Feedback | None
+    unsubscribed: str
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    id: str
+    title: str
+    severity: str
+    state: str
+    status: str
+    opened: str
+    resolved: str
+    stakeholders: tuple[StakeholderView, ...]
+
+
+def _row(comm: Communication, now: datetime) -> TimelineRow:
+    tz = str(comm.context.get("timezone") or "UTC")
+    lateness = comm.lateness_s
+    return TimelineRow(
+        id=comm.id,
+        seq=comm.seq,
+        kind=comm.kind,
+        status=comm.status,
+        subject=comm.subject,
+        promised=_local(comm.promised_at, tz),
+        sent=_local(comm.sent_at, tz),
+        lateness=f"{lateness:+.1f}s" if lateness is not None else "",
+        badge=badge(comm, now),
+        last_error=comm.last_error if comm.status != "sent" else "",
+    )
+
+
+def review_view(
+    incidents: Iterable[Mapping[str, Any]],
+    comms: Iterable[Communication],
+    feedback: Mapping[str, Mapping[str, Feedback]],
+    opted_out: Mapping[str, datetime],
+    now: datetime,
+) -> list[IncidentView]:
+    """Each incident (in the order given) with every stakeholder's timeline and feedback."""
+    threads: dict[str, dict[str, list[Communication]]] = {}
+    for comm in comms:
+        threads.setdefault(comm.incident_id, {}).setdefault(comm.stakeholder_id, []).append(comm)
+    views = []
+    for incident in incidents:
+        incident_id = str(incident["id"])
+        by_stakeholder = threads.get(incident_id, {})
+        answers = feedback.get(incident_id, {})
+        order = list(dict.fromkeys([*incident.get("stakeholders", []), *by_stakeholder, *answers]))
+        stakeholders = []
+        for sid in order:
+            thread = sorted(by_stakeholder.get(sid, []), key=lambda c: (c.created_at, c.seq))
+            tz = str(thread[-1].context.get("timezone") or "UTC") if thread else "UTC"
+            stakeholders.append(
+                StakeholderView(
+                    id=sid,
+                    timezone=tz,
+                    rows=tuple(_row(c, now) for c in thread),
+                    feedback=answers.get(sid),
+                    unsubscribed=_local(opted_out.get(sid), tz),
+                )
+            )
+        views.append(
+            IncidentView(
+                id=incident_id,
+                title=str(incident.get("title", "")),
+                severity=str(incident.get("severity", "")),
+                state=str(incident.get("state", "")),
+                status=str(incident.get("status", "")),
+                opened=_local(utc_of(incident.get("opened_ms")), "UTC"),
+                resolved=_local(utc_of(incident.get("resolved_ms")), "UTC"),
+                stakeholders=tuple(stakeholders),
+            )
+        )
+    return views
+
+
+def render_review(incidents: list[IncidentView], now: datetime) -> str:
+    return _env.get_template("review.html").render(
+        incidents=incidents, now=_local(now, "UTC"), grace_s=int(ON_TIME_GRACE_S)
+    )
+
+
+def render_feedback_page(
+    *,
+    incident_id: str,
+    title: str,
+    links: Mapping[int, str],
+    action: str,
+    comment_sig: str,
+    rating: int | None = None,
+    comment: str = "",
+    message: str = "",
+    error: str = "",
+) -> str:
+    """The page a feedback link opens: the rating links, and a form for a comment."""
+    return _env.get_template("feedback.html").render(
+        incident_id=incident_id,
+        title=title,
+        links=links,
+        action=action,
+        comment_sig=comment_sig,
+        rating=rating,
+        comment=comment,
+        message=message,
+        error=error,
+        max_chars=MAX_COMMENT_CHARS,
+    )
+
+
+def render_notice(title: str, *lines: str, error: bool = False) -> str:
+    """A short page: a confirmation, or why a link did not work."""
+    return _env.get_template("notice.html").render(title=title, lines=lines, error=error)
