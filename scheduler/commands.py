@@ -347,7 +347,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from scheduler.demo import run_demo
 
-    return run_demo()
+    return run_demo(keep=args.keep)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

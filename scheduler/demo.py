@@ -8,9 +8,12 @@ communications log as messages are sent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
+import signal
+import socket
 import sys
 import threading
 import time
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import uvicorn
 
 from scheduler.embedded import ensure_embedded_redis, stop_embedded_redis
 from scheduler.emitting import emit
@@ -105,11 +109,37 @@ def _say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def run_demo() -> int:
+def _free_port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_api(settings: Settings, port: int) -> tuple[uvicorn.Server, threading.Thread]:
+    """The HTTP API in demo mode (no token) on 127.0.0.1 only, in a background thread."""
+    from scheduler.api import create_app
+
+    config = uvicorn.Config(
+        create_app(settings, demo=True), host="127.0.0.1", port=port, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="amends-demo-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)  # waiting for the server thread to bind its socket
+    return server, thread
+
+
+def run_demo(*, keep: bool = False) -> int:
     """Run the demo; return the process exit status.
 
     Everything lives under ``.amends/demo`` (fresh each run): an embedded Redis with its
-    append-only file, and the SMTP server's Maildir. Afterwards
+    append-only file, and the SMTP server's Maildir. The review page is served while the
+    demo runs (and afterwards with ``keep``, until Ctrl-C). Afterwards
     ``AMENDS_HOME=.amends/demo amends log`` shows what the demo sent.
     """
     base = Settings.from_env()
@@ -120,10 +150,17 @@ def run_demo() -> int:
     home.mkdir(parents=True)
     redis_url = ensure_embedded_redis(home / "redis")
     sink = MailSink(maildir=home / "mail").start()
+    port = _free_port(8000)
+    config_path = home / "demo.yaml"  # the shipped demo config, with links to this demo's API
+    config_path.write_text(
+        (bundled_path("config") / "demo.yaml")
+        .read_text()
+        .replace('base_url: "http://127.0.0.1:8000"', f'base_url: "http://127.0.0.1:{port}"')
+    )
     settings = base.with_(
         redis_url=redis_url,
         smtp=SmtpSettings.from_url(sink.url),
-        config_path=bundled_path("config") / "demo.yaml",
+        config_path=config_path,
         secret_key=secrets.token_urlsafe(32),
         retry_min_backoff_ms=500,
         retry_max_backoff_ms=5_000,
@@ -139,6 +176,10 @@ def run_demo() -> int:
     print(f"templates:      {settings.templates_dir.resolve()}")
     worker = start_worker(settings, threads=4, broker=broker)
     scheduler = start_scheduler(settings, stop, broker)
+    api, api_thread = _start_api(settings, port)
+    print(
+        f"review page:    http://127.0.0.1:{port}/  (while the demo runs; 'amends demo --keep' keeps it up)"
+    )
     ok = True
     try:
         _say(f"{incident_id} opened: sev1, card payments failing; acknowledgments within seconds")
@@ -164,6 +205,7 @@ def run_demo() -> int:
             return _finish(ok, printer, sink)
         _say("no news yet: regular updates on each stakeholder's own cadence (6s, 8s, 12s)")
         ok &= _wait(printer, lambda: printer.count("update") >= 4, 30)
+        _wait(printer, lambda: False, 2)  # so the change does not coincide with a regular update
         _say("material change: cause identified, new plan; sent at once")
         emit(
             _event(
@@ -190,13 +232,26 @@ def run_demo() -> int:
         )
         ok &= _wait(printer, lambda: printer.count("resolution") >= 3, 20)
         ok &= _wait(printer, lambda: printer.count("feedback_request") >= 3, 30)
-        return _finish(ok, printer, sink)
+        status = _finish(ok, printer, sink)
+        if keep:
+            print(f"\nthe review page stays up at http://127.0.0.1:{port}/ ; Ctrl-C to stop", flush=True)
+            _wait_for_interrupt()
+        return status
     finally:
+        api.should_exit = True
+        api_thread.join(timeout=5)
         stop.set()
         scheduler.join(timeout=5)
         worker.stop()
         sink.stop()
         stop_embedded_redis(home / "redis")
+
+
+def _wait_for_interrupt() -> None:
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        done.wait()
 
 
 def _finish(ok: bool, printer: _LogPrinter, sink: MailSink) -> int:
