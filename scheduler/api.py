@@ -382,9 +382,23 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
             incident_id, stakeholder_id, rating=saved.rating, comment=saved.comment, message=thanks
         )
 
-    @app.api_route("/unsubscribe/{stakeholder_id}", methods=["GET", "POST"], response_class=HTMLResponse)
+    @app.get("/unsubscribe/{stakeholder_id}", response_class=HTMLResponse)
+    def confirm_unsubscribe(request: Request, stakeholder_id: str, sig: str = "") -> Response:
+        """Opening the link only asks: mail scanners fetch links, and must not unsubscribe anyone."""
+        if not signed(sig, "unsubscribe", stakeholder_id):
+            return _forbidden()
+        return _page(
+            render_notice(
+                "Unsubscribe?",
+                f"{stakeholder_id} will receive no more incident messages.",
+                button="Unsubscribe",
+                action=str(request.url.path) + "?" + str(request.url.query),
+            )
+        )
+
+    @app.post("/unsubscribe/{stakeholder_id}", response_class=HTMLResponse)
     def unsubscribe(stakeholder_id: str, sig: str = "") -> Response:
-        """A signed link records the opt-out; POST is RFC 8058's one-click unsubscribe."""
+        """Records the opt-out: the page's button, or RFC 8058's one-click POST from a mail client."""
         if not signed(sig, "unsubscribe", stakeholder_id):
             return _forbidden()
         record_unsubscribe(client, stakeholder_id, clock())

@@ -119,7 +119,9 @@ _FEEDBACK = """{% extends "base.html" %}
 _NOTICE = """{% extends "base.html" %}
 {% block title %}{{ title }}{% endblock %}
 {% block body %}<section class="card"><h1>{{ title }}</h1>
-{% for line in lines %}<p{% if error %} class="error"{% endif %}>{{ line }}</p>{% endfor %}</section>{% endblock %}
+{% for line in lines %}<p{% if error %} class="error"{% endif %}>{{ line }}</p>{% endfor %}
+{% if button %}<form method="post" action="{{ action }}"><button type="submit">{{ button }}</button></form>{% endif %}
+</section>{% endblock %}
 """
 
 _env = jinja2.Environment(
@@ -278,6 +280,8 @@ def render_feedback_page(
     )
 
 
-def render_notice(title: str, *lines: str, error: bool = False) -> str:
-    """A short page: a confirmation, or why a link did not work."""
-    return _env.get_template("notice.html").render(title=title, lines=lines, error=error)
+def render_notice(title: str, *lines: str, error: bool = False, button: str = "", action: str = "") -> str:
+    """A short page: a confirmation, why a link did not work, or a question with one button."""
+    return _env.get_template("notice.html").render(
+        title=title, lines=lines, error=error, button=button, action=action
+    )

@@ -223,3 +223,16 @@ def test_a_message_that_cannot_be_composed_fails_visibly(app: App) -> None:
     app.drain()
     comm = store.comm(comm_id)
     assert comm.status == "failed" and "could not be composed" in comm.last_error
+
+
+def test_an_unsubscribed_stakeholder_receives_nothing(app: App) -> None:
+    """After a stakeholder unsubscribed, their messages are logged as cancelled and not sent."""
+    from scheduler.feedback import record_unsubscribe
+
+    record_unsubscribe(app.runtime.client, "globex", app.clock())
+    emit(event(), broker=app.broker)
+    app.drain()
+    assert app.sink.to("support@globex.example") == []
+    (comm,) = comms(app, stakeholder_id="globex")
+    assert comm.status == "cancelled" and "unsubscribed" in comm.last_error
+    assert len(app.sink.received) == 2

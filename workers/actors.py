@@ -25,6 +25,7 @@ from scheduler.errors import (
     TransientDeliveryError,
 )
 from scheduler.events import parse_event
+from scheduler.feedback import is_unsubscribed
 from scheduler.messages import compose_email
 from scheduler.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE
 from scheduler.store import ms_of
@@ -129,6 +130,9 @@ async def deliver(comm_id: str) -> None:
     stakeholder = config.stakeholder(comm.stakeholder_id)
     if stakeholder is None:
         rt.store.finish_send(comm_id, token, "cancelled", last_error="stakeholder is no longer configured")
+        return
+    if is_unsubscribed(rt.client, stakeholder.id):
+        rt.store.finish_send(comm_id, token, "cancelled", last_error="the stakeholder unsubscribed")
         return
     try:
         email, rendered = compose_email(
