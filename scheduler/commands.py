@@ -198,6 +198,7 @@ def cmd_log(args: argparse.Namespace) -> int:
         REJECTED_COLUMNS,
         LogFilter,
         format_table,
+        open_promises,
         promise_report,
         rejected_records,
         rejected_row,
@@ -251,7 +252,10 @@ def cmd_log(args: argparse.Namespace) -> int:
     keep = LogFilter(args.incident, args.stakeholder, args.kind, args.status)
     comms = [c for c in store.communications(since) if keep.keeps(c)]
     if args.promises:
-        report = promise_report(comms, datetime.now(UTC))
+        pending = open_promises(store, args.incident, args.stakeholder)
+        if args.kind or args.status:
+            pending = [p for p in pending if p.kind == args.kind and args.status in (None, "scheduled")]
+        report = promise_report(comms, datetime.now(UTC), pending)
         if args.json:
             print(json.dumps(report.as_json()))
         else:

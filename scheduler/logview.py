@@ -11,9 +11,17 @@ from typing import Any
 
 import pendulum
 
-from scheduler.store import Communication
+from scheduler.store import Communication, Store, utc_of
 
-__all__ = ["LogFilter", "PromiseReport", "format_table", "promise_report", "row_json"]
+__all__ = [
+    "LogFilter",
+    "OpenPromise",
+    "PromiseReport",
+    "format_table",
+    "open_promises",
+    "promise_report",
+    "row_json",
+]
 
 ON_TIME_GRACE_S = 60.0
 """A promise "by 14:30" is kept by a message sent before 14:31."""
@@ -205,10 +213,53 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-def promise_report(comms: Iterable[Communication], now: datetime) -> PromiseReport:
-    """Every communication against its promised time (sending early counts as 0 lateness)."""
+@dataclass(frozen=True)
+class OpenPromise:
+    """A message promised to a stakeholder that has not been composed yet."""
+
+    incident_id: str
+    stakeholder_id: str
+    kind: str
+    due: datetime
+
+
+def open_promises(
+    store: Store, incident: str | None = None, stakeholder: str | None = None
+) -> list[OpenPromise]:
+    """The next update (open incidents) or feedback request (resolved ones) of every thread.
+
+    These live in the threads until their timer fires; counting them shows promises that
+    are overdue while no worker or scheduler runs.
+    """
+    found = []
+    for incident_id in store.incident_ids():
+        if incident is not None and incident_id != incident:
+            continue
+        state = store.incident(incident_id) or {}
+        for stakeholder_id in state.get("stakeholders", []):
+            if stakeholder is not None and stakeholder_id != stakeholder:
+                continue
+            thread = store.thread(incident_id, stakeholder_id)
+            for field, kind in (("promised_ms", "update"), ("feedback_ms", "feedback_request")):
+                due = utc_of(thread.get(field))
+                if due is not None:
+                    found.append(OpenPromise(incident_id, stakeholder_id, kind, due))
+    return found
+
+
+def promise_report(
+    comms: Iterable[Communication], now: datetime, pending: Iterable[OpenPromise] = ()
+) -> PromiseReport:
+    """Every communication against its promised time (sending early counts as 0 lateness).
+
+    ``pending`` promises not yet composed count as overdue once past the grace.
+    """
     lateness: list[float] = []
     promises = failed = overdue = 0
+    for promise in pending:
+        if (now - promise.due).total_seconds() > ON_TIME_GRACE_S:
+            overdue += 1
+            promises += 1
     for comm in comms:
         if comm.lateness_s is not None:
             lateness.append(max(0.0, comm.lateness_s))

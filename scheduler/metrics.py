@@ -19,7 +19,9 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def metrics_text(comms: Iterable[Communication], armed_timers: int, rejected_events: int) -> str:
+def metrics_text(
+    comms: Iterable[Communication], armed_timers: int, rejected_events: int, overdue_promises: int = 0
+) -> str:
     """The figures for ``/metrics`` in Prometheus' text format (version 0.0.4).
 
     Communications by kind and status are a gauge (a message moves between statuses);
@@ -53,6 +55,9 @@ def metrics_text(comms: Iterable[Communication], armed_timers: int, rejected_eve
         f'amends_lateness_seconds_bucket{{le="+Inf"}} {len(lateness)}',
         f"amends_lateness_seconds_sum {sum(lateness)!r}",
         f"amends_lateness_seconds_count {len(lateness)}",
+        "# HELP amends_promises_overdue Promised messages not yet composed, past their time and the grace.",
+        "# TYPE amends_promises_overdue gauge",
+        f"amends_promises_overdue {overdue_promises}",
         "# HELP amends_timers_armed Timers armed: next updates and feedback requests not yet due.",
         "# TYPE amends_timers_armed gauge",
         f"amends_timers_armed {armed_timers}",

@@ -267,3 +267,21 @@ def test_log_promises_reports_kept_promises(
     out = capsys.readouterr().out
     assert "promises kept on time (within 60s): 7 of 7;" in out
     assert "lateness of the 7 sent: p50 0.00s" in out  # updates to the millisecond; acks within ms
+
+
+def test_promises_overdue_while_nothing_runs_are_reported(
+    app: App, loop: SchedulerLoop, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A promised update whose time passed while no scheduler ran shows as overdue, before anything is sent."""
+    from scheduler.cli import main
+    from scheduler.logview import open_promises, promise_report
+
+    open_incident(app)
+    late = at(14, 19) + timedelta(seconds=61)  # finance's 14:19 update, past the 60 s grace; nothing ticked
+    report = promise_report(app.runtime.store.communications(), late, open_promises(app.runtime.store))
+    assert report.overdue_unsent == 1 and report.promises == 4
+    monkeypatch.setenv("AMENDS_REDIS_URL", app.settings.redis_url or "")
+    capsys.readouterr()
+    assert main(["log", "--promises", "--stakeholder", "globex"]) == 0
+    # the command reads the real clock, long past globex's 14:34 promise on the test's day
+    assert "overdue and unsent: 1" in capsys.readouterr().out
