@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from scheduler.errors import ConfigError, EventError
+from scheduler.errors import ConfigError, EventError, SettingsError
 from scheduler.events import Event, parse_event_json
 from scheduler.settings import Settings
 
@@ -31,6 +31,28 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _require_own_config(settings: Settings, command: str) -> None:
+    """Long-running processes must not quietly run on the shipped example."""
+    if settings.uses_example_config and not Path("config/amends.yaml").is_file():
+        raise SettingsError(
+            f"amends {command} needs a configuration: set AMENDS_CONFIG or create config/amends.yaml "
+            f"(the shipped example to start from: {settings.config_path})"
+        )
+
+
+def _redis_warning(settings: Settings, command: str) -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.resolved_redis_url(), socket_connect_timeout=2).ping()
+    except redis.RedisError as e:
+        print(
+            f"amends {command}: cannot reach Redis yet ({e}); it will keep trying",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _settings(*, needs_config: bool = False) -> Settings:
@@ -288,8 +310,10 @@ def _stop_on_signals() -> threading.Event:
 def cmd_worker(args: argparse.Namespace) -> int:
     from scheduler.processes import start_worker
 
-    settings = _settings(needs_config=True)
+    settings = _settings()
+    _require_own_config(settings, "worker")
     settings.require_worker()
+    _redis_warning(settings, "worker")
     worker = start_worker(settings, threads=args.threads)
     print(
         f"amends worker: consuming from {worker.broker_url_redacted} with {args.threads} threads; "
@@ -304,7 +328,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_scheduler(args: argparse.Namespace) -> int:
     from scheduler.processes import start_scheduler
 
-    settings = _settings(needs_config=True)
+    settings = _settings()
+    _require_own_config(settings, "scheduler")
+    _redis_warning(settings, "scheduler")
     stop = _stop_on_signals()
     loop = start_scheduler(settings, stop)
     print("amends scheduler: waiting for due timers", flush=True)
@@ -340,7 +366,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
     else:
         print(timeline_text(timeline, config))
     if args.html:
-        index_page = write_html(timeline.messages, Path(args.html))
+        try:
+            index_page = write_html(timeline.messages, Path(args.html))
+        except OSError as e:
+            print(f"amends preview: cannot write HTML into {args.html}: {e.strerror}", file=sys.stderr)
+            return EXIT_USAGE
         print(
             f"HTML of {len(timeline.messages)} messages: {index_page}",
             file=sys.stderr if args.json else sys.stdout,
@@ -361,5 +391,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     app = create_app(_settings())  # refuses to start without its settings
     print(f"amends serve: http://{args.host}:{args.port}/ (the review page: open /?token=...)", flush=True)
-    uvicorn.Server(server_config(app, args.host, args.port)).run()
+    try:
+        uvicorn.Server(server_config(app, args.host, args.port)).run()
+    except SystemExit as e:  # uvicorn exits when it cannot bind; its log line says why
+        if e.code not in (0, None):
+            print(f"amends serve: could not listen on {args.host}:{args.port}", file=sys.stderr)
+            return EXIT_FAILED
     return EXIT_OK
