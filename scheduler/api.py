@@ -202,9 +202,14 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
             except ValueError as e:
                 payload = body[:2000].decode("utf-8", errors="replace")
                 raise EventError("invalid event", [("", f"not valid JSON: {e}")]) from None
-            event = await run_in_threadpool(emit, payload, broker=broker)
+            event = await run_in_threadpool(emit, payload, broker=broker, now=clock())
         except EventError as e:
-            await run_in_threadpool(store.reject, payload, e.errors, clock(), "api")
+            try:
+                await run_in_threadpool(store.reject, payload, e.errors, clock(), "api")
+            except redis.RedisError:  # the client still learns what is wrong with its event
+                logging.getLogger(__name__).warning(
+                    "a rejected event could not be kept: Redis did not answer"
+                )
             return _invalid(e.errors)
         except RedisUnavailableError:
             return JSONResponse({"detail": "Redis did not answer; nothing was enqueued"}, status_code=503)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import ConfigError, EventError, SettingsError
-from scheduler.events import Event, parse_event_json
+from scheduler.events import Event, check_not_ahead, parse_event_json
 from scheduler.settings import Settings
 
 __all__ = [
@@ -37,7 +37,7 @@ def _require_own_config(settings: Settings, command: str) -> None:
     """Long-running processes must not quietly run on the shipped example."""
     if settings.uses_example_config and not Path("config/amends.yaml").is_file():
         raise SettingsError(
-            f"amends {command} needs a configuration: set AMENDS_CONFIG or create config/amends.yaml "
+            f"{command} needs a configuration: set AMENDS_CONFIG or create config/amends.yaml "
             f"(the shipped example to start from: {settings.config_path})"
         )
 
@@ -105,7 +105,7 @@ def _read_events(path: str) -> list[Any]:
     return data if isinstance(data, list) else [data]
 
 
-def _load_events(command: str, path: str) -> list[Event] | None:
+def _load_events(command: str, path: str, now: datetime | None = None) -> list[Event] | None:
     """Read and validate a file (or stdin) of events; on a problem print it and return None.
 
     Every event is checked before any is used, and each problem is named
@@ -125,7 +125,8 @@ def _load_events(command: str, path: str) -> list[Event] | None:
     events, problems = [], []
     for index, document in enumerate(documents):
         try:
-            events.append(parse_event_json(json.dumps(document)))
+            event = parse_event_json(json.dumps(document))
+            events.append(check_not_ahead(event, now) if now is not None else event)
         except EventError as e:
             prefix = f"events[{index}]" if len(documents) > 1 else ""
             problems += [
@@ -150,7 +151,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         events = _load_events_from([_event_from_flags(args)])
     elif args.file or args.type == "-":
-        events = _load_events("emit", args.file or "-")
+        events = _load_events("emit", args.file or "-", datetime.now(UTC))
     else:
         print("amends emit: give --file FILE, - for stdin, or a type such as 'opened'", file=sys.stderr)
         return EXIT_USAGE
@@ -171,7 +172,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 def _load_events_from(documents: list[dict[str, Any]]) -> list[Event] | None:
     try:
-        return [parse_event_json(json.dumps(d)) for d in documents]
+        return [check_not_ahead(parse_event_json(json.dumps(d)), datetime.now(UTC)) for d in documents]
     except EventError as e:
         print(f"amends emit: {e}", file=sys.stderr)
         return None

@@ -237,6 +237,9 @@ def run_demo(*, keep: bool = False) -> int:
             print(f"\nthe review page stays up at http://127.0.0.1:{port}/ ; Ctrl-C to stop", flush=True)
             _wait_for_interrupt()
         return status
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping the demo's worker, scheduler, API, SMTP server and Redis", flush=True)
+        return 130
     finally:
         api.should_exit = True
         api_thread.join(timeout=5)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
 import redis
 
 from scheduler.errors import RedisUnavailableError
-from scheduler.events import Event, parse_event
+from scheduler.events import Event, check_not_ahead, parse_event
 from scheduler.queues import EVENTS_QUEUE, build_broker, enqueue
 from scheduler.settings import Settings
 
@@ -27,14 +28,16 @@ def _broker_for(settings: Settings) -> dramatiq.Broker:
         return _brokers[url]
 
 
-def emit(event: dict[str, Any], *, broker: dramatiq.Broker | None = None) -> Event:
+def emit(
+    event: dict[str, Any], *, broker: dramatiq.Broker | None = None, now: datetime | None = None
+) -> Event:
     """Validate ``event`` (schema 1) and enqueue it on the ``events`` queue.
 
     Raises :class:`~scheduler.errors.EventError` naming each wrong field, or
     :class:`~scheduler.errors.RedisUnavailableError`; nothing is enqueued then. The
     broker defaults to the one ``AMENDS_REDIS_URL`` names.
     """
-    parsed = parse_event(event)
+    parsed = check_not_ahead(parse_event(event), now or datetime.now(UTC))
     document = parsed.model_dump(mode="json", by_alias=True, exclude_none=True)
     try:
         enqueue(broker or _broker_for(Settings.from_env()), EVENTS_QUEUE, "handle_event", document)

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,10 +27,12 @@ from scheduler.errors import EventError
 __all__ = [
     "EVENT_TYPES",
     "MATERIAL_FIELDS",
+    "MAX_CLOCK_AHEAD",
     "MAX_EVENT_BYTES",
     "Event",
     "EventType",
     "IncidentFields",
+    "check_not_ahead",
     "parse_event",
     "parse_event_json",
 ]
@@ -141,6 +143,18 @@ def parse_event(data: Any) -> Event:
                 reason = f"unsupported schema {data['schema']!r}; this version reads schema 1"
             errors.append((place, reason))
         raise EventError("invalid event", errors) from None
+
+
+MAX_CLOCK_AHEAD = timedelta(days=1)
+"""How far ahead of the receiver's clock an event may say it occurred (clock skew)."""
+
+
+def check_not_ahead(event: Event, now: datetime) -> Event:
+    """Refuse an event dated further ahead of ``now`` than clock skew explains."""
+    if event.occurred_at > now + MAX_CLOCK_AHEAD:
+        when = event.occurred_at.isoformat().replace("+00:00", "Z")
+        raise EventError("invalid event", [("occurred_at", f"{when} is more than a day ahead of this clock")])
+    return event
 
 
 def parse_event_json(raw: str | bytes) -> Event:

@@ -136,7 +136,11 @@ _env = jinja2.Environment(
 def _local(moment: datetime | None, tz: str) -> str:
     if moment is None:
         return ""
-    return pendulum.instance(moment).in_tz(tz).format("ddd D MMM HH:mm:ss zz")
+    local = pendulum.instance(moment).in_tz(tz)
+    # the year only when it is not this year's, so that old or odd dates are not misread
+    return local.format(
+        "ddd D MMM HH:mm:ss zz" if local.year == pendulum.now(tz).year else "ddd D MMM YYYY HH:mm:ss zz"
+    )
 
 
 def badge(comm: Communication, now: datetime) -> str:

@@ -112,3 +112,16 @@ def test_cli_emit_refuses_non_json_stdin(
     monkeypatch.setattr("sys.stdin", io.StringIO("{not json"))
     assert main(["emit", "-"]) == 2
     assert "is not JSON" in capsys.readouterr().err
+
+
+def test_events_dated_far_ahead_are_refused_at_the_edge() -> None:
+    """emit() refuses an event more than a day ahead of its clock; a little skew is fine."""
+    from datetime import UTC, datetime
+
+    broker = StubBroker()
+    broker.declare_queue("events")
+    now = datetime(2026, 11, 26, 14, 0, tzinfo=UTC)
+    emit({**GOOD, "occurred_at": "2026-11-26T20:00:00Z"}, broker=broker, now=now)
+    with pytest.raises(EventError, match="more than a day ahead"):
+        emit({**GOOD, "occurred_at": "2030-01-01T00:00:00Z"}, broker=broker, now=now)
+    assert broker.queues["events"].qsize() == 1
