@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--json", action="store_true", help="one JSON object per line")
     log.add_argument("--rejected", action="store_true", help="show rejected events and why")
     log.add_argument("--promises", action="store_true", help="how many promised times were kept; lateness")
-    log.add_argument("--limit", type=int, default=100, help="with --rejected: how many (default 100)")
+    log.add_argument("--limit", type=_positive, help="only the newest N rows (with --rejected: default 100)")
     log.set_defaults(func=cmd_log)
 
     worker = sub.add_parser(

@@ -235,6 +235,10 @@ def cmd_log(args: argparse.Namespace) -> int:
         if args.target[0] != "show" or len(args.target) != 2:
             print("amends log: use 'amends log show COMM_ID'", file=sys.stderr)
             return EXIT_USAGE
+        filters = [args.incident, args.stakeholder, args.kind, args.status, args.since, args.limit]
+        if any(f is not None for f in filters) or args.rejected or args.promises:
+            print("amends log show: takes a communication id and --json only", file=sys.stderr)
+            return EXIT_USAGE
         comm = store.comm(args.target[1])
         if comm is None:
             print(f"amends log: no communication {args.target[1]!r}", file=sys.stderr)
@@ -263,7 +267,7 @@ def cmd_log(args: argparse.Namespace) -> int:
                 "amends log: --rejected takes only --incident, --since, --limit and --json", file=sys.stderr
             )
             return EXIT_USAGE
-        records = rejected_records(store.rejected(args.limit), args.incident, since)
+        records = rejected_records(store.rejected(args.limit or 100), args.incident, since)
         if args.json:
             for record in records:
                 print(json.dumps(record, ensure_ascii=False))
@@ -276,14 +280,18 @@ def cmd_log(args: argparse.Namespace) -> int:
     comms = [c for c in store.communications(since) if keep.keeps(c)]
     if args.promises:
         pending = open_promises(store, args.incident, args.stakeholder)
-        if args.kind or args.status:
-            pending = [p for p in pending if p.kind == args.kind and args.status in (None, "scheduled")]
+        if args.kind:
+            pending = [p for p in pending if p.kind == args.kind]
+        if args.status not in (None, "scheduled"):
+            pending = []  # promises not yet composed have no other status
         report = promise_report(comms, datetime.now(UTC), pending)
         if args.json:
             print(json.dumps(report.as_json()))
         else:
             print("\n".join(report.lines()))
         return EXIT_OK
+    if args.limit is not None:
+        comms = comms[-args.limit :]  # the newest
     if args.json:
         for comm in comms:
             print(row_json(comm))
