@@ -199,6 +199,14 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return EXIT_FAILED
+    if not settings.templates_dir.is_dir():
+        print(
+            f"{path}: the template folder {settings.templates_dir} does not exist (AMENDS_TEMPLATES)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    if not config.stakeholders:
+        print("  warning: no stakeholders: no incident will inform anyone", file=sys.stderr)
     for warning in audience_warnings(config, settings.templates_dir):
         print(f"  warning: {warning}", file=sys.stderr)
     template_errors = check_templates(config, settings.templates_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ __all__ = [
     "Defaults",
     "Severity",
     "Stakeholder",
+    "check_identifier",
     "load_config",
     "parse_config",
 ]
@@ -74,7 +76,25 @@ Seconds = Annotated[int, BeforeValidator(_duration)]
 Window = Annotated[TimeWindow, BeforeValidator(_window)]
 TimeZoneName = Annotated[str, BeforeValidator(_timezone)]
 Email = Annotated[str, BeforeValidator(_email)]
-Identifier = Annotated[str, Field(pattern=IDENTIFIER)]
+
+
+def check_identifier(value: Any) -> Any:
+    """Ids (stakeholders, incidents) become parts of keys, mail headers and links."""
+    if isinstance(value, str) and not re.match(IDENTIFIER, value):
+        raise ValueError(
+            f"{value!r} is not an id: use letters, digits, '.', '_' or '-' (at most 64), "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _base_url(value: Any) -> Any:
+    if isinstance(value, str) and not re.match(r"^https?://[^\s/]+[^\s]*$", value):
+        raise ValueError(f"{value!r} is not a web address like https://status.acme.example")
+    return value
+
+
+Identifier = Annotated[str, BeforeValidator(check_identifier)]
 Cadence = dict[Severity, Seconds]
 
 _DEFAULT_CADENCE_S: dict[Severity, int] = {"sev1": 1800, "sev2": 3600, "sev3": 4 * 3600, "sev4": 86400}
@@ -145,7 +165,7 @@ class Config(_Model):
     """The whole configuration file."""
 
     sender: Annotated[str, BeforeValidator(_sender), Field(max_length=300)]
-    base_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] = "http://localhost:8000"
+    base_url: Annotated[str, BeforeValidator(_base_url)] = "http://localhost:8000"
     business_hours: Window | None = None
     defaults: Defaults = Field(default_factory=Defaults)
     stakeholders: list[Stakeholder] = Field(default_factory=list)
@@ -210,8 +230,25 @@ def parse_config(data: Any) -> Config:
             if reason.startswith("stakeholders[") and place == "":
                 place, _, reason = reason.partition(": ")
             errors.append((place, reason))
+        # the whole-model check for repeated ids does not run when a field failed: run it here
+        errors += [e for e in _repeated_ids(data.get("stakeholders")) if e not in errors]
         raise ConfigError("invalid configuration", errors) from None
     return config
+
+
+def _repeated_ids(stakeholders: Any) -> list[tuple[str, str]]:
+    errors: list[tuple[str, str]] = []
+    seen: dict[Any, int] = {}
+    for index, stakeholder in enumerate(stakeholders if isinstance(stakeholders, list) else []):
+        sid = stakeholder.get("id") if isinstance(stakeholder, Mapping) else None
+        if not isinstance(sid, str):
+            continue
+        if sid in seen:
+            errors.append(
+                (f"stakeholders[{index}].id", f"{sid!r} is already used by stakeholders[{seen[sid]}]")
+            )
+        seen.setdefault(sid, index)
+    return errors
 
 
 def load_config(path: Path) -> Config:

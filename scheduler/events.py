@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from scheduler._validation import field_errors
-from scheduler.config import IDENTIFIER, Severity
+from scheduler.config import Severity, check_identifier
 from scheduler.errors import EventError
 
 __all__ = [
@@ -106,7 +106,7 @@ class Event(_Model):
     schema_version: Literal[1] = Field(alias="schema")
     event_id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
     type: EventType
-    incident_id: Annotated[StrictStr, Field(pattern=IDENTIFIER)]
+    incident_id: Annotated[StrictStr, BeforeValidator(check_identifier)]
     occurred_at: Timestamp
     source: Annotated[Line, Field(max_length=100)]
     incident: IncidentFields = Field(default_factory=IncidentFields)

@@ -64,8 +64,10 @@ class TemplateSet:
     """The template folder, compiled once per process."""
 
     def __init__(self, folder: Path) -> None:
+        if not folder.is_dir():
+            raise TemplateError(f"the template folder {folder} does not exist (AMENDS_TEMPLATES)")
         if not (folder / "default").is_dir():
-            raise TemplateError(f"template folder {folder} has no default/ set")
+            raise TemplateError(f"the template folder {folder} has no default/ set")
         self.folder = folder
         self.env: SandboxedEnvironment = SandboxedEnvironment(
             loader=jinja2.FileSystemLoader(str(folder)),

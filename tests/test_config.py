@@ -85,7 +85,7 @@ def _with_stakeholder(index: int, **fields: Any) -> dict[str, Any]:
         (_with_stakeholder(0, cadence={"sev7": "1h"}), "stakeholders[0].cadence.sev7", "is not a known key"),
         (_with_stakeholder(0, quiet_hours="22-07"), "stakeholders[0].quiet_hours", "HH:MM"),
         (_with_stakeholder(1, severities=["critical"]), "stakeholders[1].severities[0]", "sev1"),
-        (_with_stakeholder(2, id="c d"), "stakeholders[2].id", "pattern"),
+        (_with_stakeholder(2, id="c d"), "stakeholders[2].id", "is not an id"),
         (_with_stakeholder(2, id="a"), "stakeholders[2].id", "already used by stakeholders[0]"),
         (_with_stakeholder(0, colour="blue"), "stakeholders[0].colour", "is not a known field"),
         ({"stakeholders": []}, "sender", "is required"),
@@ -112,6 +112,15 @@ def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(config)
     assert {p for p, _ in caught.value.errors} == {"stakeholders[0].email", "stakeholders[2].timezone"}
+
+
+def test_a_repeated_id_is_reported_with_the_other_problems() -> None:
+    """A repeated stakeholder id is listed alongside field errors, not only once they are fixed."""
+    config = _with_stakeholder(2, id="a", timezone="Mars/Olympus")
+    config["sender"] = "nobody"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(config)
+    assert {p for p, _ in caught.value.errors} == {"sender", "stakeholders[2].timezone", "stakeholders[2].id"}
 
 
 def test_yaml_syntax_errors_name_the_line(tmp_path: Path) -> None:

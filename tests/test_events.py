@@ -48,7 +48,7 @@ BAD_EVENTS: list[tuple[str, Any, str, str]] = [
     ("opened without severity", {**GOOD, "incident": {"title": "x"}}, "incident.severity", "is required"),
     ("opened without title", {**GOOD, "incident": {"severity": "sev2"}}, "incident.title", "is required"),
     ("unknown field", {**GOOD, "colour": "red"}, "colour", "not a known field"),
-    ("bad incident id", {**GOOD, "incident_id": "INC 1/2"}, "incident_id", "pattern"),
+    ("bad incident id", {**GOOD, "incident_id": "INC 1/2"}, "incident_id", "is not an id"),
     ("empty source", {**GOOD, "source": ""}, "source", "at least 1"),
     ("not an object", ["an", "array"], "", "JSON object"),
     ("updated without changes", event("updated"), "incident", "at least one changed field"),
