@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start an embedded Redis, a local SMTP server, a worker and a scheduler; emit a sev1 "
         "incident concerning three stakeholders of config/demo.yaml; print the log as messages are sent "
         "(acknowledgments, updates with and without news, a change, resolution, feedback requests); exit 0. "
-        "Takes about 45 seconds. Data is kept under $AMENDS_HOME/demo (default .amends/demo). "
+        "Takes about 40 seconds. Data is kept under $AMENDS_HOME/demo (default .amends/demo). "
         "The review page of the HTTP API is served on 127.0.0.1 while it runs.",
     )
     demo.add_argument("--keep", action="store_true", help="keep the review page up afterwards, until Ctrl-C")

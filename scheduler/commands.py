@@ -133,7 +133,7 @@ def _load_events(command: str, path: str, now: datetime | None = None) -> list[E
                 f"{'.'.join(p for p in (prefix, place) if p) or 'event'}: {why}" for place, why in e.errors
             ]
     if problems:
-        print(f"amends {command}: invalid event" + "".join(f"\n  {p}" for p in problems), file=sys.stderr)
+        print(f"amends {command}: invalid event:" + "".join(f"\n  {p}" for p in problems), file=sys.stderr)
         return None
     return events
 
