@@ -138,8 +138,17 @@ class Engine:
             action = "update" if state["state"] == "open" else "none"
         changes = _changes(before, state) if current else []
         material = any(c["field"] in MATERIAL_FIELDS for c in changes)
+        newcomers: list[str] = []
+        if state["state"] == "open":
+            # Decided here, under the incident's transaction: of two events handled at once,
+            # exactly one finds a stakeholder new and acknowledges to it.
+            informed = set(state.get("stakeholders", []))
+            concerned = self.config().concerned(state["severity"], state["services"])
+            newcomers = [s.id for s in concerned if s.id not in informed]
+            state["stakeholders"] = [*state.get("stakeholders", []), *newcomers]
         return {
             "incident": state,
+            "newcomers": newcomers,
             "action": action,
             "material": material,
             "event_type": event.type,
@@ -153,7 +162,12 @@ class Engine:
         trigger = f"event:{record['event_id']}"
         promised_ms: int | None = record.get("received_ms")
         config = self.config()
-        informed = [sid for sid in incident.get("stakeholders", []) if config.stakeholder(sid)]
+        newcomers = set(record.get("newcomers", []))
+        informed = [
+            sid
+            for sid in incident.get("stakeholders", [])
+            if config.stakeholder(sid) and sid not in newcomers
+        ]
         comms: list[str] = []
         if action == "resolve":
             for sid in informed:
@@ -170,17 +184,27 @@ class Engine:
                     self.store.clear_thread_fields(incident["id"], sid, "feedback_ms")
                 if action == "reopen" or record["material"]:
                     comms.append(self._compose(config, incident, found, "update", trigger, now, promised_ms))
-        if action in ("open", "update", "reopen"):
-            comms += self.acknowledge_new(config, incident, trigger, now, promised_ms)
+        for sid in record.get("newcomers", []):
+            stakeholder = config.stakeholder(sid)
+            if stakeholder is not None:
+                comms.append(self._acknowledge(config, incident, stakeholder, now, promised_ms))
         return comms
 
-    def acknowledge_new(
+    def _acknowledge(
         self,
         config: Config,
         incident: dict[str, Any],
-        trigger: str,
+        stakeholder: Stakeholder,
         now: datetime,
-        promised_ms: int | None = None,
+        promised_ms: int | None,
+    ) -> str:
+        # One acknowledgment per thread whichever event or configuration change causes it.
+        return self._compose(
+            config, incident, stakeholder, "acknowledgment", "acknowledgment", now, promised_ms
+        )
+
+    def acknowledge_new(
+        self, config: Config, incident: dict[str, Any], now: datetime, promised_ms: int | None = None
     ) -> list[str]:
         """Acknowledge to every stakeholder the open incident newly concerns."""
         if incident["state"] != "open":
@@ -194,9 +218,7 @@ class Engine:
         self.store.set_incident_stakeholders(
             incident["id"], lambda ids: ids + [s.id for s in newcomers if s.id not in ids]
         )
-        return [
-            self._compose(config, incident, s, "acknowledgment", trigger, now, promised_ms) for s in newcomers
-        ]
+        return [self._acknowledge(config, incident, s, now, promised_ms) for s in newcomers]
 
     def reconcile(self, now: datetime) -> list[str]:
         """Bring open incidents in line with the configuration in force (new stakeholders)."""
@@ -205,7 +227,7 @@ class Engine:
         for incident_id in self.store.incident_ids():
             incident = self.store.incident(incident_id)
             if incident and incident["state"] == "open":
-                comms += self.acknowledge_new(config, incident, f"config:{incident_id}", now)
+                comms += self.acknowledge_new(config, incident, now)
         return comms
 
     # -- timers ------------------------------------------------------------------------
@@ -271,6 +293,10 @@ class Engine:
     ) -> str:
         """Create (once per trigger) one communication, arm the thread's next update, dispatch it."""
         now = now.astimezone(UTC)
+        if kind == "update" and "seq" not in self.store.thread(incident["id"], stakeholder.id):
+            # The acknowledgment of another event is not composed yet: this message is the first
+            # of the thread, so it acknowledges (and the other event's acknowledgment folds into it).
+            kind, trigger = "acknowledgment", "acknowledgment"
         policy = cadence.policy_for(config, stakeholder)
         wants_next = kind in ("acknowledgment", "update") and incident["state"] == "open"
         next_ms = (

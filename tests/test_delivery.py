@@ -236,3 +236,42 @@ def test_an_unsubscribed_stakeholder_receives_nothing(app: App) -> None:
     (comm,) = comms(app, stakeholder_id="globex")
     assert comm.status == "cancelled" and "unsubscribed" in comm.last_error
     assert len(app.sink.received) == 2
+
+
+def test_an_update_composed_before_the_resolution_is_not_sent_after_it(app: App) -> None:
+    """An update still waiting to be sent when the incident is resolved is cancelled, never sent after."""
+    from workers.actors import deliver
+
+    app.sink.rcpt_reply = lambda address: "451 later" if address.startswith("support@") else None
+    emit(event(), broker=app.broker)
+    emit(event("updated", status="identified"), broker=app.broker)
+    app.drain()
+    update = "INC-1:globex:update:2"
+    assert app.runtime.store.comm(update).status == "failed"  # the 451s outlasted the retries
+    app.sink.rcpt_reply = None
+    emit(event("resolved"), broker=app.broker)
+    app.drain()
+    app.runtime.store.client.hset(f"amends:comm:{update}", "status", "retrying")
+    deliver.send(update)
+    app.drain()
+    comm = app.runtime.store.comm(update)
+    assert comm.status == "cancelled" and "resolved" in comm.last_error
+    assert [str(m.message["Subject"]).split(":")[0] for m in app.sink.to("support@globex.example")] == [
+        "[Resolved] Card payments failing"
+    ]
+
+
+def test_events_of_one_incident_handled_at_once_acknowledge_exactly_once(app: App) -> None:
+    """Opened and updated handled concurrently: each stakeholder gets one acknowledgment, and it comes first."""
+    for n in range(12):
+        emit(event(incident_id=f"INC-{n}"), broker=app.broker)
+        emit(event("updated", incident_id=f"INC-{n}", status="identified"), broker=app.broker)
+    app.drain()
+    threads: dict[tuple[str, str], list[Any]] = {}
+    for comm in comms(app):
+        threads.setdefault((comm.incident_id, comm.stakeholder_id), []).append(comm)
+    assert len(threads) == 12 * 3
+    for thread in threads.values():
+        thread.sort(key=lambda c: c.seq)
+        assert [c.kind for c in thread].count("acknowledgment") == 1
+        assert thread[0].kind == "acknowledgment" and thread[0].seq == 1

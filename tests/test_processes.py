@@ -15,7 +15,7 @@ import pytest
 import redis
 import yaml
 
-from scheduler import emit
+from scheduler import emit, keys
 from scheduler.mailsink import MailSink
 from scheduler.queues import build_broker
 from tests.conftest import event
@@ -69,6 +69,11 @@ def _stop(process: subprocess.Popen[str]) -> str:
     return out
 
 
+def _waiting(client: redis.Redis) -> set[str]:
+    members = client.zrange(keys.TIMERS, 0, -1) + client.zrange(keys.TIMERS_LEASED, 0, -1)
+    return {m.decode() for m in members}
+
+
 def _updates(sink: MailSink, address: str) -> int:
     return sum(1 for m in sink.to(address) if "Still working on it" in str(m.message["Subject"]))
 
@@ -85,11 +90,16 @@ def test_killing_the_scheduler_loses_no_timer(env: dict[str, str], sink: MailSin
         scheduler.send_signal(signal.SIGKILL)
         scheduler.wait()
         during = _updates(sink, "fast@acme.example") + _updates(sink, "slow@acme.example")
-        armed = redis.Redis.from_url(redis_url).zcard("amends:timers")
-        assert armed == 2  # both threads' next updates wait in Redis while no scheduler runs
+        # Both threads' next updates wait in Redis while no scheduler runs: armed, or claimed
+        # by the killed scheduler and leased (they come back when the lease expires).
+        client = redis.Redis.from_url(redis_url)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _waiting(client) != {"u|INC-1|fast", "u|INC-1|slow"}:
+            time.sleep(0.05)  # the worker may still be re-arming from a message taken before the kill
+        assert _waiting(client) == {"u|INC-1|fast", "u|INC-1|slow"}
         scheduler = _amends("scheduler", env=env)
         slow_before = _updates(sink, "slow@acme.example")
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 45  # a timer leased by the killed scheduler returns after 30 s
         while time.monotonic() < deadline and _updates(sink, "slow@acme.example") < slow_before + 2:
             sink.wait_for(len(sink.received) + 1, timeout_s=1)
         assert _updates(sink, "slow@acme.example") >= slow_before + 2
