@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -149,15 +150,20 @@ def test_transient_smtp_failure_is_retried_and_logged(app: App) -> None:
     assert len(app.sink.received) == 3
 
 
-def test_retrying_status_shows_the_servers_reply(app: App) -> None:
+def test_retrying_status_shows_the_servers_reply(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
     """While a send waits for its retry the log says `retrying` and quotes the server."""
     app.sink.rcpt_reply = lambda address: "452 4.2.2 over quota"
     app.runtime.settings = app.runtime.settings.with_(retry_max=50)
-    app.broker.get_actor("deliver").options["min_backoff"] = 60_000
+    deliver_options = app.broker.get_actor("deliver").options
+    monkeypatch.setitem(deliver_options, "min_backoff", 60_000)
+    monkeypatch.setitem(deliver_options, "max_backoff", 60_000)
     emit(event(), broker=app.broker)
-    for queue in ("events",):
-        app.broker.join(queue)
-    app.worker.join()
+    app.broker.join("events")
+    # the retries wait a minute in Dramatiq's delay queue, so the deliver queue never drains here:
+    # wait for the first attempts to have been made instead
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (len(comms(app)) < 3 or any(c.attempts < 1 for c in comms(app))):
+        time.sleep(0.05)
     statuses = {c.status for c in comms(app)}
     errors = {c.last_error for c in comms(app)}
     app.broker.flush_all()
