@@ -250,6 +250,7 @@ def test_an_update_composed_before_the_resolution_is_not_sent_after_it(app: App)
 
     app.sink.rcpt_reply = lambda address: "451 later" if address.startswith("support@") else None
     emit(event(), broker=app.broker)
+    app.drain()
     emit(event("updated", status="identified"), broker=app.broker)
     app.drain()
     update = "INC-1:globex:update:2"
