@@ -82,12 +82,14 @@ class _LogPrinter:
 def _wait(printer: _LogPrinter, done: Callable[[], bool], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        printer.poll()
         if done():
+            printer.poll()  # after the check, so that what made it true is printed too
             return True
+        printer.poll()
         time.sleep(0.25)  # the demo's display refresh, not a synchronisation
+    finished = done()
     printer.poll()
-    return done()
+    return finished
 
 
 def _program() -> str:
@@ -258,6 +260,7 @@ def _wait_for_interrupt() -> None:
 
 
 def _finish(ok: bool, printer: _LogPrinter, sink: MailSink) -> int:
+    printer.poll()
     comms = printer._comms()
     report = promise_report(comms, datetime.now(UTC))
     _say("summary")
