@@ -57,7 +57,7 @@ from scheduler.review_page import (
     review_view,
 )
 from scheduler.settings import Settings
-from scheduler.signing import feedback_links, sign
+from scheduler.signing import feedback_links, sign, verify
 from scheduler.store import STATUSES, Communication, RedisStore, utc_of
 from scheduler.timers import RedisTimerStore
 
@@ -169,7 +169,7 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
             )
 
     def signed(signature: str, *parts: str) -> bool:
-        return matches(signature, sign(secret, *parts))
+        return verify(secret, signature, *parts)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:

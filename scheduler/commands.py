@@ -122,6 +122,12 @@ def _load_events(command: str, path: str, now: datetime | None = None) -> list[E
     if not documents:
         print(f"amends {command}: {path if path != '-' else 'stdin'} holds no events", file=sys.stderr)
         return None
+    return _validated(command, documents, now)
+
+
+def _validated(command: str, documents: list[Any], now: datetime | None) -> list[Event] | None:
+    """Every document as an event (not dated ahead of ``now``, when given), or None after
+    printing each problem of each document."""
     events, problems = [], []
     for index, document in enumerate(documents):
         try:
@@ -149,7 +155,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
         if not args.incident:
             print("amends emit: --incident is required", file=sys.stderr)
             return EXIT_USAGE
-        events = _load_events_from([_event_from_flags(args)])
+        events = _validated("emit", [_event_from_flags(args)], datetime.now(UTC))
     elif args.file or args.type == "-":
         events = _load_events("emit", args.file or "-", datetime.now(UTC))
     else:
@@ -168,14 +174,6 @@ def cmd_emit(args: argparse.Namespace) -> int:
         emit(event.model_dump(mode="json", by_alias=True, exclude_none=True))
         print(f"enqueued {event.event_id} ({event.type} {event.incident_id})")
     return EXIT_OK
-
-
-def _load_events_from(documents: list[dict[str, Any]]) -> list[Event] | None:
-    try:
-        return [check_not_ahead(parse_event_json(json.dumps(d)), datetime.now(UTC)) for d in documents]
-    except EventError as e:
-        print(f"amends emit: {e}", file=sys.stderr)
-        return None
 
 
 # -- config ----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ __all__ = [
     "Severity",
     "Stakeholder",
     "check_identifier",
+    "check_one_line",
     "load_config",
     "parse_config",
 ]
@@ -126,7 +127,7 @@ class Stakeholder(_Model):
     """One person or group who is kept informed; unset fields fall back to ``defaults``."""
 
     id: Identifier
-    name: Annotated[str, BeforeValidator(_one_line), Field(min_length=1, max_length=200)]
+    name: Annotated[str, BeforeValidator(check_one_line), Field(min_length=1, max_length=200)]
     email: Email
     audience: Identifier = "default"
     timezone: TimeZoneName | None = None
@@ -155,9 +156,10 @@ def _sender(value: Any) -> str:
     return value
 
 
-def _one_line(value: Any) -> Any:
+def check_one_line(value: Any) -> Any:
+    """Single-line text reaches mail headers: a control character there is refused outright."""
     if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("must be one line without control characters")
+        raise ValueError("must be one line without control characters (CR, LF, tab, ...)")
     return value
 
 

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from scheduler._validation import field_errors
-from scheduler.config import Severity, check_identifier
+from scheduler.config import Severity, check_identifier, check_one_line
 from scheduler.errors import EventError
 
 __all__ = [
@@ -47,13 +47,6 @@ MAX_LINE_CHARS = 200
 MAX_TEXT_CHARS = 4000
 
 
-def _one_line(value: Any) -> Any:
-    # Single-line fields reach mail headers; a control character there is refused outright.
-    if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("must be one line without control characters (CR, LF, tab, ...)")
-    return value
-
-
 def _text(value: Any) -> Any:
     if isinstance(value, str) and any((ord(c) < 32 and c not in "\n\t") or ord(c) == 127 for c in value):
         raise ValueError("contains control characters other than line breaks and tabs")
@@ -72,7 +65,7 @@ def _timestamp(value: Any) -> datetime:
     return parsed.astimezone(UTC)
 
 
-Line = Annotated[StrictStr, BeforeValidator(_one_line), Field(min_length=1, max_length=MAX_LINE_CHARS)]
+Line = Annotated[StrictStr, BeforeValidator(check_one_line), Field(min_length=1, max_length=MAX_LINE_CHARS)]
 Text = Annotated[StrictStr, BeforeValidator(_text), Field(max_length=MAX_TEXT_CHARS)]
 Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
 
@@ -169,7 +162,3 @@ def parse_event_json(raw: str | bytes) -> Event:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise EventError("invalid event", [("", f"not valid JSON: {e}")]) from None
     return parse_event(data)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

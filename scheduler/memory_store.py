@@ -152,10 +152,6 @@ class MemoryStore:
             comm.pop("token", None)
             return True
 
-    def cancel_comm(self, comm_id: str, reason: str, now_ms: int) -> None:
-        with self._lock:
-            self._comms[comm_id].update(status="cancelled", last_error=reason, updated_ms=str(now_ms))
-
     def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]:
         low = ms_of(since) if since else None
         with self._lock:

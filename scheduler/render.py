@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,3 @@ def message_id_for(key: str, domain: str) -> str:
     """A deterministic Message-ID: the same key always gives the same id."""
     safe = re.sub(r"[^A-Za-z0-9._-]", ".", key)
     return f"<{safe}@{domain}>"
-
-
-def random_message_id(domain: str) -> str:
-    return make_msgid(domain=domain)

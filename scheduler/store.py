@@ -146,7 +146,6 @@ class Store(Protocol):
     def comm(self, comm_id: str) -> Communication | None: ...
     def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> str: ...
     def finish_send(self, comm_id: str, token: str, status: str, **fields: str | int) -> bool: ...
-    def cancel_comm(self, comm_id: str, reason: str, now_ms: int) -> None: ...
     def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]: ...
 
 
@@ -332,11 +331,6 @@ class RedisStore:
         for name, value in fields.items():
             args += [name, value]
         return bool(self._finish_send(keys=[keys.comm(comm_id)], args=args))
-
-    def cancel_comm(self, comm_id: str, reason: str, now_ms: int) -> None:
-        self.client.hset(
-            keys.comm(comm_id), mapping={"status": "cancelled", "last_error": reason, "updated_ms": now_ms}
-        )
 
     def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]:
         """Every communication in creation order, oldest first, from ``since`` on."""

@@ -62,7 +62,7 @@ _lock = threading.Lock()
 _runtime: Runtime | None = None
 
 
-def configure(settings: Settings, dispatch_factory: Callable[[], object] | None = None) -> Runtime:
+def configure(settings: Settings) -> Runtime:
     """Build the process's runtime from ``settings`` (replacing any earlier one)."""
     from workers.actors import DramatiqDispatch
 
