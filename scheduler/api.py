@@ -47,7 +47,7 @@ from scheduler.feedback import (
     record_unsubscribe,
     unsubscribed,
 )
-from scheduler.logview import ON_TIME_GRACE_S, LogFilter, open_promises
+from scheduler.logview import LogFilter, open_promises, promise_report
 from scheduler.metrics import metrics_text
 from scheduler.processes import broker_for
 from scheduler.review_page import (
@@ -316,8 +316,7 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
     def metrics() -> PlainTextResponse:
         """Prometheus text format: communications by kind and status, lateness, timers, rejects."""
         comms: list[Communication] = list(store.communications())
-        now = clock()
-        overdue = sum(1 for p in open_promises(store) if (now - p.due).total_seconds() > ON_TIME_GRACE_S)
+        overdue = promise_report([], clock(), open_promises(store)).overdue_unsent
         text = metrics_text(comms, timers.armed_count(), int(client.llen(keys.REJECTED)), overdue)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 

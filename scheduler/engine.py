@@ -80,6 +80,12 @@ def _changes(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, An
     ]
 
 
+def _newcomers(config: Config, incident: dict[str, Any]) -> list[Stakeholder]:
+    """Stakeholders the incident concerns who have not been told of it yet."""
+    informed = set(incident.get("stakeholders", []))
+    return [s for s in config.concerned(incident["severity"], incident["services"]) if s.id not in informed]
+
+
 class Engine:
     """The product's decisions, with the configuration read through ``config()`` each time."""
 
@@ -142,9 +148,7 @@ class Engine:
         if state["state"] == "open":
             # Decided here, under the incident's transaction: of two events handled at once,
             # exactly one finds a stakeholder new and acknowledges to it.
-            informed = set(state.get("stakeholders", []))
-            concerned = self.config().concerned(state["severity"], state["services"])
-            newcomers = [s.id for s in concerned if s.id not in informed]
+            newcomers = [s.id for s in _newcomers(self.config(), state)]
             state["stakeholders"] = [*state.get("stakeholders", []), *newcomers]
         return {
             "incident": state,
@@ -209,10 +213,7 @@ class Engine:
         """Acknowledge to every stakeholder the open incident newly concerns."""
         if incident["state"] != "open":
             return []
-        informed = set(incident.get("stakeholders", []))
-        newcomers = [
-            s for s in config.concerned(incident["severity"], incident["services"]) if s.id not in informed
-        ]
+        newcomers = _newcomers(config, incident)
         if not newcomers:
             return []
         self.store.set_incident_stakeholders(

@@ -20,6 +20,7 @@ import pendulum
 from scheduler.config import Config
 from scheduler.engine import Engine
 from scheduler.events import Event
+from scheduler.logview import OpenPromise, open_promises
 from scheduler.loop import SchedulerLoop
 from scheduler.memory_store import MemoryStore
 from scheduler.messages import compose_email
@@ -28,7 +29,6 @@ from scheduler.store import ms_of, utc_of
 from scheduler.timers import MemoryTimerStore
 
 __all__ = [
-    "Pending",
     "PreviewMessage",
     "Timeline",
     "simulate",
@@ -60,19 +60,10 @@ class PreviewMessage:
 
 
 @dataclass(frozen=True)
-class Pending:
-    """A message still due when the preview stopped."""
-
-    stakeholder_id: str
-    timezone: str
-    kind: str
-    at: datetime
-
-
-@dataclass(frozen=True)
 class Timeline:
     messages: list[PreviewMessage]
-    pending: list[Pending]
+    pending: list[OpenPromise]
+    """What was still due when the preview stopped."""
 
 
 class _Outbox:
@@ -156,16 +147,8 @@ def simulate(
         sim.send_pending(event.occurred_at)
     if ordered:
         sim.run_timers_until(ordered[-1].occurred_at + after_last)
-    pending = []
-    for incident_id in store.incident_ids():
-        for stakeholder in config.stakeholders:
-            thread = store.thread(incident_id, stakeholder.id)
-            for field, kind in (("promised_ms", "update"), ("feedback_ms", "feedback_request")):
-                if field in thread:
-                    due = utc_of(thread[field])
-                    assert due is not None
-                    pending.append(Pending(stakeholder.id, config.timezone_of(stakeholder), kind, due))
-    return Timeline(sorted(sim.messages, key=lambda m: m.at), sorted(pending, key=lambda p: p.at))
+    pending = sorted(open_promises(store), key=lambda p: p.due)
+    return Timeline(sorted(sim.messages, key=lambda m: m.at), pending)
 
 
 def timeline_text(timeline: Timeline, config: Config) -> str:
@@ -183,7 +166,7 @@ def timeline_text(timeline: Timeline, config: Config) -> str:
             local = message.local.format("ddd D MMM HH:mm:ss zz")
             lines.append(f"  {local:<26}  {message.kind:<16}  {message.subject}")
         for later in (p for p in timeline.pending if p.stakeholder_id == stakeholder.id):
-            local = pendulum.instance(later.at).in_tz(later.timezone).format("ddd D MMM HH:mm:ss zz")
+            local = pendulum.instance(later.due).in_tz(tz).format("ddd D MMM HH:mm:ss zz")
             lines.append(f"  {local:<26}  {later.kind:<16}  (due after the end of this preview)")
         lines.append("")
     if not lines:

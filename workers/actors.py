@@ -134,8 +134,7 @@ async def deliver(comm_id: str) -> None:
     if is_unsubscribed(rt.client, stakeholder.id):
         rt.store.finish_send(comm_id, token, "cancelled", last_error="the stakeholder unsubscribed")
         return
-    incident = rt.store.incident(comm.incident_id)
-    if comm.kind == "update" and incident is not None and incident["state"] == "resolved":
+    if comm.kind == "update" and (rt.store.incident(comm.incident_id) or {}).get("state") == "resolved":
         # composed just before the resolution arrived: "still working on it" must not follow "resolved"
         rt.store.finish_send(
             comm_id, token, "cancelled", last_error="the incident was resolved before it went out"
