@@ -35,7 +35,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def _require_own_config(settings: Settings, command: str) -> None:
     """Long-running processes must not quietly run on the shipped example."""
-    if settings.uses_example_config and not Path("config/amends.yaml").is_file():
+    if settings.uses_example_config:
         raise SettingsError(
             f"{command} needs a configuration: set AMENDS_CONFIG or create config/amends.yaml "
             f"(the shipped example to start from: {settings.config_path})"
@@ -57,7 +57,7 @@ def _redis_warning(settings: Settings, command: str) -> None:
 
 def _settings(*, needs_config: bool = False) -> Settings:
     settings = Settings.from_env()
-    if needs_config and settings.uses_example_config and not Path("config/amends.yaml").is_file():
+    if needs_config and settings.uses_example_config:
         print(
             f"amends: no config/amends.yaml here and AMENDS_CONFIG is not set; using the shipped example "
             f"{settings.config_path}",

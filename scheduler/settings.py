@@ -30,6 +30,8 @@ class Settings:
     redis_url: str | None = None
     smtp: SmtpSettings | None = None
     config_path: Path = Path("config/amends.yaml")
+    uses_example_config: bool = False
+    """No configuration of the user's was found: ``config_path`` is the shipped example."""
     templates_dir: Path = field(default_factory=lambda: bundled_path("templates"))
     api_token: str | None = field(default=None, repr=False)
     secret_key: str | None = field(default=None, repr=False)
@@ -53,8 +55,9 @@ class Settings:
         config = env.get("AMENDS_CONFIG")
         templates = env.get("AMENDS_TEMPLATES")
         config_path = Path(config) if config else Path("config/amends.yaml")
-        if not config and not config_path.is_file():
-            config_path = bundled_path("config") / "amends.yaml"  # the shipped example
+        uses_example_config = not config and not config_path.is_file()
+        if uses_example_config:
+            config_path = bundled_path("config") / "amends.yaml"
         if templates:
             templates_dir = Path(templates)
         elif Path("templates/default").is_dir():
@@ -63,6 +66,7 @@ class Settings:
             templates_dir = bundled_path("templates")
         return cls(
             redis_url=redis_url,
+            uses_example_config=uses_example_config,
             smtp=SmtpSettings.from_url(smtp_url) if smtp_url else None,
             config_path=config_path,
             templates_dir=templates_dir,
@@ -70,14 +74,6 @@ class Settings:
             secret_key=env.get("AMENDS_SECRET_KEY") or None,
             data_dir=Path(env.get("AMENDS_HOME") or ".amends"),
         )
-
-    @property
-    def uses_example_config(self) -> bool:
-        """True when no configuration of the user's was found and the shipped example is used."""
-        try:
-            return self.config_path.resolve() == (bundled_path("config") / "amends.yaml").resolve()
-        except SettingsError:
-            return False
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
