@@ -351,6 +351,11 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     print("amends scheduler: waiting for due timers", flush=True)
     stop.wait()
     loop.join(timeout=10)
+    if loop.failure is not None:
+        # A live process with a dead loop would send nothing and say nothing: exit, so
+        # that a supervisor starts a fresh one.
+        print(f"amends scheduler: the loop stopped: {loop.failure!r}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ idempotent: running it twice for the same event or timer creates and sends nothi
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Callable
@@ -50,11 +51,15 @@ class Outcome:
     duplicate: bool
     rejected: str = ""
     communications: tuple[str, ...] = ()
+    waiting: str = ""
+    """Why the event cannot apply yet (its incident's ``opened`` has not arrived): try again."""
 
 
 def _new_incident(event: Event) -> dict[str, Any]:
     now_ms = ms_of(event.occurred_at)
     return {
+        "state_ms": now_ms,
+        "field_times": {},
         "id": event.incident_id,
         "title": "",
         "severity": "sev4",
@@ -70,6 +75,10 @@ def _new_incident(event: Event) -> dict[str, Any]:
         "resolved_ms": None,
         "stakeholders": [],
     }
+
+
+def _some(comm_id: str | None) -> list[str]:
+    return [comm_id] if comm_id is not None else []
 
 
 def _changes(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
@@ -90,12 +99,19 @@ class Engine:
     """The product's decisions, with the configuration read through ``config()`` each time."""
 
     def __init__(
-        self, store: Store, timers: TimerStore, config: Callable[[], Config], dispatch: Dispatch
+        self,
+        store: Store,
+        timers: TimerStore,
+        config: Callable[[], Config],
+        dispatch: Dispatch,
+        opted_out: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.store = store
         self.timers = timers
         self.config = config
         self.dispatch = dispatch
+        self.opted_out = opted_out or (lambda stakeholder_id, incident_id: False)
+        """``opted_out(stakeholder_id, incident_id)``: True when that stakeholder opted out of it."""
 
     # -- events ------------------------------------------------------------------------
 
@@ -113,6 +129,8 @@ class Engine:
             return record
 
         record = self.store.apply_event(event.event_id, event.incident_id, apply)
+        if record.get("waiting"):
+            return Outcome(duplicate=False, waiting=record["waiting"])
         if record.get("rejected"):
             return Outcome(duplicate=record["duplicate"], rejected=record["rejected"])
         if record["duplicate"] and record.get("done"):
@@ -122,26 +140,35 @@ class Engine:
         return Outcome(duplicate=record["duplicate"], communications=tuple(comms))
 
     def _apply(self, event: Event, current: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
-        given = event.incident.given()
+        """The event's record: the incident after it, and what that calls for.
+
+        Events may arrive in any order; the outcome is as if they came in ``occurred_at``
+        order. Each field remembers when it was last set, so an older event never moves
+        it back; the open/resolved state likewise. An event of an incident whose
+        ``opened`` has not arrived yet is ``waiting``.
+        """
         if current is None and event.type != "incident.opened":
-            reason = f"incident {event.incident_id!r} is not known; send incident.opened first"
-            return {"rejected": reason, "incident": None}
+            reason = f"incident {event.incident_id!r} is not known yet; waiting for its incident.opened"
+            return {"waiting": reason, "incident": None}
+        occurred_ms = ms_of(event.occurred_at)
         before = current or {}
-        state = dict(current) if current else _new_incident(event)
-        state.update(given)
-        state["updated_ms"] = ms_of(now)
-        if event.type == "incident.opened" and current is None:
-            action = "open"
-        elif event.type == "incident.resolved":
-            action = "resolve" if state["state"] == "open" else "none"
-            state["state"], state["resolved_ms"] = "resolved", ms_of(now)
-            state["status"] = given.get("status", "resolved")
-        elif state["state"] == "resolved" and event.type in ("incident.reopened", "incident.opened"):
-            action = "reopen"
-            state["state"], state["resolved_ms"] = "open", None
-            state["status"] = given.get("status", "investigating")
-        else:
-            action = "update" if state["state"] == "open" else "none"
+        state = copy.deepcopy(current) if current else _new_incident(event)
+        field_ms: dict[str, int] = dict(state.get("field_times") or {})
+        state_ms = int(state.get("state_ms", state["opened_ms"]))
+        action, implied = ("open" if current is None else "none"), {}
+        if current is not None and occurred_ms >= state_ms:
+            if event.type == "incident.resolved" and state["state"] == "open":
+                action, implied = "resolve", {"status": "resolved"}
+                state["state"], state["resolved_ms"], state_ms = "resolved", ms_of(now), occurred_ms
+            elif event.type in ("incident.reopened", "incident.opened") and state["state"] == "resolved":
+                action, implied = "reopen", {"status": "investigating"}
+                state["state"], state["resolved_ms"], state_ms = "open", None, occurred_ms
+        for name, value in {**implied, **event.incident.given()}.items():
+            if occurred_ms >= field_ms.get(name, -1):
+                state[name], field_ms[name] = value, occurred_ms
+        state["field_times"], state["state_ms"], state["updated_ms"] = field_ms, state_ms, ms_of(now)
+        if action == "none" and state["state"] == "open":
+            action = "update"
         changes = _changes(before, state) if current else []
         material = any(c["field"] in MATERIAL_FIELDS for c in changes)
         newcomers: list[str] = []
@@ -187,11 +214,13 @@ class Engine:
                     self.timers.cancel(timer_member(_FEEDBACK, incident["id"], sid))
                     self.store.clear_thread_fields(incident["id"], sid, "feedback_ms")
                 if action == "reopen" or record["material"]:
-                    comms.append(self._compose(config, incident, found, "update", trigger, now, promised_ms))
+                    comms += _some(
+                        self._compose(config, incident, found, "update", trigger, now, promised_ms)
+                    )
         for sid in record.get("newcomers", []):
             stakeholder = config.stakeholder(sid)
             if stakeholder is not None:
-                comms.append(self._acknowledge(config, incident, stakeholder, now, promised_ms))
+                comms += _some(self._acknowledge(config, incident, stakeholder, now, promised_ms))
         return comms
 
     def _acknowledge(
@@ -201,7 +230,7 @@ class Engine:
         stakeholder: Stakeholder,
         now: datetime,
         promised_ms: int | None,
-    ) -> str:
+    ) -> str | None:
         # One acknowledgment per thread whichever event or configuration change causes it.
         return self._compose(
             config, incident, stakeholder, "acknowledgment", "acknowledgment", now, promised_ms
@@ -210,16 +239,24 @@ class Engine:
     def acknowledge_new(
         self, config: Config, incident: dict[str, Any], now: datetime, promised_ms: int | None = None
     ) -> list[str]:
-        """Acknowledge to every stakeholder the open incident newly concerns."""
+        """Acknowledge to every stakeholder the open incident newly concerns.
+
+        The acknowledgments are composed before the stakeholders are recorded on the
+        incident: a crash in between leaves them newcomers, and the next reconcile finds
+        the acknowledgment already composed (one per thread) and records them.
+        """
         if incident["state"] != "open":
             return []
         newcomers = _newcomers(config, incident)
         if not newcomers:
             return []
+        comms = [
+            c for s in newcomers for c in _some(self._acknowledge(config, incident, s, now, promised_ms))
+        ]
         self.store.set_incident_stakeholders(
             incident["id"], lambda ids: ids + [s.id for s in newcomers if s.id not in ids]
         )
-        return [self._acknowledge(config, incident, s, now, promised_ms) for s in newcomers]
+        return comms
 
     def reconcile(self, now: datetime) -> list[str]:
         """Bring open incidents in line with the configuration in force (new stakeholders)."""
@@ -230,6 +267,12 @@ class Engine:
             if incident and incident["state"] == "open":
                 comms += self.acknowledge_new(config, incident, now)
         return comms
+
+    def stop_thread(self, incident_id: str, stakeholder_id: str) -> None:
+        """No more updates or feedback requests for this thread (the stakeholder opted out)."""
+        self.timers.cancel(timer_member(_UPDATE, incident_id, stakeholder_id))
+        self.timers.cancel(timer_member(_FEEDBACK, incident_id, stakeholder_id))
+        self.store.clear_thread_fields(incident_id, stakeholder_id, "promised_ms", "feedback_ms")
 
     # -- timers ------------------------------------------------------------------------
 
@@ -245,6 +288,9 @@ class Engine:
         incident = self.store.incident(incident_id)
         if stakeholder is None or incident is None:
             logger.info("timer %s dropped: stakeholder or incident no longer exists", member)
+            return None
+        if self.opted_out(stakeholder_id, incident_id):
+            self.stop_thread(incident_id, stakeholder_id)
             return None
         thread = self.store.thread(incident_id, stakeholder_id)
         field, wanted_state = ("promised_ms", "open") if kind == _UPDATE else ("feedback_ms", "resolved")
@@ -275,6 +321,8 @@ class Engine:
     ) -> list[str]:
         self.timers.cancel(timer_member(_UPDATE, incident["id"], stakeholder.id))
         comm_id = self._compose(config, incident, stakeholder, "resolution", trigger, now, promised_ms)
+        if comm_id is None:
+            return []
         policy = cadence.policy_for(config, stakeholder)
         thread = self.store.thread(incident["id"], stakeholder.id)
         feedback_ms = int(thread.get("feedback_ms") or ms_of(cadence.feedback_at(policy, now)))
@@ -291,9 +339,15 @@ class Engine:
         trigger: str,
         now: datetime,
         promised_ms: int | None = None,
-    ) -> str:
-        """Create (once per trigger) one communication, arm the thread's next update, dispatch it."""
+    ) -> str | None:
+        """Create (once per trigger) one communication, arm the thread's next update, dispatch it.
+
+        Nothing is composed for a stakeholder who opted out: the thread stops instead.
+        """
         now = now.astimezone(UTC)
+        if self.opted_out(stakeholder.id, incident["id"]):
+            self.stop_thread(incident["id"], stakeholder.id)
+            return None
         if kind == "update" and "seq" not in self.store.thread(incident["id"], stakeholder.id):
             # The acknowledgment of another event is not composed yet: this message is the first
             # of the thread, so it acknowledges (and the other event's acknowledgment folds into it).
@@ -318,7 +372,10 @@ class Engine:
                 "since_ms": int(thread["last_ms"]) if "last_ms" in thread else None,
                 "timezone": policy.timezone,
             }
+            changes = context["changes"]
             fields: dict[str, str | int] = {
+                # a regular update with nothing new: a newer message of the thread supersedes it
+                "no_news": int(kind == "update" and trigger.startswith("timer:") and not changes),
                 "recipient": stakeholder.email,
                 "created_ms": ms_of(now),
                 "promised_ms": promised_ms if promised_ms is not None else ms_of(now),

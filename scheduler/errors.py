@@ -10,6 +10,7 @@ __all__ = [
     "PermanentDeliveryError",
     "RedisUnavailableError",
     "SettingsError",
+    "StorageError",
     "TemplateError",
     "TimerStoreError",
     "TransientDeliveryError",
@@ -45,11 +46,15 @@ class TemplateError(AmendsError):
     """A template is missing, does not compile, or failed to render."""
 
 
-class RedisUnavailableError(AmendsError):
+class StorageError(AmendsError):
+    """The store could not be read or written; worth retrying once it answers again."""
+
+
+class RedisUnavailableError(StorageError):
     """Redis did not answer; nothing was written."""
 
 
-class TimerStoreError(AmendsError):
+class TimerStoreError(StorageError):
     """The timer store could not be read or written."""
 
 

@@ -15,6 +15,8 @@
 | ``amends:timers:due`` | hash | claimed timer -> the due time it was claimed at (ms) |
 | ``amends:timers:wake`` | list | a nudge for sleeping schedulers when an earlier timer is armed |
 | ``amends:feedback:{incident_id}`` | hash | stakeholder id -> JSON of its feedback: rating, comment, when given |
+| ``amends:inflight`` | zset | unfinished communication ids scored by when to look at them again (ms) |
+| ``amends:heartbeats`` | hash | process name -> JSON of its role and last heartbeat (ms) |
 | ``amends:unsubscribed`` | hash | stakeholder id -> when it opted out (ISO 8601, UTC) |
 """
 
@@ -30,6 +32,8 @@ TIMERS_LEASED = f"{PREFIX}:timers:leased"
 TIMERS_DUE = f"{PREFIX}:timers:due"
 TIMERS_WAKE = f"{PREFIX}:timers:wake"
 UNSUBSCRIBED = f"{PREFIX}:unsubscribed"
+INFLIGHT = f"{PREFIX}:inflight"
+HEARTBEATS = f"{PREFIX}:heartbeats"
 
 REJECTED_KEEP = 10_000
 """How many rejected events are kept for review."""

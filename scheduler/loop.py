@@ -12,7 +12,10 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from scheduler.errors import TimerStoreError
+import redis
+from dramatiq.errors import BrokerError
+
+from scheduler.errors import StorageError
 from scheduler.store import ms_of
 from scheduler.timers import TimerStore
 
@@ -29,9 +32,14 @@ class SchedulerLoop:
     """Moves due timers from the timer store onto the work queue.
 
     ``send(timers)`` enqueues one message for up to ``per_message`` ``(member, due_ms)``
-    pairs; only after it returns are they acked, so a crash in between hands them out
-    again once ``lease_ms`` has passed. Grouping keeps a burst of thousands of due timers
-    to a few hundred enqueues.
+    pairs. With ``acks=True`` they are acked once it returns, so a crash in between hands
+    them out again once ``lease_ms`` has passed; with ``acks=False`` (the product) the
+    worker acks each claim after handling it, so a message lost after the enqueue is
+    covered by the lease too. Grouping keeps a burst of thousands of due timers to a few
+    hundred enqueues.
+
+    ``sweep(now_ms)``, when given, runs on every tick: it re-dispatches communications
+    left unfinished (see :meth:`scheduler.store.Store.sweep`) and returns how many.
     """
 
     def __init__(
@@ -45,6 +53,8 @@ class SchedulerLoop:
         max_sleep_s: float = 5.0,
         clock: Callable[[], datetime] = _utcnow,
         on_idle: Callable[[], None] | None = None,
+        acks: bool = True,
+        sweep: Callable[[int], int] | None = None,
     ) -> None:
         self.timers = timers
         self.send = send
@@ -54,7 +64,10 @@ class SchedulerLoop:
         self.max_sleep_s = max_sleep_s
         self.clock = clock
         self.on_idle = on_idle
+        self.acks = acks
+        self.sweep = sweep
         self.enqueued = 0
+        self.swept = 0
 
     def tick(self, now: datetime) -> int:
         """Enqueue every timer due at ``now``; return how many were enqueued."""
@@ -64,11 +77,14 @@ class SchedulerLoop:
             claimed = self.timers.claim(now_ms, self.lease_ms, self.batch)
             for start in range(0, len(claimed), self.per_message):
                 self.send(claimed[start : start + self.per_message])
-            self.timers.ack_many(member for member, _ in claimed)
+            if self.acks:
+                self.timers.ack_many(member for member, _ in claimed)
             count += len(claimed)
             if len(claimed) < self.batch:
                 break
         self.enqueued += count
+        if self.sweep is not None:
+            self.swept += self.sweep(now_ms)
         return count
 
     def sleep_s(self, now: datetime) -> float:
@@ -79,7 +95,13 @@ class SchedulerLoop:
         return max(0.0, min(self.max_sleep_s, (wakeup_ms - ms_of(now)) / 1000))
 
     def run(self, stop: threading.Event) -> None:
-        """Tick until ``stop`` is set; Redis outages are logged and waited out."""
+        """Tick until ``stop`` is set.
+
+        Redis and broker outages are logged and waited out: nothing claimed is lost, since
+        an unacked claim comes back after its lease. Anything else is a bug that the loop
+        cannot go on from: it propagates, and the process running the loop must exit
+        non-zero so that its supervisor restarts it.
+        """
         while not stop.is_set():
             try:
                 if self.on_idle is not None:
@@ -89,6 +111,6 @@ class SchedulerLoop:
                 if sent:
                     logger.info("enqueued %d due timer(s)", sent)
                 self.timers.wait(self.sleep_s(self.clock()))
-            except TimerStoreError as e:
-                logger.error("%s; trying again in 1 s", e)
+            except (StorageError, redis.RedisError, BrokerError) as e:
+                logger.error("Redis or the broker did not answer (%s); trying again in 1 s", e)
                 stop.wait(1.0)

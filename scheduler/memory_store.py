@@ -15,11 +15,20 @@ from typing import Any
 
 from scheduler import keys
 from scheduler.errors import AmendsError
-from scheduler.store import STATUSES, Builder, Communication, ms_of, new_comm
+from scheduler.store import (
+    DISPATCH_GRACE_MS,
+    STATUSES,
+    WAIT_RECHECK_MS,
+    Builder,
+    Claim,
+    Communication,
+    ms_of,
+    new_comm,
+)
 
 __all__ = ["MemoryStore"]
 
-_RESUMABLE = ("scheduled", "retrying")
+_UNFINISHED = ("scheduled", "sending", "retrying")
 
 
 class MemoryStore:
@@ -35,6 +44,8 @@ class MemoryStore:
         self._comms: dict[str, dict[str, str]] = {}
         self._log: list[tuple[int, str]] = []
         self._rejected: list[dict[str, Any]] = []
+        self._inflight: dict[str, int] = {}
+        self._heartbeats: dict[str, dict[str, Any]] = {}
 
     def apply_event(
         self, event_id: str, incident_id: str, apply: Callable[[dict[str, Any] | None], dict[str, Any]]
@@ -44,6 +55,8 @@ class MemoryStore:
                 return {**copy.deepcopy(self._events[event_id]), "duplicate": True}
             current = copy.deepcopy(self._incidents.get(incident_id))
             record = apply(current)
+            if record.get("waiting"):
+                return {**record, "duplicate": False}
             self._events[event_id] = copy.deepcopy(record)
             if record.get("incident") is not None:
                 self._incidents[incident_id] = copy.deepcopy(record["incident"])
@@ -115,7 +128,10 @@ class MemoryStore:
             triggers[trigger] = comm_id
             thread.update({name: str(value) for name, value in thread_updates.items()})
             self._comms[comm_id] = {name: str(value) for name, value in record.items()}
+            if "prev" in record and str(record["prev"]) in self._comms:
+                self._comms[str(record["prev"])]["next"] = comm_id
             self._log.append((int(record["created_ms"]), comm_id))
+            self._inflight[comm_id] = int(record["created_ms"]) + DISPATCH_GRACE_MS
             return comm_id, True
 
     def comm(self, comm_id: str) -> Communication | None:
@@ -123,34 +139,97 @@ class MemoryStore:
             raw = self._comms.get(comm_id)
             return Communication.from_hash(raw) if raw else None
 
-    def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> str:
+    def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim:
         with self._lock:
             comm = self._comms.get(comm_id)
             if comm is None:
-                return "missing"
+                return Claim("missing")
             status = comm["status"]
             if status == "sending" and int(comm.get("lease_until_ms", "0")) > now_ms:
-                return "sending"
-            if status != "sending" and status not in _RESUMABLE:
-                return status
+                return Claim("sending")
+            if status == "retrying" and int(comm.get("next_attempt_ms", "0")) > now_ms:
+                self._inflight[comm_id] = int(comm["next_attempt_ms"])
+                return Claim("early")
+            if status not in _UNFINISHED:
+                self._inflight.pop(comm_id, None)
+                return Claim(status)
+            prev = self._comms.get(comm.get("prev", ""))
+            if prev is not None and prev["status"] in _UNFINISHED:
+                self._inflight[comm_id] = now_ms + WAIT_RECHECK_MS
+                return Claim("waiting")
+            following = comm.get("next")
+            if following and comm.get("no_news") == "1":
+                comm.update(
+                    status="cancelled", last_error=f"superseded by {following}", updated_ms=str(now_ms)
+                )
+                for name in ("lease_until_ms", "token", "next_attempt_ms"):
+                    comm.pop(name, None)
+                self._inflight.pop(comm_id, None)
+                self._wake(following, now_ms)
+                return Claim("superseded", following)
             comm.update(
                 status="sending", lease_until_ms=str(now_ms + lease_ms), token=token, updated_ms=str(now_ms)
             )
+            comm.setdefault("first_attempt_ms", str(now_ms))
             comm["attempts"] = str(int(comm.get("attempts", "0")) + 1)
-            return "ok"
+            self._inflight[comm_id] = now_ms + lease_ms
+            return Claim("ok")
 
-    def finish_send(self, comm_id: str, token: str, status: str, **fields: str | int) -> bool:
+    def _wake(self, comm_id: str, now_ms: int) -> None:
+        if comm_id in self._inflight:
+            self._inflight[comm_id] = min(self._inflight[comm_id], now_ms)
+
+    def finish_send(
+        self,
+        comm_id: str,
+        token: str,
+        status: str,
+        now_ms: int,
+        next_attempt_ms: int | None = None,
+        **fields: str | int,
+    ) -> tuple[bool, str | None]:
         if status not in STATUSES:
             raise AmendsError(f"unknown status {status!r}")
+        if status == "retrying" and next_attempt_ms is None:
+            raise AmendsError("a retry needs next_attempt_ms")
         with self._lock:
             comm = self._comms.get(comm_id)
             if comm is None or comm["status"] != "sending" or comm.get("token") != token:
-                return False
+                return False, None
             comm["status"] = status
             comm.update({name: str(value) for name, value in fields.items()})
             comm.pop("lease_until_ms", None)
             comm.pop("token", None)
-            return True
+            if status == "retrying":
+                assert next_attempt_ms is not None
+                comm["next_attempt_ms"] = str(next_attempt_ms)
+                self._inflight[comm_id] = next_attempt_ms
+                return True, None
+            comm.pop("next_attempt_ms", None)
+            self._inflight.pop(comm_id, None)
+            following = comm.get("next")
+            if following:
+                self._wake(following, now_ms)
+            return True, following or None
+
+    def sweep(self, now_ms: int, recheck_ms: int, limit: int) -> list[str]:
+        with self._lock:
+            due = sorted((at, c) for c, at in self._inflight.items() if at <= now_ms)[:limit]
+            for _, comm_id in due:
+                self._inflight[comm_id] = now_ms + recheck_ms
+            return [c for _, c in due]
+
+    def unfinished_count(self) -> int:
+        with self._lock:
+            return len(self._inflight)
+
+    def heartbeat(self, name: str, role: str, now_ms: int) -> None:
+        with self._lock:
+            self._heartbeats[name] = {"role": role, "at_ms": now_ms}
+
+    def heartbeats(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._heartbeats)
 
     def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]:
         low = ms_of(since) if since else None

@@ -18,6 +18,7 @@ from pathlib import Path
 import pendulum
 
 from scheduler.config import Config
+from scheduler.delivery import as_received, cancel_reason
 from scheduler.engine import Engine
 from scheduler.events import Event
 from scheduler.logview import OpenPromise, open_promises
@@ -87,14 +88,30 @@ class _Simulation:
     def send_pending(self, now: datetime) -> None:
         while self.outbox.pending:
             comm_id = self.outbox.pending.pop(0)
-            if self.store.begin_send(comm_id, ms_of(now), 60_000, "preview") != "ok":
+            claim = self.store.begin_send(comm_id, ms_of(now), 60_000, "preview")
+            if claim.following:
+                self.outbox.pending.append(claim.following)
+            if claim.state != "ok":
                 continue
             comm = self.store.comm(comm_id)
-            stakeholder = self.config.stakeholder(comm.stakeholder_id) if comm else None
-            if comm is None or stakeholder is None:
+            if comm is None:  # pragma: no cover - begin_send found it
                 continue
+            stakeholder = self.config.stakeholder(comm.stakeholder_id)
+            incident = self.store.incident(comm.incident_id)
+            reason = cancel_reason(comm, stakeholder, incident, opted_out=False)
+            if reason is not None or stakeholder is None:
+                _, following = self.store.finish_send(
+                    comm_id, "preview", "cancelled", ms_of(now), last_error=reason or ""
+                )
+                self.outbox.pending += [following] if following else []
+                continue
+            thread = self.store.thread(comm.incident_id, comm.stakeholder_id)
+            comm = as_received(self.store, comm, thread, now)
             _, rendered = compose_email(comm, stakeholder, self.config, self.templates, now, _SECRET)
-            self.store.finish_send(comm_id, "preview", "sent", sent_ms=ms_of(now), subject=rendered.subject)
+            _, following = self.store.finish_send(
+                comm_id, "preview", "sent", ms_of(now), sent_ms=ms_of(now), subject=rendered.subject
+            )
+            self.outbox.pending += [following] if following else []
             self.messages.append(
                 PreviewMessage(
                     stakeholder.id,

@@ -3,39 +3,74 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
+from scheduler.clock import ServerClock
 from scheduler.config import ConfigSource
-from scheduler.errors import ConfigError
+from scheduler.connection import patient_client
+from scheduler.errors import ConfigError, StorageError
 from scheduler.loop import SchedulerLoop
-from scheduler.queues import TIMERS_QUEUE, build_broker, enqueue
+from scheduler.queues import DELIVER_QUEUE, TIMERS_QUEUE, build_broker, enqueue
 from scheduler.settings import Settings
+from scheduler.store import RedisStore, Store, ms_of
 from scheduler.timers import RedisTimerStore
 
-__all__ = ["RunningWorker", "broker_for", "scheduler_loop", "start_scheduler", "start_worker", "timer_sender"]
+__all__ = [
+    "RunningScheduler",
+    "RunningWorker",
+    "broker_for",
+    "deliver_sender",
+    "process_name",
+    "scheduler_loop",
+    "start_scheduler",
+    "start_worker",
+    "sweeper",
+    "timer_sender",
+]
 
 logger = logging.getLogger(__name__)
 
 
-def broker_for(settings: Settings) -> RedisBroker:
+def broker_for(settings: Settings, *, patient: bool = False) -> RedisBroker:
     return build_broker(
         settings.resolved_redis_url(),
         max_retries=settings.retry_max,
         min_backoff_ms=settings.retry_min_backoff_ms,
         max_backoff_ms=settings.retry_max_backoff_ms,
+        patient=patient,
     )
+
+
+HEARTBEAT_EVERY_S = 5.0
+
+
+def process_name(role: str) -> str:
+    """``worker@host:pid``: how /healthz names a running process."""
+    return f"{role}@{socket.gethostname()}:{os.getpid()}"
+
+
+def _beat(store: Store, name: str, role: str, clock: Callable[[], datetime]) -> None:
+    try:
+        store.heartbeat(name, role, ms_of(clock()))
+    except (redis.RedisError, StorageError) as e:
+        logger.warning("could not record a heartbeat: %s", e)
 
 
 @dataclass
 class RunningWorker:
     broker: RedisBroker
     worker: dramatiq.Worker
+    stop_beating: threading.Event = field(default_factory=threading.Event)
 
     @property
     def broker_url_redacted(self) -> str:
@@ -45,6 +80,7 @@ class RunningWorker:
         return f"redis://{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
 
     def stop(self) -> None:
+        self.stop_beating.set()
         self.worker.stop()
         self.broker.close()
 
@@ -53,13 +89,23 @@ def start_worker(settings: Settings, *, threads: int = 8, broker: RedisBroker | 
     """Bind the actors to a broker on ``settings``' Redis and start consuming."""
     import workers
 
-    broker = broker or broker_for(settings)
+    broker = broker or broker_for(settings, patient=True)
     dramatiq.set_broker(broker)
     workers.bind(broker)
-    workers.configure(settings)
+    runtime = workers.configure(settings)
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
     worker.start()
-    return RunningWorker(broker, worker)
+    running = RunningWorker(broker, worker)
+    name = process_name("worker")
+
+    def beat() -> None:
+        while True:
+            _beat(runtime.store, name, "worker", runtime.clock)
+            if running.stop_beating.wait(HEARTBEAT_EVERY_S):
+                return
+
+    threading.Thread(target=beat, name="amends-heartbeat", daemon=True).start()
+    return running
 
 
 def timer_sender(broker: dramatiq.Broker) -> Callable[[list[tuple[str, int]]], None]:
@@ -71,11 +117,44 @@ def timer_sender(broker: dramatiq.Broker) -> Callable[[list[tuple[str, int]]], N
     return send
 
 
+def deliver_sender(broker: dramatiq.Broker) -> Callable[[str], None]:
+    def send(comm_id: str) -> None:
+        enqueue(broker, DELIVER_QUEUE, "deliver", comm_id)
+
+    return send
+
+
+def sweeper(store: Store, send: Callable[[str], None], recheck_ms: int) -> Callable[[int], int]:
+    """Dispatch again every unfinished communication due a look (see ``Store.sweep``)."""
+
+    def sweep(now_ms: int) -> int:
+        count = 0
+        while True:
+            found = store.sweep(now_ms, recheck_ms, _SWEEP_BATCH)
+            for comm_id in found:
+                send(comm_id)
+            count += len(found)
+            if len(found) < _SWEEP_BATCH:
+                return count
+
+    return sweep
+
+
+_SWEEP_BATCH = 500
+
+
 def scheduler_loop(settings: Settings, broker: RedisBroker | None = None) -> SchedulerLoop:
-    """A loop that enqueues due timers and, when the config file changes, a reconcile."""
-    broker = broker or broker_for(settings)
-    client = redis.Redis.from_url(settings.resolved_redis_url())
+    """A loop that enqueues due timers, sweeps unfinished communications, and reconciles config changes.
+
+    It reads the Redis server's clock, so schedulers and workers on skewed hosts agree.
+    """
+    broker = broker or broker_for(settings, patient=True)
+    client = patient_client(settings.resolved_redis_url())
     timers = RedisTimerStore(client)
+    store = RedisStore(client)
+    clock = ServerClock(client)
+    name = process_name("scheduler")
+    last_beat = [0.0]
     try:
         source: ConfigSource | None = ConfigSource(settings.config_path)
     except ConfigError as e:
@@ -86,6 +165,9 @@ def scheduler_loop(settings: Settings, broker: RedisBroker | None = None) -> Sch
     send = timer_sender(broker)
 
     def watch_config() -> None:
+        if time.monotonic() - last_beat[0] >= HEARTBEAT_EVERY_S:
+            last_beat[0] = time.monotonic()
+            _beat(store, name, "scheduler", clock)
         if source is None:
             return
         source.current()
@@ -94,14 +176,43 @@ def scheduler_loop(settings: Settings, broker: RedisBroker | None = None) -> Sch
             enqueue(broker, TIMERS_QUEUE, "reconcile")
 
     return SchedulerLoop(
-        timers, send, lease_ms=settings.timer_lease_ms, max_sleep_s=1.0, on_idle=watch_config
+        timers,
+        send,
+        lease_ms=settings.timer_lease_ms,
+        max_sleep_s=1.0,
+        clock=clock,
+        on_idle=watch_config,
+        acks=False,
+        sweep=sweeper(store, deliver_sender(broker), settings.send_lease_ms),
     )
+
+
+@dataclass
+class RunningScheduler:
+    """A scheduler loop on its own thread; ``failure`` holds what ended it, if not a stop."""
+
+    thread: threading.Thread
+    failure: BaseException | None = None
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)
 
 
 def start_scheduler(
     settings: Settings, stop: threading.Event, broker: RedisBroker | None = None
-) -> threading.Thread:
+) -> RunningScheduler:
+    """Run the loop on a thread; if it dies of an error, ``stop`` is set and ``failure`` says why."""
     loop = scheduler_loop(settings, broker)
-    thread = threading.Thread(target=loop.run, args=(stop,), name="amends-scheduler", daemon=True)
-    thread.start()
-    return thread
+    running = RunningScheduler(threading.Thread(name="amends-scheduler", daemon=True))
+
+    def run() -> None:
+        try:
+            loop.run(stop)
+        except BaseException as e:
+            logger.critical("the scheduler loop cannot go on", exc_info=True)
+            running.failure = e
+            stop.set()
+
+    running.thread = threading.Thread(target=run, name="amends-scheduler", daemon=True)
+    running.thread.start()
+    return running

@@ -28,16 +28,30 @@ TIMERS_QUEUE = "timers"
 
 
 def build_broker(
-    redis_url: str, *, max_retries: int = 8, min_backoff_ms: int = 2_000, max_backoff_ms: int = 300_000
+    redis_url: str,
+    *,
+    max_retries: int = 8,
+    min_backoff_ms: int = 2_000,
+    max_backoff_ms: int = 300_000,
+    patient: bool = False,
 ) -> RedisBroker:
-    """A Redis broker with the middleware amends' actors rely on."""
+    """A Redis broker with the middleware amends' actors rely on.
+
+    ``patient`` (workers and schedulers) rides out a Redis restart; producers such as the
+    CLI and the API fail fast instead, so that their caller hears of it.
+    """
     middleware: list[Any] = [m() for m in default_middleware if m is not Retries]
     middleware += [
         Retries(max_retries=max_retries, min_backoff=min_backoff_ms, max_backoff=max_backoff_ms),
         AsyncIO(),
         CurrentMessage(),
     ]
-    broker = RedisBroker(url=redis_url, namespace=NAMESPACE, middleware=middleware)  # type: ignore[no-untyped-call]
+    if patient:
+        from scheduler.connection import patient_client
+
+        broker = RedisBroker(client=patient_client(redis_url), namespace=NAMESPACE, middleware=middleware)  # type: ignore[no-untyped-call]
+    else:
+        broker = RedisBroker(url=redis_url, namespace=NAMESPACE, middleware=middleware)  # type: ignore[no-untyped-call]
     for queue in (EVENTS_QUEUE, DELIVER_QUEUE, TIMERS_QUEUE):
         broker.declare_queue(queue)
     return broker

@@ -37,10 +37,17 @@ class Settings:
     secret_key: str | None = field(default=None, repr=False)
     data_dir: Path = Path(".amends")
     send_lease_ms: int = 60_000
-    timer_lease_ms: int = 30_000
+    timer_lease_ms: int = 60_000
+    """A claimed timer the worker has not acked this long after the claim is handed out again."""
     retry_max: int = 8
+    """Dramatiq's retries of a message whose actor raised (events and timers retry through
+    Redis outages with their own, higher limit)."""
     retry_min_backoff_ms: int = 2_000
-    retry_max_backoff_ms: int = 300_000
+    retry_max_backoff_ms: int = 600_000
+    retry_window_ms: int = 86_400_000
+    """How long a message that meets transient SMTP errors keeps being retried (AMENDS_RETRY_WINDOW)."""
+    order_wait_ms: int = 600_000
+    """How long an event of an incident whose ``opened`` has not arrived waits for it."""
     worker_threads: int = 8
 
     @classmethod
@@ -52,6 +59,14 @@ class Settings:
             raise SettingsError(
                 f"AMENDS_REDIS_URL must start with redis://, rediss:// or unix://, not {redis_url.split(':')[0]}:"
             )
+        retry_window_ms = cls.retry_window_ms
+        if env.get("AMENDS_RETRY_WINDOW"):
+            from scheduler.durations import parse_duration
+
+            try:
+                retry_window_ms = parse_duration(env["AMENDS_RETRY_WINDOW"]) * 1000
+            except ValueError as e:
+                raise SettingsError(f"AMENDS_RETRY_WINDOW: {e}") from None
         config = env.get("AMENDS_CONFIG")
         templates = env.get("AMENDS_TEMPLATES")
         config_path = Path(config) if config else Path("config/amends.yaml")
@@ -73,6 +88,7 @@ class Settings:
             api_token=env.get("AMENDS_API_TOKEN") or None,
             secret_key=env.get("AMENDS_SECRET_KEY") or None,
             data_dir=Path(env.get("AMENDS_HOME") or ".amends"),
+            retry_window_ms=retry_window_ms,
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -20,10 +20,41 @@ import redis
 from scheduler import keys
 from scheduler.errors import AmendsError
 
-__all__ = ["STATUSES", "Communication", "RedisStore", "Store", "ms_of", "utc_of"]
+__all__ = [
+    "DISPATCH_GRACE_MS",
+    "FINAL_STATUSES",
+    "STATUSES",
+    "WAIT_RECHECK_MS",
+    "Claim",
+    "Communication",
+    "RedisStore",
+    "Store",
+    "ms_of",
+    "utc_of",
+]
 
 STATUSES = ("scheduled", "sending", "retrying", "sent", "failed", "cancelled")
+FINAL_STATUSES = ("sent", "failed", "cancelled")
 _LUA = Path(__file__).parent / "lua"
+
+DISPATCH_GRACE_MS = 60_000
+"""A communication not taken for sending this long after its creation is dispatched again."""
+
+WAIT_RECHECK_MS = 600_000
+"""A message waiting for its predecessor is looked at again after this at the latest; the
+predecessor's end wakes it at once."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What ``begin_send`` decided: ``state`` is "ok" when the caller may send.
+
+    ``following`` names the thread's next communication when this one was superseded and
+    that one should be dispatched now.
+    """
+
+    state: str
+    following: str | None = None
 
 
 def ms_of(moment: datetime) -> int:
@@ -61,6 +92,11 @@ class Communication:
     message_id: str
     context: dict[str, Any]
     message: str
+    prev_id: str = ""
+    next_id: str = ""
+    next_attempt_at: datetime | None = None
+    first_attempt_at: datetime | None = None
+    no_news: bool = False
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> Communication:
@@ -83,6 +119,11 @@ class Communication:
             message_id=h.get("message_id", ""),
             context=json.loads(h.get("context", "{}")),
             message=h.get("message", ""),
+            prev_id=h.get("prev", ""),
+            next_id=h.get("next", ""),
+            next_attempt_at=utc_of(h.get("next_attempt_ms")),
+            first_attempt_at=utc_of(h.get("first_attempt_ms")),
+            no_news=h.get("no_news") == "1",
         )
 
     @property
@@ -112,6 +153,7 @@ class Communication:
             "next_update_at": iso(self.next_update_at),
             "attempts": self.attempts,
             "last_error": self.last_error,
+            "next_attempt_at": iso(self.next_attempt_at),
             "message_id": self.message_id,
         }
 
@@ -144,8 +186,20 @@ class Store(Protocol):
         self, incident_id: str, stakeholder_id: str, kind: str, trigger: str, build: Builder
     ) -> tuple[str, bool]: ...
     def comm(self, comm_id: str) -> Communication | None: ...
-    def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> str: ...
-    def finish_send(self, comm_id: str, token: str, status: str, **fields: str | int) -> bool: ...
+    def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim: ...
+    def finish_send(
+        self,
+        comm_id: str,
+        token: str,
+        status: str,
+        now_ms: int,
+        next_attempt_ms: int | None = None,
+        **fields: str | int,
+    ) -> tuple[bool, str | None]: ...
+    def sweep(self, now_ms: int, recheck_ms: int, limit: int) -> list[str]: ...
+    def unfinished_count(self) -> int: ...
+    def heartbeat(self, name: str, role: str, now_ms: int) -> None: ...
+    def heartbeats(self) -> dict[str, dict[str, Any]]: ...
     def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]: ...
 
 
@@ -171,6 +225,8 @@ def new_comm(
         "attempts": 0,
         "trigger": trigger,
     }
+    if thread.get("last_comm"):
+        record["prev"] = thread["last_comm"]
     return comm_id, record, {**thread_updates, "seq": seq, "last_comm": comm_id}
 
 
@@ -181,6 +237,7 @@ class RedisStore:
         self.client = client
         self._begin_send = client.register_script((_LUA / "begin_send.lua").read_text())
         self._finish_send = client.register_script((_LUA / "finish_send.lua").read_text())
+        self._sweep = client.register_script((_LUA / "sweep.lua").read_text())
 
     # -- events ------------------------------------------------------------------------
 
@@ -191,7 +248,8 @@ class RedisStore:
 
         ``apply(current_incident_or_None)`` returns ``{"incident": new_state, ...}``; it
         runs again if another writer changed the incident meanwhile. When the event was
-        already applied, its stored record is returned and ``apply`` is not called.
+        already applied, its stored record is returned and ``apply`` is not called. A
+        record with ``waiting`` (the event cannot apply yet) is returned and not kept.
         """
         event_key, incident_key = keys.event(event_id), keys.incident(incident_id)
 
@@ -203,6 +261,8 @@ class RedisStore:
                 return record
             raw = pipe.get(incident_key)
             record = apply(json.loads(raw) if raw else None)
+            if record.get("waiting"):  # nothing to keep: it is tried again later
+                return {**record, "duplicate": False}
             pipe.multi()
             pipe.set(event_key, json.dumps(record))
             if record.get("incident") is not None:
@@ -306,7 +366,11 @@ class RedisStore:
             pipe.hset(trigger_key, trigger, comm_id)
             pipe.hset(thread_key, mapping=thread_updates)
             pipe.hset(keys.comm(comm_id), mapping=record)
+            if "prev" in record:
+                pipe.hset(keys.comm(str(record["prev"])), "next", comm_id)
             pipe.zadd(keys.LOG, {comm_id: int(record["created_ms"])})
+            # Until it ends, the sweep looks at it again if nobody takes it for sending.
+            pipe.zadd(keys.INFLIGHT, {comm_id: int(record["created_ms"]) + DISPATCH_GRACE_MS})
             return comm_id, True
 
         result = self.client.transaction(
@@ -321,16 +385,50 @@ class RedisStore:
         raw = self.client.hgetall(keys.comm(comm_id))
         return Communication.from_hash(raw) if raw else None
 
-    def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> str:
-        return _text(self._begin_send(keys=[keys.comm(comm_id)], args=[now_ms, lease_ms, token]))
+    def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim:
+        """Take ``comm_id`` for sending (see ``lua/begin_send.lua`` for every answer)."""
+        prev = self.client.hget(keys.comm(comm_id), "prev")
+        prev_key = keys.comm(_text(prev)) if prev else keys.comm(comm_id)
+        answer = self._begin_send(
+            keys=[keys.comm(comm_id), prev_key, keys.INFLIGHT],
+            args=[now_ms, lease_ms, token, WAIT_RECHECK_MS],
+        )
+        state = _text(answer[0])
+        return Claim(state, _text(answer[1]) if len(answer) > 1 else None)
 
-    def finish_send(self, comm_id: str, token: str, status: str, **fields: str | int) -> bool:
+    def finish_send(
+        self,
+        comm_id: str,
+        token: str,
+        status: str,
+        now_ms: int,
+        next_attempt_ms: int | None = None,
+        **fields: str | int,
+    ) -> tuple[bool, str | None]:
+        """Record an attempt's end; return (written, the thread's next message to dispatch)."""
         if status not in STATUSES:
             raise AmendsError(f"unknown status {status!r}")
-        args: list[str | int] = [token, status]
+        if status == "retrying" and next_attempt_ms is None:
+            raise AmendsError("a retry needs next_attempt_ms")
+        args: list[str | int] = [token, status, now_ms, next_attempt_ms or 0]
         for name, value in fields.items():
             args += [name, value]
-        return bool(self._finish_send(keys=[keys.comm(comm_id)], args=args))
+        written, following = self._finish_send(keys=[keys.comm(comm_id), keys.INFLIGHT], args=args)
+        return bool(written), (_text(following) or None)
+
+    def sweep(self, now_ms: int, recheck_ms: int, limit: int) -> list[str]:
+        """Unfinished communications due a look, each pushed ``recheck_ms`` ahead (``lua/sweep.lua``)."""
+        found = self._sweep(keys=[keys.INFLIGHT], args=[now_ms, recheck_ms, limit])
+        return [_text(c) for c in found]
+
+    def unfinished_count(self) -> int:
+        return int(self.client.zcard(keys.INFLIGHT))
+
+    def heartbeat(self, name: str, role: str, now_ms: int) -> None:
+        self.client.hset(keys.HEARTBEATS, name, json.dumps({"role": role, "at_ms": now_ms}))
+
+    def heartbeats(self) -> dict[str, dict[str, Any]]:
+        return {_text(k): json.loads(v) for k, v in self.client.hgetall(keys.HEARTBEATS).items()}
 
     def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]:
         """Every communication in creation order, oldest first, from ``since`` on."""

@@ -82,6 +82,14 @@ class TimerStore(Protocol):
         """``ack`` each member, in as few round trips as possible."""
         ...
 
+    def ack_claims(self, claims: Iterable[tuple[str, int]]) -> int:
+        """Drop the lease of each ``(member, due_ms)`` still held for that due time; return how many.
+
+        A worker acks the claims it handled; a timer claimed again meanwhile (re-armed,
+        then due again) keeps its newer lease.
+        """
+        ...
+
     def next_wakeup_ms(self) -> int | None:
         """The earliest armed due time or lease expiry, or None when there is neither."""
         ...
@@ -130,6 +138,7 @@ class RedisTimerStore:
         self._client = client
         self._arm_script = client.register_script((_LUA_DIR / "arm.lua").read_text())
         self._claim_script = client.register_script((_LUA_DIR / "claim.lua").read_text())
+        self._ack_script = client.register_script((_LUA_DIR / "ack.lua").read_text())
         socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
         self._block_slice_s = min(_BLOCK_SLICE_S, socket_timeout / 2) if socket_timeout else _BLOCK_SLICE_S
 
@@ -176,6 +185,16 @@ class RedisTimerStore:
                 pipe.zrem(keys.TIMERS_LEASED, *chunk)
                 pipe.hdel(keys.TIMERS_DUE, *chunk)
                 pipe.execute()
+
+    def ack_claims(self, claims: Iterable[tuple[str, int]]) -> int:
+        dropped = 0
+        with _translated("ack timers"):
+            for chunk in _chunks(claims, _PIPELINE_CHUNK):
+                args: list[str | int] = []
+                for member, due_ms in chunk:
+                    args += [member, int(due_ms)]
+                dropped += int(self._ack_script(keys=[keys.TIMERS_LEASED, keys.TIMERS_DUE], args=args))
+        return dropped
 
     def next_wakeup_ms(self) -> int | None:
         with _translated("read the next wake-up"):
@@ -264,6 +283,16 @@ class MemoryTimerStore:
             for member in members:
                 self._leased.pop(member, None)
                 self._claimed_due.pop(member, None)
+
+    def ack_claims(self, claims: Iterable[tuple[str, int]]) -> int:
+        dropped = 0
+        with self._lock:
+            for member, due_ms in claims:
+                if self._claimed_due.get(member) == int(due_ms):
+                    self._leased.pop(member, None)
+                    del self._claimed_due[member]
+                    dropped += 1
+        return dropped
 
     def next_wakeup_ms(self) -> int | None:
         with self._lock:

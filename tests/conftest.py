@@ -81,7 +81,10 @@ import yaml  # noqa: E402
 
 from scheduler.mailer import SmtpSettings  # noqa: E402
 from scheduler.mailsink import MailSink  # noqa: E402
-from scheduler.processes import broker_for  # noqa: E402
+from scheduler import keys  # noqa: E402
+from scheduler.loop import SchedulerLoop  # noqa: E402
+from scheduler.processes import broker_for, deliver_sender, sweeper, timer_sender  # noqa: E402
+from scheduler.timers import RedisTimerStore  # noqa: E402
 from scheduler.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE  # noqa: E402
 from scheduler.settings import Settings, bundled_path  # noqa: E402
 
@@ -155,6 +158,7 @@ class App:
     sink: MailSink
     clock: FakeClock
     config_path: Path
+    loop: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def drain(self) -> None:
@@ -166,6 +170,27 @@ class App:
             if all(self.broker.do_qsize(q) == 0 for q in (EVENTS_QUEUE, TIMERS_QUEUE, DELIVER_QUEUE)):
                 return
         raise AssertionError("queues did not drain")
+
+    def tick(self) -> int:
+        """One round of the scheduler at the fake clock: due timers and the sweep; then drain."""
+        enqueued = self.loop.tick(self.clock())
+        self.drain()
+        return enqueued
+
+    def settle(self, max_steps: int = 200) -> None:
+        """Step the clock from one pending send look to the next until nothing is unfinished.
+
+        Retries, leases and waiting messages come back through the scheduler's sweep, so this
+        is what a running scheduler would do, without sleeping.
+        """
+        store = self.runtime.store
+        for _ in range(max_steps):
+            self.tick()
+            due = store.client.zrange(keys.INFLIGHT, 0, 0, withscores=True)
+            if not due:
+                return
+            self.clock.set(max(self.clock(), datetime.fromtimestamp(due[0][1] / 1000, tz=UTC)))
+        raise AssertionError(f"still unfinished after {max_steps} steps: {store.client.zrange(keys.INFLIGHT, 0, -1)}")
 
     def write_config(self, config: dict[str, Any]) -> None:
         self.config_path.write_text(yaml.safe_dump(config))
@@ -233,6 +258,7 @@ def app(
         retry_max=3,
         retry_min_backoff_ms=50,
         retry_max_backoff_ms=200,
+        order_wait_ms=2_000,
     )
     broker = broker_for(settings)
     dramatiq.set_broker(broker)
@@ -243,6 +269,13 @@ def app(
     runtime.clock = clock
     worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=20)
     worker.start()
-    yield App(settings, broker, worker, runtime, sink, clock, config_path)
+    loop = SchedulerLoop(
+        RedisTimerStore(runtime.client),
+        timer_sender(broker),
+        clock=clock,
+        acks=False,
+        sweep=sweeper(runtime.store, deliver_sender(broker), settings.send_lease_ms),
+    )
+    yield App(settings, broker, worker, runtime, sink, clock, config_path, loop)
     worker.stop()
     broker.close()

@@ -357,8 +357,9 @@ def _sent_with_lateness(store: RedisStore, stakeholder: str, lateness_s: float |
     comm_id, _ = store.create_comm("INC-1", stakeholder, "update", f"timer:{n}", build)
     if lateness_s is None:
         return
-    assert store.begin_send(comm_id, promised_ms, 60_000, "t") == "ok"
-    store.finish_send(comm_id, "t", "sent", sent_ms=promised_ms + int(lateness_s * 1000))
+    assert store.begin_send(comm_id, promised_ms, 60_000, "t").state == "ok"
+    sent_ms = promised_ms + int(lateness_s * 1000)
+    store.finish_send(comm_id, "t", "sent", sent_ms, sent_ms=sent_ms)
 
 
 def _metric(text: str, name: str) -> float:

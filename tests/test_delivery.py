@@ -88,7 +88,7 @@ def test_same_deliver_message_twice_sends_one_email(app: App) -> None:
 
 
 def test_a_send_whose_worker_died_is_sent_again_after_its_lease(app: App) -> None:
-    """A communication stuck in `sending` (worker died) is sent by a redelivery once the lease expired."""
+    """A communication left in `sending` by a worker that died is sent once its lease expired, by the sweep."""
     from scheduler.store import ms_of
     from workers.actors import deliver
 
@@ -98,17 +98,20 @@ def test_a_send_whose_worker_died_is_sent_again_after_its_lease(app: App) -> Non
     app.sink.rcpt_reply = None
     comm_id = "INC-1:payments-eng:acknowledgment:1"
     store = app.runtime.store
-    assert store.comm(comm_id).status == "failed"
-    # simulate a worker that took the message and died mid-send
-    store.client.hset(f"amends:comm:{comm_id}", mapping={"status": "scheduled"})
-    assert store.begin_send(comm_id, ms_of(app.clock()), 60_000, "dead-worker") == "ok"
+    comm = store.comm(comm_id)
+    assert comm.status == "retrying" and comm.next_attempt_at is not None
+    # a worker takes the retry and dies mid-send
+    taken_at = comm.next_attempt_at
+    app.clock.set(taken_at)
+    assert store.begin_send(comm_id, ms_of(app.clock()), 60_000, "dead-worker").state == "ok"
     deliver.send(comm_id)
     app.drain()
     assert store.comm(comm_id).status == "sending"  # lease still runs: nothing sent twice
-    app.clock.advance(seconds=61)
-    deliver.send(comm_id)
-    app.drain()
-    assert store.comm(comm_id).status == "sent"
+    assert app.sink.to("eng@acme.example") == []
+    app.settle()  # the sweep looks again once the lease has expired
+    comm = store.comm(comm_id)
+    assert comm.status == "sent" and comm.attempts == 3
+    assert comm.sent_at == taken_at + timedelta(seconds=60)  # sent when the dead worker's lease ran out
     assert len(app.sink.to("eng@acme.example")) == 1
 
 
@@ -129,46 +132,41 @@ def test_invalid_event_reaching_the_worker_is_kept_not_retried(app: App) -> None
     assert len(app.sink.received) == 3  # the good event after them was handled
 
 
-def test_update_for_an_unknown_incident_is_rejected_visibly(app: App) -> None:
-    """An incident.updated for an incident never opened is kept as rejected, naming the incident."""
+def test_update_for_an_unknown_incident_is_rejected_visibly_after_waiting(app: App) -> None:
+    """An incident.updated whose incident never opens waits its limit, then is kept as rejected, naming it."""
     emit(event("updated", incident_id="INC-404", status="identified"), broker=app.broker)
-    app.drain()
+    app.drain()  # the retries of a waiting event are drained too: order_wait_ms is 2 s here
     (record,) = app.runtime.store.rejected()
-    assert "INC-404" in record["errors"][0]["reason"]
+    reason = record["errors"][0]["reason"]
+    assert "INC-404" in reason and "waiting for its incident.opened" in reason and "within 2s" in reason
     assert app.sink.received == []
 
 
 def test_transient_smtp_failure_is_retried_and_logged(app: App) -> None:
-    """A 4xx reply makes the log show `retrying` with the reply, then the retry sends it."""
+    """A 4xx reply makes the log show `retrying` with the reply and the next attempt; the retry sends it."""
     replies = iter(["451 4.3.0 mailbox busy, try later"])
     app.sink.data_reply = lambda: next(replies, None)
     emit(event(), broker=app.broker)
     app.drain()
+    (retrying,) = comms(app, status="retrying")
+    assert "451 4.3.0 mailbox busy" in retrying.last_error
+    assert retrying.next_attempt_at == app.clock() + timedelta(milliseconds=50)
+    app.settle()
     retried = [c for c in comms(app) if c.attempts == 2]
     assert len(retried) == 1
     assert retried[0].status == "sent"
     assert len(app.sink.received) == 3
 
 
-def test_retrying_status_shows_the_servers_reply(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
-    """While a send waits for its retry the log says `retrying` and quotes the server."""
+def test_retrying_status_shows_the_servers_reply(app: App) -> None:
+    """While a send waits for its retry the log says `retrying`, quotes the server and names the next attempt."""
     app.sink.rcpt_reply = lambda address: "452 4.2.2 over quota"
-    app.runtime.settings = app.runtime.settings.with_(retry_max=50)
-    deliver_options = app.broker.get_actor("deliver").options
-    monkeypatch.setitem(deliver_options, "min_backoff", 60_000)
-    monkeypatch.setitem(deliver_options, "max_backoff", 60_000)
     emit(event(), broker=app.broker)
-    app.broker.join("events")
-    # the retries wait a minute in Dramatiq's delay queue, so the deliver queue never drains here:
-    # wait for the first attempts to have been made instead
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and (len(comms(app)) < 3 or any(c.attempts < 1 for c in comms(app))):
-        time.sleep(0.05)
-    statuses = {c.status for c in comms(app)}
-    errors = {c.last_error for c in comms(app)}
-    app.broker.flush_all()
-    assert statuses == {"retrying"}
-    assert all("452 4.2.2 over quota" in e for e in errors)
+    app.drain()
+    assert {c.status for c in comms(app)} == {"retrying"}
+    assert all("452 4.2.2 over quota" in c.last_error for c in comms(app))
+    assert all(c.next_attempt_at > app.clock() for c in comms(app))
+    assert all(c.as_json()["next_attempt_at"].endswith("Z") for c in comms(app))
 
 
 def test_permanent_smtp_rejection_fails_at_once_with_the_reply(app: App) -> None:
@@ -182,14 +180,19 @@ def test_permanent_smtp_rejection_fails_at_once_with_the_reply(app: App) -> None
     assert len(app.sink.received) == 2
 
 
-def test_transient_failures_give_up_as_failed_after_the_retry_limit(app: App) -> None:
-    """A server that keeps answering 4xx ends as `failed` naming the attempts; nothing is dropped silently."""
+def test_transient_failures_are_retried_for_the_window_then_fail(app: App) -> None:
+    """A server that keeps answering 4xx is retried with backoff for the whole window, then `failed` naming it."""
+    app.runtime.settings = app.runtime.settings.with_(retry_window_ms=2_000)
     app.sink.rcpt_reply = lambda address: "421 4.7.0 try again later" if address.startswith("eng@") else None
+    start = app.clock()
     emit(event(), broker=app.broker)
-    app.drain()
+    app.settle()
     (failed,) = comms(app, status="failed")
-    assert failed.attempts == 4  # the first try and retry_max=3 retries
-    assert "gave up after 4 attempts" in failed.last_error and "421" in failed.last_error
+    # 50, 100, 200, 200, ... ms apart until 2 s after the first attempt, the last one at its end
+    assert failed.attempts == 13
+    assert "gave up after 13 attempts over 2s" in failed.last_error and "421" in failed.last_error
+    assert app.clock() - start == timedelta(seconds=2)
+    assert len(app.sink.received) == 2
 
 
 def test_smtp_connections_are_reused_across_messages(app: App) -> None:
@@ -216,8 +219,6 @@ def test_messages_of_one_thread_share_references(app: App) -> None:
 
 def test_a_message_that_cannot_be_composed_fails_visibly(app: App) -> None:
     """A communication whose stored context is unusable ends `failed` with the reason, not stuck in `sending`."""
-    from workers.actors import deliver
-
     app.sink.rcpt_reply = lambda address: "451 later" if address.startswith("support@") else None
     emit(event(), broker=app.broker)
     app.drain()
@@ -225,46 +226,42 @@ def test_a_message_that_cannot_be_composed_fails_visibly(app: App) -> None:
     store = app.runtime.store
     store.client.hset(f"amends:comm:{comm_id}", mapping={"status": "retrying", "context": '{"incident": {}}'})
     app.sink.rcpt_reply = None
-    deliver.send(comm_id)
-    app.drain()
+    app.settle()  # the retry is due: the sweep dispatches it
     comm = store.comm(comm_id)
     assert comm.status == "failed" and "could not be composed" in comm.last_error
 
 
 def test_an_unsubscribed_stakeholder_receives_nothing(app: App) -> None:
-    """After a stakeholder unsubscribed, their messages are logged as cancelled and not sent."""
+    """After a stakeholder unsubscribed, nothing is composed or sent to them; the others hear as usual."""
     from scheduler.feedback import record_unsubscribe
 
     record_unsubscribe(app.runtime.client, "globex", app.clock())
     emit(event(), broker=app.broker)
     app.drain()
     assert app.sink.to("support@globex.example") == []
-    (comm,) = comms(app, stakeholder_id="globex")
-    assert comm.status == "cancelled" and "unsubscribed" in comm.last_error
+    assert comms(app, stakeholder_id="globex") == []
     assert len(app.sink.received) == 2
 
 
-def test_an_update_composed_before_the_resolution_is_not_sent_after_it(app: App) -> None:
-    """An update still waiting to be sent when the incident is resolved is cancelled, never sent after."""
-    from workers.actors import deliver
-
+def test_an_update_held_behind_a_retrying_message_is_cancelled_by_the_resolution(app: App) -> None:
+    """An update still waiting when the incident is resolved is cancelled; the reader gets ack, then resolution."""
     app.sink.rcpt_reply = lambda address: "451 later" if address.startswith("support@") else None
     emit(event(), broker=app.broker)
     app.drain()
     emit(event("updated", status="identified"), broker=app.broker)
     app.drain()
-    update = "INC-1:globex:update:2"
-    assert app.runtime.store.comm(update).status == "failed"  # the 451s outlasted the retries
-    app.sink.rcpt_reply = None
     emit(event("resolved"), broker=app.broker)
     app.drain()
-    app.runtime.store.client.hset(f"amends:comm:{update}", "status", "retrying")
-    deliver.send(update)
-    app.drain()
-    comm = app.runtime.store.comm(update)
-    assert comm.status == "cancelled" and "resolved" in comm.last_error
+    store = app.runtime.store
+    assert store.comm("INC-1:globex:acknowledgment:1").status == "retrying"
+    assert store.comm("INC-1:globex:update:2").status == "scheduled"  # waits for the acknowledgment
+    app.sink.rcpt_reply = None
+    app.settle()
+    update = store.comm("INC-1:globex:update:2")
+    assert update.status == "cancelled" and "resolved" in update.last_error
     assert [str(m.message["Subject"]).split(":")[0] for m in app.sink.to("support@globex.example")] == [
-        "[Resolved] Card payments failing"
+        "We are working on it",
+        "[Resolved] Card payments failing",
     ]
 
 

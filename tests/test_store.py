@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 import redis
 
+from datetime import UTC, datetime
+
 from scheduler.memory_store import MemoryStore
-from scheduler.store import RedisStore, Store
+from scheduler.store import DISPATCH_GRACE_MS, Claim, RedisStore, Store
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.real)])
@@ -55,10 +57,10 @@ def test_a_communication_is_created_once_per_trigger(store: Store) -> None:
 def test_only_one_sender_wins_the_compare_and_set(store: Store) -> None:
     """Of two attempts to send the same communication, the second is told it is already sending."""
     comm_id, _ = _comm(store)
-    assert store.begin_send(comm_id, 1_000, 60_000, "a") == "ok"
-    assert store.begin_send(comm_id, 2_000, 60_000, "b") == "sending"
-    assert store.finish_send(comm_id, "a", "sent", sent_ms=3_000)
-    assert store.begin_send(comm_id, 4_000, 60_000, "c") == "sent"
+    assert store.begin_send(comm_id, 1_000, 60_000, "a").state == "ok"
+    assert store.begin_send(comm_id, 2_000, 60_000, "b").state == "sending"
+    assert store.finish_send(comm_id, "a", "sent", 3_000, sent_ms=3_000) == (True, None)
+    assert store.begin_send(comm_id, 4_000, 60_000, "c").state == "sent"
     comm = store.comm(comm_id)
     assert comm is not None and comm.status == "sent" and comm.attempts == 1
 
@@ -66,23 +68,87 @@ def test_only_one_sender_wins_the_compare_and_set(store: Store) -> None:
 def test_an_expired_lease_lets_another_attempt_send(store: Store) -> None:
     """After the `sending` lease expires a new attempt takes over and the old one can no longer write."""
     comm_id, _ = _comm(store)
-    assert store.begin_send(comm_id, 1_000, 60_000, "dead") == "ok"
-    assert store.begin_send(comm_id, 61_001, 60_000, "alive") == "ok"
-    assert not store.finish_send(comm_id, "dead", "sent", sent_ms=61_002)
-    assert store.finish_send(comm_id, "alive", "sent", sent_ms=61_003)
+    assert store.begin_send(comm_id, 1_000, 60_000, "dead").state == "ok"
+    assert store.begin_send(comm_id, 61_001, 60_000, "alive").state == "ok"
+    assert store.finish_send(comm_id, "dead", "sent", 61_002, sent_ms=61_002) == (False, None)
+    assert store.finish_send(comm_id, "alive", "sent", 61_003, sent_ms=61_003)[0]
     comm = store.comm(comm_id)
     assert comm is not None and comm.attempts == 2 and comm.sent_at is not None
 
 
 def test_retrying_and_failed_are_terminal_or_resumable(store: Store) -> None:
-    """`retrying` may be sent again; `failed` and `cancelled` are final."""
+    """`retrying` may be sent again once its next attempt is due; `failed` and `cancelled` are final."""
     comm_id, _ = _comm(store)
     store.begin_send(comm_id, 1_000, 60_000, "a")
-    store.finish_send(comm_id, "a", "retrying", last_error="451 later")
-    assert store.begin_send(comm_id, 2_000, 60_000, "b") == "ok"
-    store.finish_send(comm_id, "b", "failed", last_error="550 no")
-    assert store.begin_send(comm_id, 3_000, 60_000, "c") == "failed"
-    assert store.begin_send("INC-1:acme:update:99", 3_000, 60_000, "d") == "missing"
+    store.finish_send(comm_id, "a", "retrying", 1_100, next_attempt_ms=5_000, last_error="451 later")
+    assert store.begin_send(comm_id, 2_000, 60_000, "b").state == "early"
+    assert store.begin_send(comm_id, 5_000, 60_000, "b").state == "ok"
+    store.finish_send(comm_id, "b", "failed", 5_100, last_error="550 no")
+    assert store.begin_send(comm_id, 6_000, 60_000, "c").state == "failed"
+    assert store.begin_send("INC-1:acme:update:99", 6_000, 60_000, "d").state == "missing"
+    comm = store.comm(comm_id)
+    assert comm is not None and comm.first_attempt_at == datetime.fromtimestamp(1, tz=UTC)
+
+
+def _thread_of(store: Store, *triggers: str, no_news: bool = False) -> list[str]:
+    ids = []
+    for trigger in triggers:
+
+        def build(thread: dict[str, str]) -> tuple[dict[str, str | int], dict[str, str | int]]:
+            return {
+                "recipient": "a@acme.example",
+                "created_ms": 1000,
+                "promised_ms": 1000,
+                "context": "{}",
+                "no_news": int(no_news and trigger.startswith("timer:")),
+            }, {}
+
+        comm_id, _ = store.create_comm("INC-1", "acme", "update", trigger, build)
+        ids.append(comm_id)
+    return ids
+
+
+def test_a_message_waits_until_the_previous_one_of_its_thread_has_ended(store: Store) -> None:
+    """Message n is not taken for sending while message n-1 is scheduled, sending or retrying; its end wakes n."""
+    first, second = _thread_of(store, "event:a", "event:b")
+    assert store.begin_send(second, 1_000, 60_000, "b").state == "waiting"
+    assert store.begin_send(first, 1_000, 60_000, "a").state == "ok"
+    assert store.begin_send(second, 1_500, 60_000, "b").state == "waiting"
+    store.finish_send(first, "a", "retrying", 2_000, next_attempt_ms=9_000, last_error="451")
+    assert store.begin_send(second, 3_000, 60_000, "b").state == "waiting"
+    assert store.sweep(3_000, 60_000, 10) == []  # nothing is due a look before the retry
+    assert store.sweep(9_000, 60_000, 10) == [first]
+    assert store.begin_send(first, 9_000, 60_000, "a2").state == "ok"
+    assert store.finish_send(first, "a2", "failed", 9_500, last_error="550") == (True, second)
+    assert store.sweep(9_500, 60_000, 10) == [second]  # woken at once, should the dispatch be lost
+    assert store.begin_send(second, 9_600, 60_000, "b").state == "ok"
+
+
+def test_a_no_news_update_with_a_newer_message_behind_it_is_superseded(store: Store) -> None:
+    """A regular update with nothing new is cancelled ("superseded") once a newer message exists, which is woken."""
+    ack, update, change = _thread_of(store, "acknowledgment", "timer:1", "event:c", no_news=True)
+    assert store.begin_send(ack, 1_000, 60_000, "a").state == "ok"
+    store.finish_send(ack, "a", "sent", 1_100, sent_ms=1_100)
+    assert store.begin_send(update, 1_200, 60_000, "u") == Claim("superseded", change)
+    comm = store.comm(update)
+    assert comm is not None and comm.status == "cancelled" and comm.last_error == f"superseded by {change}"
+    assert store.begin_send(change, 1_300, 60_000, "c").state == "ok"
+
+
+def test_every_unfinished_communication_is_swept_until_it_ends(store: Store) -> None:
+    """Created, leased or retrying communications come back from the sweep when due; ended ones never."""
+    comm_id, _ = _comm(store)
+    assert store.unfinished_count() == 1
+    assert store.sweep(1_000, 60_000, 10) == []
+    assert store.sweep(1_000 + DISPATCH_GRACE_MS, 60_000, 10) == [comm_id]
+    assert store.sweep(1_000 + DISPATCH_GRACE_MS, 60_000, 10) == []  # pushed ahead: not handed out twice
+    assert store.begin_send(comm_id, 70_000, 30_000, "dead").state == "ok"
+    assert store.sweep(99_999, 60_000, 10) == []
+    assert store.sweep(100_000, 60_000, 10) == [comm_id]  # the dead attempt's lease expired
+    assert store.begin_send(comm_id, 100_000, 30_000, "b").state == "ok"
+    store.finish_send(comm_id, "b", "sent", 100_001, sent_ms=100_001)
+    assert store.unfinished_count() == 0
+    assert store.sweep(10**12, 60_000, 10) == []
 
 
 def test_rejected_events_are_kept_with_reasons(store: Store) -> None:

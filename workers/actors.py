@@ -6,26 +6,29 @@ import and bound to the real one by :func:`workers.bind`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from datetime import timedelta
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 import dramatiq
 import redis
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO, CurrentMessage, Retries
 
+from scheduler.delivery import as_received, cancel_reason, retry_at
+from scheduler.durations import format_duration
 from scheduler.errors import (
-    ConfigError,
     EventError,
     PermanentDeliveryError,
+    StorageError,
     TemplateError,
     TransientDeliveryError,
 )
 from scheduler.events import parse_event
-from scheduler.feedback import is_unsubscribed
 from scheduler.messages import compose_email
 from scheduler.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE
 from scheduler.store import ms_of
@@ -42,10 +45,21 @@ _placeholder = StubBroker(middleware=[AsyncIO(), CurrentMessage(), Retries()])
 # an accepted event must not be dropped because Redis was away for an afternoon.
 _PATIENT = 2_000
 
+_WAIT_FIRST_PAUSE_MS = 100
+_WAIT_MAX_PAUSE_MS = 5_000
+"""An event waiting for its incident's ``opened`` is tried again after 100 ms, 200 ms, … 5 s."""
+
+_R = TypeVar("_R")
+
 
 @dramatiq.actor(queue_name=EVENTS_QUEUE, broker=_placeholder, max_retries=_PATIENT)
 def handle_event(payload: Any) -> None:
-    """Validate an event and apply it; an invalid one is kept as rejected, never retried."""
+    """Validate an event and apply it; an invalid one is kept as rejected, never retried.
+
+    An event of an incident whose ``opened`` has not arrived yet is tried again, with a
+    growing pause, until that ``opened`` is applied or ``order_wait_ms`` has passed since
+    it was enqueued; only then is it rejected.
+    """
     rt = runtime.current()
     now = rt.clock()
     try:
@@ -56,12 +70,23 @@ def handle_event(payload: Any) -> None:
         return
     try:
         outcome = rt.engine.handle_event(event, now, now - _queue_delay())
-    except redis.RedisError:
+    except (redis.RedisError, StorageError):
         raise  # Dramatiq retries the message with backoff once Redis answers again
     except Exception as e:
         # A bug must not cost the event: keep it where `amends log --rejected` shows it.
         logger.exception("event %s could not be applied", event.event_id)
         rt.store.reject(payload, [("", f"could not be applied: {type(e).__name__}: {e}")], now, "worker")
+        return
+    if outcome.waiting:
+        waited_ms = _queue_delay() / timedelta(milliseconds=1)
+        if waited_ms < rt.settings.order_wait_ms:
+            pause_ms = min(_WAIT_MAX_PAUSE_MS, _WAIT_FIRST_PAUSE_MS * 2 ** min(_retries(), 10))
+            raise dramatiq.Retry(outcome.waiting, delay=pause_ms)
+        reason = (
+            f"{outcome.waiting}, and none came within {format_duration(rt.settings.order_wait_ms // 1000)}"
+        )
+        logger.warning("event %s rejected: %s", event.event_id, reason)
+        rt.store.reject(payload, [("incident_id", reason)], now, "worker")
         return
     if outcome.rejected:
         logger.warning("event %s rejected: %s", event.event_id, outcome.rejected)
@@ -75,17 +100,21 @@ def handle_event(payload: Any) -> None:
 def fire_timers(timers: list[list[Any]]) -> None:
     """Timers came due: compose each thread's next update or feedback request.
 
-    Each timer is handled on its own; if any failed, the message is retried after the
-    others are done, and those do nothing the second time.
+    Each timer is handled on its own and its claim acked once handled; if any failed, the
+    message is retried after the others are done, and those do nothing the second time. A
+    claim never acked (this message was lost) is handed out again when its lease expires.
     """
     rt = runtime.current()
     failed: Exception | None = None
+    handled: list[tuple[str, int]] = []
     for member, due_ms in timers:
         try:
             rt.engine.fire_timer(str(member), int(due_ms), rt.clock())
+            handled.append((str(member), int(due_ms)))
         except Exception as e:  # one bad timer must not hold up the others
             logger.exception("timer %s failed", member)
             failed = e
+    rt.engine.timers.ack_claims(handled)
     if failed is not None:
         raise failed
 
@@ -98,7 +127,7 @@ def reconcile() -> None:
 
 
 def _queue_delay() -> timedelta:
-    """How long the current message waited in the queue (real time, whatever the clock)."""
+    """How long the current message waited since it was first enqueued (real time, whatever the clock)."""
     message = CurrentMessage.get_current_message()
     if message is None:
         return timedelta(0)
@@ -112,79 +141,110 @@ def _retries() -> int:
 
 @dramatiq.actor(queue_name=DELIVER_QUEUE, broker=_placeholder)
 async def deliver(comm_id: str) -> None:
-    """Send one communication at most once (compare-and-set on its status, with a lease)."""
+    """Send one communication at most once, in its thread's order.
+
+    The store's compare-and-set decides whether this attempt may send (see
+    ``lua/begin_send.lua``). Whatever happens after that ends in ``sent``, ``failed``,
+    ``cancelled`` or ``retrying`` with a next attempt; if even that cannot be written
+    (Redis is away), the lease expires and the scheduler's sweep dispatches it again.
+    """
     rt = runtime.current()
     now = rt.clock()
     token = uuid.uuid4().hex
-    state = rt.store.begin_send(comm_id, ms_of(now), rt.settings.send_lease_ms, token)
-    if state != "ok":
-        logger.info("%s not sent again: it is %s", comm_id, state)
+    claim = await _in_thread(rt.store.begin_send, comm_id, ms_of(now), rt.settings.send_lease_ms, token)
+    if claim.following:
+        await _in_thread(deliver.send, claim.following)
+    if claim.state != "ok":
+        logger.info("%s not sent now: it is %s", comm_id, claim.state)
         return
-    comm = rt.store.comm(comm_id)
-    assert comm is not None
     try:
-        config = rt.config()
-    except ConfigError as e:  # pragma: no cover - the source keeps the last good config
-        rt.store.finish_send(comm_id, token, "retrying", last_error=str(e))
-        raise
-    stakeholder = config.stakeholder(comm.stakeholder_id)
-    if stakeholder is None:
-        rt.store.finish_send(comm_id, token, "cancelled", last_error="stakeholder is no longer configured")
-        return
-    if is_unsubscribed(rt.client, stakeholder.id):
-        rt.store.finish_send(comm_id, token, "cancelled", last_error="the stakeholder unsubscribed")
-        return
-    if comm.kind == "update" and (rt.store.incident(comm.incident_id) or {}).get("state") == "resolved":
-        # composed just before the resolution arrived: "still working on it" must not follow "resolved"
-        rt.store.finish_send(
-            comm_id, token, "cancelled", last_error="the incident was resolved before it went out"
+        status, fields = await _attempt(rt, comm_id, now)
+    except Exception as e:
+        logger.exception("%s: the attempt failed unexpectedly", comm_id)
+        status, fields = "retrying", {"last_error": f"{type(e).__name__}: {e}"}
+    next_attempt_ms = None
+    if status == "retrying":
+        comm = await _in_thread(rt.store.comm, comm_id)
+        first_ms = ms_of(comm.first_attempt_at or now) if comm else ms_of(now)
+        attempts = comm.attempts if comm else 1
+        next_attempt_ms = retry_at(
+            attempts,
+            first_ms,
+            ms_of(now),
+            min_backoff_ms=rt.settings.retry_min_backoff_ms,
+            max_backoff_ms=rt.settings.retry_max_backoff_ms,
+            window_ms=rt.settings.retry_window_ms,
         )
-        return
+        if next_attempt_ms is None:
+            window = format_duration(rt.settings.retry_window_ms // 1000)
+            status = "failed"
+            fields["last_error"] = f"gave up after {attempts} attempts over {window}: {fields['last_error']}"
+            logger.error("%s failed: %s", comm_id, fields["last_error"])
+        else:
+            logger.warning("%s will be retried: %s", comm_id, fields["last_error"])
+    _, following = await _in_thread(
+        rt.store.finish_send, comm_id, token, status, ms_of(rt.clock()), next_attempt_ms, **fields
+    )
+    if following:
+        await _in_thread(deliver.send, following)
+
+
+async def _attempt(rt: runtime.Runtime, comm_id: str, now: datetime) -> tuple[str, dict[str, str | int]]:
+    """Compose and send one taken communication; return its new status and the fields to record."""
+    comm = await _in_thread(rt.store.comm, comm_id)
+    if comm is None:  # pragma: no cover - begin_send found it a moment ago
+        return "failed", {"last_error": "the communication vanished"}
+    config = rt.config()
+    stakeholder = config.stakeholder(comm.stakeholder_id)
+    incident = await _in_thread(rt.store.incident, comm.incident_id) if comm.kind == "update" else None
+    opted_out = stakeholder is not None and await _in_thread(
+        rt.engine.opted_out, stakeholder.id, comm.incident_id
+    )
+    reason = cancel_reason(comm, stakeholder, incident, opted_out)
+    if reason is not None:
+        if opted_out:
+            await _in_thread(rt.engine.stop_thread, comm.incident_id, comm.stakeholder_id)
+        return "cancelled", {"last_error": reason, "updated_ms": ms_of(now)}
+    assert stakeholder is not None
+    thread = await _in_thread(rt.store.thread, comm.incident_id, comm.stakeholder_id)
+    comm = await _in_thread(as_received, rt.store, comm, thread, now)
     try:
         email, rendered = compose_email(
             comm, stakeholder, config, rt.templates, now, rt.settings.secret_key or ""
         )
     except TemplateError as e:
-        rt.store.finish_send(comm_id, token, "failed", last_error=f"template: {e}", updated_ms=ms_of(now))
         logger.error("%s failed: %s", comm_id, e)
-        return
+        return "failed", {"last_error": f"template: {e}", "updated_ms": ms_of(now)}
     except Exception as e:  # a message that cannot be composed now never will be: fail it visibly
         logger.exception("%s could not be composed", comm_id)
-        error = f"could not be composed: {type(e).__name__}: {e}"
-        rt.store.finish_send(comm_id, token, "failed", last_error=error, updated_ms=ms_of(now))
-        return
+        return "failed", {
+            "last_error": f"could not be composed: {type(e).__name__}: {e}",
+            "updated_ms": ms_of(now),
+        }
     attempted: dict[str, str | int] = {"subject": rendered.subject, "updated_ms": ms_of(now)}
     try:
         reply = await rt.pool().send(email)
     except PermanentDeliveryError as e:
-        rt.store.finish_send(comm_id, token, "failed", last_error=str(e), **attempted)
         logger.error("%s failed: %s", comm_id, e)
-        return
+        return "failed", {"last_error": str(e), **attempted}
     except TransientDeliveryError as e:
-        attempts = _retries() + 1
-        if attempts > rt.settings.retry_max:
-            error = f"gave up after {attempts} attempts: {e}"
-            rt.store.finish_send(comm_id, token, "failed", last_error=error, **attempted)
-            logger.error("%s failed: %s", comm_id, error)
-            return
-        rt.store.finish_send(comm_id, token, "retrying", last_error=str(e), **attempted)
-        logger.warning("%s will be retried: %s", comm_id, e)
-        # Retry, not the error itself: Dramatiq backs off without logging a traceback.
-        raise dramatiq.Retry(str(e)) from e
+        return "retrying", {"last_error": str(e), **attempted}
     sent = rt.clock()
-    rt.store.finish_send(
-        comm_id,
-        token,
-        "sent",
-        sent_ms=ms_of(sent),
-        updated_ms=ms_of(sent),
-        subject=rendered.subject,
-        message_id=str(email["Message-ID"]),
-        message=email.as_string(),
-        last_error="",
-        server_reply=reply,
-    )
     logger.info("%s sent to %s", comm_id, comm.recipient)
+    return "sent", {
+        "sent_ms": ms_of(sent),
+        "updated_ms": ms_of(sent),
+        "subject": rendered.subject,
+        "message_id": str(email["Message-ID"]),
+        "message": email.as_string(),
+        "last_error": "",
+        "server_reply": reply,
+    }
+
+
+async def _in_thread(function: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
+    """Run a blocking store call off the event loop, so other sends on it go on meanwhile."""
+    return await asyncio.to_thread(function, *args, **kwargs)
 
 
 ACTORS = (handle_event, fire_timers, reconcile, deliver)

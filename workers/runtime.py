@@ -10,8 +10,11 @@ from datetime import UTC, datetime
 
 import redis
 
+from scheduler.clock import ServerClock
 from scheduler.config import Config, ConfigSource
+from scheduler.connection import patient_client
 from scheduler.engine import Engine
+from scheduler.feedback import is_unsubscribed
 from scheduler.mailer import SmtpPool
 from scheduler.render import TemplateSet
 from scheduler.settings import Settings
@@ -67,10 +70,18 @@ def configure(settings: Settings) -> Runtime:
     from workers.actors import DramatiqDispatch
 
     global _runtime
-    client = redis.Redis.from_url(settings.resolved_redis_url())
+    client = patient_client(settings.resolved_redis_url())
     source = ConfigSource(settings.config_path)
-    engine = Engine(RedisStore(client), RedisTimerStore(client), source.current, DramatiqDispatch())
-    runtime = Runtime(settings, client, source, TemplateSet(settings.templates_dir), engine)
+
+    def opted_out(stakeholder_id: str, incident_id: str) -> bool:
+        return is_unsubscribed(client, stakeholder_id)
+
+    engine = Engine(
+        RedisStore(client), RedisTimerStore(client), source.current, DramatiqDispatch(), opted_out
+    )
+    runtime = Runtime(
+        settings, client, source, TemplateSet(settings.templates_dir), engine, clock=ServerClock(client)
+    )
     with _lock:
         _runtime = runtime
     return runtime

@@ -1,30 +1,74 @@
--- Move a communication to `sending` if nobody else is sending it.
+-- Move a communication to `sending` if it may go out now.
 --
--- KEYS[1]  amends:comm:{comm_id}   hash   the communication
--- ARGV[1]  now_ms                  epoch milliseconds (the caller's clock)
--- ARGV[2]  lease_ms                how long the `sending` claim holds
--- ARGV[3]  token                   identifies this attempt for finish_send.lua
+-- KEYS[1]  amends:comm:{comm_id}        hash  the communication
+-- KEYS[2]  amends:comm:{prev_id}        hash  the thread's previous communication (KEYS[1] again if none)
+-- KEYS[3]  amends:inflight              zset  unfinished communication id -> when to look at it again (ms)
+-- ARGV[1]  now_ms                       epoch milliseconds
+-- ARGV[2]  lease_ms                     how long the `sending` claim holds
+-- ARGV[3]  token                        identifies this attempt for finish_send.lua
+-- ARGV[4]  wait_recheck_ms              when a message waiting for its predecessor is looked at again
+--                                       at the latest (finish_send.lua wakes it sooner)
 --
--- Returns "ok" when the caller may send; otherwise the status that stops it
--- ("missing", "sent", "failed", "cancelled", or "sending" while another lease lives).
+-- Returns "ok" when the caller may send; otherwise why not:
+--   "missing", "sent", "failed", "cancelled"  nothing to do
+--   "sending"     another attempt holds a live lease (the sweep looks again when it expires)
+--   "early"       a retry whose next attempt is not due yet
+--   "waiting"     the previous message of the thread has not ended yet (thread order)
+--   "superseded"  a no-news update that a newer message of the thread replaces: now cancelled
+-- With "superseded" the second element is the next communication's id, to be dispatched.
 
-local status = redis.call("HGET", KEYS[1], "status")
-if not status then
-    return "missing"
-end
+local comm = KEYS[1]
+local prev = KEYS[2]
+local inflight = KEYS[3]
 local now = tonumber(ARGV[1])
-if status == "sending" then
-    local lease_until = tonumber(redis.call("HGET", KEYS[1], "lease_until_ms") or "0")
-    if lease_until > now then
-        return "sending"
-    end
-elseif status ~= "scheduled" and status ~= "retrying" then
-    return status
+local lease_ms = tonumber(ARGV[2])
+local id = redis.call("HGET", comm, "id")
+
+local status = redis.call("HGET", comm, "status")
+if not status then
+    return {"missing"}
 end
-redis.call("HSET", KEYS[1],
+if status == "sending" then
+    local lease_until = tonumber(redis.call("HGET", comm, "lease_until_ms") or "0")
+    if lease_until > now then
+        return {"sending"}
+    end
+elseif status == "retrying" then
+    local next_attempt = tonumber(redis.call("HGET", comm, "next_attempt_ms") or "0")
+    if next_attempt > now then
+        redis.call("ZADD", inflight, next_attempt, id)
+        return {"early"}
+    end
+elseif status ~= "scheduled" then
+    redis.call("ZREM", inflight, id)
+    return {status}
+end
+
+if prev ~= comm then
+    local before = redis.call("HGET", prev, "status")
+    if before == "scheduled" or before == "sending" or before == "retrying" then
+        redis.call("ZADD", inflight, now + tonumber(ARGV[4]), id)
+        return {"waiting"}
+    end
+end
+
+local following = redis.call("HGET", comm, "next")
+if following and redis.call("HGET", comm, "no_news") == "1" then
+    redis.call("HSET", comm, "status", "cancelled", "last_error", "superseded by " .. following,
+        "updated_ms", ARGV[1])
+    redis.call("HDEL", comm, "lease_until_ms", "token", "next_attempt_ms")
+    redis.call("ZREM", inflight, id)
+    redis.call("ZADD", inflight, "XX", "LT", now, following)
+    return {"superseded", following}
+end
+
+redis.call("HSET", comm,
     "status", "sending",
-    "lease_until_ms", tostring(now + tonumber(ARGV[2])),
+    "lease_until_ms", tostring(now + lease_ms),
     "token", ARGV[3],
     "updated_ms", ARGV[1])
-redis.call("HINCRBY", KEYS[1], "attempts", 1)
-return "ok"
+redis.call("HSETNX", comm, "first_attempt_ms", ARGV[1])
+redis.call("HINCRBY", comm, "attempts", 1)
+-- A worker that dies while sending leaves the lease to expire; the sweep then looks again.
+redis.call("ZADD", inflight, now + lease_ms, id)
+return {"ok"}

@@ -1,19 +1,40 @@
 -- Record how a send attempt ended, if the attempt still owns the communication.
 --
--- KEYS[1]  amends:comm:{comm_id}   hash   the communication
+-- KEYS[1]  amends:comm:{comm_id}   hash  the communication
+-- KEYS[2]  amends:inflight         zset  unfinished communication id -> when to look at it again (ms)
 -- ARGV[1]  token                   the token begin_send.lua handed to this attempt
--- ARGV[2]  status                  "sent", "failed" or "retrying"
--- ARGV[3..] field, value, ...      more fields to set with the status
+-- ARGV[2]  status                  "sent", "failed", "cancelled" or "retrying"
+-- ARGV[3]  now_ms                  epoch milliseconds
+-- ARGV[4]  next_attempt_ms         with "retrying": when to try again (ignored otherwise)
+-- ARGV[5..] field, value, ...      more fields to set with the status
 --
--- Returns 1 when written, 0 when the attempt no longer owns the communication
--- (its lease expired and another attempt took over).
+-- A final status takes the communication off the inflight set and wakes the thread's next
+-- message (it may have been waiting for this one); "retrying" schedules the next attempt.
+-- Returns {1, next_id or ""} when written, {0, ""} when the attempt no longer owns the
+-- communication (its lease expired and another attempt took over).
 
-if redis.call("HGET", KEYS[1], "status") ~= "sending" or redis.call("HGET", KEYS[1], "token") ~= ARGV[1] then
-    return 0
+local comm = KEYS[1]
+local inflight = KEYS[2]
+if redis.call("HGET", comm, "status") ~= "sending" or redis.call("HGET", comm, "token") ~= ARGV[1] then
+    return {0, ""}
 end
-redis.call("HSET", KEYS[1], "status", ARGV[2])
-for i = 3, #ARGV, 2 do
-    redis.call("HSET", KEYS[1], ARGV[i], ARGV[i + 1])
+local id = redis.call("HGET", comm, "id")
+local status = ARGV[2]
+redis.call("HSET", comm, "status", status)
+for i = 5, #ARGV, 2 do
+    redis.call("HSET", comm, ARGV[i], ARGV[i + 1])
 end
-redis.call("HDEL", KEYS[1], "lease_until_ms", "token")
-return 1
+redis.call("HDEL", comm, "lease_until_ms", "token")
+if status == "retrying" then
+    redis.call("HSET", comm, "next_attempt_ms", ARGV[4])
+    redis.call("ZADD", inflight, ARGV[4], id)
+    return {1, ""}
+end
+redis.call("HDEL", comm, "next_attempt_ms")
+redis.call("ZREM", inflight, id)
+local following = redis.call("HGET", comm, "next")
+if following then
+    redis.call("ZADD", inflight, "XX", "LT", ARGV[3], following)
+    return {1, following}
+end
+return {1, ""}

@@ -1,0 +1,26 @@
+-- ack(keys=[leased, due], args=[member, due_ms, member, due_ms, ...])
+--
+-- A claimed timer's work is done: drop its lease, but only when the lease is still the
+-- one that was handed out for that due time. A timer re-armed and claimed again meanwhile
+-- keeps its newer lease, so the first claimer cannot drop the second one's wake-up.
+--
+-- KEYS[1] leased  amends:timers:leased  zset  member -> lease expiry (epoch ms)
+-- KEYS[2] due     amends:timers:due     hash  member -> due time it was claimed at (epoch ms)
+--
+-- ARGV  pairs of (member, due_ms as claimed)
+--
+-- Returns how many leases were dropped.
+
+local leased = KEYS[1]
+local dues = KEYS[2]
+local dropped = 0
+for i = 1, #ARGV, 2 do
+    local member = ARGV[i]
+    local claimed = redis.call("HGET", dues, member)
+    if claimed and tonumber(claimed) == tonumber(ARGV[i + 1]) then
+        redis.call("ZREM", leased, member)
+        redis.call("HDEL", dues, member)
+        dropped = dropped + 1
+    end
+end
+return dropped
