@@ -79,14 +79,14 @@ from typing import Any  # noqa: E402
 import dramatiq  # noqa: E402
 import yaml  # noqa: E402
 
-from scheduler.mailer import SmtpSettings  # noqa: E402
-from scheduler.mailsink import MailSink  # noqa: E402
 from scheduler import keys  # noqa: E402
 from scheduler.loop import SchedulerLoop  # noqa: E402
+from scheduler.mailer import SmtpSettings  # noqa: E402
+from scheduler.mailsink import MailSink  # noqa: E402
 from scheduler.processes import broker_for, deliver_sender, sweeper, timer_sender  # noqa: E402
-from scheduler.timers import RedisTimerStore  # noqa: E402
 from scheduler.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE  # noqa: E402
 from scheduler.settings import Settings, bundled_path  # noqa: E402
+from scheduler.timers import RedisTimerStore  # noqa: E402
 
 BASE_CONFIG: dict[str, Any] = {
     "sender": "Acme Status <status@acme.example>",
@@ -190,7 +190,9 @@ class App:
             if not due:
                 return
             self.clock.set(max(self.clock(), datetime.fromtimestamp(due[0][1] / 1000, tz=UTC)))
-        raise AssertionError(f"still unfinished after {max_steps} steps: {store.client.zrange(keys.INFLIGHT, 0, -1)}")
+        raise AssertionError(
+            f"still unfinished after {max_steps} steps: {store.client.zrange(keys.INFLIGHT, 0, -1)}"
+        )
 
     def write_config(self, config: dict[str, Any]) -> None:
         self.config_path.write_text(yaml.safe_dump(config))

@@ -3,12 +3,11 @@ exactly-once event application, idempotent creation, and the send compare-and-se
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis
-
-from datetime import UTC, datetime
 
 from scheduler.memory_store import MemoryStore
 from scheduler.store import DISPATCH_GRACE_MS, Claim, RedisStore, Store
@@ -94,7 +93,9 @@ def _thread_of(store: Store, *triggers: str, no_news: bool = False) -> list[str]
     ids = []
     for trigger in triggers:
 
-        def build(thread: dict[str, str]) -> tuple[dict[str, str | int], dict[str, str | int]]:
+        def build(
+            thread: dict[str, str], trigger: str = trigger
+        ) -> tuple[dict[str, str | int], dict[str, str | int]]:
             return {
                 "recipient": "a@acme.example",
                 "created_ms": 1000,
