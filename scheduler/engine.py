@@ -155,20 +155,30 @@ class Engine:
         state = copy.deepcopy(current) if current else _new_incident(event)
         field_ms: dict[str, int] = dict(state.get("field_times") or {})
         state_ms = int(state.get("state_ms", state["opened_ms"]))
-        action, implied = ("open" if current is None else "none"), {}
-        if current is not None and occurred_ms >= state_ms:
-            if event.type == "incident.resolved" and state["state"] == "open":
-                action, implied = "resolve", {"status": "resolved"}
-                state["state"], state["resolved_ms"], state_ms = "resolved", ms_of(now), occurred_ms
-            elif event.type in ("incident.reopened", "incident.opened") and state["state"] == "resolved":
-                action, implied = "reopen", {"status": "investigating"}
-                state["state"], state["resolved_ms"], state_ms = "open", None, occurred_ms
+        # resolved, reopened and opened each assert the incident's state as of when they
+        # occurred; the latest assertion wins, whatever the order they arrive in.
+        asserted, implied = {
+            "incident.resolved": ("resolved", {"status": "resolved"}),
+            "incident.reopened": ("open", {"status": "investigating"}),
+            "incident.opened": ("open", {}),
+        }.get(event.type, (None, {}))
+        was = state["state"]
+        if current is not None and asserted is not None and occurred_ms >= state_ms:
+            state["state"], state_ms = asserted, occurred_ms
+        else:
+            implied = {}
         for name, value in {**implied, **event.incident.given()}.items():
             if occurred_ms >= field_ms.get(name, -1):
                 state[name], field_ms[name] = value, occurred_ms
         state["field_times"], state["state_ms"], state["updated_ms"] = field_ms, state_ms, ms_of(now)
-        if action == "none" and state["state"] == "open":
-            action = "update"
+        if current is None:
+            action = "open"
+        elif was == "open" and state["state"] == "resolved":
+            action, state["resolved_ms"] = "resolve", ms_of(now)
+        elif was == "resolved" and state["state"] == "open":
+            action, state["resolved_ms"] = "reopen", None
+        else:
+            action = "update" if state["state"] == "open" else "none"
         changes = _changes(before, state) if current else []
         material = any(c["field"] in MATERIAL_FIELDS for c in changes)
         newcomers: list[str] = []

@@ -159,6 +159,10 @@ def simulate(
         # "still working on it" update at 17:10.
         sim.run_timers_until(event.occurred_at - timedelta(milliseconds=1))
         outcome = engine.handle_event(event, event.occurred_at)
+        if outcome.waiting:
+            raise ValueError(
+                f"event {event.event_id}: incident {event.incident_id!r} has no incident.opened before it"
+            )
         if outcome.rejected:
             raise ValueError(f"event {event.event_id}: {outcome.rejected}")
         sim.send_pending(event.occurred_at)

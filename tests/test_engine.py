@@ -1,0 +1,227 @@
+"""The engine over the in-memory stores: event order, faults between steps, opt-outs. Fast, no Redis.
+
+Each test drives :class:`~scheduler.engine.Engine` directly with a list as its dispatch, so
+what an event or a timer causes is visible in milliseconds; the Redis and process tests
+keep what only they can show.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scheduler.config import Config, parse_config
+from scheduler.engine import Engine
+from scheduler.errors import TimerStoreError
+from scheduler.events import Event, parse_event
+from scheduler.memory_store import MemoryStore
+from scheduler.timers import MemoryTimerStore
+from tests.conftest import BASE_CONFIG, event
+
+T0 = datetime(2026, 11, 26, 14, 3, tzinfo=UTC)
+CONTENT = ("title", "severity", "services", "status", "summary", "impact", "plan", "owner")
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def deliver(self, comm_id: str) -> None:
+        self.sent.append(comm_id)
+
+
+def engine(
+    store: Any = None, timers: Any = None, opted_out: Callable[[str, str], bool] | None = None
+) -> Engine:
+    config: Config = parse_config(BASE_CONFIG)
+    return Engine(store or MemoryStore(), timers or MemoryTimerStore(), lambda: config, Outbox(), opted_out)
+
+
+def ev(kind: str, minute: int, event_id: str | None = None, **fields: Any) -> Event:
+    return parse_event(
+        event(kind, event_id=event_id or f"{kind}-{minute}", at=T0 + timedelta(minutes=minute), **fields)
+    )
+
+
+def apply_all(e: Engine, events: Iterable[Event], now: datetime = T0 + timedelta(hours=1)) -> None:
+    """Handle ``events`` in the order given; a waiting one is tried again after the others, as a retry is."""
+    queue = list(events)
+    for _ in range(len(queue) * len(queue) + 1):
+        if not queue:
+            return
+        current = queue.pop(0)
+        if e.handle_event(current, now).waiting:
+            queue.append(current)
+    raise AssertionError(f"events never applied: {queue}")
+
+
+def comms(e: Engine) -> list[Any]:
+    return list(e.store.communications())
+
+
+def test_an_update_that_arrives_before_its_opened_waits_and_is_not_rejected() -> None:
+    """`updated` before `opened` is reported waiting, keeps nothing, and applies once `opened` did."""
+    e = engine()
+    update = ev("updated", 1, status="identified")
+    outcome = e.handle_event(update, T0)
+    assert outcome.waiting and "INC-1" in outcome.waiting and not outcome.rejected
+    assert e.store.incident("INC-1") is None and e.store.rejected() == []
+    e.handle_event(ev("opened", 0), T0)
+    assert not e.handle_event(update, T0).waiting
+    assert e.store.incident("INC-1")["status"] == "identified"
+
+
+def test_a_stale_update_never_moves_a_field_back_and_sends_nothing() -> None:
+    """An update older than the incident's value of a field changes nothing and composes nothing for it."""
+    e = engine()
+    apply_all(e, [ev("opened", 0), ev("updated", 5, status="monitoring")])
+    before = len(comms(e))
+    outcome = e.handle_event(ev("updated", 3, status="identified"), T0 + timedelta(hours=1))
+    assert e.store.incident("INC-1")["status"] == "monitoring"
+    assert outcome.communications == () and len(comms(e)) == before
+
+
+def test_a_stale_resolution_does_not_close_an_incident_reopened_after_it() -> None:
+    """opened, then reopened (t3) before a late resolved (t2): as in occurred order, the incident ends open."""
+    e = engine()
+    apply_all(e, [ev("opened", 0), ev("reopened", 3), ev("resolved", 2)])
+    incident = e.store.incident("INC-1")
+    assert incident["state"] == "open" and incident["status"] == "investigating"
+    assert not [c for c in comms(e) if c.kind == "resolution"]
+
+
+_FIELD_VALUES = {
+    "status": ["investigating", "identified", "monitoring"],
+    "severity": ["sev1", "sev2", "sev3"],
+    "summary": ["a", "b", "c"],
+    "owner": ["x", "y"],
+}
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[Event]:
+    """An incident's life: opened first in time, then updates, resolutions and reopenings at distinct times."""
+    count = draw(st.integers(min_value=1, max_value=6))
+    minutes = draw(st.lists(st.integers(1, 500), min_size=count, max_size=count, unique=True))
+    events = [ev("opened", 0, event_id="e0")]
+    for n, minute in enumerate(sorted(minutes), start=1):
+        kind = draw(st.sampled_from(["updated", "updated", "resolved", "reopened"]))
+        fields = {}
+        if kind == "updated":
+            name = draw(st.sampled_from(sorted(_FIELD_VALUES)))
+            fields = {name: draw(st.sampled_from(_FIELD_VALUES[name]))}
+        events.append(ev(kind, minute, event_id=f"e{n}", **fields))
+    return events
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories(), st.randoms(use_true_random=False))
+def test_any_arrival_order_ends_as_occurred_order(history: list[Event], rnd: Any) -> None:
+    """However an incident's events are shuffled, its fields and state end as if applied in occurred_at order."""
+    in_order = engine()
+    apply_all(in_order, history)
+    shuffled = list(history)
+    rnd.shuffle(shuffled)
+    out_of_order = engine()
+    apply_all(out_of_order, shuffled)
+    expected, got = in_order.store.incident("INC-1"), out_of_order.store.incident("INC-1")
+    assert {f: got[f] for f in (*CONTENT, "state")} == {f: expected[f] for f in (*CONTENT, "state")}
+
+
+class FlakyTimers(MemoryTimerStore):
+    """A timer store whose arm and cancel fail on the calls numbered in ``fail_on``."""
+
+    def __init__(self, fail_on: set[int]) -> None:
+        super().__init__()
+        self.fail_on = fail_on
+        self.calls = itertools.count(1)
+
+    def _maybe_fail(self) -> None:
+        if next(self.calls) in self.fail_on:
+            raise TimerStoreError("could not arm timer: Connection refused")
+
+    def arm(self, member: str, due_ms: int) -> None:
+        self._maybe_fail()
+        super().arm(member, due_ms)
+
+    def cancel(self, member: str) -> bool:
+        self._maybe_fail()
+        return super().cancel(member)
+
+
+@pytest.mark.parametrize("failing_call", range(1, 7))  # a cancel and an arm per stakeholder
+def test_a_timer_store_error_mid_resolution_is_retried_to_the_same_end(failing_call: int) -> None:
+    """A timer-store error at any step of a resolution is raised (for a retry), and the retry informs everyone."""
+    timers = FlakyTimers(set())
+    e = engine(timers=timers)
+    apply_all(e, [ev("opened", 0)])
+    timers.fail_on, timers.calls = {failing_call}, itertools.count(1)
+    resolved = ev("resolved", 30)
+    with pytest.raises(TimerStoreError):
+        e.handle_event(resolved, T0 + timedelta(minutes=31))
+    e.handle_event(resolved, T0 + timedelta(minutes=31))  # what Dramatiq's retry does
+    resolutions = {c.stakeholder_id for c in comms(e) if c.kind == "resolution"}
+    assert resolutions == {"acme-finance", "globex", "payments-eng"}
+    assert e.store.rejected() == []
+    assert all(timers.due_ms(f"f|INC-1|{s}") is not None for s in resolutions)
+
+
+class FailOnce(MemoryStore):
+    """A store whose ``set_incident_stakeholders`` fails once, as if the process died there."""
+
+    failed = False
+
+    def set_incident_stakeholders(self, incident_id: str, update: Callable[[list[str]], list[str]]) -> None:
+        if not self.failed:
+            self.failed = True
+            raise TimerStoreError("Redis went away")
+        super().set_incident_stakeholders(incident_id, update)
+
+
+def test_a_reconcile_that_dies_halfway_leaves_no_newcomer_unacknowledged() -> None:
+    """A crash between composing a newcomer's acknowledgment and recording it is repaired by the next reconcile."""
+    store = FailOnce()
+    config = parse_config(BASE_CONFIG)
+    e = Engine(store, MemoryTimerStore(), lambda: config, Outbox())
+    apply_all(e, [ev("opened", 0)])
+    grown = {
+        **BASE_CONFIG,
+        "stakeholders": [
+            *BASE_CONFIG["stakeholders"],
+            {"id": "newco", "name": "Newco", "email": "ops@newco.example", "services": ["payments"]},
+        ],
+    }
+    bigger = parse_config(grown)
+    e.config = lambda: bigger
+    with pytest.raises(TimerStoreError):
+        e.reconcile(T0 + timedelta(minutes=1))
+    e.reconcile(T0 + timedelta(minutes=2))
+    acks = [c for c in comms(e) if c.stakeholder_id == "newco"]
+    assert [c.kind for c in acks] == ["acknowledgment"]
+    assert "newco" in store.incident("INC-1")["stakeholders"]
+
+
+def test_an_opted_out_stakeholder_gets_no_row_per_cadence() -> None:
+    """Once a stakeholder opts out, its due updates compose nothing and its thread stops."""
+    opted: set[str] = set()
+    e = engine(opted_out=lambda sid, iid: sid in opted)
+    apply_all(e, [ev("opened", 0)], now=T0)
+    opted.add("globex")
+    timers = e.timers
+    now = T0
+    for _ in range(10):
+        now += timedelta(minutes=35)
+        for member, due_ms in timers.claim(int(now.timestamp() * 1000), 60_000, 100):
+            e.fire_timer(member, due_ms, now)
+            timers.ack_claims([(member, due_ms)])
+    globex = [c for c in comms(e) if c.stakeholder_id == "globex"]
+    assert [c.kind for c in globex] == ["acknowledgment"]
+    assert timers.due_ms("u|INC-1|globex") is None
+    assert "promised_ms" not in e.store.thread("INC-1", "globex")
+    assert len([c for c in comms(e) if c.stakeholder_id == "acme-finance"]) > 5
