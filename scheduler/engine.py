@@ -358,10 +358,6 @@ class Engine:
         if self.opted_out(stakeholder.id, incident["id"]):
             self.stop_thread(incident["id"], stakeholder.id)
             return None
-        if kind == "update" and "seq" not in self.store.thread(incident["id"], stakeholder.id):
-            # The acknowledgment of another event is not composed yet: this message is the first
-            # of the thread, so it acknowledges (and the other event's acknowledgment folds into it).
-            kind, trigger = "acknowledgment", "acknowledgment"
         policy = cadence.policy_for(config, stakeholder)
         wants_next = kind in ("acknowledgment", "update") and incident["state"] == "open"
         next_ms = (
@@ -398,7 +394,10 @@ class Engine:
                 thread_updates["promised_ms"] = next_ms
             return fields, thread_updates
 
-        comm_id, created = self.store.create_comm(incident["id"], stakeholder.id, kind, trigger, build)
+        # An update whose thread has no acknowledgment yet is the acknowledgment (the other
+        # event's acknowledgment then folds into it); the store decides that atomically.
+        first = ("acknowledgment", "acknowledgment") if kind == "update" else None
+        comm_id, created = self.store.create_comm(incident["id"], stakeholder.id, kind, trigger, build, first)
         comm = self.store.comm(comm_id)
         if comm is None:  # pragma: no cover - created above in the same Redis
             raise RuntimeError(f"communication {comm_id} vanished")

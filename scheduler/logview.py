@@ -162,8 +162,10 @@ class PromiseReport:
 
     Every communication is a promise (an update at its announced time; an acknowledgment,
     change or resolution at once). It is kept when sent within ``ON_TIME_GRACE_S`` of that
-    time; late when sent after; broken when it failed or was cancelled; overdue when still
-    unsent past the grace. Lateness percentiles are over the messages sent.
+    time; late when sent after; broken when it failed; overdue when still unsent past the
+    grace. A cancelled message was withdrawn, not broken: a newer message superseded it, the
+    incident was resolved first, or the stakeholder opted out or was removed; those are
+    counted apart and are not promises. Lateness percentiles are over the messages sent.
     """
 
     promises: int
@@ -171,6 +173,7 @@ class PromiseReport:
     late: int
     failed: int
     overdue_unsent: int
+    withdrawn: int
     p50_s: float
     p99_s: float
     max_s: float
@@ -187,6 +190,7 @@ class PromiseReport:
             "late": self.late,
             "failed": self.failed,
             "overdue_unsent": self.overdue_unsent,
+            "withdrawn": self.withdrawn,
             "lateness_p50_s": self.p50_s,
             "lateness_p99_s": self.p99_s,
             "lateness_max_s": self.max_s,
@@ -199,7 +203,8 @@ class PromiseReport:
         grace = f"{ON_TIME_GRACE_S:.0f}s"
         return [
             f"promises kept on time (within {grace}): {self.on_time} of {self.promises}; "
-            f"late: {self.late}; failed or cancelled: {self.failed}; overdue and unsent: {self.overdue_unsent}",
+            f"late: {self.late}; failed: {self.failed}; overdue and unsent: {self.overdue_unsent}",
+            f"withdrawn (superseded, resolved first, opted out): {self.withdrawn}",
             f"lateness of the {self.sent} sent: p50 {self.p50_s:.2f}s  p99 {self.p99_s:.2f}s  max {self.max_s:.2f}s"
             if self.sent
             else "nothing sent yet",
@@ -255,7 +260,7 @@ def promise_report(
     ``pending`` promises not yet composed count as overdue once past the grace.
     """
     lateness: list[float] = []
-    promises = failed = overdue = 0
+    promises = failed = overdue = withdrawn = 0
     for promise in pending:
         if (now - promise.due).total_seconds() > ON_TIME_GRACE_S:
             overdue += 1
@@ -263,7 +268,10 @@ def promise_report(
     for comm in comms:
         if comm.lateness_s is not None:
             lateness.append(max(0.0, comm.lateness_s))
-        elif comm.status in ("failed", "cancelled"):
+        elif comm.status == "cancelled":
+            withdrawn += 1
+            continue
+        elif comm.status == "failed":
             failed += 1
         elif (now - comm.promised_at).total_seconds() > ON_TIME_GRACE_S:
             overdue += 1
@@ -278,6 +286,7 @@ def promise_report(
         late=late,
         failed=failed,
         overdue_unsent=overdue,
+        withdrawn=withdrawn,
         p50_s=_percentile(lateness, 0.50),
         p99_s=_percentile(lateness, 0.99),
         max_s=lateness[-1] if lateness else 0.0,

@@ -114,7 +114,13 @@ class MemoryStore:
                 thread.pop(name, None)
 
     def create_comm(
-        self, incident_id: str, stakeholder_id: str, kind: str, trigger: str, build: Builder
+        self,
+        incident_id: str,
+        stakeholder_id: str,
+        kind: str,
+        trigger: str,
+        build: Builder,
+        first: tuple[str, str] | None = None,
     ) -> tuple[str, bool]:
         with self._lock:
             pair = (incident_id, stakeholder_id)
@@ -122,10 +128,14 @@ class MemoryStore:
             if trigger in triggers:
                 return triggers[trigger], False
             thread = self._threads.setdefault(pair, {})
+            use_kind, use_trigger = first if first and "seq" not in thread else (kind, trigger)
+            if use_trigger in triggers:
+                triggers[trigger] = triggers[use_trigger]
+                return triggers[trigger], False
             comm_id, record, thread_updates = new_comm(
-                incident_id, stakeholder_id, kind, trigger, thread, build
+                incident_id, stakeholder_id, use_kind, use_trigger, thread, build
             )
-            triggers[trigger] = comm_id
+            triggers[use_trigger] = triggers[trigger] = comm_id
             thread.update({name: str(value) for name, value in thread_updates.items()})
             self._comms[comm_id] = {name: str(value) for name, value in record.items()}
             if "prev" in record and str(record["prev"]) in self._comms:

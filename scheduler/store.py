@@ -183,7 +183,13 @@ class Store(Protocol):
     def update_thread(self, incident_id: str, stakeholder_id: str, **fields: str | int) -> None: ...
     def clear_thread_fields(self, incident_id: str, stakeholder_id: str, *names: str) -> None: ...
     def create_comm(
-        self, incident_id: str, stakeholder_id: str, kind: str, trigger: str, build: Builder
+        self,
+        incident_id: str,
+        stakeholder_id: str,
+        kind: str,
+        trigger: str,
+        build: Builder,
+        first: tuple[str, str] | None = None,
     ) -> tuple[str, bool]: ...
     def comm(self, comm_id: str) -> Communication | None: ...
     def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim: ...
@@ -345,11 +351,16 @@ class RedisStore:
         kind: str,
         trigger: str,
         build: Builder,
+        first: tuple[str, str] | None = None,
     ) -> tuple[str, bool]:
         """Create the communication caused by ``trigger`` unless it exists; return (id, created).
 
         ``build(thread)`` returns the communication's fields and the thread's updates;
         the id is ``{incident}:{stakeholder}:{kind}:{n}``, ``n`` counting the thread's messages.
+        ``first`` is the (kind, trigger) to use instead when the thread has no message yet
+        (an update that arrives before the acknowledgment is the acknowledgment): decided
+        in the same transaction, so that the update can never fold into an acknowledgment
+        composed a moment earlier from older facts.
         """
         trigger_key = keys.trigger(incident_id, stakeholder_id)
         thread_key = keys.pair(incident_id, stakeholder_id)
@@ -359,10 +370,16 @@ class RedisStore:
             if existing is not None:
                 return _text(existing), False
             thread = {_text(k): _text(v) for k, v in pipe.hgetall(thread_key).items()}
+            use_kind, use_trigger = first if first and "seq" not in thread else (kind, trigger)
+            if use_trigger != trigger and (folded := pipe.hget(trigger_key, use_trigger)) is not None:
+                pipe.multi()
+                pipe.hset(trigger_key, trigger, _text(folded))
+                return _text(folded), False
             comm_id, record, thread_updates = new_comm(
-                incident_id, stakeholder_id, kind, trigger, thread, build
+                incident_id, stakeholder_id, use_kind, use_trigger, thread, build
             )
             pipe.multi()
+            pipe.hset(trigger_key, use_trigger, comm_id)
             pipe.hset(trigger_key, trigger, comm_id)
             pipe.hset(thread_key, mapping=thread_updates)
             pipe.hset(keys.comm(comm_id), mapping=record)

@@ -194,6 +194,22 @@ class App:
             f"still unfinished after {max_steps} steps: {store.client.zrange(keys.INFLIGHT, 0, -1)}"
         )
 
+    def advance_to(self, moment: datetime, max_steps: int = 300) -> None:
+        """Move the clock to ``moment``, stopping at every timer and every send look due on the way."""
+        store = self.runtime.store
+        for _ in range(max_steps):
+            due = [self.loop.timers.next_wakeup_ms()]
+            due += [int(score) for _, score in store.client.zrange(keys.INFLIGHT, 0, 0, withscores=True)]
+            upcoming = min((d for d in due if d is not None), default=None)
+            if upcoming is None or upcoming > int(moment.timestamp() * 1000):
+                break
+            self.clock.set(max(self.clock(), datetime.fromtimestamp(upcoming / 1000, tz=UTC)))
+            self.tick()
+        else:
+            raise AssertionError(f"more than {max_steps} timers and send looks before {moment}")
+        self.clock.set(moment)
+        self.tick()
+
     def write_config(self, config: dict[str, Any]) -> None:
         self.config_path.write_text(yaml.safe_dump(config))
 
@@ -243,8 +259,19 @@ def app_config() -> dict[str, Any]:
 
 
 @pytest.fixture
+def worker_threads() -> int:
+    """How many threads the ``app`` fixture's worker runs; parametrize it to change."""
+    return 4
+
+
+@pytest.fixture
 def app(
-    redis_url: str, redis_client: Any, sink: MailSink, tmp_path: Path, app_config: dict[str, Any]
+    redis_url: str,
+    redis_client: Any,
+    sink: MailSink,
+    tmp_path: Path,
+    app_config: dict[str, Any],
+    worker_threads: int,
 ) -> Iterator[App]:
     """amends running in this process: a Dramatiq worker on real Redis sending to ``sink``."""
     import workers
@@ -269,7 +296,7 @@ def app(
     runtime.config_source.check_interval_s = 0.0
     clock = FakeClock(datetime(2026, 11, 26, 14, 3, 5, tzinfo=UTC))
     runtime.clock = clock
-    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=20)
+    worker = dramatiq.Worker(broker, worker_threads=worker_threads, worker_timeout=20)
     worker.start()
     loop = SchedulerLoop(
         RedisTimerStore(runtime.client),
