@@ -202,6 +202,7 @@ class Soak:
         self.down: set[int] = set()  # indexes of processes killed on purpose, awaiting restart
         self.redis_down = False
         self.dead_since: dict[int, float] = {}  # processes found exited on their own
+        self.last_in_flight: dict[str, int] = {}
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -408,10 +409,15 @@ class Soak:
             raise RuntimeError(f"amends {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}")
         return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
-    def in_flight(self) -> int:
-        """Armed or leased timers and messages waiting in (or taken from) a queue."""
-        count = int(self.client.zcard(keys.TIMERS)) + int(self.client.zcard(keys.TIMERS_LEASED))
-        return count + sum(int(self.broker.do_qsize(q)) for q in (EVENTS_QUEUE, TIMERS_QUEUE, DELIVER_QUEUE))
+    def in_flight(self) -> dict[str, int]:
+        """Armed and leased timers; messages waiting in, or taken from, each queue."""
+        counts = {
+            "timers armed": int(self.client.zcard(keys.TIMERS)),
+            "timers leased": int(self.client.zcard(keys.TIMERS_LEASED)),
+        }
+        for queue in (EVENTS_QUEUE, TIMERS_QUEUE, DELIVER_QUEUE):
+            counts[f"queue {queue}"] = int(self.broker.do_qsize(queue))
+        return counts
 
     # -- the phases ---------------------------------------------------------------------------------
 
@@ -475,7 +481,8 @@ class Soak:
             self.supervise()
             try:
                 rows = self.amends_json("log", "--json")
-                waiting = len(self.outbox) + self.in_flight()
+                self.last_in_flight = self.in_flight()
+                waiting = len(self.outbox) + sum(self.last_in_flight.values())
             except (RuntimeError, redis.RedisError, subprocess.TimeoutExpired):
                 waiting = -1
             pending = sum(r["status"] in PENDING for r in rows)
@@ -583,6 +590,7 @@ class Soak:
                 "max": lateness[-1] if lateness else 0.0,
             },
             "settled": settled,
+            "in_flight_at_end": {k: v for k, v in self.last_in_flight.items() if v},
             "settle_s": round(settle_s, 1),
             "faults": {
                 "worker_kills": self.chaos.process_kills["worker"],
@@ -604,6 +612,7 @@ def print_table(result: dict[str, Any], workdir: Path | None) -> None:
     by_kind = "".join(f", {kind} {n}" for kind, n in result["lost_owed_by_kind"].items())
     stranded = "".join(f", {s} {n}" for s, n in result["log_by_status"].items() if s in PENDING)
     rejected = "".join(f", {kind.split('.')[-1]} {n}" for kind, n in result["rejected_by_type"].items())
+    in_flight = "".join(f", {k} {v}" for k, v in result["in_flight_at_end"].items())
     outages = ", ".join(
         f"{mode} {n}x/{result['faults']['smtp_outage_s'].get(mode, 0)} s"
         for mode, n in faults["smtp_outages"].items()
@@ -620,7 +629,7 @@ def print_table(result: dict[str, Any], workdir: Path | None) -> None:
         ("rejected events", f"{result['rejected_events']}{rejected}"),
         ("promise lateness p50 / p99 / max", f"{late['p50']:.1f} s / {late['p99']:.1f} s / {late['max']:.1f} s ({late['sent']} sent)"),
         ("log rows by status", ", ".join(f"{k} {v}" for k, v in sorted(result["log_by_status"].items()))),
-        ("settled", f"{'yes' if result['settled'] else 'NO (timeout)'} after {result['settle_s']} s"),
+        ("settled", f"{'yes' if result['settled'] else 'NO (timeout)'} after {result['settle_s']} s{in_flight}"),
         ("faults", f"worker kills {faults['worker_kills']}, scheduler kills {faults['scheduler_kills']}, redis kills {faults['redis_kills']}"),
         ("smtp outages", f"{outages or '-'}; 451s {faults['smtp_tempfailed']}, drops {faults['smtp_dropped']}"),
         ("exits on their own", ", ".join(f"{k}: {v}" for k, v in faults["exits_on_their_own"].items()) or "-"),
