@@ -1,0 +1,499 @@
+"""Real services that tests and benchmarks can break on purpose.
+
+- :class:`RedisServer`: a private ``redis-server`` (from PATH) on a free loopback port with
+  its own folder and an append-only file; ``kill()`` (SIGKILL) and ``restart()`` on the same
+  port and folder, so what the AOF holds comes back.
+- :class:`AmendsProcess`: ``amends worker`` / ``amends scheduler`` as a subprocess logging
+  to a file; ``kill()`` (SIGKILL) and ``start()`` again.
+- :class:`FaultySmtp`: a real aiosmtpd server in a background thread that keeps what it
+  receives and fails on demand: ``mode = "ok" | "tempfail" | "drop" | "drop_after_data" | "down"``.
+
+Each class is a context manager that stops what it started. Only loopback addresses are used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import redis
+from aiosmtpd.controller import Controller
+
+from scheduler.mailsink import ReceivedMail
+
+__all__ = [
+    "MODES",
+    "REPO_ROOT",
+    "AmendsProcess",
+    "FaultyMail",
+    "FaultySmtp",
+    "RedisServer",
+    "SmtpCounters",
+    "free_port",
+]
+
+HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port nobody listens on right now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_until(check: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if check():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {timeout_s:g} s")
+        time.sleep(interval_s)
+
+
+class _Managed:
+    def stop(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+# -- Redis -----------------------------------------------------------------------------
+
+
+class RedisServer(_Managed):
+    """A private ``redis-server`` with an append-only file, started at construction.
+
+    ``appendfsync`` is ``"everysec"`` (Redis' default) or ``"always"``. A SIGKILL of the
+    server process loses nothing either way (the AOF is written before clients get their
+    replies; only an OS crash loses the last second with ``everysec``).
+    """
+
+    def __init__(
+        self,
+        *,
+        appendfsync: str = "everysec",
+        port: int | None = None,
+        data_dir: Path | None = None,
+        executable: str = "redis-server",
+        extra_args: Sequence[str] = (),
+        start: bool = True,
+    ) -> None:
+        found = shutil.which(executable)
+        if found is None:
+            raise FileNotFoundError(f"{executable} is not on PATH")
+        self.executable = found
+        self.port = port or free_port()
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="amends-redis-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.appendfsync = appendfsync
+        self.extra_args = list(extra_args)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        if start:
+            self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "redis.log"
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        return redis.Redis(host=HOST, port=self.port, db=0, **kwargs)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def _command(self) -> list[str]:
+        return [
+            self.executable,
+            "--bind", HOST,
+            "--port", str(self.port),
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", self.appendfsync,
+            "--save", "",
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--logfile", str(self.log_path),
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start the server (again) on the same port and folder; return once it answers PING."""
+        if self.running:
+            raise RuntimeError(f"redis-server on port {self.port} is already running")
+        self.process = subprocess.Popen(
+            self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        self.starts += 1
+        self.wait_ready(timeout_s)
+
+    def wait_ready(self, timeout_s: float = 10.0) -> None:
+        def answers() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}:\n{tail}")
+            client = self.client(socket_connect_timeout=0.5, socket_timeout=0.5)
+            try:
+                return bool(client.ping())
+            except redis.exceptions.BusyLoadingError:
+                return False  # still loading the AOF
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+
+        _wait_until(answers, timeout_s, f"redis-server on port {self.port} did not answer PING")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no last write; only what the AOF already holds survives."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def restart(self, timeout_s: float = 10.0) -> None:
+        """Kill it if it runs, then start it again on the same port with the same data."""
+        self.kill()
+        # The port can stay taken for a moment after the kill; retry until it binds.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.start(timeout_s=max(1.0, deadline - time.monotonic()))
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL) and remove its folder if it made one."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+# -- amends processes ----------------------------------------------------------------------
+
+
+class AmendsProcess(_Managed):
+    """One ``amends`` command (``worker``, ``scheduler``, ...) run as a subprocess.
+
+    ``env`` is added to this process' environment (``AMENDS_REDIS_URL``, ``AMENDS_SMTP_URL``,
+    ``AMENDS_SECRET_KEY``, ``AMENDS_CONFIG``, ...). Output of every run goes to ``log_path``
+    (appended, with a marker line per start). Started at construction unless ``start=False``.
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        cwd: Path = REPO_ROOT,
+        ready_text: str | None = None,
+        start: bool = True,
+    ) -> None:
+        self.args = list(args)
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.cwd = cwd
+        self.ready_text = ready_text
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.kills = 0
+        self.exits: list[int] = []
+        """Return codes of the earlier runs, oldest first."""
+        if start:
+            self.start()
+
+    @classmethod
+    def worker(cls, env: Mapping[str, str], log_path: Path, *, threads: int = 4, start: bool = True) -> Self:
+        return cls(
+            ["worker", "--threads", str(threads)], env, log_path, ready_text="amends worker:", start=start
+        )
+
+    @classmethod
+    def scheduler(cls, env: Mapping[str, str], log_path: Path, *, start: bool = True) -> Self:
+        return cls(["scheduler"], env, log_path, ready_text="amends scheduler:", start=start)
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "scheduler.cli", *self.args]
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """None while running (or before the first start); else the last run's exit status."""
+        return self.process.poll() if self.process is not None else None
+
+    def start(self) -> None:
+        if self.running:
+            raise RuntimeError(f"amends {self.args[0]} is already running (pid {self.pid})")
+        if self.process is not None and self.process.returncode is not None:
+            self.exits.append(self.process.returncode)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            log.write(f"\n=== {time.strftime('%H:%M:%S')} start: amends {' '.join(self.args)}\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                self.command,
+                env=self.env,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.starts += 1
+        self._marker = self.log_path.stat().st_size
+
+    def wait_ready(self, timeout_s: float = 20.0) -> None:
+        """Wait until this run printed ``ready_text`` (its start-up line); fail if it exited."""
+        if self.ready_text is None:
+            return
+        text = self.ready_text
+
+        def ready() -> bool:
+            if not self.running:
+                raise RuntimeError(
+                    f"amends {self.args[0]} exited with {self.returncode}:\n{self.log_text()[-3000:]}"
+                )
+            with self.log_path.open("rb") as log:
+                log.seek(self._marker)
+                return text.encode() in log.read()
+
+        _wait_until(ready, timeout_s, f"amends {self.args[0]} did not print {text!r}", interval_s=0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, work in flight is abandoned."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+            self.kills += 1
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM (the clean shutdown), then SIGKILL after ``timeout_s``; the exit status."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+# -- SMTP ------------------------------------------------------------------------------------
+
+MODES = ("ok", "tempfail", "drop", "drop_after_data", "down")
+
+
+@dataclass(frozen=True)
+class FaultyMail(ReceivedMail):
+    """A message the server accepted (or kept before dropping the connection)."""
+
+    received_at: float = 0.0
+    """``time.time()`` when the DATA was complete."""
+
+    @property
+    def message_id(self) -> str:
+        headers = BytesHeaderParser().parsebytes(self.raw)
+        return str(headers.get("Message-ID", "")).strip()
+
+
+@dataclass
+class SmtpCounters:
+    connections: int = 0
+    accepted: int = 0
+    tempfailed: int = 0
+    dropped: int = 0
+    by_mode: dict[str, int] = field(default_factory=dict)
+
+
+class _FaultyHandler:
+    def __init__(self, server: FaultySmtp) -> None:
+        self.server = server
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        with self.server._lock:
+            self.server.counters.connections += 1
+        return responses
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if self.server.mode == "tempfail" and self.server.tempfail_at == "rcpt":
+            self.server._count("tempfailed")
+            return self.server.tempfail_reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        mode = self.server.mode
+        if mode == "tempfail":
+            self.server._count("tempfailed")
+            return self.server.tempfail_reply
+        mail = FaultyMail(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(envelope.content), time.time())
+        if mode in ("drop", "drop_after_data"):
+            if mode == "drop_after_data":
+                self.server._keep(mail)  # received, but the client never hears the 250
+            self.server._count("dropped")
+            server.transport.abort()
+            return "250 OK"  # written to a closed transport: never reaches the client
+        self.server._keep(mail)
+        self.server._count("accepted")
+        return "250 Message accepted for delivery"
+
+
+class FaultySmtp(_Managed):
+    """A real SMTP server (aiosmtpd, in a thread) on a free loopback port, failing on demand.
+
+    ``mode`` can be changed at any time, from any thread:
+
+    - ``"ok"``: accept and keep every message;
+    - ``"tempfail"``: answer ``tempfail_reply`` (451) to DATA, or to RCPT when
+      ``tempfail_at = "rcpt"``; nothing is kept;
+    - ``"drop"``: close the connection abruptly once DATA is complete, without replying;
+      nothing is kept;
+    - ``"drop_after_data"``: the same, but the message is kept (the server got it, the client
+      never heard so): the crash-after-250 case that only Message-ID folding can mend;
+    - ``"down"``: stop listening (open connections are closed; new ones are refused).
+      Setting another mode listens again on the same port.
+    """
+
+    def __init__(self, *, port: int | None = None, start: bool = True) -> None:
+        self.port = port or free_port()
+        self.received: list[FaultyMail] = []
+        self.counters = SmtpCounters()
+        self.tempfail_at = "data"
+        self.tempfail_reply = "451 4.3.0 Temporary failure, try again later"
+        self._mode = "down"
+        self._lock = threading.Condition()  # guards what arrived and the counters
+        self._switch = threading.Lock()  # one mode change at a time (never held by the server's thread)
+        self._controller: Controller | None = None
+        if start:
+            self.mode = "ok"
+
+    # The state ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{HOST}:{self.port}?tls=none"
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode is one of {', '.join(MODES)}, not {mode!r}")
+        with self._switch:
+            listening = self._controller is not None
+            if mode == "down" and listening:
+                self._stop_listening()
+            elif mode != "down" and not listening:
+                self._start_listening()
+            self._mode = mode
+
+    def start(self) -> Self:
+        self.mode = "ok"
+        return self
+
+    def stop(self) -> None:
+        self.mode = "down"
+
+    def _start_listening(self, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:  # after "down" the port may linger a moment
+            controller = Controller(_FaultyHandler(self), hostname=HOST, port=self.port, ready_timeout=5.0)
+            try:
+                controller.start()
+            except (OSError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+                continue
+            self._controller = controller
+            return
+
+    def _stop_listening(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    # What arrived ------------------------------------------------------------------------
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            setattr(self.counters, what, getattr(self.counters, what) + 1)
+            self.counters.by_mode[self._mode] = self.counters.by_mode.get(self._mode, 0) + 1
+
+    def _keep(self, mail: FaultyMail) -> None:
+        with self._lock:
+            self.received.append(mail)
+            self._lock.notify_all()
+
+    def messages(self) -> list[FaultyMail]:
+        """Everything kept so far, in arrival order."""
+        with self._lock:
+            return list(self.received)
+
+    def message_ids(self) -> list[str]:
+        return [m.message_id for m in self.messages()]
+
+    def wait_for(self, count: int, timeout_s: float = 10.0) -> list[FaultyMail]:
+        """Block until ``count`` messages were kept (or the timeout passed); return them all."""
+        with self._lock:
+            self._lock.wait_for(lambda: len(self.received) >= count, timeout=timeout_s)
+            return list(self.received)
