@@ -15,6 +15,7 @@ from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
+from aiosmtplib.email import extract_recipients, extract_sender
 
 from scheduler.errors import PermanentDeliveryError, SettingsError, TransientDeliveryError
 
@@ -68,6 +69,23 @@ class SmtpSettings:
     def redacted(self) -> str:
         user = f"{self.username}:***@" if self.username else ""
         return f"smtp://{user}{self.host}:{self.port}?tls={self.tls}"
+
+
+def _envelope(message: EmailMessage) -> tuple[str, list[str]]:
+    sender = extract_sender(message)
+    if sender is None:
+        raise PermanentDeliveryError("the message has no From header")
+    return sender, extract_recipients(message)
+
+
+def _wire_bytes(message: EmailMessage) -> bytes:
+    """The message exactly as the log keeps it (``message.as_string()``).
+
+    Not ``send_message``: that re-flattens with ``email.policy.SMTP``, which folds and
+    RFC 2047-encodes List-Unsubscribe, Message-ID and References, so what was sent would
+    differ from what was logged, and real mail clients would not read those headers.
+    """
+    return message.as_string().encode("utf-8")
 
 
 def _reply(e: aiosmtplib.SMTPResponseException | aiosmtplib.SMTPResponse) -> str:
@@ -134,7 +152,7 @@ class SmtpPool:
 
     async def _send_on(self, client: aiosmtplib.SMTP, message: EmailMessage) -> str:
         try:
-            errors, response = await client.send_message(message)
+            errors, response = await client.sendmail(*_envelope(message), _wire_bytes(message))
         except aiosmtplib.SMTPRecipientsRefused as e:
             replies = "; ".join(f"{r.recipient}: {_reply(r)}" for r in e.recipients)
             if all(r.code >= 500 for r in e.recipients):
