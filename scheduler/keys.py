@@ -15,7 +15,7 @@
 | ``amends:timers:due`` | hash | claimed timer -> the due time it was claimed at (ms) |
 | ``amends:timers:wake`` | list | a nudge for sleeping schedulers when an earlier timer is armed |
 | ``amends:feedback:{incident_id}`` | hash | stakeholder id -> JSON of its feedback: rating, comment, when given |
-| ``amends:unsubscribed`` | hash | stakeholder id -> when it opted out (ISO 8601, UTC) |
+| ``amends:unsubscribed`` | hash | ``stakeholder`` (all mail) or ``stakeholder:incident`` -> when it opted out (ISO 8601, UTC) |
 """
 
 from __future__ import annotations
