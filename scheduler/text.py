@@ -61,7 +61,8 @@ def decode_utf8(data: bytes) -> str:
     A UTF-8 byte order mark is allowed and dropped; UTF-16 and UTF-32 are named as such,
     since that is the usual cause (a file saved by an editor or PowerShell).
     """
-    if data.startswith(_UTF16_BOMS) or (len(data) >= 2 and b"\x00" in data[:4]):
+    every_other_nul = data[1:4:2] == b"\0\0" or data[0:3:2] == b"\0\0"  # ASCII as UTF-16 without a BOM
+    if data.startswith(_UTF16_BOMS) or every_other_nul:
         raise ValueError("is UTF-16 or UTF-32 text; save it as UTF-8")
     try:
         return data.decode("utf-8-sig")
