@@ -1,4 +1,4 @@
-"""Turning pydantic's errors into (place, reason) pairs a person can act on."""
+"""Turning pydantic's errors into (place, reason) pairs a person can act on, and bounded durations."""
 
 from __future__ import annotations
 
@@ -44,3 +44,17 @@ def reason_of(error: Any) -> str:
 def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
     """One (place, reason) pair per problem, in the order pydantic found them."""
     return [(place_of(e["loc"]), reason_of(e)) for e in exc.errors()]
+
+
+MAX_DURATION_S = 36_500 * 86_400
+"""A hundred years: the longest duration a filter or a preview accepts."""
+
+
+def bounded_duration_s(text: str, at_most_s: int = MAX_DURATION_S) -> int:
+    """Seconds in ``text`` (``30m``, ``2d``); ValueError saying why, also when over ``at_most_s``."""
+    from scheduler.durations import format_duration, parse_duration
+
+    seconds = parse_duration(text)
+    if seconds > at_most_s:
+        raise ValueError(f"{text.strip()!r} is too long; at most {format_duration(at_most_s)}")
+    return seconds

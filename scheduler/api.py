@@ -1,28 +1,31 @@
 """The HTTP API (``amends serve``): event ingestion, log and incident queries, feedback and
-unsubscribe links, the review page, ``/metrics`` and ``/healthz``.
+unsubscribe links, opt-outs, the review page, ``/metrics`` and ``/healthz``.
 
-Authentication: ``/v1/*`` and ``/metrics`` need ``Authorization: Bearer $AMENDS_API_TOKEN``.
-The review page ``/`` accepts the same header, or ``/?token=...`` so that a browser can
-open it: a valid token in the query is exchanged for a cookie (derived from the token,
-HttpOnly, SameSite=Strict) and the browser is sent to ``/``, so the token does not stay in
-the address bar or the history. Feedback and unsubscribe links carry their own HMAC
-signature instead; ``/healthz`` is open. Only the demo (``create_app(..., demo=True)``) may
-run without a token, and then every endpoint is open, so it must listen on 127.0.0.1 only.
-Secrets never appear in responses, and ``token=`` and ``sig=`` values are redacted from
-the access log.
+Authentication: posting events and undoing opt-outs need ``Authorization: Bearer
+$AMENDS_API_TOKEN``; reading (the log, incidents, opt-outs, ``/metrics``) takes that token
+or ``$AMENDS_READ_TOKEN``. The review page ``/`` takes either as a bearer token, or from
+its sign-in form: the form POSTs the token, which is exchanged for a cookie (derived from
+the token, HttpOnly, SameSite=Strict), so a token never appears in a URL; one given as
+``/?token=`` is not used. Feedback and unsubscribe links carry their own HMAC signature
+instead; ``/healthz`` is open. Only the demo (``create_app(..., demo=True)``) may run
+without a token, and then every endpoint is open, so it must listen on 127.0.0.1 only.
+
+No input gets a 500: bodies are size-capped and decoded strictly, forms and JSON that
+cannot be read are answered 4xx with the reason, and responses replace whatever text the
+store holds that cannot be encoded. Secrets never appear in responses, and query values
+of secret-looking names are redacted from the access log however they are encoded.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import unquote
 
 import redis
 import uvicorn
@@ -32,33 +35,23 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Red
 from starlette.concurrency import run_in_threadpool
 
 from scheduler import keys
-from scheduler.durations import parse_duration
+from scheduler._http import SafeJSONResponse, invalid, page, read_capped, read_form
+from scheduler._validation import bounded_duration_s
+from scheduler.config import ConfigSource
 from scheduler.emitting import emit
 from scheduler.engine import KINDS
-from scheduler.errors import EventError, RedisUnavailableError, SettingsError
-from scheduler.events import MAX_EVENT_BYTES
-from scheduler.feedback import (
-    MAX_COMMENT_CHARS,
-    RATINGS,
-    FeedbackError,
-    feedback_for,
-    record_comment,
-    record_rating,
-    record_unsubscribe,
-    unsubscribed,
-)
+from scheduler.errors import AmendsError, EventError, RedisUnavailableError, SettingsError
+from scheduler.events import MAX_DEPTH, MAX_EVENT_BYTES, decode_json, nested_deeper_than
+from scheduler.feedback import feedback_for, opt_outs, remove_opt_out, unsubscribed
+from scheduler.link_routes import link_router
 from scheduler.logview import LogFilter, open_promises, promise_report
 from scheduler.metrics import metrics_text
 from scheduler.processes import broker_for
-from scheduler.review_page import (
-    render_feedback_page,
-    render_notice,
-    render_review,
-    review_view,
-)
+from scheduler.review_page import render_review, render_sign_in, review_view
 from scheduler.settings import Settings
-from scheduler.signing import feedback_links, sign, verify
+from scheduler.signing import sign
 from scheduler.store import STATUSES, Communication, RedisStore, utc_of
+from scheduler.text import decode_utf8, scrub
 from scheduler.timers import RedisTimerStore
 
 __all__ = ["create_app", "serve", "server_config"]
@@ -66,13 +59,8 @@ __all__ = ["create_app", "serve", "server_config"]
 logger = logging.getLogger(__name__)
 
 REVIEW_COOKIE = "amends_review"
-MAX_FORM_BYTES = 64 * 1024
 _GENERATE = "generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
-_HTML_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'",
-    "Cache-Control": "no-store",
-}
+_REJECTED_EXCERPT_CHARS = 2000
 
 
 def _utcnow() -> datetime:
@@ -83,10 +71,6 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
-def _invalid(errors: Iterable[tuple[str, str]]) -> JSONResponse:
-    return JSONResponse({"errors": [{"field": f, "reason": r} for f, r in errors]}, status_code=422)
-
-
 def _incident_json(state: dict[str, Any]) -> dict[str, Any]:
     """The stored incident with its ``*_ms`` times as ISO 8601 ``*_at`` fields."""
     return {
@@ -95,32 +79,42 @@ def _incident_json(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _page(html: str, status_code: int = 200) -> HTMLResponse:
-    return HTMLResponse(html, status_code=status_code, headers=_HTML_HEADERS)
+def _names(settings: Settings) -> Callable[[str], str]:
+    """Stakeholder id -> its configured name (the id itself when there is no such stakeholder)."""
+    try:
+        source: ConfigSource | None = ConfigSource(settings.config_path)
+    except (AmendsError, OSError):
+        source = None
+
+    def name(stakeholder_id: str) -> str:
+        try:
+            stakeholder = source.current().stakeholder(stakeholder_id) if source else None
+        except (AmendsError, OSError):
+            stakeholder = None
+        return stakeholder.name if stakeholder else stakeholder_id
+
+    return name
 
 
-def _forbidden() -> HTMLResponse:
-    return _page(
-        render_notice(
-            "This link does not work",
-            "The link is incomplete or was altered. Please use the link exactly as it came in our email.",
-            error=True,
-        ),
-        403,
-    )
-
-
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The request body, or None when it is larger than ``limit`` bytes (read no further)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
+def _decoded_event(body: bytes | None) -> tuple[Any, Any]:
+    """(the event document, what to keep of it if it is rejected); EventError for a body
+    that is too large, not UTF-8 or not JSON, with the kept excerpt on the error."""
+    if body is None:
+        raise EventError("invalid event", [("", f"the event is larger than {MAX_EVENT_BYTES} bytes")])
+    excerpt = body[:_REJECTED_EXCERPT_CHARS].decode("utf-8", errors="replace")
+    try:
+        text = decode_utf8(body)
+    except ValueError as e:
+        error = EventError("invalid event", [("", f"the body {e}")])
+        error.kept = excerpt  # type: ignore[attr-defined]
+        raise error from None
+    try:
+        payload = decode_json(text)
+    except EventError as e:
+        e.kept = excerpt  # type: ignore[attr-defined]
+        raise
+    # a document too deep to serialise is kept as its text
+    return payload, excerpt if nested_deeper_than(payload, MAX_DEPTH) else payload
 
 
 def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], datetime] = _utcnow) -> FastAPI:
@@ -141,11 +135,12 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         raise SettingsError("\n  ".join(["cannot start the HTTP API:", *missing]))
     secret: str = settings.secret_key or ""
     token = settings.api_token
+    readers = [t for t in (token, settings.read_token) if t]
     client = redis.Redis.from_url(settings.resolved_redis_url())
     store = RedisStore(client)
     timers = RedisTimerStore(client)
     broker = broker_for(settings)
-    review_session = sign(secret, "review-session", token) if token else ""
+    sessions = {sign(secret, "review-session", t): t for t in readers}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -153,32 +148,57 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         broker.close()
         client.close()
 
-    app = FastAPI(title="amends", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="amends",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        default_response_class=SafeJSONResponse,
+    )
 
     def matches(given: str | None, expected: str) -> bool:
-        return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+        return given is not None and hmac.compare_digest(
+            given.encode("utf-8", "replace"), expected.encode("utf-8", "replace")
+        )
 
     def bearer(request: Request) -> str | None:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         return value.strip() if scheme.lower() == "bearer" else None
 
+    def can_read(request: Request, *, cookie: bool = False) -> bool:
+        if token is None:
+            return True
+        given = bearer(request)
+        session = request.cookies.get(REVIEW_COOKIE) if cookie else None
+        return any(matches(given, t) for t in readers) or any(matches(session, s) for s in sessions)
+
     def require_token(request: Request) -> None:
+        """The API token: it may post events and change opt-outs."""
         if token is not None and not matches(bearer(request), token):
             raise HTTPException(
                 401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
             )
 
-    def signed(signature: str, *parts: str) -> bool:
-        return verify(secret, signature, *parts)
+    def require_reader(request: Request) -> None:
+        """The API token or the read-only token."""
+        if not can_read(request):
+            raise HTTPException(
+                401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _invalid((str(e["loc"][-1]), str(e["msg"])) for e in exc.errors())
+        return invalid((str(e["loc"][-1]) if e["loc"] else "", str(e["msg"])) for e in exc.errors())
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return SafeJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(redis.RedisError)
     async def redis_down(_: Request, exc: redis.RedisError) -> JSONResponse:
         logger.warning("Redis did not answer: %s", type(exc).__name__)
-        return JSONResponse({"detail": "Redis did not answer; try again shortly"}, status_code=503)
+        return SafeJSONResponse({"detail": "Redis did not answer; try again shortly"}, status_code=503)
 
     @app.middleware("http")
     async def common_headers(request: Request, call_next: Callable[[Request], Any]) -> Response:
@@ -192,32 +212,25 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
     @app.post("/v1/events", status_code=202, dependencies=[Depends(require_token)])
     async def post_event(request: Request) -> JSONResponse:
         """Validate and enqueue one event; 422 names each wrong field; rejects are kept."""
-        body = await _read_capped(request, MAX_EVENT_BYTES)
-        payload: Any = None
+        body = await read_capped(request, MAX_EVENT_BYTES)
+        kept: Any = None
         try:
-            if body is None:
-                raise EventError("invalid event", [("", f"the event is larger than {MAX_EVENT_BYTES} bytes")])
-            try:
-                payload = json.loads(body)
-            except ValueError as e:
-                payload = body[:2000].decode("utf-8", errors="replace")
-                raise EventError("invalid event", [("", f"not valid JSON: {e}")]) from None
+            payload, kept = _decoded_event(body)
             event = await run_in_threadpool(emit, payload, broker=broker, now=clock())
         except EventError as e:
+            kept = getattr(e, "kept", kept)
             try:
-                await run_in_threadpool(store.reject, payload, e.errors, clock(), "api")
+                await run_in_threadpool(store.reject, kept, e.errors, clock(), "api")
             except redis.RedisError:  # the client still learns what is wrong with its event
-                logging.getLogger(__name__).warning(
-                    "a rejected event could not be kept: Redis did not answer"
-                )
-            return _invalid(e.errors)
+                logger.warning("a rejected event could not be kept: Redis did not answer")
+            return invalid(e.errors)
         except RedisUnavailableError:
-            return JSONResponse({"detail": "Redis did not answer; nothing was enqueued"}, status_code=503)
-        return JSONResponse({"event_id": event.event_id, "status": "enqueued"}, status_code=202)
+            return SafeJSONResponse({"detail": "Redis did not answer; nothing was enqueued"}, status_code=503)
+        return SafeJSONResponse({"event_id": event.event_id, "status": "enqueued"}, status_code=202)
 
     # -- the log and incidents -----------------------------------------------------------
 
-    @app.get("/v1/communications", dependencies=[Depends(require_token)])
+    @app.get("/v1/communications", dependencies=[Depends(require_reader)])
     def communications(
         incident: str | None = None,
         stakeholder: str | None = None,
@@ -235,30 +248,30 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         since_at = None
         if since is not None:
             try:
-                since_at = clock() - timedelta(seconds=parse_duration(since))
-            except ValueError as e:
+                since_at = clock() - timedelta(seconds=bounded_duration_s(since))
+            except (ValueError, OverflowError) as e:
                 errors.append(("since", str(e)))
         if errors:
-            return _invalid(errors)
+            return invalid(errors)
         keep = LogFilter(incident, stakeholder, kind, status)
         found = [c.as_json() for c in store.communications(since_at) if keep.keeps(c)]
-        return JSONResponse({"communications": found[-limit:]})
+        return SafeJSONResponse({"communications": found[-limit:]})
 
-    @app.get("/v1/communications/{comm_id}", dependencies=[Depends(require_token)])
+    @app.get("/v1/communications/{comm_id}", dependencies=[Depends(require_reader)])
     def communication(comm_id: str) -> JSONResponse:
         """One communication with the full message as sent, headers included."""
         comm = store.comm(comm_id)
         if comm is None:
             raise HTTPException(404, f"no communication {comm_id!r}")
-        return JSONResponse({**comm.as_json(), "message": comm.message})
+        return SafeJSONResponse({**comm.as_json(), "message": comm.message})
 
-    @app.get("/v1/incidents", dependencies=[Depends(require_token)])
+    @app.get("/v1/incidents", dependencies=[Depends(require_reader)])
     def incidents() -> JSONResponse:
         """Every incident's current state, newest first."""
         states = (store.incident(i) for i in reversed(store.incident_ids()))
-        return JSONResponse({"incidents": [_incident_json(s) for s in states if s is not None]})
+        return SafeJSONResponse({"incidents": [_incident_json(s) for s in states if s is not None]})
 
-    @app.get("/v1/incidents/{incident_id}", dependencies=[Depends(require_token)])
+    @app.get("/v1/incidents/{incident_id}", dependencies=[Depends(require_reader)])
     def incident(incident_id: str) -> JSONResponse:
         """One incident: its state, its communications by stakeholder, and the feedback received."""
         state = store.incident(incident_id)
@@ -269,37 +282,34 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
             if comm.incident_id == incident_id:
                 grouped.setdefault(comm.stakeholder_id, []).append(comm.as_json())
         answers = {sid: f.as_json() for sid, f in feedback_for(client, incident_id).items()}
-        return JSONResponse(
+        return SafeJSONResponse(
             {"incident": _incident_json(state), "communications": grouped, "feedback": answers}
         )
+
+    # -- opt-outs ------------------------------------------------------------------------
+
+    @app.get("/v1/opt-outs", dependencies=[Depends(require_reader)])
+    def list_opt_outs() -> JSONResponse:
+        """Every opt-out: from one incident's mail (``stakeholder:incident``) or from all."""
+        return SafeJSONResponse({"opt_outs": [o.as_json() for o in opt_outs(client)]})
+
+    @app.delete("/v1/opt-outs/{opt_out}", dependencies=[Depends(require_token)])
+    def undo_opt_out(opt_out: str) -> JSONResponse:
+        """Undo one opt-out: the stakeholder receives that mail again."""
+        if not remove_opt_out(client, opt_out):
+            raise HTTPException(404, f"no opt-out {opt_out!r}")
+        return SafeJSONResponse({"removed": opt_out})
 
     # -- the review page and the figures -------------------------------------------------
 
     @app.get("/", response_class=HTMLResponse)
-    def review(request: Request, token_param: str | None = Query(None, alias="token")) -> Response:
+    def review(request: Request) -> Response:
         """Every incident, newest first, with each stakeholder's timeline and feedback."""
-        if token is not None and not (
-            matches(bearer(request), token) or matches(request.cookies.get(REVIEW_COOKIE), review_session)
-        ):
-            if not matches(token_param, token):
-                return _page(
-                    render_notice(
-                        "Sign in",
-                        "Open this page as /?token=… with the API token, or send "
-                        "Authorization: Bearer with it.",
-                        error=True,
-                    ),
-                    401,
-                )
-            to_clean_url = RedirectResponse("/", status_code=303)
-            to_clean_url.set_cookie(
-                REVIEW_COOKIE,
-                review_session,
-                httponly=True,
-                samesite="strict",
-                secure=request.url.scheme == "https",
-            )
-            return to_clean_url
+        if any(name.lower() == "token" for name in request.query_params):
+            # a token in an address stays in history and logs: it is never used, and leaves
+            return RedirectResponse("/", status_code=303)
+        if not can_read(request, cookie=True):
+            return page(render_sign_in(), 401)
         now = clock()
         ids = list(reversed(store.incident_ids()))
         states = [s for s in (store.incident(i) for i in ids) if s is not None]
@@ -310,121 +320,77 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
             unsubscribed(client),
             now,
         )
-        return _page(render_review(view, now))
+        return page(render_review(view, now))
 
-    @app.get("/metrics", dependencies=[Depends(require_token)])
+    @app.post("/signin", response_class=HTMLResponse)
+    async def sign_in(request: Request) -> Response:
+        """The sign-in form: a valid token becomes a cookie, and the browser goes to ``/``."""
+        form = await read_form(request)
+        given = (form or {}).get("token", "")
+        if token is not None and not any(matches(given, t) for t in readers):
+            return page(render_sign_in("That token is not right."), 401)
+        signed_in = RedirectResponse("/", status_code=303)
+        if token is not None:
+            signed_in.set_cookie(
+                REVIEW_COOKIE,
+                sign(secret, "review-session", given),
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+        return signed_in
+
+    @app.post("/signout", response_class=HTMLResponse)
+    def sign_out() -> Response:
+        signed_out = RedirectResponse("/", status_code=303)
+        signed_out.delete_cookie(REVIEW_COOKIE, httponly=True, samesite="strict")
+        return signed_out
+
+    @app.get("/metrics", dependencies=[Depends(require_reader)])
     def metrics() -> PlainTextResponse:
         """Prometheus text format: communications by kind and status, lateness, timers, rejects."""
         comms: list[Communication] = list(store.communications())
         overdue = promise_report([], clock(), open_promises(store)).overdue_unsent
         text = metrics_text(comms, timers.armed_count(), int(client.llen(keys.REJECTED)), overdue)
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(scrub(text), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
         try:
             client.ping()
         except redis.RedisError:
-            return JSONResponse({"redis": "unavailable"}, status_code=503)
-        return JSONResponse({"redis": "ok"})
+            return SafeJSONResponse({"redis": "unavailable"}, status_code=503)
+        return SafeJSONResponse({"redis": "ok"})
 
-    # -- feedback and unsubscribe links --------------------------------------------------
-
-    def feedback_page(
-        incident_id: str, stakeholder_id: str, status_code: int = 200, **shown: Any
-    ) -> HTMLResponse:
-        state = store.incident(incident_id)
-        html = render_feedback_page(
-            incident_id=incident_id,
-            title=str(state.get("title", "")) if state else "",
-            links=feedback_links("", secret, incident_id, stakeholder_id),
-            action=f"/feedback/{quote(incident_id, safe='')}/{quote(stakeholder_id, safe='')}",
-            comment_sig=sign(secret, "feedback-comment", incident_id, stakeholder_id),
-            **shown,
-        )
-        return _page(html, status_code)
-
-    @app.get("/feedback/{incident_id}/{stakeholder_id}", response_class=HTMLResponse)
-    def feedback(incident_id: str, stakeholder_id: str, sig: str = "", rating: str | None = None) -> Response:
-        """A signed rating link records the rating (the latest wins); the page link shows the form."""
-        if rating is None:
-            if not signed(sig, "feedback-page", incident_id, stakeholder_id):
-                return _forbidden()
-            return feedback_page(incident_id, stakeholder_id)
-        if not signed(sig, "feedback", incident_id, stakeholder_id, rating):
-            return _forbidden()
-        value = int(rating) if rating.isascii() and rating.isdigit() else 0
-        if value not in RATINGS:
-            return _page(render_notice("Not a rating", "A rating is 1 to 5.", error=True), 422)
-        record_rating(client, incident_id, stakeholder_id, value, clock())
-        return feedback_page(
-            incident_id,
-            stakeholder_id,
-            rating=value,
-            message=f"Thank you! You rated our messages {value} of 5.",
-        )
-
-    @app.post("/feedback/{incident_id}/{stakeholder_id}", response_class=HTMLResponse)
-    async def feedback_comment(request: Request, incident_id: str, stakeholder_id: str) -> Response:
-        """The comment form: signed for this incident and stakeholder; at most 4000 characters."""
-        body = await _read_capped(request, MAX_FORM_BYTES)
-        if body is None:
-            return _page(render_notice("Not saved", "The comment is too long.", error=True), 422)
-        form = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=10)
-        sig = (form.get("sig") or [""])[-1]
-        if not signed(sig, "feedback-comment", incident_id, stakeholder_id):
-            return _forbidden()
-        comment = (form.get("comment") or [""])[-1]
-        return await run_in_threadpool(keep_comment, incident_id, stakeholder_id, comment)
-
-    def keep_comment(incident_id: str, stakeholder_id: str, comment: str) -> HTMLResponse:
-        try:
-            saved = record_comment(client, incident_id, stakeholder_id, comment, clock())
-        except FeedbackError as e:
-            shown = comment[:MAX_COMMENT_CHARS]
-            return feedback_page(incident_id, stakeholder_id, 422, error=f"Not saved: {e}.", comment=shown)
-        thanks = "Thank you! Your comment was recorded."
-        return feedback_page(
-            incident_id, stakeholder_id, rating=saved.rating, comment=saved.comment, message=thanks
-        )
-
-    @app.get("/unsubscribe/{stakeholder_id}", response_class=HTMLResponse)
-    def confirm_unsubscribe(request: Request, stakeholder_id: str, sig: str = "") -> Response:
-        """Opening the link only asks: mail scanners fetch links, and must not unsubscribe anyone."""
-        if not signed(sig, "unsubscribe", stakeholder_id):
-            return _forbidden()
-        return _page(
-            render_notice(
-                "Unsubscribe?",
-                f"{stakeholder_id} will receive no more incident messages.",
-                button="Unsubscribe",
-                action=str(request.url.path) + "?" + str(request.url.query),
-            )
-        )
-
-    @app.post("/unsubscribe/{stakeholder_id}", response_class=HTMLResponse)
-    def unsubscribe(stakeholder_id: str, sig: str = "") -> Response:
-        """Records the opt-out: the page's button, or RFC 8058's one-click POST from a mail client."""
-        if not signed(sig, "unsubscribe", stakeholder_id):
-            return _forbidden()
-        record_unsubscribe(client, stakeholder_id, clock())
-        return _page(
-            render_notice("Unsubscribed", f"{stakeholder_id} will receive no more incident messages.")
-        )
-
+    app.include_router(link_router(client, secret, clock, _names(settings)))
     return app
 
 
-class _RedactSecrets(logging.Filter):
-    """Keeps ``token=`` and ``sig=`` query values out of the access log."""
+_SECRET_NAME = re.compile(r"(?i)token|sig|secret|passw|key|auth")
 
-    _pattern = re.compile(r"(?i)\b(token|sig)=[^&\s\"]*")
+
+def _redacted(target: str) -> str:
+    """``target`` (a path with its query) with the value of every secret-looking query
+    field replaced; names are decoded first, so ``%74oken`` is seen as ``token``."""
+    path, sep, query = target.partition("?")
+    if not sep:
+        return target
+    fields = []
+    for field in re.split(r"[&;]", query):
+        name, equals, _ = field.partition("=")
+        decoded = name
+        for _ in range(4):  # %2574oken decodes to %74oken, then to token
+            decoded = unquote(decoded.replace("+", " "))
+        fields.append(f"{name}=[redacted]" if equals and _SECRET_NAME.search(decoded) else field)
+    return f"{path}?{'&'.join(fields)}"
+
+
+class _RedactSecrets(logging.Filter):
+    """Keeps tokens and link signatures in query strings out of the access log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                self._pattern.sub(r"\1=[redacted]", a) if isinstance(a, str) else a for a in record.args
-            )
+            record.args = tuple(_redacted(a) if isinstance(a, str) and "?" in a else a for a in record.args)
         return True
 
 

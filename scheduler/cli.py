@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from scheduler.commands import (
     cmd_demo,
     cmd_emit,
     cmd_log,
+    cmd_opt_outs,
     cmd_preview,
     cmd_scheduler,
     cmd_serve,
@@ -63,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep every stakeholder of an incident informed: acknowledgment, updates on "
         "their cadence, resolution, feedback request.",
         epilog="Environment: AMENDS_REDIS_URL, AMENDS_SMTP_URL, AMENDS_CONFIG, AMENDS_TEMPLATES, "
-        "AMENDS_SECRET_KEY, AMENDS_API_TOKEN, AMENDS_HOME (see README.md). "
+        "AMENDS_SECRET_KEY, AMENDS_API_TOKEN, AMENDS_READ_TOKEN, AMENDS_HOME (see README.md). "
         "Exit status: 0 done, 1 failed, 2 bad input or usage.",
     )
     parser.add_argument("--version", action="version", version=f"amends {_version()}")
@@ -130,6 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--limit", type=_positive, help="only the newest N rows (with --rejected: default 100)")
     log.set_defaults(func=cmd_log)
 
+    opt_outs = sub.add_parser(
+        "opt-outs",
+        help="list stakeholders' opt-outs, or undo one",
+        usage="amends opt-outs [--json]\n       amends opt-outs remove ID",
+        description="Opt-outs come from unsubscribe links: from one incident's mail (id "
+        "STAKEHOLDER:INCIDENT) or from all incident mail (id STAKEHOLDER). 'amends opt-outs remove ID' "
+        "undoes one: that mail is sent again.",
+    )
+    opt_outs.add_argument("action", nargs="*", metavar="remove ID", help=argparse.SUPPRESS)
+    opt_outs.add_argument("--json", action="store_true", help="one JSON object per line")
+    opt_outs.set_defaults(func=cmd_opt_outs)
+
     worker = sub.add_parser(
         "worker",
         help="run a Dramatiq worker (events, timers, delivery)",
@@ -153,9 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="the HTTP API: events, the log, incidents, feedback links, the review page, /metrics",
         description="POST /v1/events, GET /v1/communications, /v1/incidents, the review page at /, "
-        "/metrics and /healthz, and the feedback and unsubscribe links sent in emails. Needs "
-        "AMENDS_API_TOKEN (bearer token for /v1/*, /metrics and the review page, which also takes "
-        "?token=) and AMENDS_SECRET_KEY (verifies the links).",
+        "/v1/opt-outs, /metrics and /healthz, and the feedback and unsubscribe links sent in emails. "
+        "Needs AMENDS_API_TOKEN (bearer token for /v1/*, /metrics and the review page's sign-in form) "
+        "and AMENDS_SECRET_KEY (verifies the links); AMENDS_READ_TOKEN, when set, reads but cannot post.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
@@ -197,10 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerant_output() -> None:
+    """Whatever text is stored, printing it never raises: what cannot be encoded is escaped."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _tolerant_output()
     parser = build_parser()
     args = parser.parse_args(argv)
-    quiet = args.command in ("demo", "emit", "log", "config", "preview")
+    quiet = args.command in ("demo", "emit", "log", "config", "preview", "opt-outs")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -210,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return EXIT_USAGE
-    if args.command in ("log", "preview", "emit", "config"):
+    if args.command in ("log", "preview", "emit", "config", "opt-outs"):
         # `amends log | head` should stop quietly, like other command-line tools
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:

@@ -12,9 +12,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from scheduler._validation import bounded_duration_s
 from scheduler.errors import ConfigError, EventError, SettingsError
-from scheduler.events import Event, check_not_ahead, parse_event_json
+from scheduler.events import Event, check_not_ahead, decode_json, parse_event, parse_event_json
 from scheduler.settings import Settings
+from scheduler.text import decode_utf8, scrub
 
 __all__ = [
     "EXIT_FAILED",
@@ -24,6 +26,7 @@ __all__ = [
     "cmd_demo",
     "cmd_emit",
     "cmd_log",
+    "cmd_opt_outs",
     "cmd_preview",
     "cmd_scheduler",
     "cmd_serve",
@@ -31,6 +34,8 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MAX_PREVIEW_S = 366 * 86_400
+"""How far past the last event a preview may follow the timeline (--until)."""
 
 
 def _require_own_config(settings: Settings, command: str) -> None:
@@ -96,12 +101,27 @@ def _event_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _stdin_bytes() -> bytes:
+    if hasattr(sys.stdin, "buffer"):
+        return bytes(sys.stdin.buffer.read())
+    # a text stream: lone surrogates come back as bytes that the strict decoding refuses
+    return sys.stdin.read().encode("utf-8", "surrogatepass")
+
+
 def _read_events(path: str) -> list[Any]:
-    raw = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    """The events in a file or stdin, read as bytes and decoded strictly: undecodable bytes
+    are refused here, never carried on as lone surrogates. EventError holds one (where, why)."""
+    where = "stdin" if path == "-" else path
+    raw = _stdin_bytes() if path == "-" else Path(path).read_bytes()
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise EventError(f"{'stdin' if path == '-' else path} is not JSON", [("", str(e))]) from None
+        text = decode_utf8(raw)
+    except ValueError as e:
+        raise EventError("unreadable events", [(where, str(e))]) from None
+    try:
+        data = decode_json(text)
+    except EventError as e:
+        detail = e.errors[0][1].removeprefix("not valid JSON: ")
+        raise EventError("unreadable events", [(where, f"is not JSON: {detail}")]) from None
     return data if isinstance(data, list) else [data]
 
 
@@ -117,7 +137,8 @@ def _load_events(command: str, path: str, now: datetime | None = None) -> list[E
         print(f"amends {command}: cannot read {path}: {e.strerror}", file=sys.stderr)
         return None
     except EventError as e:
-        print(f"amends {command}: {e}", file=sys.stderr)
+        where, reason = e.errors[0]
+        print(f"amends {command}: {scrub(where)} {scrub(reason)}", file=sys.stderr)
         return None
     if not documents:
         print(f"amends {command}: {path if path != '-' else 'stdin'} holds no events", file=sys.stderr)
@@ -131,6 +152,7 @@ def _validated(command: str, documents: list[Any], now: datetime | None) -> list
     events, problems = [], []
     for index, document in enumerate(documents):
         try:
+            parse_event(document)  # first: a document too deep to serialise is refused here
             event = parse_event_json(json.dumps(document))
             events.append(check_not_ahead(event, now) if now is not None else event)
         except EventError as e:
@@ -139,7 +161,8 @@ def _validated(command: str, documents: list[Any], now: datetime | None) -> list
                 f"{'.'.join(p for p in (prefix, place) if p) or 'event'}: {why}" for place, why in e.errors
             ]
     if problems:
-        print(f"amends {command}: invalid event:" + "".join(f"\n  {p}" for p in problems), file=sys.stderr)
+        lines = "".join(f"\n  {scrub(p)}" for p in problems)
+        print(f"amends {command}: invalid event:{lines}", file=sys.stderr)
         return None
     return events
 
@@ -222,7 +245,6 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    from scheduler.durations import parse_duration
     from scheduler.logview import (
         REJECTED_COLUMNS,
         LogFilter,
@@ -250,9 +272,11 @@ def cmd_log(args: argparse.Namespace) -> int:
             print(f"amends log: no communication {args.target[1]!r}", file=sys.stderr)
             return EXIT_FAILED
         if args.json:
-            print(json.dumps({**comm.as_json(), "message": comm.message}, ensure_ascii=False))
+            print(scrub(json.dumps({**comm.as_json(), "message": comm.message}, ensure_ascii=False)))
         elif comm.message:
-            print(comm.message)
+            # exactly what the SMTP server received: CRLF line ends, nothing added
+            sys.stdout.write(scrub(comm.message))
+            sys.stdout.flush()
         else:
             not_sent = {
                 "failed": "it was not sent and will not be",
@@ -263,8 +287,8 @@ def cmd_log(args: argparse.Namespace) -> int:
     since = None
     if args.since:
         try:
-            since = datetime.now(UTC) - timedelta(seconds=parse_duration(args.since))
-        except ValueError as e:
+            since = datetime.now(UTC) - timedelta(seconds=bounded_duration_s(args.since))
+        except (ValueError, OverflowError) as e:
             print(f"amends log: --since: {e}", file=sys.stderr)
             return EXIT_USAGE
     if args.rejected:
@@ -276,9 +300,9 @@ def cmd_log(args: argparse.Namespace) -> int:
         records = rejected_records(store.rejected(args.limit or 100), args.incident, since)
         if args.json:
             for record in records:
-                print(json.dumps(record, ensure_ascii=False))
+                print(scrub(json.dumps(record, ensure_ascii=False, default=str)))
         elif records:
-            print(format_table((rejected_row(r) for r in records), REJECTED_COLUMNS))
+            print(scrub(format_table((rejected_row(r) for r in records), REJECTED_COLUMNS)))
         else:
             print("no rejected events")
         return EXIT_OK
@@ -300,11 +324,46 @@ def cmd_log(args: argparse.Namespace) -> int:
         comms = comms[-args.limit :]  # the newest
     if args.json:
         for comm in comms:
-            print(row_json(comm))
+            print(scrub(row_json(comm)))
     elif comms:
-        print(format_table(table_row(c) for c in comms))
+        print(scrub(format_table(table_row(c) for c in comms)))
     else:
         print("no communications match")
+    return EXIT_OK
+
+
+# -- opt-outs --------------------------------------------------------------------------
+
+
+def cmd_opt_outs(args: argparse.Namespace) -> int:
+    import redis
+
+    from scheduler.feedback import opt_outs, remove_opt_out
+    from scheduler.logview import format_table
+
+    client = redis.Redis.from_url(_settings().resolved_redis_url())
+    if args.action:
+        if args.action[0] != "remove" or len(args.action) != 2:
+            print("amends opt-outs: use 'amends opt-outs' or 'amends opt-outs remove ID'", file=sys.stderr)
+            return EXIT_USAGE
+        opt_out = args.action[1]
+        if not remove_opt_out(client, opt_out):
+            print(f"amends opt-outs: no opt-out {opt_out!r}; 'amends opt-outs' lists them", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"removed {opt_out}: that mail will be sent again")
+        return EXIT_OK
+    found = opt_outs(client)
+    if args.json:
+        for opt in found:
+            print(scrub(json.dumps(opt.as_json(), ensure_ascii=False)))
+    elif found:
+        rows = (
+            (o.id, o.stakeholder_id, o.incident_id or "all incident mail", o.as_json()["since"])
+            for o in found
+        )
+        print(scrub(format_table(rows, ("id", "stakeholder", "stops", "since"))))
+    else:
+        print("no opt-outs")
     return EXIT_OK
 
 
@@ -361,14 +420,13 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     from scheduler.config import load_config
-    from scheduler.durations import parse_duration
     from scheduler.preview import simulate, timeline_json, timeline_text, write_html
     from scheduler.render import TemplateSet
 
     settings = _settings(needs_config=True)
     try:
-        after_last = timedelta(seconds=parse_duration(args.until))
-    except ValueError as e:
+        after_last = timedelta(seconds=bounded_duration_s(args.until, MAX_PREVIEW_S))
+    except (ValueError, OverflowError) as e:
         print(f"amends preview: --until: {e}", file=sys.stderr)
         return EXIT_USAGE
     events = _load_events("preview", args.file)
@@ -410,7 +468,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from scheduler.api import create_app, server_config
 
     app = create_app(_settings())  # refuses to start without its settings
-    print(f"amends serve: http://{args.host}:{args.port}/ (the review page: open /?token=...)", flush=True)
+    print(
+        f"amends serve: http://{args.host}:{args.port}/ (the review page; sign in with a token)", flush=True
+    )
     try:
         uvicorn.Server(server_config(app, args.host, args.port)).run()
     except SystemExit as e:  # uvicorn exits when it cannot bind; its log line says why

@@ -89,9 +89,19 @@ def check_identifier(value: Any) -> Any:
     return value
 
 
+MAX_BASE_URL_CHARS = 500
+"""Keeps the List-Unsubscribe line, with the longest ids, inside RFC 5322's 998 characters."""
+
+
 def _base_url(value: Any) -> Any:
     if isinstance(value, str) and not re.match(r"^https?://[^\s/]+[^\s]*$", value):
         raise ValueError(f"{value!r} is not a web address like https://status.acme.example")
+    if isinstance(value, str) and not (value.isascii() and value.isprintable() and '"' not in value):
+        raise ValueError(
+            f"{value!r} must be written in ASCII: percent-encode the path and use the xn-- form of the host"
+        )
+    if isinstance(value, str) and len(value) > MAX_BASE_URL_CHARS:
+        raise ValueError(f"is {len(value)} characters long; the limit is {MAX_BASE_URL_CHARS}")
     return value
 
 

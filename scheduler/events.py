@@ -23,16 +23,20 @@ from pydantic import (
 from scheduler._validation import field_errors
 from scheduler.config import Severity, check_identifier, check_one_line
 from scheduler.errors import EventError
+from scheduler.text import bidi_control_in, surrogate_at
 
 __all__ = [
     "EVENT_TYPES",
     "MATERIAL_FIELDS",
     "MAX_CLOCK_AHEAD",
+    "MAX_DEPTH",
     "MAX_EVENT_BYTES",
     "Event",
     "EventType",
     "IncidentFields",
     "check_not_ahead",
+    "decode_json",
+    "nested_deeper_than",
     "parse_event",
     "parse_event_json",
 ]
@@ -45,6 +49,8 @@ MATERIAL_FIELDS = ("status", "severity", "summary", "impact", "plan")
 MAX_EVENT_BYTES = 64 * 1024
 MAX_LINE_CHARS = 200
 MAX_TEXT_CHARS = 4000
+MAX_DEPTH = 16
+"""How deeply arrays and objects may nest in an event (schema 1 needs three levels)."""
 
 
 def _text(value: Any) -> Any:
@@ -65,7 +71,22 @@ def _timestamp(value: Any) -> datetime:
     return parsed.astimezone(UTC)
 
 
-Line = Annotated[StrictStr, BeforeValidator(check_one_line), Field(min_length=1, max_length=MAX_LINE_CHARS)]
+def _no_bidi(value: Any) -> Any:
+    # One-line fields reach mail subjects, where U+202E makes "gnp.exe" read "exe.png".
+    if isinstance(value, str) and (control := bidi_control_in(value)):
+        raise ValueError(
+            f"contains the bidirectional control character {control}, which can make text read "
+            "differently than it is"
+        )
+    return value
+
+
+Line = Annotated[
+    StrictStr,
+    BeforeValidator(check_one_line),
+    BeforeValidator(_no_bidi),
+    Field(min_length=1, max_length=MAX_LINE_CHARS),
+]
 Text = Annotated[StrictStr, BeforeValidator(_text), Field(max_length=MAX_TEXT_CHARS)]
 Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
 
@@ -120,10 +141,66 @@ class Event(_Model):
         return self.model_dump_json(by_alias=True, exclude_none=True)
 
 
+def _place(parent: str, part: str | int) -> str:
+    if isinstance(part, int):
+        return f"{parent}[{part}]"
+    return f"{parent}.{part}" if parent else part
+
+
+def _text_problems(data: Any) -> list[tuple[str, str]]:
+    """Strings (keys included) that are not valid Unicode, and nesting deeper than MAX_DEPTH.
+
+    Runs before anything else looks at the document: a lone surrogate cannot be encoded
+    as UTF-8 (nor stored, nor mailed), and a deep document cannot even be serialised.
+    """
+    problems: list[tuple[str, str]] = []
+    pending: list[tuple[str, Any, int]] = [("", data, 0)]
+    while pending and len(problems) < 20:
+        place, value, depth = pending.pop()
+        if isinstance(value, str):
+            at = surrogate_at(value)
+            if at is not None:
+                problems.append(
+                    (
+                        place,
+                        f"is not valid Unicode text: a lone surrogate U+{ord(value[at]):04X} "
+                        f"at character {at}",
+                    )
+                )
+        elif isinstance(value, dict | list):
+            if depth >= MAX_DEPTH:
+                problems.append((place, f"is nested more than {MAX_DEPTH} levels deep"))
+                continue
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in reversed(list(items)):
+                if isinstance(key, str) and surrogate_at(key) is not None:
+                    problems.append((place, "has a field name that is not valid Unicode text"))
+                    continue
+                pending.append((_place(place, key), item, depth + 1))
+    return problems
+
+
+def nested_deeper_than(data: Any, depth: int) -> bool:
+    """Whether arrays and objects in ``data`` nest more than ``depth`` levels (no recursion)."""
+    pending: list[tuple[Any, int]] = [(data, 0)]
+    while pending:
+        value, level = pending.pop()
+        if isinstance(value, dict | list):
+            if level >= depth:
+                return True
+            pending.extend(
+                (item, level + 1) for item in (value.values() if isinstance(value, dict) else value)
+            )
+    return False
+
+
 def parse_event(data: Any) -> Event:
     """Validate a decoded event document; raise EventError naming each wrong field."""
     if not isinstance(data, dict):
         raise EventError("invalid event", [("", f"an event is a JSON object, not {type(data).__name__}")])
+    problems = _text_problems(data)
+    if problems:
+        raise EventError("invalid event", problems)
     try:
         return Event.model_validate(data)
     except ValidationError as e:
@@ -157,8 +234,18 @@ def parse_event_json(raw: str | bytes) -> Event:
         raise EventError(
             "invalid event", [("", f"the event is {size} bytes; the limit is {MAX_EVENT_BYTES}")]
         )
+    return parse_event(decode_json(raw))
+
+
+def decode_json(raw: str | bytes) -> Any:
+    """The JSON document in ``raw``; EventError with a one-line reason when it is not one.
+
+    Deep nesting, huge numbers and bytes that are not UTF-8 are refused like any other
+    malformed JSON, never raised as a different exception.
+    """
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return json.loads(raw)
+    except RecursionError:
+        raise EventError("invalid event", [("", "not valid JSON: nested too deeply")]) from None
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError, and int() refusing 5,000 digits
         raise EventError("invalid event", [("", f"not valid JSON: {e}")]) from None
-    return parse_event(data)

@@ -2,7 +2,8 @@
 
 Feedback is kept per (incident, stakeholder), so answering again replaces the earlier
 answer: the latest rating and the latest comment win, and following the same link twice
-changes nothing. An opt-out is kept with the time it was first given. Every function
+changes nothing. An opt-out, from one incident's mail or from all of it, is kept with
+the time it was first given, and can be undone. Every function
 takes ``now`` from its caller; none reads the clock.
 """
 
@@ -23,11 +24,15 @@ __all__ = [
     "RATINGS",
     "Feedback",
     "FeedbackError",
+    "OptOut",
     "feedback_for",
     "is_unsubscribed",
+    "opt_out_id",
+    "opt_outs",
     "record_comment",
     "record_rating",
     "record_unsubscribe",
+    "remove_opt_out",
     "unsubscribed",
 ]
 
@@ -48,7 +53,7 @@ def _moment(text: Any) -> datetime | None:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True)
@@ -130,20 +135,69 @@ def feedback_for(client: redis.Redis, incident_id: str) -> dict[str, Feedback]:
     return {_text(sid): Feedback.from_json(value) for sid, value in sorted(raw.items())}
 
 
-def record_unsubscribe(client: redis.Redis, stakeholder_id: str, now: datetime) -> datetime:
-    """Keep the stakeholder's opt-out; return when it was first given (a repeat changes nothing)."""
-    client.hsetnx(keys.UNSUBSCRIBED, stakeholder_id, _iso(now) or "")
-    first = client.hget(keys.UNSUBSCRIBED, stakeholder_id)
+@dataclass(frozen=True)
+class OptOut:
+    """A stakeholder's opt-out from one incident's mail, or (``incident_id`` None) from all."""
+
+    stakeholder_id: str
+    incident_id: str | None
+    since: datetime
+
+    @property
+    def id(self) -> str:
+        return opt_out_id(self.stakeholder_id, self.incident_id)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "stakeholder_id": self.stakeholder_id,
+            "incident_id": self.incident_id,
+            "scope": "incident" if self.incident_id else "all",
+            "since": _iso(self.since),
+        }
+
+
+def opt_out_id(stakeholder_id: str, incident_id: str | None = None) -> str:
+    """``acme-finance`` (all incident mail) or ``acme-finance:INC-1`` (that incident's only).
+
+    Ids never contain ``:``, so the two halves are never ambiguous.
+    """
+    return f"{stakeholder_id}:{incident_id}" if incident_id else stakeholder_id
+
+
+def record_unsubscribe(
+    client: redis.Redis, stakeholder_id: str, now: datetime, incident_id: str | None = None
+) -> datetime:
+    """Keep the stakeholder's opt-out from all incident mail (or, with ``incident_id``, from
+    that incident's); return when it was first given (a repeat changes nothing)."""
+    field = opt_out_id(stakeholder_id, incident_id)
+    client.hsetnx(keys.UNSUBSCRIBED, field, _iso(now) or "")
+    first = client.hget(keys.UNSUBSCRIBED, field)
     return (_moment(_text(first)) if first is not None else None) or now
 
 
-def is_unsubscribed(client: redis.Redis, stakeholder_id: str) -> bool:
-    """Whether the stakeholder has opted out of incident messages."""
-    return bool(client.hexists(keys.UNSUBSCRIBED, stakeholder_id))
+def is_unsubscribed(client: redis.Redis, stakeholder_id: str, incident_id: str | None = None) -> bool:
+    """Whether the stakeholder has opted out of all incident messages, or of ``incident_id``'s."""
+    fields = [opt_out_id(stakeholder_id)] + ([opt_out_id(stakeholder_id, incident_id)] if incident_id else [])
+    return any(value is not None for value in client.hmget(keys.UNSUBSCRIBED, fields))
 
 
 def unsubscribed(client: redis.Redis) -> dict[str, datetime]:
-    """Every opt-out, by stakeholder id, with when it was given."""
-    raw = client.hgetall(keys.UNSUBSCRIBED)
-    found = {_text(sid): _moment(_text(at)) for sid, at in raw.items()}
-    return {sid: at for sid, at in sorted(found.items()) if at is not None}
+    """Every opt-out, by its id (see :func:`opt_out_id`), with when it was given."""
+    return {o.id: o.since for o in opt_outs(client)}
+
+
+def opt_outs(client: redis.Redis) -> list[OptOut]:
+    """Every opt-out, ordered by id (so a stakeholder's come together, all-mail first)."""
+    found = []
+    for field, at in client.hgetall(keys.UNSUBSCRIBED).items():
+        stakeholder_id, _, incident_id = _text(field).partition(":")
+        since = _moment(_text(at))
+        if since is not None:
+            found.append(OptOut(stakeholder_id, incident_id or None, since))
+    return sorted(found, key=lambda o: o.id)
+
+
+def remove_opt_out(client: redis.Redis, opt_out: str) -> bool:
+    """Undo the opt-out ``opt_out`` (an id from :func:`opt_out_id`); False when there was none."""
+    return bool(client.hdel(keys.UNSUBSCRIBED, opt_out))

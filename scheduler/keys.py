@@ -17,7 +17,7 @@
 | ``amends:feedback:{incident_id}`` | hash | stakeholder id -> JSON of its feedback: rating, comment, when given |
 | ``amends:inflight`` | zset | unfinished communication ids scored by when to look at them again (ms) |
 | ``amends:heartbeats`` | hash | process name -> JSON of its role and last heartbeat (ms) |
-| ``amends:unsubscribed`` | hash | stakeholder id -> when it opted out (ISO 8601, UTC) |
+| ``amends:unsubscribed`` | hash | ``stakeholder`` (all mail) or ``stakeholder:incident`` -> when it opted out (ISO 8601, UTC) |
 """
 
 from __future__ import annotations

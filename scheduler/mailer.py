@@ -15,6 +15,7 @@ from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
+from aiosmtplib.email import extract_recipients, extract_sender
 
 from scheduler.errors import PermanentDeliveryError, SettingsError, TransientDeliveryError
 
@@ -68,6 +69,23 @@ class SmtpSettings:
     def redacted(self) -> str:
         user = f"{self.username}:***@" if self.username else ""
         return f"smtp://{user}{self.host}:{self.port}?tls={self.tls}"
+
+
+def _envelope(message: EmailMessage) -> tuple[str, list[str]]:
+    sender = extract_sender(message)
+    if sender is None:
+        raise PermanentDeliveryError("the message has no From header")
+    return sender, extract_recipients(message)
+
+
+def _wire_bytes(message: EmailMessage) -> bytes:
+    """The message exactly as the log keeps it (``message.as_string()``).
+
+    Not ``send_message``: that re-flattens with ``email.policy.SMTP``, which folds and
+    RFC 2047-encodes List-Unsubscribe, Message-ID and References, so what was sent would
+    differ from what was logged, and real mail clients would not read those headers.
+    """
+    return message.as_string().encode("utf-8")
 
 
 def _reply(e: aiosmtplib.SMTPResponseException | aiosmtplib.SMTPResponse) -> str:
@@ -209,8 +227,8 @@ class SmtpPool:
     async def _send_on(
         self, client: aiosmtplib.SMTP, message: EmailMessage
     ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
-        """Hand ``message`` to the server on ``client``; aiosmtplib's errors pass through."""
-        return await client.send_message(message)
+        """Hand ``message`` to the server on ``client`` as the very bytes logged; aiosmtplib's errors pass through."""
+        return await client.sendmail(*_envelope(message), _wire_bytes(message))
 
     def _discard(self, client: aiosmtplib.SMTP) -> None:
         self._open.discard(client)

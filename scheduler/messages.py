@@ -79,7 +79,7 @@ def template_context(
             "links": links,
             "url": feedback_page_link(config.base_url, secret_key, comm.incident_id, stakeholder.id),
         },
-        "unsubscribe_url": unsubscribe_link(config.base_url, secret_key, stakeholder.id),
+        "unsubscribe_url": unsubscribe_link(config.base_url, secret_key, stakeholder.id, comm.incident_id),
     }
 
 
@@ -91,7 +91,11 @@ def compose_email(
     now: datetime,
     secret_key: str,
 ) -> tuple[EmailMessage, RenderedMessage]:
-    """Render ``comm`` for ``stakeholder`` and wrap it in its headers."""
+    """Render ``comm`` for ``stakeholder`` and wrap it in its headers.
+
+    The unsubscribe link names the incident, so that its page can offer to stop this
+    incident's mail or all of it; the message's ``as_string()`` is exactly what is sent.
+    """
     context = template_context(comm, stakeholder, config, now, secret_key)
     rendered = templates.render(stakeholder.audience, comm.kind, context)
     thread_id = thread_id_for(comm.incident_id, stakeholder.id, config)

@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 import pendulum
 
-from scheduler.feedback import MAX_COMMENT_CHARS, Feedback
+from scheduler.feedback import MAX_COMMENT_CHARS, RATINGS, Feedback
 from scheduler.logview import ON_TIME_GRACE_S
 from scheduler.store import Communication, utc_of
 
@@ -24,10 +24,13 @@ __all__ = [
     "IncidentView",
     "StakeholderView",
     "TimelineRow",
+    "UnsubscribeChoice",
     "badge",
     "render_feedback_page",
     "render_notice",
     "render_review",
+    "render_sign_in",
+    "render_unsubscribe",
     "review_view",
 ]
 
@@ -48,9 +51,10 @@ th{color:#57606a;font-weight:600}
 .kept{background:#1a7f37}.late{background:#bf8700}.failed,.cancelled,.overdue{background:#cf222e}
 .pending{background:#6e7781}.open{background:#cf222e}.resolved{background:#1a7f37}
 .sev{background:#8250df}
-.ratings a{display:inline-block;margin:0 6px 6px 0;padding:8px 16px;border:1px solid #0969da;
-border-radius:6px;color:#0969da;text-decoration:none;font-weight:600}
-.ratings a.chosen{background:#0969da;color:#fff}
+.ratings{border:0;padding:0;margin:0 0 8px}.ratings legend{padding:0;margin-bottom:6px}
+.ratings label{display:inline-block;margin:0 6px 6px 0;padding:8px 16px;border:1px solid #0969da;
+border-radius:6px;color:#0969da;font-weight:600}
+input[type=password]{font:inherit;padding:6px;width:24em;max-width:100%}
 textarea{width:100%;box-sizing:border-box;font:inherit;padding:8px}
 button{margin-top:8px;padding:8px 16px;font:inherit;border:0;border-radius:6px;background:#1f883d;color:#fff}
 blockquote{margin:6px 0;padding:6px 12px;border-left:4px solid #d0d7de;background:#f6f8fa;white-space:pre-wrap}
@@ -73,7 +77,7 @@ status: {{ inc.status }} &middot; opened {{ inc.opened }}{% if inc.resolved %} &
 {% for s in inc.stakeholders %}
 <div class="stakeholder" data-stakeholder="{{ s.id }}">
 <h3>{{ s.id }} <span class="muted">({{ s.timezone }})</span>
-{% if s.unsubscribed %}<span class="badge cancelled">unsubscribed {{ s.unsubscribed }}</span>{% endif %}</h3>
+{% if s.unsubscribed %}<span class="badge cancelled">{{ s.unsubscribed }}</span>{% endif %}</h3>
 <table><thead><tr><th>#</th><th>kind</th><th>status</th><th>subject</th><th>promised</th><th>sent</th>
 <th>promise</th></tr></thead><tbody>
 {% for row in s.rows %}<tr data-comm="{{ row.id }}"><td>{{ row.seq }}</td><td>{{ row.kind }}</td>
@@ -103,14 +107,15 @@ _FEEDBACK = """{% extends "base.html" %}
 <p class="muted">About {% if title %}&ldquo;{{ title }}&rdquo; ({{ incident_id }}){% else %}{{ incident_id }}{% endif %}.</p>
 {% if message %}<p class="thanks">{{ message }}</p>{% endif %}
 {% if error %}<p class="error">{{ error }}</p>{% endif %}
-<p>{% if rating %}Changed your mind? {% endif %}Rate our messages from 1 (poor) to 5 (excellent):</p>
-<p class="ratings">{% for value, link in links.items() %}<a href="{{ link }}"
-{%- if value == rating %} class="chosen"{% endif %}>{{ value }}</a>{% endfor %}</p>
 <form method="post" action="{{ action }}">
 <input type="hidden" name="sig" value="{{ comment_sig }}">
+<fieldset class="ratings"><legend>{% if saved_rating %}You rated our messages {{ saved_rating }} of 5.
+Changed your mind? {% endif %}Rate our messages from 1 (poor) to 5 (excellent):</legend>
+{% for value in ratings %}<label><input type="radio" name="rating" value="{{ value }}"
+{%- if value == rating %} checked{% endif %}> {{ value }}</label>{% endfor %}</fieldset>
 <p><label for="comment">Anything you would like us to know? We read every answer.</label></p>
-<textarea id="comment" name="comment" rows="6" maxlength="{{ max_chars }}" required>{{ comment }}</textarea>
-<button type="submit">Send comment</button>
+<textarea id="comment" name="comment" rows="6" maxlength="{{ max_chars }}">{{ comment }}</textarea>
+<button type="submit">Send</button>
 </form>
 </section>
 {% endblock %}
@@ -124,9 +129,38 @@ _NOTICE = """{% extends "base.html" %}
 </section>{% endblock %}
 """
 
+_SIGN_IN = """{% extends "base.html" %}
+{% block title %}Sign in{% endblock %}
+{% block body %}<section class="card"><h1>Sign in</h1>
+{% if error %}<p class="error">{{ error }}</p>{% endif %}
+<form method="post" action="/signin">
+<p><label for="token">The API token or the read-only token (AMENDS_READ_TOKEN):</label></p>
+<p><input type="password" id="token" name="token" autocomplete="current-password" required autofocus></p>
+<button type="submit">Sign in</button>
+</form></section>{% endblock %}
+"""
+
+_UNSUBSCRIBE = """{% extends "base.html" %}
+{% block title %}{{ heading }}{% endblock %}
+{% block body %}<section class="card"><h1>{{ heading }}</h1>
+{% for line in lines %}<p>{{ line }}</p>{% endfor %}
+{% for choice in choices %}<form method="post" action="{{ action }}">
+<input type="hidden" name="scope" value="{{ choice.scope }}">
+{% if choice.undo %}<input type="hidden" name="undo" value="1">{% endif %}
+<button type="submit" name="choice" value="{{ choice.scope }}">{{ choice.label }}</button></form>
+{% endfor %}</section>{% endblock %}
+"""
+
 _env = jinja2.Environment(
     loader=jinja2.DictLoader(
-        {"base.html": _BASE, "review.html": _REVIEW, "feedback.html": _FEEDBACK, "notice.html": _NOTICE}
+        {
+            "base.html": _BASE,
+            "review.html": _REVIEW,
+            "feedback.html": _FEEDBACK,
+            "notice.html": _NOTICE,
+            "sign_in.html": _SIGN_IN,
+            "unsubscribe.html": _UNSUBSCRIBE,
+        }
     ),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
@@ -206,6 +240,13 @@ def _row(comm: Communication, now: datetime) -> TimelineRow:
     )
 
 
+def _opted_out(opted_out: Mapping[str, datetime], stakeholder_id: str, incident_id: str, tz: str) -> str:
+    if stakeholder_id in opted_out:
+        return f"unsubscribed {_local(opted_out[stakeholder_id], tz)}"
+    this_incident = opted_out.get(f"{stakeholder_id}:{incident_id}")
+    return f"unsubscribed from this incident {_local(this_incident, tz)}" if this_incident else ""
+
+
 def review_view(
     incidents: Iterable[Mapping[str, Any]],
     comms: Iterable[Communication],
@@ -213,7 +254,8 @@ def review_view(
     opted_out: Mapping[str, datetime],
     now: datetime,
 ) -> list[IncidentView]:
-    """Each incident (in the order given) with every stakeholder's timeline and feedback."""
+    """Each incident (in the order given) with every stakeholder's timeline and feedback;
+    ``opted_out`` maps opt-out ids (``stakeholder`` or ``stakeholder:incident``) to when."""
     threads: dict[str, dict[str, list[Communication]]] = {}
     for comm in comms:
         threads.setdefault(comm.incident_id, {}).setdefault(comm.stakeholder_id, []).append(comm)
@@ -233,7 +275,7 @@ def review_view(
                     timezone=tz,
                     rows=tuple(_row(c, now) for c in thread),
                     feedback=answers.get(sid),
-                    unsubscribed=_local(opted_out.get(sid), tz),
+                    unsubscribed=_opted_out(opted_out, sid, incident_id, tz),
                 )
             )
         views.append(
@@ -261,22 +303,24 @@ def render_feedback_page(
     *,
     incident_id: str,
     title: str,
-    links: Mapping[int, str],
     action: str,
     comment_sig: str,
     rating: int | None = None,
+    saved_rating: int | None = None,
     comment: str = "",
     message: str = "",
     error: str = "",
 ) -> str:
-    """The page a feedback link opens: the rating links, and a form for a comment."""
+    """The page a feedback link opens: a form with the ratings (``rating`` chosen) and a
+    comment. Opening it records nothing; sending the form does."""
     return _env.get_template("feedback.html").render(
         incident_id=incident_id,
         title=title,
-        links=links,
+        ratings=RATINGS,
         action=action,
         comment_sig=comment_sig,
         rating=rating,
+        saved_rating=saved_rating,
         comment=comment,
         message=message,
         error=error,
@@ -288,4 +332,26 @@ def render_notice(title: str, *lines: str, error: bool = False, button: str = ""
     """A short page: a confirmation, why a link did not work, or a question with one button."""
     return _env.get_template("notice.html").render(
         title=title, lines=lines, error=error, button=button, action=action
+    )
+
+
+def render_sign_in(error: str = "") -> str:
+    """The review page's sign-in form; it posts the token, so the token never enters a URL."""
+    return _env.get_template("sign_in.html").render(error=error)
+
+
+@dataclass(frozen=True)
+class UnsubscribeChoice:
+    scope: str
+    """``incident`` or ``all``."""
+    label: str
+    undo: bool = False
+
+
+def render_unsubscribe(
+    heading: str, lines: Iterable[str], action: str, choices: Iterable[UnsubscribeChoice]
+) -> str:
+    """The unsubscribe page: what the reader may stop (or restart), one button each."""
+    return _env.get_template("unsubscribe.html").render(
+        heading=heading, lines=list(lines), action=action, choices=list(choices)
     )

@@ -34,6 +34,8 @@ class Settings:
     """No configuration of the user's was found: ``config_path`` is the shipped example."""
     templates_dir: Path = field(default_factory=lambda: bundled_path("templates"))
     api_token: str | None = field(default=None, repr=False)
+    read_token: str | None = field(default=None, repr=False)
+    """Reads the log, incidents, opt-outs, /metrics and the review page; cannot post or change."""
     secret_key: str | None = field(default=None, repr=False)
     data_dir: Path = Path(".amends")
     send_lease_ms: int = 60_000
@@ -86,6 +88,7 @@ class Settings:
             config_path=config_path,
             templates_dir=templates_dir,
             api_token=env.get("AMENDS_API_TOKEN") or None,
+            read_token=env.get("AMENDS_READ_TOKEN") or None,
             secret_key=env.get("AMENDS_SECRET_KEY") or None,
             data_dir=Path(env.get("AMENDS_HOME") or ".amends"),
             retry_window_ms=retry_window_ms,

@@ -39,6 +39,12 @@ def feedback_page_link(base_url: str, secret_key: str, incident_id: str, stakeho
     return f"{_feedback_base(base_url, incident_id, stakeholder_id)}?{urlencode({'sig': signature})}"
 
 
-def unsubscribe_link(base_url: str, secret_key: str, stakeholder_id: str) -> str:
-    signature = sign(secret_key, "unsubscribe", stakeholder_id)
-    return f"{base_url.rstrip('/')}/unsubscribe/{quote(stakeholder_id)}?{urlencode({'sig': signature})}"
+def unsubscribe_link(
+    base_url: str, secret_key: str, stakeholder_id: str, incident_id: str | None = None
+) -> str:
+    """The stakeholder's unsubscribe page; with ``incident_id`` it also offers to stop only
+    that incident's mail. Signed over the stakeholder (and the incident, when given)."""
+    parts = (stakeholder_id, incident_id) if incident_id else (stakeholder_id,)
+    query = {"incident": incident_id} if incident_id else {}
+    query["sig"] = sign(secret_key, "unsubscribe", *parts)
+    return f"{base_url.rstrip('/')}/unsubscribe/{quote(stakeholder_id, safe='')}?{urlencode(query)}"

@@ -218,17 +218,20 @@ def test_incidents_newest_first_and_one_with_its_threads(live: TestClient, app: 
 # -- feedback links -------------------------------------------------------------------------
 
 
-def test_a_signed_rating_link_records_the_rating_and_the_latest_wins(live: TestClient, app: App) -> None:
-    """Following a rating link records it (visible in the incident and on the review page); a later one replaces it."""
+def test_a_rating_link_shows_the_rating_chosen_and_the_form_records_it(live: TestClient, app: App) -> None:
+    """Opening a rating link records nothing; sending its form does (visible in the incident and on the review page); a later one replaces it."""
     live.post("/v1/events", json=event())
     app.drain()
     links = feedback_links(BASE, SECRET, "INC-1", "globex")
     page = live.get(links[4])
-    assert page.status_code == 200
-    assert "Thank you! You rated our messages 4 of 5." in page.text
-    assert live.get(links[4]).status_code == 200  # the same link again changes nothing
+    assert page.status_code == 200 and "You chose 4 of 5" in page.text
+    assert 'value="4" checked' in page.text
+    assert live.get("/v1/incidents/INC-1").json()["feedback"] == {}  # a link scanner's GET records nothing
+    action, sig = _comment_form(page.text)
+    sent = live.post(action, data={"sig": sig, "rating": "4"})
+    assert sent.status_code == 200 and "Thank you! You rated our messages 4 of 5." in sent.text
     app.clock.advance(minutes=1)
-    live.get(links[2])
+    live.post(action, data={"sig": sig, "rating": "2"})
     feedback = live.get("/v1/incidents/INC-1").json()["feedback"]
     assert feedback == {
         "globex": {"rating": 2, "rated_at": "2026-11-26T14:04:05Z", "comment": "", "commented_at": None}
@@ -274,13 +277,13 @@ def _comment_form(page: str) -> tuple[str, str]:
 
 
 def test_the_feedback_page_takes_a_comment(live: TestClient, app: App, redis_client: redis.Redis) -> None:
-    """The page link shows five rating links and a form; the form's comment is kept and shown escaped."""
+    """The page link shows a form with five ratings; the form's comment is kept and shown escaped."""
     live.post("/v1/events", json=event())
     app.drain()
     page = live.get(feedback_page_link(BASE, SECRET, "INC-1", "acme-finance"))
     assert page.status_code == 200
     assert "Card payments failing" in page.text
-    assert page.text.count("/feedback/INC-1/acme-finance?rating=") == 5
+    assert page.text.count('type="radio" name="rating"') == 5
     action, sig = _comment_form(page.text)
     assert action == "/feedback/INC-1/acme-finance"
     comment = "Clear and on time.\r\nBut <b>why</b> the outage?"
@@ -420,12 +423,18 @@ def test_healthz_says_whether_redis_answers(api: TestClient) -> None:
         assert client.get("/v1/incidents").status_code == 503
 
 
-def test_the_review_page_signs_in_with_the_token_in_the_url(api: TestClient) -> None:
-    """Without a token / is 401; ?token= sets a cookie and leads to the clean URL; the token is never echoed."""
+def test_the_review_page_signs_in_with_a_form_never_with_the_token_in_the_url(api: TestClient) -> None:
+    """Without a token / is 401 with a sign-in form; ?token= is never used and leaves the address;
+    the form's POST sets a cookie and leads to /; the token is never echoed."""
     api.headers.pop("Authorization")
-    assert api.get("/").status_code == 401
-    assert api.get("/", params={"token": "wrong"}).status_code == 401
-    response = api.get("/", params={"token": TOKEN}, follow_redirects=False)
+    signed_out = api.get("/")
+    assert signed_out.status_code == 401
+    assert '<form method="post" action="/signin">' in signed_out.text and 'type="password"' in signed_out.text
+    in_url = api.get("/", params={"token": TOKEN}, follow_redirects=False)
+    assert in_url.status_code == 303 and in_url.headers["location"] == "/"
+    assert "set-cookie" not in in_url.headers
+    assert api.post("/signin", data={"token": "wrong"}).status_code == 401
+    response = api.post("/signin", data={"token": TOKEN}, follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"] == "/"
     cookie = response.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and TOKEN not in cookie

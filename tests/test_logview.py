@@ -35,7 +35,7 @@ def comm(status: str, promised_min_ago: float, late_s: float | None = None) -> C
 
 
 def test_failed_and_overdue_messages_are_broken_promises() -> None:
-    """Sent in the grace is kept, later is late; failed, cancelled and overdue-unsent count as not kept."""
+    """Sent in the grace is kept, later is late; failed and overdue-unsent are not kept; cancelled is withdrawn."""
     report = promise_report(
         [
             comm("sent", 30, late_s=0.2),
@@ -48,15 +48,16 @@ def test_failed_and_overdue_messages_are_broken_promises() -> None:
         ],
         NOW,
     )
-    assert (report.promises, report.on_time, report.late, report.failed, report.overdue_unsent) == (
-        6,
-        2,
-        1,
-        2,
-        1,
-    )
+    assert (
+        report.promises,
+        report.on_time,
+        report.late,
+        report.failed,
+        report.overdue_unsent,
+        report.withdrawn,
+    ) == (5, 2, 1, 1, 1, 1)
     assert report.max_s == 90 and report.p50_s == 0.2
-    assert "kept on time (within 60s): 2 of 6" in report.lines()[0]
+    assert "kept on time (within 60s): 2 of 5" in report.lines()[0]
 
 
 def test_no_promises_says_so() -> None:

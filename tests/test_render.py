@@ -105,7 +105,7 @@ def test_threading_headers_are_deterministic() -> None:
 
 def test_customers_get_a_signed_list_unsubscribe_link() -> None:
     """Customer messages carry List-Unsubscribe with a signed link; other audiences do not."""
-    assert "/unsubscribe/cust?sig=" in _email("update", "cust")["List-Unsubscribe"]
+    assert "/unsubscribe/cust?incident=INC-SAMPLE&sig=" in _email("update", "cust")["List-Unsubscribe"]
     assert _email("update", "cust")["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert _email("update", "eng")["List-Unsubscribe"] is None
 

@@ -85,7 +85,7 @@ def rating_link(app: App, base_url: str, address: str, rating: int) -> str:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_review_page_shows_timelines_and_the_feedback_given_in_the_browser(app: App, base_url: str) -> None:
-    """A person opens the review page with the token, rates and comments from the emailed link, and sees it reviewed."""
+    """A person signs in to the review page, rates and comments from the emailed link, and sees it reviewed."""
     from playwright.sync_api import expect, sync_playwright
 
     loop = SchedulerLoop(RedisTimerStore(app.runtime.client), timer_sender(app.broker), clock=app.clock)
@@ -107,8 +107,11 @@ def test_review_page_shows_timelines_and_the_feedback_given_in_the_browser(app: 
         try:
             page = browser.new_context().new_page()
             page.set_default_timeout(15_000)
-            page.goto(f"{base_url}/?token={TOKEN}")
-            assert page.url == f"{base_url}/"  # the token left the address bar
+            page.goto(f"{base_url}/")
+            page.fill("input[name=token]", TOKEN)
+            page.click("button[type=submit]")
+            expect(page.locator("h1")).to_have_text("Incidents and their communications")
+            assert page.url == f"{base_url}/" and TOKEN not in page.url
             incident = page.locator('[data-incident="INC-1"]')
             expect(incident.locator("h2")).to_contain_text("Card payments failing <for some>")
             expect(incident).to_contain_text("resolved")
@@ -123,10 +126,12 @@ def test_review_page_shows_timelines_and_the_feedback_given_in_the_browser(app: 
             expect(finance.locator("tbody tr").first).to_contain_text("CET")  # the stakeholder's own zone
 
             page.goto(link)
-            expect(page.locator(".thanks")).to_have_text("Thank you! You rated our messages 4 of 5.")
+            expect(page.locator("input[name=rating][value='4']")).to_be_checked()
             page.fill("textarea[name=comment]", "Updates were on time; say more about the cause.")
             page.click("button[type=submit]")
-            expect(page.locator(".thanks")).to_have_text("Thank you! Your comment was recorded.")
+            expect(page.locator(".thanks")).to_have_text(
+                "Thank you! You rated our messages 4 of 5, and your comment was recorded."
+            )
 
             page.goto(f"{base_url}/")
             globex = page.locator('[data-incident="INC-1"] [data-stakeholder="globex"]')

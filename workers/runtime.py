@@ -74,7 +74,7 @@ def configure(settings: Settings) -> Runtime:
     source = ConfigSource(settings.config_path)
 
     def opted_out(stakeholder_id: str, incident_id: str) -> bool:
-        return is_unsubscribed(client, stakeholder_id)
+        return is_unsubscribed(client, stakeholder_id, incident_id=incident_id)
 
     engine = Engine(
         RedisStore(client), RedisTimerStore(client), source.current, DramatiqDispatch(), opted_out
