@@ -356,15 +356,34 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
+        """Redis, and each worker's and scheduler's last heartbeat (``stale`` past 30 s)."""
         try:
             client.ping()
+            beats = store.heartbeats()
+            unfinished = store.unfinished_count()
         except redis.RedisError:
             return SafeJSONResponse({"redis": "unavailable"}, status_code=503)
-        return SafeJSONResponse({"redis": "ok"})
+        now_ms = int(clock().timestamp() * 1000)
+        processes = {
+            name: {
+                "role": beat.get("role", "?"),
+                "last_heartbeat": _iso(utc_of(beat.get("at_ms"))),
+                "age_s": round((now_ms - int(beat.get("at_ms", 0))) / 1000, 1),
+                "stale": now_ms - int(beat.get("at_ms", 0)) > _STALE_HEARTBEAT_MS,
+            }
+            for name, beat in sorted(beats.items())
+            if now_ms - int(beat.get("at_ms", 0)) < _FORGET_HEARTBEAT_MS
+        }
+        return SafeJSONResponse({"redis": "ok", "processes": processes, "unfinished_sends": unfinished})
 
     app.include_router(link_router(client, secret, clock, _names(settings)))
     return app
 
+
+_STALE_HEARTBEAT_MS = 30_000
+"""Processes beat every 5 s; one silent for 30 s is reported stale."""
+_FORGET_HEARTBEAT_MS = 86_400_000
+"""A process silent for a day is no longer listed."""
 
 _SECRET_NAME = re.compile(r"(?i)token|sig|secret|passw|key|auth")
 

@@ -26,6 +26,11 @@ EVENTS_QUEUE = "events"
 DELIVER_QUEUE = "deliver"
 TIMERS_QUEUE = "timers"
 
+_DEAD_WORKER_MS = 15_000
+"""A worker silent this long is dead: its unacked messages go back to their queues."""
+_MAINTENANCE_CHANCE = 10_000
+"""Per million broker commands, how many also look for dead workers (Dramatiq's default is 1,000)."""
+
 
 def build_broker(
     redis_url: str,
@@ -46,12 +51,17 @@ def build_broker(
         AsyncIO(),
         CurrentMessage(),
     ]
+    # A worker killed with messages in hand: Dramatiq hands them to the others once its
+    # heartbeat is this old (its consumers beat on every fetch, 10 times a second).
+    recovery = {"heartbeat_timeout": _DEAD_WORKER_MS, "maintenance_chance": _MAINTENANCE_CHANCE}
     if patient:
         from scheduler.connection import patient_client
 
-        broker = RedisBroker(client=patient_client(redis_url), namespace=NAMESPACE, middleware=middleware)  # type: ignore[no-untyped-call]
+        broker = RedisBroker(
+            client=patient_client(redis_url), namespace=NAMESPACE, middleware=middleware, **recovery
+        )  # type: ignore[no-untyped-call]
     else:
-        broker = RedisBroker(url=redis_url, namespace=NAMESPACE, middleware=middleware)  # type: ignore[no-untyped-call]
+        broker = RedisBroker(url=redis_url, namespace=NAMESPACE, middleware=middleware, **recovery)  # type: ignore[no-untyped-call]
     for queue in (EVENTS_QUEUE, DELIVER_QUEUE, TIMERS_QUEUE):
         broker.declare_queue(queue)
     return broker

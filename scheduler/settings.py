@@ -39,7 +39,7 @@ class Settings:
     secret_key: str | None = field(default=None, repr=False)
     data_dir: Path = Path(".amends")
     send_lease_ms: int = 60_000
-    timer_lease_ms: int = 60_000
+    timer_lease_ms: int = 30_000
     """A claimed timer the worker has not acked this long after the claim is handed out again."""
     retry_max: int = 8
     """Dramatiq's retries of a message whose actor raised (events and timers retry through
