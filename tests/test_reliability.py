@@ -212,3 +212,20 @@ def test_an_opted_out_stakeholder_has_no_row_per_cadence_and_no_broken_promise(a
     assert len(finance) <= 2  # the acknowledgment, and at most the update composed before the opt-out
     report = promise_report(comms(app), at(16, 0))
     assert report.failed == 0 and report.overdue_unsent == 0
+
+
+def test_a_communication_composed_but_never_dispatched_is_sent_by_the_sweep(app: App) -> None:
+    """A crash between composing and dispatching (the deliver message never sent): the sweep sends it later."""
+    dispatch = app.runtime.engine.dispatch
+    real_deliver = dispatch.deliver
+    dispatch.deliver = lambda comm_id: None  # the process dies right after the store's write
+    try:
+        emit(event(), broker=app.broker)
+        app.drain()
+    finally:
+        dispatch.deliver = real_deliver
+    assert {c.status for c in comms(app)} == {"scheduled"} and app.sink.received == []
+    app.tick()
+    assert app.sink.received == []  # not before its grace: a normal dispatch may still be on its way
+    app.settle()
+    assert {c.status for c in comms(app)} == {"sent"} and len(app.sink.received) == 3
