@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo lint test bench stop-embedded clean
+.PHONY: setup demo lint test bench soak stop-embedded clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,9 @@ test: lint
 
 bench: setup
 	$(BIN)/python bench/bench_timers.py
+
+soak: setup  # steady load under SIGKILLs, Redis restarts and SMTP outages; MINUTES=10 by default
+	$(BIN)/python bench/soak.py --minutes $(or $(MINUTES),10)
 
 stop-embedded:  # the embedded Redis servers amends started under .amends keep running until stopped
 	-[ -x $(BIN)/python ] && $(BIN)/python -c "from pathlib import Path; from scheduler.embedded import stop_embedded_redis as stop; [stop(p.parent) for p in Path('.amends').glob('**/redis.pid')]"

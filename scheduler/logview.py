@@ -79,7 +79,9 @@ def table_row(comm: Communication) -> tuple[str, ...]:
         comm.incident_id,
         comm.stakeholder_id,
         comm.kind,
-        comm.status,
+        f"retrying (next {_local(comm.next_attempt_at, comm)[11:19]})"
+        if comm.status == "retrying" and comm.next_attempt_at
+        else comm.status,
         comm.recipient,
         _clip(comm.subject or "-", 48),
         _local(comm.promised_at, comm),

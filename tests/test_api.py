@@ -415,12 +415,30 @@ def test_metrics_follow_a_live_incident(live: TestClient, app: App) -> None:
 def test_healthz_says_whether_redis_answers(api: TestClient) -> None:
     """/healthz needs no token and is 200 with Redis up, 503 when it does not answer."""
     api.headers.pop("Authorization")
-    assert api.get("/healthz").json() == {"redis": "ok"}
+    assert api.get("/healthz").json() == {"redis": "ok", "processes": {}, "unfinished_sends": 0}
     down = Settings(redis_url="redis://127.0.0.1:9/0", api_token=TOKEN, secret_key=SECRET)
     with _client(down) as client:
         response = client.get("/healthz")
         assert response.status_code == 503 and response.json() == {"redis": "unavailable"}
         assert client.get("/v1/incidents").status_code == 503
+
+
+def test_healthz_reports_each_workers_and_schedulers_last_heartbeat(
+    api: TestClient, redis_client: redis.Redis
+) -> None:
+    """Each process's last heartbeat is listed with its age; one silent for over 30 s is stale."""
+    store = RedisStore(redis_client)
+    t0_ms = int(T0.timestamp() * 1000)
+    store.heartbeat("worker@host-a:11", "worker", t0_ms - 2_000)
+    store.heartbeat("scheduler@host-b:12", "scheduler", t0_ms - 45_000)
+    processes = api.get("/healthz").json()["processes"]
+    assert processes["worker@host-a:11"] == {
+        "role": "worker",
+        "last_heartbeat": "2026-11-26T14:03:03Z",
+        "age_s": 2.0,
+        "stale": False,
+    }
+    assert processes["scheduler@host-b:12"]["stale"] is True
 
 
 def test_the_review_page_signs_in_with_a_form_never_with_the_token_in_the_url(api: TestClient) -> None:

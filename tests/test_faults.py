@@ -97,6 +97,7 @@ def test_a_redis_crash_and_restart_under_load_loses_nothing_and_nobody_dies(stac
         expected = {f"<amends.INC-{n}.{s}@acme.example>" for n in range(5) for s in ("fast", "slow")}
         assert expected <= set(smtp.message_ids())  # every thread's acknowledgment arrived
         assert store.rejected() == []
+        assert {beat["role"] for beat in store.heartbeats().values()} == {"worker", "scheduler"}
     finally:
         logs = scheduler.log_text() + worker.log_text()
         scheduler.stop()
