@@ -1,0 +1,463 @@
+"""Fan-out speed against baselines measured in the same run, on the same Redis and SMTP server.
+
+In one process tree, one run (so the ratios hold on a noisy machine):
+
+- baseline A: raw aiosmtplib, 8 pooled connections, the same server, messages of the same size;
+- baseline B: a Dramatiq no-op actor on the same Redis, with the worker settings amends uses;
+- amends end to end: ``--incidents`` x ``--stakeholders`` acknowledgments (default 50 x 200 =
+  10,000), emitted at once, through real ``amends worker`` processes, rendered, sent and logged;
+- acknowledgment latency at a steady ``--rate`` events/s x 10 stakeholders: enqueue to the
+  server's 250 (``sent_at - promised_at``: the promise of an acknowledgment is its enqueue time);
+- Redis bytes per logged communication (``INFO memory``, every key counted), on the fan-out
+  (one message per thread) and on a long incident (``--updates`` messages per thread);
+- timer punctuality: ``bench/bench_timers.py`` (skip with ``--no-timers``);
+- the worker's RSS at the end.
+
+The SMTP server is aiosmtpd's ``Sink`` in its own process. Redis is a private
+``redis-server`` on a free port (no persistence).
+
+    python bench/bench_delivery.py [--incidents 50] [--stakeholders 200] [--processes 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import dramatiq
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scheduler import emit, keys
+from scheduler.queues import build_broker
+from scheduler.store import RedisStore
+from tests.realservers import REPO_ROOT, AmendsProcess, RedisServer, free_port
+
+_SENDER = "Bench Status <status@bench.example>"
+
+
+def _progress(text: str) -> None:
+    print(f"\r\033[K{text}", end="", file=sys.stderr, flush=True)
+
+
+def _wait(check: Callable[[], tuple[bool, str]], timeout_s: float, what: str) -> float:
+    start = time.monotonic()
+    while True:
+        done, status = check()
+        _progress(f"{what}: {status}")
+        if done:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout_s:
+            raise SystemExit(f"\n{what}: not done within {timeout_s:.0f} s ({status})")
+        time.sleep(0.05)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] if ordered else 0.0
+
+
+class SmtpSink:
+    """aiosmtpd's Sink handler in a process of its own: accepts and discards."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-c",
+                "aiosmtpd.handlers.Sink",
+                "-l",
+                f"127.0.0.1:{self.port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                import socket
+
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("the SMTP sink did not start")
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}?tls=none"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(5)
+
+
+# -- baseline A: raw aiosmtplib ----------------------------------------------------------
+
+
+def _sample_message(size: int) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = _SENDER
+    message["To"] = "reader@bench.example"
+    message["Subject"] = "Card payments failing"
+    message["Message-ID"] = f"<{uuid.uuid4().hex}@bench.example>"
+    body = ("We are working on it. " * (size // 22 + 1))[: max(100, size - 400)]
+    message.set_content(body)
+    return message
+
+
+async def _raw_smtp(port: int, count: int, size: int, connections: int = 8) -> float:
+    message = _sample_message(size)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(count):
+        queue.put_nowait(n)
+
+    async def sender() -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        await client.connect()
+        while True:
+            try:
+                queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            await client.send_message(message)
+        await client.quit()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(sender() for _ in range(connections)))
+    return count / (time.perf_counter() - start)
+
+
+# -- baseline B: a Dramatiq no-op actor ---------------------------------------------------
+
+
+def _dramatiq_noop(redis_url: str, count: int, threads: int) -> float:
+    broker = build_broker(redis_url)
+    done = [0]
+
+    @dramatiq.actor(broker=broker, queue_name="bench-noop")
+    def noop(n: int) -> None:
+        done[0] += 1
+
+    for n in range(count):
+        noop.send(n)
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    start = time.perf_counter()
+    worker.start()
+    broker.join("bench-noop", timeout=600_000)
+    worker.join()
+    elapsed = time.perf_counter() - start
+    worker.stop()
+    broker.close()
+    return count / elapsed
+
+
+# -- amends ---------------------------------------------------------------------------------
+
+
+def _config(path: Path, stakeholders: int) -> Path:
+    data = {
+        "sender": _SENDER,
+        "base_url": "https://status.bench.example",
+        "defaults": {"timezone": "Europe/Berlin", "cadence": {"sev1": "1d"}, "feedback_after": "7d"},
+        "stakeholders": [
+            {
+                "id": f"customer-{n:04d}",
+                "name": f"Customer {n:04d}",
+                "email": f"ops{n}@customer{n}.example",
+                "audience": "customer",
+            }
+            for n in range(stakeholders)
+        ],
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _event(incident_id: str, kind: str = "opened", **fields: Any) -> dict[str, Any]:
+    incident = fields or {
+        "title": "Card payments failing for some customers",
+        "severity": "sev1",
+        "services": ["payments"],
+        "summary": "Card payments through our EU processor fail with a timeout.",
+        "impact": "About 1 in 5 card payments fail; retries usually succeed.",
+        "plan": "We are moving card traffic to the backup processor.",
+        "owner": "Payments on-call",
+    }
+    return {
+        "schema": 1,
+        "event_id": str(uuid.uuid4()),
+        "type": f"incident.{kind}",
+        "incident_id": incident_id,
+        "occurred_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "source": "bench",
+        "incident": incident,
+    }
+
+
+class Amends:
+    """Worker processes on a config, and the counts bench phases wait on."""
+
+    def __init__(
+        self, redis: RedisServer, smtp: SmtpSink, folder: Path, stakeholders: int, args: Any
+    ) -> None:
+        self.client = redis.client()
+        self.client.flushall()
+        self.env = {
+            "AMENDS_REDIS_URL": redis.url,
+            "AMENDS_SMTP_URL": smtp.url,
+            "AMENDS_CONFIG": str(_config(folder / f"bench-{stakeholders}.yaml", stakeholders)),
+            "AMENDS_SECRET_KEY": "bench-secret",
+            "AMENDS_HOME": str(folder / "home"),
+        }
+        extra = ["--processes", str(args.processes)] if args.processes else []
+        self.workers = AmendsProcess(
+            ["worker", "--threads", str(args.threads), *extra],
+            self.env,
+            folder / f"worker-{stakeholders}.log",
+            ready_text="amends worker:",
+        )
+        self.workers.wait_ready()
+        self.broker = build_broker(redis.url)
+        self.store = RedisStore(self.client)
+
+    def counts(self) -> tuple[int, int]:
+        """(communications logged, communications still unfinished)."""
+        return int(self.client.zcard(keys.LOG)), int(self.client.zcard(keys.INFLIGHT))
+
+    def rss_mb(self) -> float:
+        pids = [self.workers.pid or 0]
+        pids += [
+            int(p)
+            for p in subprocess.run(
+                ["pgrep", "-P", str(self.workers.pid)], capture_output=True, text=True
+            ).stdout.split()
+        ]
+        total = 0
+        for pid in pids:
+            status = Path(f"/proc/{pid}/status")
+            if status.exists():
+                match = re.search(r"VmRSS:\s+(\d+) kB", status.read_text())
+                total += int(match.group(1)) if match else 0
+        return total / 1024
+
+    def used_memory(self) -> int:
+        return int(self.client.info("memory")["used_memory"])
+
+    def stop(self) -> None:
+        self.workers.stop()
+        self.broker.close()
+
+
+def _fan_out(amends: Amends, incidents: int, stakeholders: int) -> dict[str, float]:
+    total = incidents * stakeholders
+    before = amends.used_memory()
+    start = time.monotonic()
+    for n in range(incidents):
+        emit(_event(f"INC-{n}"), broker=amends.broker)
+
+    def check() -> tuple[bool, str]:
+        logged, unfinished = amends.counts()
+        return logged >= total and unfinished == 0, f"{logged - unfinished:,}/{total:,} sent"
+
+    _wait(check, 1800, "amends fan-out")
+    elapsed = time.monotonic() - start
+    failed = sum(1 for c in amends.store.communications() if c.status != "sent")
+    return {
+        "emails": total,
+        "seconds": elapsed,
+        "per_s": total / elapsed,
+        "not_sent": failed,
+        "bytes_per_comm": (amends.used_memory() - before) / total,
+        "worker_rss_mb": amends.rss_mb(),
+    }
+
+
+def _long_incident(amends: Amends, stakeholders: int, updates: int) -> float:
+    """Bytes per communication when each thread holds many: one incident, ``updates`` material changes."""
+    base = amends.counts()[0]
+    emit(_event("LONG-1"), broker=amends.broker)
+
+    def opened() -> tuple[bool, str]:
+        logged, unfinished = amends.counts()
+        return logged >= base + stakeholders and unfinished == 0, f"{logged - base}/{stakeholders}"
+
+    _wait(opened, 300, "long incident opened")
+    before, logged_before = amends.used_memory(), amends.counts()[0]
+    for n in range(updates):
+        summary = f"Step {n}: the processor answered {n} of our probes."
+        emit(_event("LONG-1", "updated", summary=summary), broker=amends.broker)
+        wanted = logged_before + stakeholders * (n + 1)
+
+        def check(wanted: int = wanted, n: int = n) -> tuple[bool, str]:
+            logged, unfinished = amends.counts()
+            return unfinished == 0 and logged >= wanted, f"update {n + 1}/{updates}"
+
+        _wait(check, 300, "long incident")
+    return (amends.used_memory() - before) / (amends.counts()[0] - logged_before)
+
+
+def _latency(amends: Amends, rate: float, seconds: float) -> dict[str, float]:
+    count = int(rate * seconds)
+    start = time.monotonic()
+    for n in range(count):
+        time.sleep(max(0.0, start + n / rate - time.monotonic()))
+        emit(_event(f"LAT-{n}"), broker=amends.broker)
+        _progress(f"acknowledgment latency: {n + 1}/{count} events")
+    _wait(lambda: (amends.counts()[1] == 0, f"{amends.counts()}"), 300, "acknowledgment latency")
+    lateness = [c.lateness_s or 0.0 for c in amends.store.communications() if c.sent_at is not None]
+    return {
+        "events": count,
+        "emails": len(lateness),
+        "p50_ms": _percentile(lateness, 0.5) * 1000,
+        "p99_ms": _percentile(lateness, 0.99) * 1000,
+        "max_ms": max(lateness, default=0.0) * 1000,
+    }
+
+
+def _timers() -> dict[str, float] | None:
+    _progress("timer punctuality: bench/bench_timers.py (100k armed, 10k due)")
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "bench_timers.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("| scheduler loop, real Dramatiq enqueue, 25 timers/message"):
+            cells = [c.strip().replace(",", "") for c in line.strip("|").split("|")]
+            return {"p50_ms": float(cells[2]), "p99_ms": float(cells[3]), "bytes_per_timer": float(cells[6])}
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--incidents", type=int, default=50, help="incidents in the fan-out (default 50)")
+    parser.add_argument(
+        "--stakeholders", type=int, default=200, help="stakeholders each concerns (default 200)"
+    )
+    parser.add_argument(
+        "--processes", type=int, default=0, help="worker processes (default: amends' own default)"
+    )
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker process (default 8)")
+    parser.add_argument(
+        "--rate", type=float, default=20.0, help="events/s for the latency phase (default 20)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=15.0, help="length of the latency phase (default 15)"
+    )
+    parser.add_argument(
+        "--updates", type=int, default=10, help="updates per thread on the long incident (default 10)"
+    )
+    parser.add_argument("--no-timers", action="store_true", help="skip the timer punctuality bench")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="amends-bench-"))
+    results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, Python {platform.python_version()}"}
+    with RedisServer(extra_args=("--appendonly", "no")) as server:
+        smtp = SmtpSink()
+        try:
+            results["redis"] = server.client().info("server")["redis_version"]
+            amends = Amends(server, smtp, folder, args.stakeholders, args)
+            try:
+                results["amends"] = _fan_out(amends, args.incidents, args.stakeholders)
+                sample = next(amends.store.communications())
+                size = len(sample.message.encode())
+                results["long_incident_bytes_per_comm"] = _long_incident(
+                    amends, args.stakeholders // 20 or 1, args.updates
+                )
+            finally:
+                amends.stop()
+            total = args.incidents * args.stakeholders
+            _progress("baseline A: raw aiosmtplib")
+            results["message_bytes"] = size
+            results["raw_smtp_per_s"] = asyncio.run(_raw_smtp(smtp.port, total, size))
+            _progress("baseline B: Dramatiq no-op actor")
+            server.client().flushall()
+            results["dramatiq_noop_per_s"] = _dramatiq_noop(server.url, total, args.threads)
+            amends = Amends(server, smtp, folder, 10, args)
+            try:
+                results["latency"] = _latency(amends, args.rate, args.seconds)
+            finally:
+                amends.stop()
+        finally:
+            smtp.stop()
+    if not args.no_timers:
+        results["timers"] = _timers()
+    _progress("")
+    results["ratio_to_raw_smtp"] = results["amends"]["per_s"] / results["raw_smtp_per_s"]
+    if args.json:
+        print(json.dumps(results))
+        return
+    a, lat = results["amends"], results["latency"]
+    rows = [
+        (
+            "baseline A: raw aiosmtplib, 8 pooled connections",
+            f"{results['raw_smtp_per_s']:,.0f} emails/s",
+            f"{results['message_bytes']:,}-byte messages",
+        ),
+        ("baseline B: Dramatiq no-op actor", f"{results['dramatiq_noop_per_s']:,.0f} messages/s", ""),
+        (
+            f"amends: {args.incidents} incidents x {args.stakeholders} stakeholders",
+            f"{a['per_s']:,.0f} emails/s",
+            f"{results['ratio_to_raw_smtp']:.2f}x raw SMTP; {a['emails']:,} in {a['seconds']:.1f} s, {a['not_sent']} not sent",
+        ),
+        (
+            f"acknowledgment latency at {args.rate:g} events/s x 10",
+            f"p99 {lat['p99_ms']:.0f} ms",
+            f"p50 {lat['p50_ms']:.0f} ms, max {lat['max_ms']:.0f} ms, {lat['emails']} emails",
+        ),
+        (
+            "Redis bytes per communication, one per thread",
+            f"{a['bytes_per_comm']:,.0f} B",
+            "every key counted",
+        ),
+        (
+            f"Redis bytes per communication, {args.updates} per thread",
+            f"{results['long_incident_bytes_per_comm']:,.0f} B",
+            "",
+        ),
+        ("worker RSS after the fan-out", f"{a['worker_rss_mb']:.0f} MB", "all worker processes"),
+    ]
+    if results.get("timers"):
+        t = results["timers"]
+        rows.append(
+            (
+                "timers: 100k armed, 10k due at once",
+                f"p99 {t['p99_ms']:.0f} ms",
+                f"p50 {t['p50_ms']:.0f} ms, {t['bytes_per_timer']:.0f} B per armed timer",
+            )
+        )
+    print(f"Redis {results['redis']}, {results['machine']}")
+    print("| measure | result | notes |")
+    print("|---|---:|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
