@@ -151,7 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
         "through AMENDS_SMTP_URL. Needs AMENDS_SECRET_KEY and a configuration. Run as many as you like; "
         "stop with Ctrl-C or SIGTERM (work in progress is finished first).",
     )
-    worker.add_argument("--threads", type=_positive, default=8, help="worker threads (default 8)")
+    worker.add_argument(
+        "--processes",
+        type=_positive,
+        default=os.cpu_count() or 1,
+        help=f"worker processes, each with its own threads and SMTP connections (default: one per core, {os.cpu_count() or 1} here)",
+    )
+    worker.add_argument("--threads", type=_positive, default=8, help="worker threads per process (default 8)")
     worker.set_defaults(func=cmd_worker)
 
     sched = sub.add_parser(

@@ -382,12 +382,14 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from scheduler.processes import start_worker
+    from scheduler.processes import run_worker_processes, start_worker
 
     settings = _settings()
     _require_own_config(settings, "worker")
     settings.require_worker()
     _redis_warning(settings, "worker")
+    if args.processes > 1:
+        return run_worker_processes(args.processes, args.threads, _stop_on_signals())
     worker = start_worker(settings, threads=args.threads)
     print(
         f"amends worker: consuming from {worker.broker_url_redacted} with {args.threads} threads; "

@@ -6,6 +6,7 @@ clock, sends mail or talks to Dramatiq.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -81,7 +82,15 @@ def _last_received(store: Store, comm: Communication) -> Communication | None:
     return None
 
 
-def as_received(store: Store, comm: Communication, thread: dict[str, str], now: datetime) -> Communication:
+def as_received(
+    store: Store,
+    comm: Communication,
+    now: datetime,
+    *,
+    prev_status: str = "",
+    prev_sent_at: datetime | None = None,
+    thread: Callable[[], dict[str, str]] | None = None,
+) -> Communication:
     """``comm`` with what it refers to brought in line with what its reader actually received.
 
     A message refers to "our last message at 14:00" and lists what changed since; when that
@@ -89,11 +98,15 @@ def as_received(store: Store, comm: Communication, thread: dict[str, str], now: 
     and when none was (the acknowledgment failed for good), the message is marked
     ``first_contact`` so that it carries the essentials. A promise of a next update that
     has already passed (the message was held up by retries) is replaced by the thread's
-    current promise.
+    current promise (``thread()`` reads the thread; only then is it called).
+    ``prev_status`` and ``prev_sent_at`` describe the previous message when the caller
+    knows them already (``begin_send`` returns them), saving a read.
     """
     context = dict(comm.context)
     next_update_at = comm.next_update_at
-    if comm.prev_id:
+    if comm.prev_id and prev_status == "sent" and prev_sent_at is not None:
+        context["since_ms"] = ms_of(prev_sent_at)
+    elif comm.prev_id:
         received = _last_received(store, comm)
         if received is None:
             context.update(first_contact=True, changes=[], since_ms=None)
@@ -102,8 +115,8 @@ def as_received(store: Store, comm: Communication, thread: dict[str, str], now: 
                 context["since_ms"] = ms_of(received.sent_at)
             if received.id != comm.prev_id:
                 context["changes"] = _changes(received.context.get("incident", {}), context["incident"])
-    if next_update_at is not None and next_update_at <= now and thread.get("promised_ms"):
-        promised_ms = int(thread["promised_ms"])
-        if promised_ms > ms_of(now):
-            next_update_at = datetime.fromtimestamp(promised_ms / 1000, tz=next_update_at.tzinfo)
+    if next_update_at is not None and next_update_at <= now and thread is not None:
+        promised = thread().get("promised_ms")
+        if promised and int(promised) > ms_of(now):
+            next_update_at = datetime.fromtimestamp(int(promised) / 1000, tz=next_update_at.tzinfo)
     return replace(comm, context=context, next_update_at=next_update_at)

@@ -34,9 +34,15 @@ _EARLY_TOLERANCE = timedelta(milliseconds=50)
 
 
 class Dispatch(Protocol):
-    """Where communications go to be sent."""
+    """Where communications go to be sent.
+
+    ``deliver`` may hold ids back to hand them over in groups; ``flush`` hands over what it
+    holds. The engine flushes at the end of every entry point (and a crash before that is
+    covered by the sweep of unfinished communications).
+    """
 
     def deliver(self, comm_id: str) -> None: ...
+    def flush(self) -> None: ...
 
 
 def timer_member(kind: str, incident_id: str, stakeholder_id: str) -> str:
@@ -122,7 +128,12 @@ class Engine:
         changes, resolutions) is promised for that moment, so time spent waiting for a
         worker shows as lateness in the log.
         """
+        try:
+            return self._handle_event(event, now, received_at)
+        finally:
+            self.dispatch.flush()
 
+    def _handle_event(self, event: Event, now: datetime, received_at: datetime | None) -> Outcome:
         def apply(current: dict[str, Any] | None) -> dict[str, Any]:
             record = self._apply(event, current, now)
             record["received_ms"] = ms_of(min(received_at or now, now))
@@ -272,10 +283,13 @@ class Engine:
         """Bring open incidents in line with the configuration in force (new stakeholders)."""
         config = self.config()
         comms: list[str] = []
-        for incident_id in self.store.incident_ids():
-            incident = self.store.incident(incident_id)
-            if incident and incident["state"] == "open":
-                comms += self.acknowledge_new(config, incident, now)
+        try:
+            for incident_id in self.store.incident_ids():
+                incident = self.store.incident(incident_id)
+                if incident and incident["state"] == "open":
+                    comms += self.acknowledge_new(config, incident, now)
+        finally:
+            self.dispatch.flush()
         return comms
 
     def stop_thread(self, incident_id: str, stakeholder_id: str) -> None:
@@ -291,6 +305,7 @@ class Engine:
 
         The thread's stored promise is the truth; a timer that no longer matches it is
         moved to the promise (when in the future) or ignored (when nothing is promised).
+        What it composes is handed over at the next ``dispatch.flush()`` (the caller's).
         """
         kind, incident_id, stakeholder_id = member.split("|")
         config = self.config()

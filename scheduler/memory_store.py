@@ -24,6 +24,7 @@ from scheduler.store import (
     Communication,
     ms_of,
     new_comm,
+    utc_of,
 )
 
 __all__ = ["MemoryStore"]
@@ -183,7 +184,13 @@ class MemoryStore:
             comm.setdefault("first_attempt_ms", str(now_ms))
             comm["attempts"] = str(int(comm.get("attempts", "0")) + 1)
             self._inflight[comm_id] = now_ms + lease_ms
-            return Claim("ok")
+            return Claim(
+                "ok",
+                None,
+                Communication.from_hash(dict(comm)),
+                prev["status"] if prev else "",
+                utc_of(prev.get("sent_ms")) if prev else None,
+            )
 
     def _wake(self, comm_id: str, now_ms: int) -> None:
         if comm_id in self._inflight:

@@ -74,6 +74,9 @@ class _Outbox:
     def deliver(self, comm_id: str) -> None:
         self.pending.append(comm_id)
 
+    def flush(self) -> None:
+        pass
+
 
 @dataclass
 class _Simulation:
@@ -93,8 +96,8 @@ class _Simulation:
                 self.outbox.pending.append(claim.following)
             if claim.state != "ok":
                 continue
-            comm = self.store.comm(comm_id)
-            if comm is None:  # pragma: no cover - begin_send found it
+            comm = claim.comm
+            if comm is None:  # pragma: no cover - "ok" comes with the communication
                 continue
             stakeholder = self.config.stakeholder(comm.stakeholder_id)
             incident = self.store.incident(comm.incident_id)
@@ -105,8 +108,14 @@ class _Simulation:
                 )
                 self.outbox.pending += [following] if following else []
                 continue
-            thread = self.store.thread(comm.incident_id, comm.stakeholder_id)
-            comm = as_received(self.store, comm, thread, now)
+            comm = as_received(
+                self.store,
+                comm,
+                now,
+                prev_status=claim.prev_status,
+                prev_sent_at=claim.prev_sent_at,
+                thread=lambda c=comm: self.store.thread(c.incident_id, c.stakeholder_id),  # type: ignore[misc]
+            )
             _, rendered = compose_email(comm, stakeholder, self.config, self.templates, now, _SECRET)
             _, following = self.store.finish_send(
                 comm_id, "preview", "sent", ms_of(now), sent_ms=ms_of(now), subject=rendered.subject

@@ -31,6 +31,7 @@ __all__ = [
     "broker_for",
     "deliver_sender",
     "process_name",
+    "run_worker_processes",
     "scheduler_loop",
     "start_scheduler",
     "start_worker",
@@ -117,22 +118,24 @@ def timer_sender(broker: dramatiq.Broker) -> Callable[[list[tuple[str, int]]], N
     return send
 
 
-def deliver_sender(broker: dramatiq.Broker) -> Callable[[str], None]:
-    def send(comm_id: str) -> None:
-        enqueue(broker, DELIVER_QUEUE, "deliver", comm_id)
+def deliver_sender(broker: dramatiq.Broker) -> Callable[[list[str]], None]:
+    """Enqueue one ``deliver_many`` message for a group of communication ids."""
+
+    def send(comm_ids: list[str]) -> None:
+        enqueue(broker, DELIVER_QUEUE, "deliver_many", comm_ids)
 
     return send
 
 
-def sweeper(store: Store, send: Callable[[str], None], recheck_ms: int) -> Callable[[int], int]:
-    """Dispatch again every unfinished communication due a look (see ``Store.sweep``)."""
+def sweeper(store: Store, send: Callable[[list[str]], None], recheck_ms: int) -> Callable[[int], int]:
+    """Dispatch again every unfinished communication due a look (see ``Store.sweep``), in groups."""
 
     def sweep(now_ms: int) -> int:
         count = 0
         while True:
             found = store.sweep(now_ms, recheck_ms, _SWEEP_BATCH)
-            for comm_id in found:
-                send(comm_id)
+            for start in range(0, len(found), _SWEEP_GROUP):
+                send(found[start : start + _SWEEP_GROUP])
             count += len(found)
             if len(found) < _SWEEP_BATCH:
                 return count
@@ -141,6 +144,7 @@ def sweeper(store: Store, send: Callable[[str], None], recheck_ms: int) -> Calla
 
 
 _SWEEP_BATCH = 500
+_SWEEP_GROUP = 25
 
 
 def scheduler_loop(settings: Settings, broker: RedisBroker | None = None) -> SchedulerLoop:
@@ -216,3 +220,51 @@ def start_scheduler(
     running.thread = threading.Thread(target=run, name="amends-scheduler", daemon=True)
     running.thread.start()
     return running
+
+
+_RESTART_PAUSE_S = 1.0
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGKILL when the parent dies, so a killed worker leaves no orphans."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def run_worker_processes(processes: int, threads: int, stop: threading.Event) -> int:
+    """Run ``processes`` single-process workers and keep them running until ``stop`` is set.
+
+    A child that exits on its own is started again after a pause, as Dramatiq's own CLI
+    does; SIGTERM or Ctrl-C stops them all (each finishes the work in hand). Killing this
+    parent kills the children with it.
+    """
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "scheduler.cli", "worker", "--processes", "1", "--threads", str(threads)]
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(command, preexec_fn=_die_with_parent)
+
+    children = [spawn() for _ in range(processes)]
+    print(f"amends worker: {processes} processes x {threads} threads", flush=True)
+    while not stop.wait(0.5):
+        for n, child in enumerate(children):
+            if child.poll() is not None:
+                logger.error(
+                    "worker process %d exited with %s; starting another", child.pid, child.returncode
+                )
+                time.sleep(_RESTART_PAUSE_S)
+                children[n] = spawn()
+    for child in children:
+        child.terminate()
+    for child in children:
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return 0

@@ -9,6 +9,7 @@ sent|failed|retrying`` by compare-and-set in Lua.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +56,11 @@ class Claim:
 
     state: str
     following: str | None = None
+    comm: Communication | None = None
+    """With "ok": the communication as taken (status ``sending``)."""
+    prev_status: str = ""
+    """With "ok": the status of the thread's previous communication ("" when there is none)."""
+    prev_sent_at: datetime | None = None
 
 
 def ms_of(moment: datetime) -> int:
@@ -100,7 +106,10 @@ class Communication:
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> Communication:
-        h = {_text(k): _text(v) for k, v in raw.items()}
+        packed = raw.get(b"message_z", raw.get("message_z"))
+        h = {_text(k): _text(v) for k, v in raw.items() if k not in (b"message_z", "message_z")}
+        if packed is not None:
+            h["message"] = zlib.decompress(packed).decode()
         return cls(
             id=h["id"],
             incident_id=h["incident_id"],
@@ -404,14 +413,16 @@ class RedisStore:
 
     def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim:
         """Take ``comm_id`` for sending (see ``lua/begin_send.lua`` for every answer)."""
-        prev = self.client.hget(keys.comm(comm_id), "prev")
-        prev_key = keys.comm(_text(prev)) if prev else keys.comm(comm_id)
         answer = self._begin_send(
-            keys=[keys.comm(comm_id), prev_key, keys.INFLIGHT],
-            args=[now_ms, lease_ms, token, WAIT_RECHECK_MS],
+            keys=[keys.comm(comm_id), keys.INFLIGHT],
+            args=[now_ms, lease_ms, token, WAIT_RECHECK_MS, keys.comm("")],
         )
         state = _text(answer[0])
-        return Claim(state, _text(answer[1]) if len(answer) > 1 else None)
+        if state != "ok":
+            return Claim(state, _text(answer[1]) if len(answer) > 1 else None)
+        fields = answer[3:]
+        taken = Communication.from_hash(dict(zip(fields[::2], fields[1::2], strict=True)))
+        return Claim(state, None, taken, _text(answer[1]), utc_of(answer[2]))
 
     def finish_send(
         self,
@@ -427,9 +438,12 @@ class RedisStore:
             raise AmendsError(f"unknown status {status!r}")
         if status == "retrying" and next_attempt_ms is None:
             raise AmendsError("a retry needs next_attempt_ms")
-        args: list[str | int] = [token, status, now_ms, next_attempt_ms or 0]
+        args: list[str | int | bytes] = [token, status, now_ms, next_attempt_ms or 0]
         for name, value in fields.items():
-            args += [name, value]
+            if name == "message":  # kept compressed: a fraction of its size (see Communication.from_hash)
+                args += ["message_z", zlib.compress(str(value).encode(), 6)]
+            else:
+                args += [name, value]
         written, following = self._finish_send(keys=[keys.comm(comm_id), keys.INFLIGHT], args=args)
         return bool(written), (_text(following) or None)
 

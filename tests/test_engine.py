@@ -35,6 +35,9 @@ class Outbox:
     def deliver(self, comm_id: str) -> None:
         self.sent.append(comm_id)
 
+    def flush(self) -> None:
+        pass
+
 
 def engine(
     store: Any = None, timers: Any = None, opted_out: Callable[[str, str], bool] | None = None

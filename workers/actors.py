@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -31,10 +32,19 @@ from scheduler.errors import (
 from scheduler.events import parse_event
 from scheduler.messages import compose_email
 from scheduler.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE
-from scheduler.store import ms_of
+from scheduler.store import Claim, ms_of
 from workers import runtime
 
-__all__ = ["ACTORS", "DramatiqDispatch", "bind", "deliver", "fire_timers", "handle_event", "reconcile"]
+__all__ = [
+    "ACTORS",
+    "DramatiqDispatch",
+    "bind",
+    "deliver",
+    "deliver_many",
+    "fire_timers",
+    "handle_event",
+    "reconcile",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +124,7 @@ def fire_timers(timers: list[list[Any]]) -> None:
         except Exception as e:  # one bad timer must not hold up the others
             logger.exception("timer %s failed", member)
             failed = e
+    rt.engine.dispatch.flush()
     rt.engine.timers.ack_claims(handled)
     if failed is not None:
         raise failed
@@ -141,6 +152,22 @@ def _retries() -> int:
 
 @dramatiq.actor(queue_name=DELIVER_QUEUE, broker=_placeholder)
 async def deliver(comm_id: str) -> None:
+    """Send one communication at most once, in its thread's order (see :func:`_deliver_one`)."""
+    await _deliver_one(runtime.current(), comm_id)
+
+
+@dramatiq.actor(queue_name=DELIVER_QUEUE, broker=_placeholder)
+async def deliver_many(comm_ids: list[str]) -> None:
+    """Send a group of communications concurrently on this process's event loop.
+
+    A fan-out hands its communications over in groups: one message per group instead of
+    one per email, while each communication keeps its own status, lease, retries and order.
+    """
+    rt = runtime.current()
+    await asyncio.gather(*(_deliver_one(rt, str(comm_id)) for comm_id in comm_ids))
+
+
+async def _deliver_one(rt: runtime.Runtime, comm_id: str) -> None:
     """Send one communication at most once, in its thread's order.
 
     The store's compare-and-set decides whether this attempt may send (see
@@ -148,28 +175,29 @@ async def deliver(comm_id: str) -> None:
     ``cancelled`` or ``retrying`` with a next attempt; if even that cannot be written
     (Redis is away), the lease expires and the scheduler's sweep dispatches it again.
     """
-    rt = runtime.current()
     now = rt.clock()
     token = uuid.uuid4().hex
-    claim = await _in_thread(rt.store.begin_send, comm_id, ms_of(now), rt.settings.send_lease_ms, token)
+    try:
+        claim = await _in_thread(rt.store.begin_send, comm_id, ms_of(now), rt.settings.send_lease_ms, token)
+    except (redis.RedisError, StorageError) as e:
+        logger.warning("%s: Redis did not answer (%s); the sweep will dispatch it again", comm_id, e)
+        return
     if claim.following:
         await _in_thread(deliver.send, claim.following)
-    if claim.state != "ok":
-        logger.info("%s not sent now: it is %s", comm_id, claim.state)
+    if claim.state != "ok" or claim.comm is None:
+        logger.debug("%s not sent now: it is %s", comm_id, claim.state)
         return
+    comm = claim.comm
     try:
-        status, fields = await _attempt(rt, comm_id, now)
+        status, fields = await _attempt(rt, claim, now)
     except Exception as e:
         logger.exception("%s: the attempt failed unexpectedly", comm_id)
         status, fields = "retrying", {"last_error": f"{type(e).__name__}: {e}"}
     next_attempt_ms = None
     if status == "retrying":
-        comm = await _in_thread(rt.store.comm, comm_id)
-        first_ms = ms_of(comm.first_attempt_at or now) if comm else ms_of(now)
-        attempts = comm.attempts if comm else 1
         next_attempt_ms = retry_at(
-            attempts,
-            first_ms,
+            comm.attempts,
+            ms_of(comm.first_attempt_at or now),
             ms_of(now),
             min_backoff_ms=rt.settings.retry_min_backoff_ms,
             max_backoff_ms=rt.settings.retry_max_backoff_ms,
@@ -178,22 +206,27 @@ async def deliver(comm_id: str) -> None:
         if next_attempt_ms is None:
             window = format_duration(rt.settings.retry_window_ms // 1000)
             status = "failed"
-            fields["last_error"] = f"gave up after {attempts} attempts over {window}: {fields['last_error']}"
+            fields["last_error"] = (
+                f"gave up after {comm.attempts} attempts over {window}: {fields['last_error']}"
+            )
             logger.error("%s failed: %s", comm_id, fields["last_error"])
         else:
             logger.warning("%s will be retried: %s", comm_id, fields["last_error"])
-    _, following = await _in_thread(
-        rt.store.finish_send, comm_id, token, status, ms_of(rt.clock()), next_attempt_ms, **fields
-    )
+    try:
+        _, following = await _in_thread(
+            rt.store.finish_send, comm_id, token, status, ms_of(rt.clock()), next_attempt_ms, **fields
+        )
+    except (redis.RedisError, StorageError) as e:
+        logger.warning("%s: could not record %s (%s); it is sent again after its lease", comm_id, status, e)
+        return
     if following:
         await _in_thread(deliver.send, following)
 
 
-async def _attempt(rt: runtime.Runtime, comm_id: str, now: datetime) -> tuple[str, dict[str, str | int]]:
+async def _attempt(rt: runtime.Runtime, claim: Claim, now: datetime) -> tuple[str, dict[str, str | int]]:
     """Compose and send one taken communication; return its new status and the fields to record."""
-    comm = await _in_thread(rt.store.comm, comm_id)
-    if comm is None:  # pragma: no cover - begin_send found it a moment ago
-        return "failed", {"last_error": "the communication vanished"}
+    comm = claim.comm
+    assert comm is not None
     config = rt.config()
     stakeholder = config.stakeholder(comm.stakeholder_id)
     incident = await _in_thread(rt.store.incident, comm.incident_id) if comm.kind == "update" else None
@@ -206,17 +239,29 @@ async def _attempt(rt: runtime.Runtime, comm_id: str, now: datetime) -> tuple[st
             await _in_thread(rt.engine.stop_thread, comm.incident_id, comm.stakeholder_id)
         return "cancelled", {"last_error": reason, "updated_ms": ms_of(now)}
     assert stakeholder is not None
-    thread = await _in_thread(rt.store.thread, comm.incident_id, comm.stakeholder_id)
-    comm = await _in_thread(as_received, rt.store, comm, thread, now)
+    if (comm.prev_id and claim.prev_status != "sent") or (comm.next_update_at and comm.next_update_at <= now):
+        comm = await _in_thread(
+            as_received,
+            rt.store,
+            comm,
+            now,
+            prev_status=claim.prev_status,
+            prev_sent_at=claim.prev_sent_at,
+            thread=lambda: rt.store.thread(comm.incident_id, comm.stakeholder_id),
+        )
+    else:
+        comm = as_received(
+            rt.store, comm, now, prev_status=claim.prev_status, prev_sent_at=claim.prev_sent_at
+        )
     try:
         email, rendered = compose_email(
             comm, stakeholder, config, rt.templates, now, rt.settings.secret_key or ""
         )
     except TemplateError as e:
-        logger.error("%s failed: %s", comm_id, e)
+        logger.error("%s failed: %s", comm.id, e)
         return "failed", {"last_error": f"template: {e}", "updated_ms": ms_of(now)}
     except Exception as e:  # a message that cannot be composed now never will be: fail it visibly
-        logger.exception("%s could not be composed", comm_id)
+        logger.exception("%s could not be composed", comm.id)
         return "failed", {
             "last_error": f"could not be composed: {type(e).__name__}: {e}",
             "updated_ms": ms_of(now),
@@ -225,12 +270,12 @@ async def _attempt(rt: runtime.Runtime, comm_id: str, now: datetime) -> tuple[st
     try:
         reply = await rt.pool().send(email)
     except PermanentDeliveryError as e:
-        logger.error("%s failed: %s", comm_id, e)
+        logger.error("%s failed: %s", comm.id, e)
         return "failed", {"last_error": str(e), **attempted}
     except TransientDeliveryError as e:
         return "retrying", {"last_error": str(e), **attempted}
     sent = rt.clock()
-    logger.info("%s sent to %s", comm_id, comm.recipient)
+    logger.info("%s sent to %s", comm.id, comm.recipient)
     return "sent", {
         "sent_ms": ms_of(sent),
         "updated_ms": ms_of(sent),
@@ -247,14 +292,43 @@ async def _in_thread(function: Callable[..., _R], *args: Any, **kwargs: Any) -> 
     return await asyncio.to_thread(function, *args, **kwargs)
 
 
-ACTORS = (handle_event, fire_timers, reconcile, deliver)
+ACTORS = (handle_event, fire_timers, reconcile, deliver, deliver_many)
+
+DELIVER_GROUP = 25
+"""Communications handed to one ``deliver_many`` message."""
 
 
 class DramatiqDispatch:
-    """Hands communications to the ``deliver`` actor."""
+    """Hands communications to the deliver actors, in groups of up to ``DELIVER_GROUP``.
+
+    Held ids are per thread (each worker thread runs one entry point of the engine at a
+    time), and handed over when a group is full or the engine flushes.
+    """
+
+    def __init__(self) -> None:
+        self._held = threading.local()
+
+    def _pending(self) -> list[str]:
+        if not hasattr(self._held, "ids"):
+            self._held.ids = []
+        ids: list[str] = self._held.ids
+        return ids
 
     def deliver(self, comm_id: str) -> None:
-        deliver.send(comm_id)
+        pending = self._pending()
+        pending.append(comm_id)
+        if len(pending) >= DELIVER_GROUP:
+            self.flush()
+
+    def flush(self) -> None:
+        pending = self._pending()
+        if not pending:
+            return
+        group, pending[:] = list(pending), []
+        if len(group) == 1:
+            deliver.send(group[0])
+        else:
+            deliver_many.send(group)
 
 
 def bind(broker: dramatiq.Broker) -> None:

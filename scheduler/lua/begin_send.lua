@@ -1,15 +1,19 @@
 -- Move a communication to `sending` if it may go out now.
 --
 -- KEYS[1]  amends:comm:{comm_id}        hash  the communication
--- KEYS[2]  amends:comm:{prev_id}        hash  the thread's previous communication (KEYS[1] again if none)
--- KEYS[3]  amends:inflight              zset  unfinished communication id -> when to look at it again (ms)
+-- KEYS[2]  amends:inflight              zset  unfinished communication id -> when to look at it again (ms)
 -- ARGV[1]  now_ms                       epoch milliseconds
 -- ARGV[2]  lease_ms                     how long the `sending` claim holds
 -- ARGV[3]  token                        identifies this attempt for finish_send.lua
 -- ARGV[4]  wait_recheck_ms              when a message waiting for its predecessor is looked at again
 --                                       at the latest (finish_send.lua wakes it sooner)
+-- ARGV[5]  comm_prefix                  "amends:comm:": the thread's previous communication,
+--                                       named by the `prev` field, is read at ARGV[5] .. prev
+--                                       (the caller cannot know it without a round trip; it
+--                                       belongs to the same incident and thread)
 --
--- Returns "ok" when the caller may send; otherwise why not:
+-- Returns {"ok", prev_status, prev_sent_ms, field, value, ...} when the caller may send (the
+-- communication's fields, as taken); otherwise {why}:
 --   "missing", "sent", "failed", "cancelled"  nothing to do
 --   "sending"     another attempt holds a live lease (the sweep looks again when it expires)
 --   "early"       a retry whose next attempt is not due yet
@@ -18,8 +22,7 @@
 -- With "superseded" the second element is the next communication's id, to be dispatched.
 
 local comm = KEYS[1]
-local prev = KEYS[2]
-local inflight = KEYS[3]
+local inflight = KEYS[2]
 local now = tonumber(ARGV[1])
 local lease_ms = tonumber(ARGV[2])
 local id = redis.call("HGET", comm, "id")
@@ -44,12 +47,16 @@ elseif status ~= "scheduled" then
     return {status}
 end
 
-if prev ~= comm then
-    local before = redis.call("HGET", prev, "status")
+local prev_id = redis.call("HGET", comm, "prev")
+local before, before_sent = "", ""
+if prev_id then
+    local prev = ARGV[5] .. prev_id
+    before = redis.call("HGET", prev, "status") or ""
     if before == "scheduled" or before == "sending" or before == "retrying" then
         redis.call("ZADD", inflight, now + tonumber(ARGV[4]), id)
         return {"waiting"}
     end
+    before_sent = redis.call("HGET", prev, "sent_ms") or ""
 end
 
 local following = redis.call("HGET", comm, "next")
@@ -71,4 +78,8 @@ redis.call("HSETNX", comm, "first_attempt_ms", ARGV[1])
 redis.call("HINCRBY", comm, "attempts", 1)
 -- A worker that dies while sending leaves the lease to expire; the sweep then looks again.
 redis.call("ZADD", inflight, now + lease_ms, id)
-return {"ok"}
+local taken = redis.call("HGETALL", comm)
+table.insert(taken, 1, before_sent)
+table.insert(taken, 1, before)
+table.insert(taken, 1, "ok")
+return taken
