@@ -292,6 +292,13 @@ class Engine:
             self.dispatch.flush()
         return comms
 
+    def _stored(self, comm_id: str) -> tuple[str, int | None]:
+        """A communication's status and the next update it promises."""
+        comm = self.store.comm(comm_id)
+        if comm is None:  # pragma: no cover - created in the same store
+            raise RuntimeError(f"communication {comm_id} vanished")
+        return comm.status, ms_of(comm.next_update_at) if comm.next_update_at else None
+
     def stop_thread(self, incident_id: str, stakeholder_id: str) -> None:
         """No more updates or feedback requests for this thread (the stakeholder opted out)."""
         self.timers.cancel(timer_member(_UPDATE, incident_id, stakeholder_id))
@@ -413,20 +420,18 @@ class Engine:
         # event's acknowledgment then folds into it); the store decides that atomically.
         first = ("acknowledgment", "acknowledgment") if kind == "update" else None
         comm_id, created = self.store.create_comm(incident["id"], stakeholder.id, kind, trigger, build, first)
-        comm = self.store.comm(comm_id)
-        if comm is None:  # pragma: no cover - created above in the same Redis
-            raise RuntimeError(f"communication {comm_id} vanished")
+        # Created now: it is scheduled and the thread promises what it states. Found instead
+        # (a retry, a duplicate): read what was stored then.
+        status, promised = ("scheduled", next_ms) if created else self._stored(comm_id)
         if kind in ("resolution", "feedback_request"):
             self.store.clear_thread_fields(incident["id"], stakeholder.id, "promised_ms")
             if kind == "feedback_request":
                 self.store.clear_thread_fields(incident["id"], stakeholder.id, "feedback_ms")
-        elif comm.next_update_at is not None:
-            thread = self.store.thread(incident["id"], stakeholder.id)
-            if thread.get("promised_ms") == str(ms_of(comm.next_update_at)):
-                self.timers.arm(
-                    timer_member(_UPDATE, incident["id"], stakeholder.id), ms_of(comm.next_update_at)
-                )
-        if comm.status == "scheduled":
+        elif promised is not None and (
+            created or self.store.thread(incident["id"], stakeholder.id).get("promised_ms") == str(promised)
+        ):
+            self.timers.arm(timer_member(_UPDATE, incident["id"], stakeholder.id), promised)
+        if status == "scheduled":
             self.dispatch.deliver(comm_id)
         if created:
             logger.info("%s composed for %s (%s)", kind, stakeholder.id, comm_id)
