@@ -38,10 +38,18 @@ from scheduler import keys
 from scheduler._http import SafeJSONResponse, invalid, page, read_capped, read_form
 from scheduler._validation import bounded_duration_s
 from scheduler.config import ConfigSource
-from scheduler.emitting import emit
+from scheduler.emitting import already_accepted, emit
 from scheduler.engine import KINDS
 from scheduler.errors import AmendsError, EventError, RedisUnavailableError, SettingsError
-from scheduler.events import MAX_DEPTH, MAX_EVENT_BYTES, decode_json, nested_deeper_than
+from scheduler.events import (
+    MAX_DEPTH,
+    MAX_EVENT_BYTES,
+    Event,
+    check_not_ahead,
+    decode_json,
+    nested_deeper_than,
+    parse_event,
+)
 from scheduler.feedback import feedback_for, opt_outs, remove_opt_out, unsubscribed
 from scheduler.link_routes import link_router
 from scheduler.logview import LogFilter, open_promises, promise_report
@@ -96,10 +104,23 @@ def _names(settings: Settings) -> Callable[[str], str]:
     return name
 
 
+MAX_BATCH_EVENTS = 100
+"""How many events one ``POST /v1/events`` may carry as a JSON list."""
+_MAX_BODY_BYTES = 1024 * 1024
+
+
+class _Listed(list[Any]):
+    """Events that came as a JSON list: their problems are named ``events[i].…``."""
+
+
+class _AllRejected(EventError):
+    """Every invalid document of a request, each already kept as rejected."""
+
+
 def _decoded_event(body: bytes | None) -> tuple[Any, Any]:
     """(the event document, what to keep of it if it is rejected); EventError for a body
     that is too large, not UTF-8 or not JSON, with the kept excerpt on the error."""
-    if body is None:
+    if body is None or (len(body) > MAX_EVENT_BYTES and not body.lstrip().startswith(b"[")):
         raise EventError("invalid event", [("", f"the event is larger than {MAX_EVENT_BYTES} bytes")])
     excerpt = body[:_REJECTED_EXCERPT_CHARS].decode("utf-8", errors="replace")
     try:
@@ -209,24 +230,72 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
 
     # -- events --------------------------------------------------------------------------
 
+    def keep_rejected(kept: Any, errors: list[tuple[str, str]]) -> None:
+        try:
+            store.reject(kept, errors, clock(), "api")
+        except redis.RedisError:  # the client still learns what is wrong with its event
+            logger.warning("a rejected event could not be kept: Redis did not answer")
+
+    def accept(documents: list[Any], kept: Any = None) -> list[dict[str, str]]:
+        """Validate every document, then enqueue each one not already applied.
+
+        Every problem of every document is kept and raised at once as EventError (named
+        ``events[i].field`` in a list), and nothing is enqueued then. ``kept`` is what to
+        keep of a single document that is rejected.
+        """
+        now = clock()
+        events: list[Event] = []
+        errors: list[tuple[str, str]] = []
+        listed = isinstance(documents, _Listed)
+        for index, document in enumerate(documents):
+            prefix = f"events[{index}]" if listed else ""
+            try:
+                event = check_not_ahead(parse_event(document), now)  # refuses deep nesting first
+                if listed and len(event.to_json().encode()) > MAX_EVENT_BYTES:
+                    raise EventError("invalid event", [("", f"is larger than {MAX_EVENT_BYTES} bytes")])
+                events.append(event)
+            except EventError as e:
+                deep = nested_deeper_than(document, MAX_DEPTH)
+                keep = (kept if not listed else "(nested too deeply to keep)") if deep else document
+                keep_rejected(keep if listed else kept, e.errors)
+                errors += [(".".join(p for p in (prefix, place) if p), why) for place, why in e.errors]
+        if errors:
+            raise _AllRejected("invalid events", errors)
+        answers, seen = [], set()
+        for event in events:
+            if event.event_id in seen or already_accepted(client, event.event_id):
+                answers.append({"event_id": event.event_id, "status": "duplicate"})
+                continue
+            emit(event.model_dump(mode="json", by_alias=True, exclude_none=True), broker=broker, now=now)
+            seen.add(event.event_id)
+            answers.append({"event_id": event.event_id, "status": "enqueued"})
+        return answers
+
     @app.post("/v1/events", status_code=202, dependencies=[Depends(require_token)])
     async def post_event(request: Request) -> JSONResponse:
-        """Validate and enqueue one event; 422 names each wrong field; rejects are kept."""
-        body = await read_capped(request, MAX_EVENT_BYTES)
+        """Validate and enqueue one event, or a JSON list of them (all or none); 422 names
+        every wrong field at once; rejects are kept. An event id already applied is answered
+        ``"status": "duplicate"`` (200 for a single event) and is not enqueued again."""
+        body = await read_capped(request, _MAX_BODY_BYTES)
         kept: Any = None
         try:
             payload, kept = _decoded_event(body)
-            event = await run_in_threadpool(emit, payload, broker=broker, now=clock())
-        except EventError as e:
-            kept = getattr(e, "kept", kept)
-            try:
-                await run_in_threadpool(store.reject, kept, e.errors, clock(), "api")
-            except redis.RedisError:  # the client still learns what is wrong with its event
-                logger.warning("a rejected event could not be kept: Redis did not answer")
+            if isinstance(payload, list):
+                if not payload or len(payload) > MAX_BATCH_EVENTS:
+                    raise EventError(
+                        "invalid events", [("", f"a list carries 1 to {MAX_BATCH_EVENTS} events")]
+                    )
+                answers = await run_in_threadpool(accept, _Listed(payload))
+                return SafeJSONResponse({"events": answers}, status_code=202)
+            answer = (await run_in_threadpool(accept, [payload], kept))[0]
+        except _AllRejected as e:  # each one already kept
             return invalid(e.errors)
-        except RedisUnavailableError:
+        except EventError as e:
+            await run_in_threadpool(keep_rejected, getattr(e, "kept", kept), e.errors)
+            return invalid(e.errors)
+        except (RedisUnavailableError, redis.RedisError):
             return SafeJSONResponse({"detail": "Redis did not answer; nothing was enqueued"}, status_code=503)
-        return SafeJSONResponse({"event_id": event.event_id, "status": "enqueued"}, status_code=202)
+        return SafeJSONResponse(answer, status_code=202 if answer["status"] == "enqueued" else 200)
 
     # -- the log and incidents -----------------------------------------------------------
 

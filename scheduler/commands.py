@@ -84,21 +84,41 @@ def _store(settings: Settings) -> Any:
 
 def _event_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     incident: dict[str, Any] = {}
-    for name in ("title", "severity", "status", "summary", "impact", "plan", "owner"):
+    names = ("title", "severity", "status", "summary", "impact", "plan", "owner", "workaround", "prevention")
+    for name in (*names, "review_by"):
         value = getattr(args, name, None)
         if value is not None:
             incident[name] = value
     if args.service:
         incident["services"] = args.service
-    return {
+    event: dict[str, Any] = {
         "schema": 1,
         "event_id": args.event_id or str(uuid.uuid4()),
         "type": f"incident.{args.type}",
-        "incident_id": args.incident,
         "occurred_at": args.occurred_at or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "source": args.source,
         "incident": incident,
     }
+    if args.incident is not None:
+        event["incident_id"] = args.incident
+    return event
+
+
+_FLAGS = {
+    "incident_id": "--incident",
+    "event_id": "--event-id",
+    "occurred_at": "--occurred-at",
+    "source": "--source",
+    "incident.services": "--service",
+    "incident.review_by": "--review-by",
+}
+
+
+def _flag_of(place: str) -> str:
+    """The command-line flag that sets an event field (``incident.title`` -> ``--title``)."""
+    if place in _FLAGS or place.startswith("incident.services["):
+        return _FLAGS.get(place, "--service")
+    return "--" + place.removeprefix("incident.") if place.startswith("incident.") else ""
 
 
 def _stdin_bytes() -> bytes:
@@ -146,9 +166,11 @@ def _load_events(command: str, path: str, now: datetime | None = None) -> list[E
     return _validated(command, documents, now)
 
 
-def _validated(command: str, documents: list[Any], now: datetime | None) -> list[Event] | None:
+def _validated(
+    command: str, documents: list[Any], now: datetime | None, *, flags: bool = False
+) -> list[Event] | None:
     """Every document as an event (not dated ahead of ``now``, when given), or None after
-    printing each problem of each document."""
+    printing each problem of each document (with the flag that sets each field, for ``flags``)."""
     events, problems = [], []
     for index, document in enumerate(documents):
         try:
@@ -157,9 +179,10 @@ def _validated(command: str, documents: list[Any], now: datetime | None) -> list
             events.append(check_not_ahead(event, now) if now is not None else event)
         except EventError as e:
             prefix = f"events[{index}]" if len(documents) > 1 else ""
-            problems += [
-                f"{'.'.join(p for p in (prefix, place) if p) or 'event'}: {why}" for place, why in e.errors
-            ]
+            for place, why in e.errors:
+                where = ".".join(p for p in (prefix, place) if p) or "event"
+                flag = _flag_of(place) if flags else ""
+                problems.append(f"{where} ({flag}): {why}" if flag else f"{where}: {why}")
     if problems:
         lines = "".join(f"\n  {scrub(p)}" for p in problems)
         print(f"amends {command}: invalid event:{lines}", file=sys.stderr)
@@ -168,17 +191,14 @@ def _validated(command: str, documents: list[Any], now: datetime | None) -> list
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
-    from scheduler.emitting import emit
+    from scheduler.emitting import already_accepted, emit
 
     from_flags = args.type is not None and args.type != "-"
     if from_flags and args.file:
         print(f"amends emit: give either '{args.type}' with flags or --file, not both", file=sys.stderr)
         return EXIT_USAGE
     if from_flags:
-        if not args.incident:
-            print("amends emit: --incident is required", file=sys.stderr)
-            return EXIT_USAGE
-        events = _validated("emit", [_event_from_flags(args)], datetime.now(UTC))
+        events = _validated("emit", [_event_from_flags(args)], datetime.now(UTC), flags=True)
     elif args.file or args.type == "-":
         events = _load_events("emit", args.file or "-", datetime.now(UTC))
     else:
@@ -193,8 +213,16 @@ def cmd_emit(args: argparse.Namespace) -> int:
             f"{settings.data_dir / 'redis'}, which only a worker started here without AMENDS_REDIS_URL reads",
             file=sys.stderr,
         )
+    import redis
+
+    client = redis.Redis.from_url(settings.resolved_redis_url())
+    seen: set[str] = set()
     for event in events:
+        if event.event_id in seen or already_accepted(client, event.event_id):
+            print(f"duplicate {event.event_id}: an event with this id was already accepted; nothing enqueued")
+            continue
         emit(event.model_dump(mode="json", by_alias=True, exclude_none=True))
+        seen.add(event.event_id)
         print(f"enqueued {event.event_id} ({event.type} {event.incident_id})")
     return EXIT_OK
 
