@@ -236,36 +236,56 @@ def _config_path(settings: Settings, explicit: str | None) -> Path:
     return settings.config_path
 
 
+def _raw_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     from scheduler.config import load_config
-    from scheduler.preflight import audience_warnings, check_templates
+    from scheduler.preflight import audience_warnings, check_templates, thin_message_warnings
+    from scheduler.render import TemplateSet
 
-    settings = _settings(needs_config=True)
+    settings = _settings(needs_config=not args.file)
     path = _config_path(settings, args.file)
-    problems = 0
+    folder = settings.templates_dir
     try:
         config = load_config(path)
     except ConfigError as e:
         print(e, file=sys.stderr)
+        # an unknown audience is worth knowing however the rest of the file fares
+        for warning in audience_warnings(_raw_yaml(path), folder):
+            print(f"  warning: {warning}", file=sys.stderr)
         return EXIT_FAILED
-    if not settings.templates_dir.is_dir():
-        print(
-            f"{path}: the template folder {settings.templates_dir} does not exist (AMENDS_TEMPLATES)",
-            file=sys.stderr,
-        )
+    warnings = audience_warnings(config, folder)
+    if not folder.is_dir():
+        for warning in warnings:
+            print(f"  warning: {warning}", file=sys.stderr)
+        print(f"{path}: the template folder {folder} does not exist (AMENDS_TEMPLATES)", file=sys.stderr)
         return EXIT_FAILED
     if not config.stakeholders:
-        print("  warning: no stakeholders: no incident will inform anyone", file=sys.stderr)
-    for warning in audience_warnings(config, settings.templates_dir):
+        warnings.append("no stakeholders: no incident will inform anyone")
+    if config.contact is None and any(config.contact_of(s) is None for s in config.stakeholders):
+        warnings.append(
+            "no contact: messages name only the sender and carry no Reply-To; add "
+            "contact: {name: ..., email: ...} (per stakeholder or audience too)"
+        )
+    template_errors = check_templates(config, folder)
+    if not template_errors:
+        warnings += thin_message_warnings(TemplateSet(folder), config, datetime.now(UTC))
+    for warning in warnings:
         print(f"  warning: {warning}", file=sys.stderr)
-    template_errors = check_templates(config, settings.templates_dir)
     for error in template_errors:
         print(f"  {error}", file=sys.stderr)
-    problems += len(template_errors)
-    if problems:
-        print(f"{path}: {problems} problem(s)", file=sys.stderr)
+    if template_errors:
+        print(f"{path}: {len(template_errors)} problem(s)", file=sys.stderr)
         return EXIT_FAILED
-    print(f"{path}: OK ({len(config.stakeholders)} stakeholders, templates in {settings.templates_dir})")
+    noted = f", {len(warnings)} warning(s) above" if warnings else ""
+    print(f"{path}: OK ({len(config.stakeholders)} stakeholders, templates in {folder}{noted})")
     return EXIT_OK
 
 
@@ -448,6 +468,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     from scheduler.config import load_config
+    from scheduler.preflight import thin_event_warnings
     from scheduler.preview import simulate, timeline_json, timeline_text, write_html
     from scheduler.render import TemplateSet
 
@@ -461,6 +482,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
     if events is None:
         return EXIT_USAGE
     config = load_config(_config_path(settings, args.config))
+    for warning in thin_event_warnings(events):
+        print(f"amends preview: warning: {warning}", file=sys.stderr)
     try:
         timeline = simulate(events, config, TemplateSet(settings.templates_dir), after_last)
     except ValueError as e:
