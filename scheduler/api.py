@@ -35,9 +35,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Red
 from starlette.concurrency import run_in_threadpool
 
 from scheduler import keys
-from scheduler._http import SafeJSONResponse, invalid, page, read_capped, read_form
+from scheduler._http import HTML_HEADERS, SafeJSONResponse, invalid, page, read_capped, read_form
 from scheduler._validation import bounded_duration_s
-from scheduler.config import ConfigSource
+from scheduler.composed import composed_text
+from scheduler.config import Config, ConfigSource
 from scheduler.emitting import already_accepted, emit
 from scheduler.engine import KINDS
 from scheduler.errors import AmendsError, EventError, RedisUnavailableError, SettingsError
@@ -55,7 +56,7 @@ from scheduler.link_routes import link_router
 from scheduler.logview import LogFilter, open_promises, promise_report
 from scheduler.metrics import metrics_text
 from scheduler.processes import broker_for
-from scheduler.review_page import render_review, render_sign_in, review_view
+from scheduler.review_page import promise_words, render_review, render_sign_in, review_view
 from scheduler.settings import Settings
 from scheduler.signing import sign
 from scheduler.store import STATUSES, Communication, RedisStore, utc_of
@@ -87,21 +88,63 @@ def _incident_json(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _names(settings: Settings) -> Callable[[str], str]:
-    """Stakeholder id -> its configured name (the id itself when there is no such stakeholder)."""
+def _config_reader(settings: Settings) -> Callable[[], Config | None]:
+    """The configuration in force, or None when there is none to read (the API runs without)."""
     try:
         source: ConfigSource | None = ConfigSource(settings.config_path)
     except (AmendsError, OSError):
         source = None
 
-    def name(stakeholder_id: str) -> str:
+    def current() -> Config | None:
         try:
-            stakeholder = source.current().stakeholder(stakeholder_id) if source else None
+            return source.current() if source else None
         except (AmendsError, OSError):
-            stakeholder = None
+            return None
+
+    return current
+
+
+def _names(config: Callable[[], Config | None]) -> Callable[[str], str]:
+    """Stakeholder id -> its configured name (the id itself when there is no such stakeholder)."""
+
+    def name(stakeholder_id: str) -> str:
+        current = config()
+        stakeholder = current.stakeholder(stakeholder_id) if current else None
         return stakeholder.name if stakeholder else stakeholder_id
 
     return name
+
+
+def _stakeholder_ids(states: list[dict[str, Any]]) -> set[str]:
+    return {str(sid) for state in states for sid in state.get("stakeholders", [])}
+
+
+def _pending(
+    config: Config | None, store: RedisStore, states: list[dict[str, Any]], now: datetime
+) -> dict[tuple[str, str], tuple[datetime, str]]:
+    """Each thread's promise not composed yet, with its words for the review page."""
+    found: dict[tuple[str, str], tuple[datetime, str]] = {}
+    severity = {str(s["id"]): str(s.get("severity", "")) for s in states}
+    for promise in open_promises(store):
+        stakeholder = config.stakeholder(promise.stakeholder_id) if config else None
+        tz = config.timezone_of(stakeholder) if config and stakeholder else "UTC"
+        quiet = config.quiet_hours_of(stakeholder) if config and stakeholder else None
+        if (
+            config
+            and stakeholder
+            and config.overrides_quiet_hours(stakeholder, severity.get(promise.incident_id, ""))
+        ):
+            quiet = None
+        words = promise_words(
+            promise.kind,
+            promise.due,
+            now,
+            timezone=tz,
+            quiet_hours=quiet,
+            business_hours=config.business_hours if config else None,
+        )
+        found[(promise.incident_id, promise.stakeholder_id)] = (promise.due, words)
+    return found
 
 
 MAX_BATCH_EVENTS = 100
@@ -162,6 +205,7 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
     timers = RedisTimerStore(client)
     broker = broker_for(settings)
     sessions = {sign(secret, "review-session", t): t for t in readers}
+    config = _config_reader(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -388,8 +432,22 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
             {i: feedback_for(client, i) for i in ids},
             unsubscribed(client),
             now,
+            names={sid: name for sid in _stakeholder_ids(states) if (name := _names(config)(sid))},
+            pending=_pending(config(), store, states, now),
         )
         return page(render_review(view, now))
+
+    @app.get("/review/messages/{comm_id}", response_class=PlainTextResponse)
+    def review_message(request: Request, comm_id: str) -> Response:
+        """One message as sent (headers included) for the review page; a message that could
+        not be sent shows what was composed, marked as such."""
+        if not can_read(request, cookie=True):
+            return page(render_sign_in(), 401)
+        comm = store.comm(comm_id)
+        if comm is None:
+            return PlainTextResponse(f"no communication {comm_id!r}", status_code=404)
+        text = comm.message or composed_text(comm, config(), settings.templates_dir, secret)
+        return PlainTextResponse(scrub(text), headers=HTML_HEADERS)
 
     @app.post("/signin", response_class=HTMLResponse)
     async def sign_in(request: Request) -> Response:
@@ -445,7 +503,7 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         }
         return SafeJSONResponse({"redis": "ok", "processes": processes, "unfinished_sends": unfinished})
 
-    app.include_router(link_router(client, secret, clock, _names(settings)))
+    app.include_router(link_router(client, secret, clock, _names(config)))
     return app
 
 

@@ -289,6 +289,15 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _config_or_none(settings: Settings) -> Any:
+    from scheduler.config import load_config
+
+    try:
+        return load_config(settings.config_path)
+    except ConfigError:
+        return None
+
+
 # -- log -------------------------------------------------------------------------------
 
 
@@ -326,11 +335,12 @@ def cmd_log(args: argparse.Namespace) -> int:
             sys.stdout.write(scrub(comm.message))
             sys.stdout.flush()
         else:
-            not_sent = {
-                "failed": "it was not sent and will not be",
-                "cancelled": "it was cancelled and will not be sent",
-            }.get(comm.status, "nothing has been sent yet")
-            print(f"{comm.id} is {comm.status}: {not_sent}. Last error: {comm.last_error or '-'}")
+            from scheduler.composed import composed_text
+
+            sys.stdout.write(
+                scrub(composed_text(comm, _config_or_none(settings), settings.templates_dir, ""))
+            )
+            sys.stdout.flush()
         return EXIT_OK
     since = None
     if args.since:
