@@ -53,7 +53,7 @@ from scheduler.events import (
 )
 from scheduler.feedback import feedback_for, opt_outs, remove_opt_out, unsubscribed
 from scheduler.link_routes import link_router
-from scheduler.logview import LogFilter, open_promises, promise_report
+from scheduler.logview import ON_TIME_GRACE_S, LogFilter, open_promises, promise_report
 from scheduler.metrics import metrics_text
 from scheduler.processes import broker_for
 from scheduler.review_page import promise_words, render_review, render_sign_in, review_view
@@ -115,6 +115,10 @@ def _names(config: Callable[[], Config | None]) -> Callable[[str], str]:
     return name
 
 
+def _grace_s(config: Config | None) -> float:
+    return float(config.kept_within) if config else ON_TIME_GRACE_S
+
+
 def _stakeholder_ids(states: list[dict[str, Any]]) -> set[str]:
     return {str(sid) for state in states for sid in state.get("stakeholders", [])}
 
@@ -142,6 +146,7 @@ def _pending(
             timezone=tz,
             quiet_hours=quiet,
             business_hours=config.business_hours if config else None,
+            grace_s=_grace_s(config),
         )
         found[(promise.incident_id, promise.stakeholder_id)] = (promise.due, words)
     return found
@@ -434,8 +439,9 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
             now,
             names={sid: name for sid in _stakeholder_ids(states) if (name := _names(config)(sid))},
             pending=_pending(config(), store, states, now),
+            grace_s=_grace_s(config()),
         )
-        return page(render_review(view, now))
+        return page(render_review(view, now, _grace_s(config())))
 
     @app.get("/review/messages/{comm_id}", response_class=PlainTextResponse)
     def review_message(request: Request, comm_id: str) -> Response:
@@ -477,7 +483,7 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
     def metrics() -> PlainTextResponse:
         """Prometheus text format: communications by kind and status, lateness, timers, rejects."""
         comms: list[Communication] = list(store.communications())
-        overdue = promise_report([], clock(), open_promises(store)).overdue_unsent
+        overdue = promise_report([], clock(), open_promises(store), _grace_s(config())).overdue_unsent
         text = metrics_text(comms, timers.armed_count(), int(client.llen(keys.REJECTED)), overdue)
         return PlainTextResponse(scrub(text), media_type="text/plain; version=0.0.4; charset=utf-8")
 

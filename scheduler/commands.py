@@ -26,6 +26,7 @@ __all__ = [
     "cmd_demo",
     "cmd_emit",
     "cmd_log",
+    "cmd_mailsink",
     "cmd_opt_outs",
     "cmd_preview",
     "cmd_scheduler",
@@ -303,6 +304,7 @@ def _config_or_none(settings: Settings) -> Any:
 
 def cmd_log(args: argparse.Namespace) -> int:
     from scheduler.logview import (
+        ON_TIME_GRACE_S,
         REJECTED_COLUMNS,
         LogFilter,
         format_table,
@@ -372,7 +374,9 @@ def cmd_log(args: argparse.Namespace) -> int:
             pending = [p for p in pending if p.kind == args.kind]
         if args.status not in (None, "scheduled"):
             pending = []  # promises not yet composed have no other status
-        report = promise_report(comms, datetime.now(UTC), pending)
+        config = _config_or_none(settings)
+        grace_s = float(config.kept_within) if config else ON_TIME_GRACE_S
+        report = promise_report(comms, datetime.now(UTC), pending, grace_s)
         if args.json:
             print(json.dumps(report.as_json()))
         else:
@@ -514,6 +518,35 @@ def cmd_preview(args: argparse.Namespace) -> int:
             f"HTML of {len(timeline.messages)} messages: {index_page}",
             file=sys.stderr if args.json else sys.stdout,
         )
+    return EXIT_OK
+
+
+def cmd_mailsink(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    """Run a local SMTP server into a Maildir until Ctrl-C (or ``stop``)."""
+    from email import message_from_bytes
+
+    from scheduler.mailsink import MailSink, ReceivedMail
+
+    def announce(mail: ReceivedMail) -> None:
+        subject = str(message_from_bytes(mail.raw).get("Subject", "")).replace("\n", " ")
+        print(f"received for {', '.join(mail.rcpt_tos)}: {scrub(subject)}", flush=True)
+
+    maildir = Path(args.maildir)
+    try:
+        sink = MailSink(args.host, args.port, maildir, remember=False, on_receive=announce).start()
+    except OSError as e:
+        print(
+            f"amends mailsink: cannot use {args.maildir} or listen on {args.host}:{args.port}: {e}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    print(
+        f"amends mailsink: listening on {args.host}:{args.port}, keeping mail in {maildir.resolve()} (a Maildir); "
+        f"use AMENDS_SMTP_URL='smtp://{args.host}:{args.port}?tls=none'",
+        flush=True,
+    )
+    (stop or _stop_on_signals()).wait()
+    sink.stop()
     return EXIT_OK
 
 

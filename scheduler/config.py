@@ -202,6 +202,8 @@ class Config(_Model):
     business_hours: Window | None = None
     contact: Contact | None = None
     audiences: dict[Identifier, Audience] = Field(default_factory=dict)
+    kept_within: Seconds = 60
+    """A message sent this long after the time promised still keeps the promise."""
     defaults: Defaults = Field(default_factory=Defaults)
     stakeholders: list[Stakeholder] = Field(default_factory=list)
 

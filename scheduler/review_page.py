@@ -198,13 +198,13 @@ def _local(moment: datetime | None, tz: str) -> str:
     )
 
 
-def badge(comm: Communication, now: datetime) -> str:
+def badge(comm: Communication, now: datetime, grace_s: float = ON_TIME_GRACE_S) -> str:
     """How the communication's promise stands: kept, late, failed, cancelled, overdue or pending."""
     if comm.lateness_s is not None:
-        return "kept" if comm.lateness_s <= ON_TIME_GRACE_S else "late"
+        return "kept" if comm.lateness_s <= grace_s else "late"
     if comm.status in ("failed", "cancelled"):
         return comm.status
-    if (now - comm.promised_at).total_seconds() > ON_TIME_GRACE_S:
+    if (now - comm.promised_at).total_seconds() > grace_s:
         return "overdue"
     return "pending"
 
@@ -256,7 +256,7 @@ def message_href(comm_id: str) -> str:
     return f"/review/messages/{quote(comm_id, safe='')}"
 
 
-def _row(comm: Communication, now: datetime) -> TimelineRow:
+def _row(comm: Communication, now: datetime, grace_s: float) -> TimelineRow:
     tz = str(comm.context.get("timezone") or "UTC")
     lateness = comm.lateness_s
     return TimelineRow(
@@ -268,7 +268,7 @@ def _row(comm: Communication, now: datetime) -> TimelineRow:
         promised=_local(comm.promised_at, tz),
         sent=_local(comm.sent_at, tz),
         lateness=f"{lateness:+.1f}s" if lateness is not None else "",
-        badge=badge(comm, now),
+        badge=badge(comm, now, grace_s),
         last_error=comm.last_error if comm.status != "sent" else "",
         href=message_href(comm.id) if comm.message or comm.status == "failed" else "",
     )
@@ -290,6 +290,7 @@ def review_view(
     *,
     names: Mapping[str, str] | None = None,
     pending: Mapping[tuple[str, str], tuple[datetime, str]] | None = None,
+    grace_s: float = ON_TIME_GRACE_S,
 ) -> list[IncidentView]:
     """Each incident (in the order given) with every stakeholder's timeline and feedback;
     ``opted_out`` maps opt-out ids (``stakeholder`` or ``stakeholder:incident``) to when,
@@ -315,14 +316,14 @@ def review_view(
                 StakeholderView(
                     id=sid,
                     timezone=tz,
-                    rows=tuple(_row(c, now) for c in thread),
+                    rows=tuple(_row(c, now, grace_s) for c in thread),
                     feedback=answers.get(sid),
                     unsubscribed=_opted_out(opted_out, sid, incident_id, tz),
                     name=names.get(sid, sid),
                     pending=pending.get((incident_id, sid), (now, ""))[1],
                 )
             )
-            lanes.append(_lane(names.get(sid, sid), thread, now, pending.get((incident_id, sid))))
+            lanes.append(_lane(names.get(sid, sid), thread, now, pending.get((incident_id, sid)), grace_s))
         views.append(
             IncidentView(
                 id=incident_id,
@@ -340,15 +341,19 @@ def review_view(
 
 
 def _lane(
-    name: str, thread: list[Communication], now: datetime, upcoming: tuple[datetime, str] | None
+    name: str,
+    thread: list[Communication],
+    now: datetime,
+    upcoming: tuple[datetime, str] | None,
+    grace_s: float,
 ) -> Lane:
     marks = tuple(
         Mark(
-            label=f"{c.kind} #{c.seq}: {badge(c, now)}"
+            label=f"{c.kind} #{c.seq}: {badge(c, now, grace_s)}"
             + (f", sent {c.lateness_s:+.0f}s from the promise" if c.lateness_s is not None else ""),
             promised=c.promised_at,
             sent=c.sent_at,
-            badge=badge(c, now),
+            badge=badge(c, now, grace_s),
         )
         for c in thread
     )
@@ -376,6 +381,7 @@ def promise_words(
     timezone: str,
     quiet_hours: TimeWindow | None = None,
     business_hours: TimeWindow | None = None,
+    grace_s: float = ON_TIME_GRACE_S,
 ) -> str:
     """A promise not yet kept, in words: "update held until 07:00 CET by quiet hours",
     "next update by 14:30 CET", "feedback request at Mon 30 Nov, 09:00 CET (business hours)"."""
@@ -383,7 +389,7 @@ def promise_words(
     local = pendulum.instance(due).in_tz(timezone)
     on_the_minute = local.second == 0 and local.microsecond == 0
     clock = local.time().replace(second=0, microsecond=0)
-    if (now - due).total_seconds() > ON_TIME_GRACE_S:
+    if (now - due).total_seconds() > grace_s:
         what = "update" if kind == "update" else "feedback request"
         return f"{what} promised by {when} is overdue"
     if kind == "update":
@@ -395,9 +401,9 @@ def promise_words(
     return f"feedback request at {when}"
 
 
-def render_review(incidents: list[IncidentView], now: datetime) -> str:
+def render_review(incidents: list[IncidentView], now: datetime, grace_s: float = ON_TIME_GRACE_S) -> str:
     return _env.get_template("review.html").render(
-        incidents=incidents, now=_local(now, "UTC"), grace_s=int(ON_TIME_GRACE_S)
+        incidents=incidents, now=_local(now, "UTC"), grace_s=int(grace_s)
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,3 +122,71 @@ def test_review_by_must_be_a_date() -> None:
     with pytest.raises(EventError) as refused:
         parse_event(event(review_by="next week"))
     assert refused.value.errors[0][0] == "incident.review_by"
+
+
+def test_mailsink_creates_its_maildir_and_keeps_what_it_receives(tmp_path: Path) -> None:
+    """`amends mailsink --port P --maildir DIR` creates the Maildir and files each message received under new/."""
+    import argparse
+    import smtplib
+    import socket
+    import threading
+
+    from scheduler.commands import cmd_mailsink
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    maildir = tmp_path / "mail"
+    stop = threading.Event()
+    args = argparse.Namespace(host="127.0.0.1", port=port, maildir=str(maildir))
+    runner = threading.Thread(target=cmd_mailsink, args=(args, stop))
+    runner.start()
+    try:
+        for _ in range(500):  # the server thread binds its port
+            try:
+                client = smtplib.SMTP("127.0.0.1", port, timeout=5)
+                break
+            except OSError:
+                threading.Event().wait(0.01)
+        client.sendmail("status@acme.example", ["reader@acme.example"], "Subject: hello\r\n\r\nbody\r\n")
+        client.quit()
+    finally:
+        stop.set()
+        runner.join(timeout=10)
+    assert {p.name for p in maildir.iterdir()} == {"cur", "new", "tmp"}
+    (kept,) = (maildir / "new").iterdir()
+    assert b"Subject: hello" in kept.read_bytes()
+
+
+def test_the_kept_tolerance_is_configurable() -> None:
+    """`kept_within: 5m` counts a message sent two minutes after its promise as kept, not late."""
+    import dataclasses
+    from datetime import timedelta
+
+    from scheduler.config import parse_config
+    from scheduler.logview import promise_report
+    from scheduler.preflight import sample_communication
+
+    config = parse_config({"sender": "A <s@a.example>", "kept_within": "5m"})
+    comm = dataclasses.replace(
+        sample_communication("update", "r", "UTC", T0), status="sent", sent_at=T0 + timedelta(minutes=2)
+    )
+    assert promise_report([comm], T0, grace_s=60).late == 1
+    assert promise_report([comm], T0, grace_s=config.kept_within).on_time == 1
+    assert parse_config({"sender": "A <s@a.example>"}).kept_within == 60
+
+
+def test_stop_embedded_stops_the_servers_under_amends_home(tmp_path: Path) -> None:
+    """`make stop-embedded` with AMENDS_HOME set stops the embedded Redis started there."""
+    import os
+    import subprocess
+
+    from scheduler.embedded import ensure_embedded_redis
+
+    url = ensure_embedded_redis(tmp_path / "home" / "redis", persistent=False)
+    assert redis.Redis.from_url(url).ping()
+    repo = Path(__file__).parent.parent
+    env = {**os.environ, "AMENDS_HOME": str(tmp_path / "home")}
+    subprocess.run(["make", "-s", "-C", str(repo), "stop-embedded"], env=env, check=True, capture_output=True)
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
