@@ -35,19 +35,28 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Red
 from starlette.concurrency import run_in_threadpool
 
 from scheduler import keys
-from scheduler._http import SafeJSONResponse, invalid, page, read_capped, read_form
+from scheduler._http import HTML_HEADERS, SafeJSONResponse, invalid, page, read_capped, read_form
 from scheduler._validation import bounded_duration_s
-from scheduler.config import ConfigSource
-from scheduler.emitting import emit
+from scheduler.composed import composed_text
+from scheduler.config import Config, ConfigSource
+from scheduler.emitting import already_accepted, emit
 from scheduler.engine import KINDS
 from scheduler.errors import AmendsError, EventError, RedisUnavailableError, SettingsError
-from scheduler.events import MAX_DEPTH, MAX_EVENT_BYTES, decode_json, nested_deeper_than
+from scheduler.events import (
+    MAX_DEPTH,
+    MAX_EVENT_BYTES,
+    Event,
+    check_not_ahead,
+    decode_json,
+    nested_deeper_than,
+    parse_event,
+)
 from scheduler.feedback import feedback_for, opt_outs, remove_opt_out, unsubscribed
 from scheduler.link_routes import link_router
-from scheduler.logview import LogFilter, open_promises, promise_report
+from scheduler.logview import ON_TIME_GRACE_S, LogFilter, open_promises, promise_report
 from scheduler.metrics import metrics_text
 from scheduler.processes import broker_for
-from scheduler.review_page import render_review, render_sign_in, review_view
+from scheduler.review_page import promise_words, render_review, render_sign_in, review_view
 from scheduler.settings import Settings
 from scheduler.signing import sign
 from scheduler.store import STATUSES, Communication, RedisStore, utc_of
@@ -79,27 +88,87 @@ def _incident_json(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _names(settings: Settings) -> Callable[[str], str]:
-    """Stakeholder id -> its configured name (the id itself when there is no such stakeholder)."""
+def _config_reader(settings: Settings) -> Callable[[], Config | None]:
+    """The configuration in force, or None when there is none to read (the API runs without)."""
     try:
         source: ConfigSource | None = ConfigSource(settings.config_path)
     except (AmendsError, OSError):
         source = None
 
-    def name(stakeholder_id: str) -> str:
+    def current() -> Config | None:
         try:
-            stakeholder = source.current().stakeholder(stakeholder_id) if source else None
+            return source.current() if source else None
         except (AmendsError, OSError):
-            stakeholder = None
+            return None
+
+    return current
+
+
+def _names(config: Callable[[], Config | None]) -> Callable[[str], str]:
+    """Stakeholder id -> its configured name (the id itself when there is no such stakeholder)."""
+
+    def name(stakeholder_id: str) -> str:
+        current = config()
+        stakeholder = current.stakeholder(stakeholder_id) if current else None
         return stakeholder.name if stakeholder else stakeholder_id
 
     return name
 
 
+def _grace_s(config: Config | None) -> float:
+    return float(config.kept_within) if config else ON_TIME_GRACE_S
+
+
+def _stakeholder_ids(states: list[dict[str, Any]]) -> set[str]:
+    return {str(sid) for state in states for sid in state.get("stakeholders", [])}
+
+
+def _pending(
+    config: Config | None, store: RedisStore, states: list[dict[str, Any]], now: datetime
+) -> dict[tuple[str, str], tuple[datetime, str]]:
+    """Each thread's promise not composed yet, with its words for the review page."""
+    found: dict[tuple[str, str], tuple[datetime, str]] = {}
+    severity = {str(s["id"]): str(s.get("severity", "")) for s in states}
+    for promise in open_promises(store):
+        stakeholder = config.stakeholder(promise.stakeholder_id) if config else None
+        tz = config.timezone_of(stakeholder) if config and stakeholder else "UTC"
+        quiet = config.quiet_hours_of(stakeholder) if config and stakeholder else None
+        if (
+            config
+            and stakeholder
+            and config.overrides_quiet_hours(stakeholder, severity.get(promise.incident_id, ""))
+        ):
+            quiet = None
+        words = promise_words(
+            promise.kind,
+            promise.due,
+            now,
+            timezone=tz,
+            quiet_hours=quiet,
+            business_hours=config.business_hours if config else None,
+            grace_s=_grace_s(config),
+        )
+        found[(promise.incident_id, promise.stakeholder_id)] = (promise.due, words)
+    return found
+
+
+MAX_BATCH_EVENTS = 100
+"""How many events one ``POST /v1/events`` may carry as a JSON list."""
+_MAX_BODY_BYTES = 1024 * 1024
+
+
+class _Listed(list[Any]):
+    """Events that came as a JSON list: their problems are named ``events[i].…``."""
+
+
+class _AllRejected(EventError):
+    """Every invalid document of a request, each already kept as rejected."""
+
+
 def _decoded_event(body: bytes | None) -> tuple[Any, Any]:
     """(the event document, what to keep of it if it is rejected); EventError for a body
     that is too large, not UTF-8 or not JSON, with the kept excerpt on the error."""
-    if body is None:
+    if body is None or (len(body) > MAX_EVENT_BYTES and not body.lstrip().startswith(b"[")):
         raise EventError("invalid event", [("", f"the event is larger than {MAX_EVENT_BYTES} bytes")])
     excerpt = body[:_REJECTED_EXCERPT_CHARS].decode("utf-8", errors="replace")
     try:
@@ -141,6 +210,7 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
     timers = RedisTimerStore(client)
     broker = broker_for(settings)
     sessions = {sign(secret, "review-session", t): t for t in readers}
+    config = _config_reader(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -209,24 +279,72 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
 
     # -- events --------------------------------------------------------------------------
 
+    def keep_rejected(kept: Any, errors: list[tuple[str, str]]) -> None:
+        try:
+            store.reject(kept, errors, clock(), "api")
+        except redis.RedisError:  # the client still learns what is wrong with its event
+            logger.warning("a rejected event could not be kept: Redis did not answer")
+
+    def accept(documents: list[Any], kept: Any = None) -> list[dict[str, str]]:
+        """Validate every document, then enqueue each one not already applied.
+
+        Every problem of every document is kept and raised at once as EventError (named
+        ``events[i].field`` in a list), and nothing is enqueued then. ``kept`` is what to
+        keep of a single document that is rejected.
+        """
+        now = clock()
+        events: list[Event] = []
+        errors: list[tuple[str, str]] = []
+        listed = isinstance(documents, _Listed)
+        for index, document in enumerate(documents):
+            prefix = f"events[{index}]" if listed else ""
+            try:
+                event = check_not_ahead(parse_event(document), now)  # refuses deep nesting first
+                if listed and len(event.to_json().encode()) > MAX_EVENT_BYTES:
+                    raise EventError("invalid event", [("", f"is larger than {MAX_EVENT_BYTES} bytes")])
+                events.append(event)
+            except EventError as e:
+                deep = nested_deeper_than(document, MAX_DEPTH)
+                keep = (kept if not listed else "(nested too deeply to keep)") if deep else document
+                keep_rejected(keep if listed else kept, e.errors)
+                errors += [(".".join(p for p in (prefix, place) if p), why) for place, why in e.errors]
+        if errors:
+            raise _AllRejected("invalid events", errors)
+        answers, seen = [], set()
+        for event in events:
+            if event.event_id in seen or already_accepted(client, event.event_id):
+                answers.append({"event_id": event.event_id, "status": "duplicate"})
+                continue
+            emit(event.model_dump(mode="json", by_alias=True, exclude_none=True), broker=broker, now=now)
+            seen.add(event.event_id)
+            answers.append({"event_id": event.event_id, "status": "enqueued"})
+        return answers
+
     @app.post("/v1/events", status_code=202, dependencies=[Depends(require_token)])
     async def post_event(request: Request) -> JSONResponse:
-        """Validate and enqueue one event; 422 names each wrong field; rejects are kept."""
-        body = await read_capped(request, MAX_EVENT_BYTES)
+        """Validate and enqueue one event, or a JSON list of them (all or none); 422 names
+        every wrong field at once; rejects are kept. An event id already applied is answered
+        ``"status": "duplicate"`` (200 for a single event) and is not enqueued again."""
+        body = await read_capped(request, _MAX_BODY_BYTES)
         kept: Any = None
         try:
             payload, kept = _decoded_event(body)
-            event = await run_in_threadpool(emit, payload, broker=broker, now=clock())
-        except EventError as e:
-            kept = getattr(e, "kept", kept)
-            try:
-                await run_in_threadpool(store.reject, kept, e.errors, clock(), "api")
-            except redis.RedisError:  # the client still learns what is wrong with its event
-                logger.warning("a rejected event could not be kept: Redis did not answer")
+            if isinstance(payload, list):
+                if not payload or len(payload) > MAX_BATCH_EVENTS:
+                    raise EventError(
+                        "invalid events", [("", f"a list carries 1 to {MAX_BATCH_EVENTS} events")]
+                    )
+                answers = await run_in_threadpool(accept, _Listed(payload))
+                return SafeJSONResponse({"events": answers}, status_code=202)
+            answer = (await run_in_threadpool(accept, [payload], kept))[0]
+        except _AllRejected as e:  # each one already kept
             return invalid(e.errors)
-        except RedisUnavailableError:
+        except EventError as e:
+            await run_in_threadpool(keep_rejected, getattr(e, "kept", kept), e.errors)
+            return invalid(e.errors)
+        except (RedisUnavailableError, redis.RedisError):
             return SafeJSONResponse({"detail": "Redis did not answer; nothing was enqueued"}, status_code=503)
-        return SafeJSONResponse({"event_id": event.event_id, "status": "enqueued"}, status_code=202)
+        return SafeJSONResponse(answer, status_code=202 if answer["status"] == "enqueued" else 200)
 
     # -- the log and incidents -----------------------------------------------------------
 
@@ -319,8 +437,23 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
             {i: feedback_for(client, i) for i in ids},
             unsubscribed(client),
             now,
+            names={sid: name for sid in _stakeholder_ids(states) if (name := _names(config)(sid))},
+            pending=_pending(config(), store, states, now),
+            grace_s=_grace_s(config()),
         )
-        return page(render_review(view, now))
+        return page(render_review(view, now, _grace_s(config())))
+
+    @app.get("/review/messages/{comm_id}", response_class=PlainTextResponse)
+    def review_message(request: Request, comm_id: str) -> Response:
+        """One message as sent (headers included) for the review page; a message that could
+        not be sent shows what was composed, marked as such."""
+        if not can_read(request, cookie=True):
+            return page(render_sign_in(), 401)
+        comm = store.comm(comm_id)
+        if comm is None:
+            return PlainTextResponse(f"no communication {comm_id!r}", status_code=404)
+        text = comm.message or composed_text(comm, config(), settings.templates_dir, secret)
+        return PlainTextResponse(scrub(text), headers=HTML_HEADERS)
 
     @app.post("/signin", response_class=HTMLResponse)
     async def sign_in(request: Request) -> Response:
@@ -350,7 +483,7 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
     def metrics() -> PlainTextResponse:
         """Prometheus text format: communications by kind and status, lateness, timers, rejects."""
         comms: list[Communication] = list(store.communications())
-        overdue = promise_report([], clock(), open_promises(store)).overdue_unsent
+        overdue = promise_report([], clock(), open_promises(store), _grace_s(config())).overdue_unsent
         text = metrics_text(comms, timers.armed_count(), int(client.llen(keys.REJECTED)), overdue)
         return PlainTextResponse(scrub(text), media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -376,7 +509,7 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         }
         return SafeJSONResponse({"redis": "ok", "processes": processes, "unfinished_sends": unfinished})
 
-    app.include_router(link_router(client, secret, clock, _names(settings)))
+    app.include_router(link_router(client, secret, clock, _names(config)))
     return app
 
 

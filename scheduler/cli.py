@@ -18,6 +18,7 @@ from scheduler.commands import (
     cmd_demo,
     cmd_emit,
     cmd_log,
+    cmd_mailsink,
     cmd_opt_outs,
     cmd_preview,
     cmd_scheduler,
@@ -95,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     emit.add_argument("--impact")
     emit.add_argument("--plan")
     emit.add_argument("--owner")
+    emit.add_argument("--workaround", help="what readers can do meanwhile")
+    emit.add_argument("--prevention", help="what will stop it happening again (shown when resolved)")
+    emit.add_argument("--review-by", help="date of the promised post-incident review, e.g. 2026-12-01")
     emit.add_argument("--source", default="cli", help="who emits the event (default: cli)")
     emit.add_argument("--event-id", help="idempotency key (default: a new UUID)")
     emit.add_argument("--occurred-at", help="ISO 8601 with a zone (default: now)")
@@ -202,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
         "it stops earlier once nothing more is due",
     )
     preview.set_defaults(func=cmd_preview)
+
+    mailsink = sub.add_parser(
+        "mailsink",
+        help="a local SMTP server that keeps what it receives in a Maildir, for trying amends",
+        description="Listen for SMTP (no TLS, no authentication) and write every message into DIR, "
+        "a Maildir it creates; print one line per message. Point amends at it with "
+        "AMENDS_SMTP_URL='smtp://127.0.0.1:1025?tls=none'. Stop with Ctrl-C.",
+    )
+    mailsink.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    mailsink.add_argument("--port", type=_port, default=1025, help="port (default 1025)")
+    mailsink.add_argument("--maildir", required=True, metavar="DIR", help="the Maildir to keep messages in")
+    mailsink.set_defaults(func=cmd_mailsink)
 
     demo = sub.add_parser(
         "demo",

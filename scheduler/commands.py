@@ -26,6 +26,7 @@ __all__ = [
     "cmd_demo",
     "cmd_emit",
     "cmd_log",
+    "cmd_mailsink",
     "cmd_opt_outs",
     "cmd_preview",
     "cmd_scheduler",
@@ -84,21 +85,41 @@ def _store(settings: Settings) -> Any:
 
 def _event_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     incident: dict[str, Any] = {}
-    for name in ("title", "severity", "status", "summary", "impact", "plan", "owner"):
+    names = ("title", "severity", "status", "summary", "impact", "plan", "owner", "workaround", "prevention")
+    for name in (*names, "review_by"):
         value = getattr(args, name, None)
         if value is not None:
             incident[name] = value
     if args.service:
         incident["services"] = args.service
-    return {
+    event: dict[str, Any] = {
         "schema": 1,
         "event_id": args.event_id or str(uuid.uuid4()),
         "type": f"incident.{args.type}",
-        "incident_id": args.incident,
         "occurred_at": args.occurred_at or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "source": args.source,
         "incident": incident,
     }
+    if args.incident is not None:
+        event["incident_id"] = args.incident
+    return event
+
+
+_FLAGS = {
+    "incident_id": "--incident",
+    "event_id": "--event-id",
+    "occurred_at": "--occurred-at",
+    "source": "--source",
+    "incident.services": "--service",
+    "incident.review_by": "--review-by",
+}
+
+
+def _flag_of(place: str) -> str:
+    """The command-line flag that sets an event field (``incident.title`` -> ``--title``)."""
+    if place in _FLAGS or place.startswith("incident.services["):
+        return _FLAGS.get(place, "--service")
+    return "--" + place.removeprefix("incident.") if place.startswith("incident.") else ""
 
 
 def _stdin_bytes() -> bytes:
@@ -146,9 +167,11 @@ def _load_events(command: str, path: str, now: datetime | None = None) -> list[E
     return _validated(command, documents, now)
 
 
-def _validated(command: str, documents: list[Any], now: datetime | None) -> list[Event] | None:
+def _validated(
+    command: str, documents: list[Any], now: datetime | None, *, flags: bool = False
+) -> list[Event] | None:
     """Every document as an event (not dated ahead of ``now``, when given), or None after
-    printing each problem of each document."""
+    printing each problem of each document (with the flag that sets each field, for ``flags``)."""
     events, problems = [], []
     for index, document in enumerate(documents):
         try:
@@ -157,9 +180,10 @@ def _validated(command: str, documents: list[Any], now: datetime | None) -> list
             events.append(check_not_ahead(event, now) if now is not None else event)
         except EventError as e:
             prefix = f"events[{index}]" if len(documents) > 1 else ""
-            problems += [
-                f"{'.'.join(p for p in (prefix, place) if p) or 'event'}: {why}" for place, why in e.errors
-            ]
+            for place, why in e.errors:
+                where = ".".join(p for p in (prefix, place) if p) or "event"
+                flag = _flag_of(place) if flags else ""
+                problems.append(f"{where} ({flag}): {why}" if flag else f"{where}: {why}")
     if problems:
         lines = "".join(f"\n  {scrub(p)}" for p in problems)
         print(f"amends {command}: invalid event:{lines}", file=sys.stderr)
@@ -168,17 +192,14 @@ def _validated(command: str, documents: list[Any], now: datetime | None) -> list
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
-    from scheduler.emitting import emit
+    from scheduler.emitting import already_accepted, emit
 
     from_flags = args.type is not None and args.type != "-"
     if from_flags and args.file:
         print(f"amends emit: give either '{args.type}' with flags or --file, not both", file=sys.stderr)
         return EXIT_USAGE
     if from_flags:
-        if not args.incident:
-            print("amends emit: --incident is required", file=sys.stderr)
-            return EXIT_USAGE
-        events = _validated("emit", [_event_from_flags(args)], datetime.now(UTC))
+        events = _validated("emit", [_event_from_flags(args)], datetime.now(UTC), flags=True)
     elif args.file or args.type == "-":
         events = _load_events("emit", args.file or "-", datetime.now(UTC))
     else:
@@ -193,8 +214,16 @@ def cmd_emit(args: argparse.Namespace) -> int:
             f"{settings.data_dir / 'redis'}, which only a worker started here without AMENDS_REDIS_URL reads",
             file=sys.stderr,
         )
+    import redis
+
+    client = redis.Redis.from_url(settings.resolved_redis_url())
+    seen: set[str] = set()
     for event in events:
+        if event.event_id in seen or already_accepted(client, event.event_id):
+            print(f"duplicate {event.event_id}: an event with this id was already accepted; nothing enqueued")
+            continue
         emit(event.model_dump(mode="json", by_alias=True, exclude_none=True))
+        seen.add(event.event_id)
         print(f"enqueued {event.event_id} ({event.type} {event.incident_id})")
     return EXIT_OK
 
@@ -208,37 +237,66 @@ def _config_path(settings: Settings, explicit: str | None) -> Path:
     return settings.config_path
 
 
+def _raw_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     from scheduler.config import load_config
-    from scheduler.preflight import audience_warnings, check_templates
+    from scheduler.preflight import audience_warnings, check_templates, thin_message_warnings
+    from scheduler.render import TemplateSet
 
-    settings = _settings(needs_config=True)
+    settings = _settings(needs_config=not args.file)
     path = _config_path(settings, args.file)
-    problems = 0
+    folder = settings.templates_dir
     try:
         config = load_config(path)
     except ConfigError as e:
         print(e, file=sys.stderr)
+        # an unknown audience is worth knowing however the rest of the file fares
+        for warning in audience_warnings(_raw_yaml(path), folder):
+            print(f"  warning: {warning}", file=sys.stderr)
         return EXIT_FAILED
-    if not settings.templates_dir.is_dir():
-        print(
-            f"{path}: the template folder {settings.templates_dir} does not exist (AMENDS_TEMPLATES)",
-            file=sys.stderr,
-        )
+    warnings = audience_warnings(config, folder)
+    if not folder.is_dir():
+        for warning in warnings:
+            print(f"  warning: {warning}", file=sys.stderr)
+        print(f"{path}: the template folder {folder} does not exist (AMENDS_TEMPLATES)", file=sys.stderr)
         return EXIT_FAILED
     if not config.stakeholders:
-        print("  warning: no stakeholders: no incident will inform anyone", file=sys.stderr)
-    for warning in audience_warnings(config, settings.templates_dir):
+        warnings.append("no stakeholders: no incident will inform anyone")
+    if config.contact is None and any(config.contact_of(s) is None for s in config.stakeholders):
+        warnings.append(
+            "no contact: messages name only the sender and carry no Reply-To; add "
+            "contact: {name: ..., email: ...} (per stakeholder or audience too)"
+        )
+    template_errors = check_templates(config, folder)
+    if not template_errors:
+        warnings += thin_message_warnings(TemplateSet(folder), config, datetime.now(UTC))
+    for warning in warnings:
         print(f"  warning: {warning}", file=sys.stderr)
-    template_errors = check_templates(config, settings.templates_dir)
     for error in template_errors:
         print(f"  {error}", file=sys.stderr)
-    problems += len(template_errors)
-    if problems:
-        print(f"{path}: {problems} problem(s)", file=sys.stderr)
+    if template_errors:
+        print(f"{path}: {len(template_errors)} problem(s)", file=sys.stderr)
         return EXIT_FAILED
-    print(f"{path}: OK ({len(config.stakeholders)} stakeholders, templates in {settings.templates_dir})")
+    noted = f", {len(warnings)} warning(s) above" if warnings else ""
+    print(f"{path}: OK ({len(config.stakeholders)} stakeholders, templates in {folder}{noted})")
     return EXIT_OK
+
+
+def _config_or_none(settings: Settings) -> Any:
+    from scheduler.config import load_config
+
+    try:
+        return load_config(settings.config_path)
+    except ConfigError:
+        return None
 
 
 # -- log -------------------------------------------------------------------------------
@@ -246,6 +304,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_log(args: argparse.Namespace) -> int:
     from scheduler.logview import (
+        ON_TIME_GRACE_S,
         REJECTED_COLUMNS,
         LogFilter,
         format_table,
@@ -278,11 +337,12 @@ def cmd_log(args: argparse.Namespace) -> int:
             sys.stdout.write(scrub(comm.message))
             sys.stdout.flush()
         else:
-            not_sent = {
-                "failed": "it was not sent and will not be",
-                "cancelled": "it was cancelled and will not be sent",
-            }.get(comm.status, "nothing has been sent yet")
-            print(f"{comm.id} is {comm.status}: {not_sent}. Last error: {comm.last_error or '-'}")
+            from scheduler.composed import composed_text
+
+            sys.stdout.write(
+                scrub(composed_text(comm, _config_or_none(settings), settings.templates_dir, ""))
+            )
+            sys.stdout.flush()
         return EXIT_OK
     since = None
     if args.since:
@@ -314,7 +374,9 @@ def cmd_log(args: argparse.Namespace) -> int:
             pending = [p for p in pending if p.kind == args.kind]
         if args.status not in (None, "scheduled"):
             pending = []  # promises not yet composed have no other status
-        report = promise_report(comms, datetime.now(UTC), pending)
+        config = _config_or_none(settings)
+        grace_s = float(config.kept_within) if config else ON_TIME_GRACE_S
+        report = promise_report(comms, datetime.now(UTC), pending, grace_s)
         if args.json:
             print(json.dumps(report.as_json()))
         else:
@@ -422,6 +484,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     from scheduler.config import load_config
+    from scheduler.preflight import thin_event_warnings
     from scheduler.preview import simulate, timeline_json, timeline_text, write_html
     from scheduler.render import TemplateSet
 
@@ -435,6 +498,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
     if events is None:
         return EXIT_USAGE
     config = load_config(_config_path(settings, args.config))
+    for warning in thin_event_warnings(events):
+        print(f"amends preview: warning: {warning}", file=sys.stderr)
     try:
         timeline = simulate(events, config, TemplateSet(settings.templates_dir), after_last)
     except ValueError as e:
@@ -455,6 +520,35 @@ def cmd_preview(args: argparse.Namespace) -> int:
             f"HTML of {len(timeline.messages)} messages: {index_page}",
             file=sys.stderr if args.json else sys.stdout,
         )
+    return EXIT_OK
+
+
+def cmd_mailsink(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    """Run a local SMTP server into a Maildir until Ctrl-C (or ``stop``)."""
+    from email import message_from_bytes
+
+    from scheduler.mailsink import MailSink, ReceivedMail
+
+    def announce(mail: ReceivedMail) -> None:
+        subject = str(message_from_bytes(mail.raw).get("Subject", "")).replace("\n", " ")
+        print(f"received for {', '.join(mail.rcpt_tos)}: {scrub(subject)}", flush=True)
+
+    maildir = Path(args.maildir)
+    try:
+        sink = MailSink(args.host, args.port, maildir, remember=False, on_receive=announce).start()
+    except OSError as e:
+        print(
+            f"amends mailsink: cannot use {args.maildir} or listen on {args.host}:{args.port}: {e}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    print(
+        f"amends mailsink: listening on {args.host}:{args.port}, keeping mail in {maildir.resolve()} (a Maildir); "
+        f"use AMENDS_SMTP_URL='smtp://{args.host}:{args.port}?tls=none'",
+        flush=True,
+    )
+    (stop or _stop_on_signals()).wait()
+    sink.stop()
     return EXIT_OK
 
 

@@ -26,8 +26,10 @@ from scheduler.errors import ConfigError
 
 __all__ = [
     "SEVERITIES",
+    "Audience",
     "Config",
     "ConfigSource",
+    "Contact",
     "Defaults",
     "Severity",
     "Stakeholder",
@@ -115,6 +117,31 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
+def check_one_line(value: Any) -> Any:
+    """Single-line text reaches mail headers: a control character there is refused outright."""
+    if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must be one line without control characters (CR, LF, tab, ...)")
+    return value
+
+
+OneLine = Annotated[str, BeforeValidator(check_one_line), Field(min_length=1, max_length=200)]
+
+
+class Contact(_Model):
+    """The person readers can answer: named in every message, and its ``Reply-To``."""
+
+    name: OneLine
+    email: Email
+    phone: OneLine | None = None
+    status_page: Annotated[str, BeforeValidator(_base_url)] | None = None
+
+
+class Audience(_Model):
+    """What all stakeholders of one audience (one template set) share."""
+
+    contact: Contact | None = None
+
+
 class Defaults(_Model):
     """What a stakeholder gets unless it says otherwise."""
 
@@ -147,6 +174,7 @@ class Stakeholder(_Model):
     quiet_hours: Window | None = None
     quiet_hours_override: list[Severity] | None = None
     feedback_after: Seconds | None = None
+    contact: Contact | None = None
 
     def concerned_by(self, severity: str, services: list[str]) -> bool:
         """Whether an incident of this severity touching these services concerns this stakeholder."""
@@ -166,19 +194,16 @@ def _sender(value: Any) -> str:
     return value
 
 
-def check_one_line(value: Any) -> Any:
-    """Single-line text reaches mail headers: a control character there is refused outright."""
-    if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("must be one line without control characters (CR, LF, tab, ...)")
-    return value
-
-
 class Config(_Model):
     """The whole configuration file."""
 
     sender: Annotated[str, BeforeValidator(_sender), Field(max_length=300)]
     base_url: Annotated[str, BeforeValidator(_base_url)] = "http://localhost:8000"
     business_hours: Window | None = None
+    contact: Contact | None = None
+    audiences: dict[Identifier, Audience] = Field(default_factory=dict)
+    kept_within: Seconds = 60
+    """A message sent this long after the time promised still keeps the promise."""
     defaults: Defaults = Field(default_factory=Defaults)
     stakeholders: list[Stakeholder] = Field(default_factory=list)
 
@@ -203,6 +228,11 @@ class Config(_Model):
 
     def concerned(self, severity: str, services: list[str]) -> list[Stakeholder]:
         return [s for s in self.stakeholders if s.concerned_by(severity, services)]
+
+    def contact_of(self, stakeholder: Stakeholder) -> Contact | None:
+        """The stakeholder's own contact, else its audience's, else the file's ``contact``."""
+        audience = self.audiences.get(stakeholder.audience)
+        return stakeholder.contact or (audience.contact if audience else None) or self.contact
 
     def timezone_of(self, stakeholder: Stakeholder) -> str:
         return stakeholder.timezone or self.defaults.timezone

@@ -19,7 +19,19 @@ __all__ = ["as_received", "cancel_reason", "retry_at"]
 _LOOKBACK = 100
 """How far back a thread is searched for the last message its reader received."""
 
-_CONTENT_FIELDS = ("title", "severity", "services", "status", "summary", "impact", "plan", "owner")
+_CONTENT_FIELDS = (
+    "title",
+    "severity",
+    "services",
+    "status",
+    "summary",
+    "impact",
+    "plan",
+    "owner",
+    "workaround",
+    "prevention",
+    "review_by",
+)
 
 
 def cancel_reason(

@@ -9,12 +9,13 @@ from typing import Any
 import dramatiq
 import redis
 
+from scheduler import keys
 from scheduler.errors import RedisUnavailableError
 from scheduler.events import Event, check_not_ahead, parse_event
 from scheduler.queues import EVENTS_QUEUE, build_broker, enqueue
 from scheduler.settings import Settings
 
-__all__ = ["emit"]
+__all__ = ["already_accepted", "emit"]
 
 _lock = threading.Lock()
 _brokers: dict[str, dramatiq.Broker] = {}
@@ -46,3 +47,9 @@ def emit(
             f"event {parsed.event_id} was not enqueued: Redis did not answer ({e})"
         ) from e
     return parsed
+
+
+def already_accepted(client: redis.Redis, event_id: str) -> bool:
+    """Whether a worker has already applied an event with this id, so that sending it again
+    changes nothing. An event still waiting in the queue is not known yet: False."""
+    return bool(client.exists(keys.event(event_id)))

@@ -28,7 +28,19 @@ __all__ = ["CONTENT_FIELDS", "KINDS", "Dispatch", "Engine", "Outcome", "timer_me
 logger = logging.getLogger(__name__)
 
 KINDS = ("acknowledgment", "update", "resolution", "feedback_request")
-CONTENT_FIELDS = ("title", "severity", "services", "status", "summary", "impact", "plan", "owner")
+CONTENT_FIELDS = (
+    "title",
+    "severity",
+    "services",
+    "status",
+    "summary",
+    "impact",
+    "plan",
+    "owner",
+    "workaround",
+    "prevention",
+    "review_by",
+)
 _UPDATE, _FEEDBACK = "u", "f"
 _EARLY_TOLERANCE = timedelta(milliseconds=50)
 

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -81,6 +81,19 @@ def _no_bidi(value: Any) -> Any:
     return value
 
 
+def _date(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value  # StrictStr names the type
+    try:
+        return date.fromisoformat(value).isoformat() if len(value) == 10 else _not_a_date(value)
+    except ValueError:
+        return _not_a_date(value)
+
+
+def _not_a_date(value: str) -> str:
+    raise ValueError(f"{value!r} is not a date written like 2026-12-01")
+
+
 Line = Annotated[
     StrictStr,
     BeforeValidator(check_one_line),
@@ -89,6 +102,7 @@ Line = Annotated[
 ]
 Text = Annotated[StrictStr, BeforeValidator(_text), Field(max_length=MAX_TEXT_CHARS)]
 Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
+Date = Annotated[StrictStr, BeforeValidator(_date)]
 
 
 class _Model(BaseModel):
@@ -106,6 +120,12 @@ class IncidentFields(_Model):
     impact: Text | None = None
     plan: Text | None = None
     owner: Line | None = None
+    workaround: Text | None = None
+    """What the reader can do meanwhile."""
+    prevention: Text | None = None
+    """What will stop it happening again; shown in the resolution."""
+    review_by: Date | None = None
+    """The date (YYYY-MM-DD) by which a post-incident review is promised."""
 
     def given(self) -> dict[str, Any]:
         """The fields this event sets, by name."""
@@ -127,18 +147,27 @@ class Event(_Model):
 
     @model_validator(mode="after")
     def _fields_the_type_needs(self) -> Event:
-        if self.type == "incident.opened":
-            missing = [f for f in ("title", "severity") if getattr(self.incident, f) is None]
-            if missing:
-                raise ValueError(f"incident.{missing[0]}: is required when type is incident.opened")
-        if self.type == "incident.updated" and not self.incident.given():
-            raise ValueError(
-                "incident.incident: an incident.updated event carries at least one changed field"
-            )
+        problems = _type_problems(self.type, self.incident.given())
+        if problems:
+            raise ValueError("; ".join(f"{place}: {reason}" for place, reason in problems))
         return self
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True)
+
+
+def _type_problems(event_type: Any, incident: Any) -> list[tuple[str, str]]:
+    """What the event's type requires of its incident fields and they lack."""
+    given = incident if isinstance(incident, dict) else {}
+    if event_type == "incident.opened":
+        return [
+            (f"incident.{f}", "is required when type is incident.opened")
+            for f in ("title", "severity")
+            if given.get(f) is None
+        ]
+    if event_type == "incident.updated" and not any(v is not None for v in given.values()):
+        return [("incident", "an incident.updated event carries at least one changed field")]
+    return []
 
 
 def _place(parent: str, part: str | int) -> str:
@@ -206,12 +235,13 @@ def parse_event(data: Any) -> Event:
     except ValidationError as e:
         errors = []
         for place, reason in field_errors(e):
-            if not place and reason.startswith("incident."):
-                place, _, reason = reason.partition(": ")
-                place = place.replace("incident.incident", "incident")
+            if not place and reason.startswith("incident"):
+                continue  # the type's requirements, added below with their places
             if place == "schema" and "schema" in data:
                 reason = f"unsupported schema {data['schema']!r}; this version reads schema 1"
             errors.append((place, reason))
+        # the whole-event check does not run when a field failed: every problem is named at once
+        errors += [p for p in _type_problems(data.get("type"), data.get("incident")) if p not in errors]
         raise EventError("invalid event", errors) from None
 
 

@@ -78,6 +78,7 @@ def link_router(
         html = render_feedback_page(
             incident_id=incident_id,
             title=str(state.get("title", "")) if state else "",
+            stakeholder=stakeholder_name(stakeholder_id),
             action=f"/feedback/{quote(incident_id, safe='')}/{quote(stakeholder_id, safe='')}",
             comment_sig=sign(secret, "feedback-comment", incident_id, stakeholder_id),
             rating=rating if rating is not None else (saved.rating if saved else None),

@@ -1,7 +1,9 @@
-"""A real local SMTP server (aiosmtpd) that keeps what it receives, for the demo and tests.
+"""A real local SMTP server (aiosmtpd) that keeps what it receives, for the demo, tests and
+``amends mailsink``.
 
-Messages are kept in memory and, with ``maildir``, written to a Maildir folder so that a
-person can open them afterwards.
+Messages are kept in memory and, with ``maildir``, written to a Maildir folder (created
+with its ``cur``, ``new`` and ``tmp``) so that a person can open them afterwards with any
+mail client that reads Maildir (mutt -f DIR, or Thunderbird).
 """
 
 from __future__ import annotations
@@ -72,7 +74,18 @@ class MailSink:
     server fail the way real ones do.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, maildir: Path | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        maildir: Path | None = None,
+        *,
+        remember: bool = True,
+        on_receive: Callable[[ReceivedMail], None] | None = None,
+    ) -> None:
+        self.remember = remember
+        """Keep every message in ``received`` (tests); a long-running sink keeps only the Maildir."""
+        self.on_receive = on_receive
         self.received: list[ReceivedMail] = []
         self.sessions = 0
         self.rcpt_reply: Callable[[str], str | None] | None = None
@@ -98,10 +111,13 @@ class MailSink:
 
     def keep(self, mail: ReceivedMail) -> None:
         with self._lock:
-            self.received.append(mail)
+            if self.remember:
+                self.received.append(mail)
             if self._maildir is not None:
                 self._maildir.add(mail.raw)
             self._lock.notify_all()
+        if self.on_receive is not None:
+            self.on_receive(mail)
 
     def wait_for(self, count: int, timeout_s: float = 10.0) -> list[ReceivedMail]:
         """Block until ``count`` messages arrived (or the timeout passed); return them all."""

@@ -10,12 +10,15 @@ from email.message import EmailMessage
 from email.utils import formataddr
 from typing import Any
 
+import pendulum
+
 from scheduler.config import Config, Stakeholder
 from scheduler.render import RenderedMessage, TemplateSet, build_email, local_time, message_id_for
 from scheduler.signing import feedback_links, feedback_page_link, unsubscribe_link
 from scheduler.store import Communication, utc_of
+from scheduler.tone import tone_for
 
-__all__ = ["FIELD_LABELS", "compose_email", "template_context", "thread_id_for"]
+__all__ = ["FIELD_LABELS", "compose_email", "contact_context", "template_context", "thread_id_for"]
 
 FIELD_LABELS = {
     "title": "Title",
@@ -26,7 +29,12 @@ FIELD_LABELS = {
     "impact": "Impact",
     "plan": "Plan",
     "owner": "Owner",
+    "workaround": "What you can do meanwhile",
+    "prevention": "Prevention",
+    "review_by": "Post-incident review by",
 }
+_OPTIONAL_TEXT = ("workaround", "prevention", "review_by")
+"""Fields older incidents lack: templates get ``""`` for them."""
 
 
 def _domain(config: Config) -> str:
@@ -36,6 +44,36 @@ def _domain(config: Config) -> str:
 def thread_id_for(incident_id: str, stakeholder_id: str, config: Config) -> str:
     """The Message-ID every message of one incident to one stakeholder refers to."""
     return message_id_for(f"amends.{incident_id}.{stakeholder_id}", _domain(config))
+
+
+def _review_date(value: object) -> str:
+    """``2026-12-01`` as ``Tuesday 1 December 2026``; anything else as it is."""
+    if not value:
+        return ""
+    try:
+        return pendulum.parse(str(value)).format("dddd D MMMM YYYY")  # type: ignore[union-attr]
+    except (ValueError, pendulum.parsing.exceptions.ParserError):
+        return str(value)
+
+
+def contact_context(stakeholder: Stakeholder, config: Config) -> dict[str, Any]:
+    """Whom the reader can answer: the configured contact, else the sender itself."""
+    contact = config.contact_of(stakeholder)
+    if contact is None:
+        return {
+            "name": config.sender.split("<")[0].strip() or config.sender_address,
+            "email": config.sender_address,
+            "phone": "",
+            "status_page": "",
+            "configured": False,
+        }
+    return {
+        "name": contact.name,
+        "email": contact.email,
+        "phone": contact.phone or "",
+        "status_page": contact.status_page or "",
+        "configured": True,
+    }
 
 
 def template_context(
@@ -52,6 +90,9 @@ def template_context(
         for change in stored["changes"]
     ]
     since = utc_of(stored.get("since_ms"))
+    for name in _OPTIONAL_TEXT:
+        incident[name] = incident.get(name) or ""
+    incident["review_by"] = _review_date(incident["review_by"])
     links = feedback_links(config.base_url, secret_key, comm.incident_id, stakeholder.id)
     return {
         "kind": comm.kind,
@@ -80,6 +121,10 @@ def template_context(
             "url": feedback_page_link(config.base_url, secret_key, comm.incident_id, stakeholder.id),
         },
         "unsubscribe_url": unsubscribe_link(config.base_url, secret_key, stakeholder.id, comm.incident_id),
+        "contact": contact_context(stakeholder, config),
+        "tone": tone_for(
+            str(incident.get("severity") or ""), comm.kind, comm.incident_id, stakeholder.id, comm.seq
+        ),
     }
 
 
@@ -102,6 +147,9 @@ def compose_email(
     first = comm.kind == "acknowledgment" and comm.seq == 1
     message_id = thread_id if first else message_id_for(f"amends.{comm.id}", _domain(config))
     extra = {}
+    contact = config.contact_of(stakeholder)
+    if contact is not None:
+        extra["Reply-To"] = formataddr((contact.name, contact.email))
     if stakeholder.audience == "customer":
         extra["List-Unsubscribe"] = f"<{context['unsubscribe_url']}>"
         extra["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"  # RFC 8058

@@ -9,16 +9,21 @@ errors and comments are data and are always escaped. They load nothing from else
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 import pendulum
+from markupsafe import Markup
 
+from scheduler.durations import TimeWindow
 from scheduler.feedback import MAX_COMMENT_CHARS, RATINGS, Feedback
 from scheduler.logview import ON_TIME_GRACE_S
+from scheduler.render import local_time
 from scheduler.store import Communication, utc_of
+from scheduler.timeline_svg import Lane, Mark, timeline_svg
 
 __all__ = [
     "IncidentView",
@@ -26,6 +31,8 @@ __all__ = [
     "TimelineRow",
     "UnsubscribeChoice",
     "badge",
+    "message_href",
+    "promise_words",
     "render_feedback_page",
     "render_notice",
     "render_review",
@@ -59,6 +66,15 @@ textarea{width:100%;box-sizing:border-box;font:inherit;padding:8px}
 button{margin-top:8px;padding:8px 16px;font:inherit;border:0;border-radius:6px;background:#1f883d;color:#fff}
 blockquote{margin:6px 0;padding:6px 12px;border-left:4px solid #d0d7de;background:#f6f8fa;white-space:pre-wrap}
 .thanks{font-weight:600;color:#1a7f37}.error{font-weight:600;color:#cf222e}
+.wrap{overflow-wrap:anywhere;word-break:break-word}td.err{max-width:28em}
+.promise-pending{margin:4px 0 8px}.timeline{width:100%;max-width:640px;height:auto;margin:4px 0 8px}
+.legend{font-size:.8rem}.legend svg{vertical-align:middle}
+a{color:#0969da}abbr{text-decoration:none;cursor:help}
+@media (max-width:640px){body{padding:8px}.card{padding:10px}
+table.log,table.log tbody,table.log tr,table.log td{display:block;width:auto}
+table.log thead{display:none}table.log tr{border-bottom:1px solid #d0d7de;padding:6px 0}
+table.log td{border:0;padding:2px 4px}table.log td::before{content:attr(data-label) ": ";color:#57606a;font-weight:600}
+td.err{max-width:none}input[type=password]{width:100%}}
 </style></head>
 <body><main>{% block body %}{% endblock %}</main></body></html>
 """
@@ -68,23 +84,28 @@ _REVIEW = """{% extends "base.html" %}
 {% block body %}
 <h1>Incidents and their communications</h1>
 <p class="muted">As of {{ now }}. A promise is kept when its message was sent within
-{{ grace_s }} seconds of the time promised; times are in each stakeholder's own zone.</p>
+{{ grace_s }} seconds of the time promised; times are in each stakeholder's own zone.
+In each picture, a ring is a time promised and a dot the time sent (green kept, amber late),
+a red cross a message that failed, a dashed ring the next promise.</p>
 {% for inc in incidents %}
 <section class="card incident" id="incident-{{ inc.id }}" data-incident="{{ inc.id }}">
 <h2><span class="muted">{{ inc.id }}</span> {{ inc.title }}</h2>
 <p><span class="badge sev">{{ inc.severity }}</span> <span class="badge {{ inc.state }}">{{ inc.state }}</span>
 status: {{ inc.status }} &middot; opened {{ inc.opened }}{% if inc.resolved %} &middot; resolved {{ inc.resolved }}{% endif %}</p>
+{% if inc.svg %}<figure class="picture" style="margin:0">{{ inc.svg }}</figure>{% endif %}
 {% for s in inc.stakeholders %}
 <div class="stakeholder" data-stakeholder="{{ s.id }}">
-<h3>{{ s.id }} <span class="muted">({{ s.timezone }})</span>
+<h3><abbr class="name" title="{{ s.id }}">{{ s.name }}</abbr> <span class="muted">({{ s.timezone }})</span>
 {% if s.unsubscribed %}<span class="badge cancelled">{{ s.unsubscribed }}</span>{% endif %}</h3>
-<table><thead><tr><th>#</th><th>kind</th><th>status</th><th>subject</th><th>promised</th><th>sent</th>
+{% if s.pending %}<p class="promise-pending"><span class="badge pending">promised</span> {{ s.pending }}</p>{% endif %}
+<table class="log"><thead><tr><th>#</th><th>kind</th><th>status</th><th>subject</th><th>promised</th><th>sent</th>
 <th>promise</th></tr></thead><tbody>
-{% for row in s.rows %}<tr data-comm="{{ row.id }}"><td>{{ row.seq }}</td><td>{{ row.kind }}</td>
-<td>{{ row.status }}{% if row.last_error %}<br><span class="muted">{{ row.last_error }}</span>{% endif %}</td>
-<td>{{ row.subject or "-" }}</td><td>{{ row.promised }}</td><td>{{ row.sent or "-" }}{% if row.lateness %}
+{% for row in s.rows %}<tr data-comm="{{ row.id }}"><td data-label="#">{{ row.seq }}</td><td data-label="kind">{{ row.kind }}</td>
+<td data-label="status" class="err wrap">{{ row.status }}{% if row.last_error %}<br><span class="muted">{{ row.last_error }}</span>{% endif %}</td>
+<td data-label="subject" class="wrap">{% if row.href %}<a href="{{ row.href }}">{{ row.subject or "(the message)" }}</a>{% else %}{{ row.subject or "-" }}{% endif %}</td>
+<td data-label="promised">{{ row.promised }}</td><td data-label="sent">{{ row.sent or "-" }}{% if row.lateness %}
 <span class="muted">({{ row.lateness }})</span>{% endif %}</td>
-<td><span class="badge {{ row.badge }}">{{ row.badge }}</span></td></tr>
+<td data-label="promise"><span class="badge {{ row.badge }}">{{ row.badge }}</span></td></tr>
 {% endfor %}</tbody></table>
 <div class="feedback">{% if s.feedback %}<p>Feedback:
 {% if s.feedback.rating %}<span class="rating">rated {{ s.feedback.rating }} of 5</span>{% endif %}</p>
@@ -104,7 +125,7 @@ _FEEDBACK = """{% extends "base.html" %}
 {% block body %}
 <section class="card">
 <h1>How did we keep you informed?</h1>
-<p class="muted">About {% if title %}&ldquo;{{ title }}&rdquo; ({{ incident_id }}){% else %}{{ incident_id }}{% endif %}.</p>
+<p class="muted">{% if stakeholder %}For {{ stakeholder }}, about{% else %}About{% endif %} {% if title %}&ldquo;{{ title }}&rdquo; ({{ incident_id }}){% else %}{{ incident_id }}{% endif %}.</p>
 {% if message %}<p class="thanks">{{ message }}</p>{% endif %}
 {% if error %}<p class="error">{{ error }}</p>{% endif %}
 <form method="post" action="{{ action }}">
@@ -177,13 +198,13 @@ def _local(moment: datetime | None, tz: str) -> str:
     )
 
 
-def badge(comm: Communication, now: datetime) -> str:
+def badge(comm: Communication, now: datetime, grace_s: float = ON_TIME_GRACE_S) -> str:
     """How the communication's promise stands: kept, late, failed, cancelled, overdue or pending."""
     if comm.lateness_s is not None:
-        return "kept" if comm.lateness_s <= ON_TIME_GRACE_S else "late"
+        return "kept" if comm.lateness_s <= grace_s else "late"
     if comm.status in ("failed", "cancelled"):
         return comm.status
-    if (now - comm.promised_at).total_seconds() > ON_TIME_GRACE_S:
+    if (now - comm.promised_at).total_seconds() > grace_s:
         return "overdue"
     return "pending"
 
@@ -200,6 +221,8 @@ class TimelineRow:
     lateness: str
     badge: str
     last_error: str
+    href: str = ""
+    """Where the message as sent (or as composed) can be read."""
 
 
 @dataclass(frozen=True)
@@ -209,6 +232,9 @@ class StakeholderView:
     rows: tuple[TimelineRow, ...]
     feedback: Feedback | None
     unsubscribed: str
+    name: str = ""
+    pending: str = ""
+    """The promise still to be kept, in words: "update held until 07:00 CET by quiet hours"."""
 
 
 @dataclass(frozen=True)
@@ -221,9 +247,16 @@ class IncidentView:
     opened: str
     resolved: str
     stakeholders: tuple[StakeholderView, ...]
+    svg: Markup = field(default_factory=lambda: Markup(""))
+    """The incident's timeline picture (inline SVG, built from escaped text)."""
 
 
-def _row(comm: Communication, now: datetime) -> TimelineRow:
+def message_href(comm_id: str) -> str:
+    """The review page's link to one communication's message."""
+    return f"/review/messages/{quote(comm_id, safe='')}"
+
+
+def _row(comm: Communication, now: datetime, grace_s: float) -> TimelineRow:
     tz = str(comm.context.get("timezone") or "UTC")
     lateness = comm.lateness_s
     return TimelineRow(
@@ -235,8 +268,9 @@ def _row(comm: Communication, now: datetime) -> TimelineRow:
         promised=_local(comm.promised_at, tz),
         sent=_local(comm.sent_at, tz),
         lateness=f"{lateness:+.1f}s" if lateness is not None else "",
-        badge=badge(comm, now),
+        badge=badge(comm, now, grace_s),
         last_error=comm.last_error if comm.status != "sent" else "",
+        href=message_href(comm.id) if comm.message or comm.status == "failed" else "",
     )
 
 
@@ -253,9 +287,17 @@ def review_view(
     feedback: Mapping[str, Mapping[str, Feedback]],
     opted_out: Mapping[str, datetime],
     now: datetime,
+    *,
+    names: Mapping[str, str] | None = None,
+    pending: Mapping[tuple[str, str], tuple[datetime, str]] | None = None,
+    grace_s: float = ON_TIME_GRACE_S,
 ) -> list[IncidentView]:
     """Each incident (in the order given) with every stakeholder's timeline and feedback;
-    ``opted_out`` maps opt-out ids (``stakeholder`` or ``stakeholder:incident``) to when."""
+    ``opted_out`` maps opt-out ids (``stakeholder`` or ``stakeholder:incident``) to when,
+    ``names`` stakeholder ids to names, and ``pending`` (incident, stakeholder) to the
+    promise not composed yet: its due time and its words."""
+    names = names or {}
+    pending = pending or {}
     threads: dict[str, dict[str, list[Communication]]] = {}
     for comm in comms:
         threads.setdefault(comm.incident_id, {}).setdefault(comm.stakeholder_id, []).append(comm)
@@ -266,6 +308,7 @@ def review_view(
         answers = feedback.get(incident_id, {})
         order = list(dict.fromkeys([*incident.get("stakeholders", []), *by_stakeholder, *answers]))
         stakeholders = []
+        lanes: list[Lane] = []
         for sid in order:
             thread = sorted(by_stakeholder.get(sid, []), key=lambda c: (c.created_at, c.seq))
             tz = str(thread[-1].context.get("timezone") or "UTC") if thread else "UTC"
@@ -273,11 +316,14 @@ def review_view(
                 StakeholderView(
                     id=sid,
                     timezone=tz,
-                    rows=tuple(_row(c, now) for c in thread),
+                    rows=tuple(_row(c, now, grace_s) for c in thread),
                     feedback=answers.get(sid),
                     unsubscribed=_opted_out(opted_out, sid, incident_id, tz),
+                    name=names.get(sid, sid),
+                    pending=pending.get((incident_id, sid), (now, ""))[1],
                 )
             )
+            lanes.append(_lane(names.get(sid, sid), thread, now, pending.get((incident_id, sid)), grace_s))
         views.append(
             IncidentView(
                 id=incident_id,
@@ -288,14 +334,76 @@ def review_view(
                 opened=_local(utc_of(incident.get("opened_ms")), "UTC"),
                 resolved=_local(utc_of(incident.get("resolved_ms")), "UTC"),
                 stakeholders=tuple(stakeholders),
+                svg=_picture(incident, lanes, now),
             )
         )
     return views
 
 
-def render_review(incidents: list[IncidentView], now: datetime) -> str:
+def _lane(
+    name: str,
+    thread: list[Communication],
+    now: datetime,
+    upcoming: tuple[datetime, str] | None,
+    grace_s: float,
+) -> Lane:
+    marks = tuple(
+        Mark(
+            label=f"{c.kind} #{c.seq}: {badge(c, now, grace_s)}"
+            + (f", sent {c.lateness_s:+.0f}s from the promise" if c.lateness_s is not None else ""),
+            promised=c.promised_at,
+            sent=c.sent_at,
+            badge=badge(c, now, grace_s),
+        )
+        for c in thread
+    )
+    return Lane(name, marks, upcoming[0] if upcoming else None)
+
+
+def _picture(incident: Mapping[str, Any], lanes: list[Lane], now: datetime) -> Markup:
+    moments = [m.promised for lane in lanes for m in lane.marks]
+    moments += [m.sent for lane in lanes for m in lane.marks if m.sent is not None]
+    moments += [lane.upcoming for lane in lanes if lane.upcoming is not None]
+    if not moments:
+        return Markup("")
+    start = utc_of(incident.get("opened_ms")) or min(moments)
+    end = max([*moments, min(now, max(moments))])
+    caption = f"Timeline of {incident.get('id', '')}: each stakeholder's messages, promised against sent"
+    # every text in the SVG is escaped by timeline_svg
+    return Markup(timeline_svg(lanes, min(start, *moments), end, caption))
+
+
+def promise_words(
+    kind: str,
+    due: datetime,
+    now: datetime,
+    *,
+    timezone: str,
+    quiet_hours: TimeWindow | None = None,
+    business_hours: TimeWindow | None = None,
+    grace_s: float = ON_TIME_GRACE_S,
+) -> str:
+    """A promise not yet kept, in words: "update held until 07:00 CET by quiet hours",
+    "next update by 14:30 CET", "feedback request at Mon 30 Nov, 09:00 CET (business hours)"."""
+    when = local_time(due, timezone, now)
+    local = pendulum.instance(due).in_tz(timezone)
+    on_the_minute = local.second == 0 and local.microsecond == 0
+    clock = local.time().replace(second=0, microsecond=0)
+    if (now - due).total_seconds() > grace_s:
+        what = "update" if kind == "update" else "feedback request"
+        return f"{what} promised by {when} is overdue"
+    if kind == "update":
+        if quiet_hours is not None and on_the_minute and clock == quiet_hours.end:
+            return f"update held until {when} by quiet hours"
+        return f"next update by {when}"
+    if business_hours is not None and on_the_minute and clock == business_hours.start:
+        return f"feedback request at {when}, when business hours begin"
+    return f"feedback request at {when}"
+
+
+def render_review(incidents: list[IncidentView], now: datetime, grace_s: float = ON_TIME_GRACE_S) -> str:
     return _env.get_template("review.html").render(
-        incidents=incidents, now=_local(now, "UTC"), grace_s=int(ON_TIME_GRACE_S)
+        incidents=incidents, now=_local(now, "UTC"), grace_s=int(grace_s)
     )
 
 
@@ -304,6 +412,7 @@ def render_feedback_page(
     incident_id: str,
     title: str,
     action: str,
+    stakeholder: str = "",
     comment_sig: str,
     rating: int | None = None,
     saved_rating: int | None = None,
@@ -316,6 +425,7 @@ def render_feedback_page(
     return _env.get_template("feedback.html").render(
         incident_id=incident_id,
         title=title,
+        stakeholder=stakeholder,
         ratings=RATINGS,
         action=action,
         comment_sig=comment_sig,

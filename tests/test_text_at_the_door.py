@@ -117,7 +117,7 @@ def test_cli_refuses_a_surrogate_from_the_command_line(capsys: pytest.CaptureFix
     """An argument with undecodable bytes (surrogate-escaped by Python) is refused on its field."""
     argv = ["emit", "opened", "--incident", "INC-1", "--title", "bad \udcff", "--severity", "sev1"]
     assert main(argv) == 2
-    assert "incident.title: is not valid Unicode text" in capsys.readouterr().err
+    assert "incident.title (--title): is not valid Unicode text" in capsys.readouterr().err
 
 
 # -- bidi controls never reach a header --------------------------------------------------

@@ -1,0 +1,117 @@
+"""How messages sound: an apology that fits the severity, wording that changes along a thread.
+
+Pure functions of (severity, kind, incident, stakeholder, sequence): the same message
+always reads the same, and consecutive messages of one thread never repeat a sentence.
+Templates get the result as ``tone`` (see ``templates/README.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+__all__ = ["WEIGHTS", "tone_for", "weight_of"]
+
+WEIGHTS = {"sev1": "grave", "sev2": "serious", "sev3": "light", "sev4": "light"}
+"""How heavy an apology each severity calls for."""
+
+_APOLOGY: dict[str, dict[str, Sequence[str]]] = {
+    "acknowledgment": {
+        "grave": (
+            "This is our responsibility, and we are truly sorry. You rely on us, and right now "
+            "we are letting you down.",
+            "This failure is our responsibility, and we are deeply sorry for the disruption it is "
+            "causing you.",
+            "We take full responsibility for this, and we are sorry: you depend on it, and it is "
+            "not working.",
+        ),
+        "serious": (
+            "This is our responsibility, and we are sorry for the trouble it causes you.",
+            "This is our responsibility, and we are sorry for the disruption.",
+            "We take responsibility for this, and we are sorry it gets in your way.",
+        ),
+        "light": (
+            "This is our responsibility; sorry for the inconvenience.",
+            "It is on our side and our responsibility; we are sorry for the inconvenience.",
+            "We take responsibility for it, and we are sorry for the trouble.",
+        ),
+    },
+    "update": {
+        "grave": (
+            "We know this is still hurting your work, and we are sorry.",
+            "Every minute of this matters to you, and we are treating it that way.",
+            "We have not forgotten what this costs you; fixing it has our full attention.",
+            "We are sorry this is taking as long as it is.",
+        ),
+        "serious": (
+            "We know this is still getting in your way, and we are sorry.",
+            "Thank you for your patience while we work on it.",
+            "We are sorry it is not fixed yet.",
+            "Fixing this remains our priority.",
+        ),
+        "light": (
+            "Thank you for your patience.",
+            "We will keep you posted.",
+            "Thanks for bearing with us.",
+        ),
+    },
+    "resolution": {
+        "grave": (
+            "This was our responsibility. We are truly sorry for the disruption it caused you, "
+            "and thank you for your patience.",
+            "This was our responsibility, and we let you down: we are sorry. Thank you for bearing "
+            "with us while we fixed it.",
+        ),
+        "serious": (
+            "This was our responsibility. We are sorry for the disruption it caused you, and thank "
+            "you for your patience.",
+            "This was our responsibility, and we are sorry for the trouble it caused. Thank you for "
+            "your patience.",
+        ),
+        "light": (
+            "This was our responsibility; sorry for the inconvenience, and thank you for your patience.",
+            "This was our responsibility. Thanks for bearing with us, and sorry for the trouble.",
+        ),
+    },
+    "feedback_request": {
+        "grave": ("Thank you again for your patience during a difficult time.",),
+        "serious": ("Thank you again for your patience.",),
+        "light": ("Thank you for your patience.",),
+    },
+}
+
+_STILL_WORKING = (
+    "The team is still working on it",
+    "Work on it continues",
+    "We are still on it",
+    "Our team continues to work on it",
+)
+
+
+def weight_of(severity: str) -> str:
+    """``grave``, ``serious`` or ``light``; an unknown severity is treated as serious."""
+    return WEIGHTS.get(severity, "serious")
+
+
+def _pick(options: Sequence[str], offset: int, sequence: int) -> str:
+    # consecutive messages of a thread take consecutive options: never the same twice in a row
+    return options[(offset + sequence) % len(options)]
+
+
+def tone_for(
+    severity: str, kind: str, incident_id: str, stakeholder_id: str, sequence: int
+) -> dict[str, str]:
+    """The ``tone`` a template gets: ``weight``, ``apology`` and ``still_working``.
+
+    Each thread starts at its own place in the wording (a hash of the incident and the
+    stakeholder), so two readers of one incident need not read identical mail either.
+    """
+    digest = hashlib.sha256(f"{incident_id}\0{stakeholder_id}".encode()).digest()
+    offset = int.from_bytes(digest[:4], "big")
+    weight = weight_of(severity)
+    apologies = _APOLOGY.get(kind, _APOLOGY["update"])[weight]
+    return {
+        "weight": weight,
+        "apology": _pick(apologies, offset, sequence),
+        "still_working": _pick(_STILL_WORKING, offset, sequence),
+    }
