@@ -43,6 +43,7 @@ from scheduler.engine import KINDS
 from scheduler.errors import AmendsError, EventError, RedisUnavailableError, SettingsError
 from scheduler.events import MAX_DEPTH, MAX_EVENT_BYTES, decode_json, nested_deeper_than
 from scheduler.feedback import feedback_for, opt_outs, remove_opt_out, unsubscribed
+from scheduler.integration_routes import integration_router
 from scheduler.link_routes import link_router
 from scheduler.logview import LogFilter, open_promises, promise_report
 from scheduler.metrics import metrics_text
@@ -377,6 +378,7 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         return SafeJSONResponse({"redis": "ok", "processes": processes, "unfinished_sends": unfinished})
 
     app.include_router(link_router(client, secret, clock, _names(settings)))
+    app.include_router(integration_router(settings, store, broker, clock, require_token))
     return app
 
 

@@ -181,7 +181,7 @@ def timeline_text(timeline: Timeline, config: Config) -> str:
             continue
         tz = config.timezone_of(stakeholder)
         lines.append(
-            f"{stakeholder.id}  {stakeholder.name} <{stakeholder.email}>  {tz}, audience {stakeholder.audience}"
+            f"{stakeholder.id}  {stakeholder.name} <{stakeholder.recipient}>  {tz}, audience {stakeholder.audience}"
         )
         for message in own:
             local = message.local.format("ddd D MMM HH:mm:ss zz")
