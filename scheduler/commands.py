@@ -209,6 +209,7 @@ def _config_path(settings: Settings, explicit: str | None) -> Path:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from scheduler.channels import check_channel_templates
     from scheduler.config import load_config
     from scheduler.preflight import audience_warnings, check_templates
 
@@ -230,7 +231,16 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         print("  warning: no stakeholders: no incident will inform anyone", file=sys.stderr)
     for warning in audience_warnings(config, settings.templates_dir):
         print(f"  warning: {warning}", file=sys.stderr)
+    if not settings.webhook_secret:
+        for index, stakeholder in enumerate(config.stakeholders):
+            if stakeholder.channel == "webhook":
+                print(
+                    f"  warning: stakeholders[{index}]: channel webhook needs AMENDS_WEBHOOK_SECRET "
+                    "(whsec_…) in the worker's environment to sign its deliveries",
+                    file=sys.stderr,
+                )
     template_errors = check_templates(config, settings.templates_dir)
+    template_errors += check_channel_templates(config, settings.templates_dir)
     for error in template_errors:
         print(f"  {error}", file=sys.stderr)
     problems += len(template_errors)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pendulum
 
+from scheduler.channels import compose_channel
 from scheduler.config import Config
 from scheduler.delivery import as_received, cancel_reason
 from scheduler.engine import Engine
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 _SECRET = "preview"
+_WEBHOOK_SECRET = "whsec_" + "cHJldmlldy1vbmx5LW5vdC1hLXJlYWwta2V5"  # signs nothing that is sent
 _MAX_MESSAGES = 10_000
 
 
@@ -54,6 +56,9 @@ class PreviewMessage:
     text: str
     html: str
     comm_id: str
+    channel: str = "email"
+    body: str = ""
+    """For a slack, teams or webhook stakeholder: the JSON body as it would be posted."""
 
     @property
     def local(self) -> pendulum.DateTime:
@@ -108,6 +113,18 @@ class _Simulation:
             thread = self.store.thread(comm.incident_id, comm.stakeholder_id)
             comm = as_received(self.store, comm, thread, now)
             _, rendered = compose_email(comm, stakeholder, self.config, self.templates, now, _SECRET)
+            text, body = rendered.text, ""
+            if stakeholder.channel != "email":
+                delivery = compose_channel(
+                    comm,
+                    stakeholder,
+                    self.config,
+                    self.templates,
+                    now,
+                    _SECRET,
+                    webhook_secret=_WEBHOOK_SECRET,
+                )
+                text, body = delivery.text, delivery.message
             _, following = self.store.finish_send(
                 comm_id, "preview", "sent", ms_of(now), sent_ms=ms_of(now), subject=rendered.subject
             )
@@ -119,9 +136,11 @@ class _Simulation:
                     comm.kind,
                     now,
                     rendered.subject,
-                    rendered.text,
+                    text,
                     rendered.html,
                     comm_id,
+                    stakeholder.channel,
+                    body,
                 )
             )
             if len(self.messages) > _MAX_MESSAGES:
@@ -196,7 +215,7 @@ def timeline_text(timeline: Timeline, config: Config) -> str:
 
 
 def timeline_json(messages: list[PreviewMessage]) -> Iterable[str]:
-    """One JSON object per message: stakeholder, kind, at (UTC), local (with offset), subject."""
+    """One JSON object per message: stakeholder, kind, at (UTC), local (with offset), subject, channel."""
     for message in messages:
         yield json.dumps(
             {
@@ -205,6 +224,7 @@ def timeline_json(messages: list[PreviewMessage]) -> Iterable[str]:
                 "at": message.at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
                 "local": message.local.isoformat(),
                 "subject": message.subject,
+                "channel": message.channel,
             },
             ensure_ascii=False,
         )

@@ -396,3 +396,46 @@ def test_config_check_reports_a_chat_template_without_the_next_update(tmp_path: 
         "default/update.slack.j2: does not state the next update time ({{ next_update }})"
     ]
     assert check_channel_templates(config, bundled_path("templates")) == []
+
+
+# -- preview and config check --------------------------------------------------------------
+
+
+def test_the_preview_shows_what_a_chat_or_webhook_stakeholder_would_be_posted(templates: TemplateSet) -> None:
+    """A Slack stakeholder's preview carries its channel, its rendered Slack text and the JSON body."""
+    from scheduler.events import parse_event
+    from scheduler.preview import simulate
+    from tests.conftest import event
+
+    config = _config(_stakeholder("slack", "https://hooks.slack.com/services/T/B/X"))
+    timeline = simulate([parse_event(event())], config, templates, timedelta(minutes=1))
+    [ack] = timeline.messages
+    assert ack.channel == "slack" and ack.text.startswith("*Card payments failing*")
+    assert json.loads(ack.body)["blocks"][0]["type"] == "header"
+
+
+def test_config_check_warns_when_a_webhook_stakeholder_has_no_signing_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``amends config check`` accepts channel stakeholders and says when AMENDS_WEBHOOK_SECRET is missing."""
+    import yaml
+
+    from scheduler.cli import main
+
+    path = tmp_path / "amends.yaml"
+    document = {
+        "sender": "Acme Status <status@acme.example>",
+        "stakeholders": [
+            _stakeholder("webhook", "https://hooks.example/amends"),
+            _stakeholder("teams", "https://t.example/x"),
+        ],
+        "integrations": {"severity_map": {"page": "sev1"}},
+    }
+    path.write_text(yaml.safe_dump(document))
+    monkeypatch.delenv("AMENDS_WEBHOOK_SECRET", raising=False)
+    assert main(["config", "check", "--file", str(path)]) == 0
+    assert "stakeholders[0]: channel webhook needs AMENDS_WEBHOOK_SECRET" in capsys.readouterr().err
+    document["integrations"] = {"severity_map": {"page": "urgent"}}
+    path.write_text(yaml.safe_dump(document))
+    assert main(["config", "check", "--file", str(path)]) == 1
+    assert "integrations.severity_map.page: Input should be 'sev1'" in capsys.readouterr().err
