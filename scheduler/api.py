@@ -52,6 +52,7 @@ from scheduler.events import (
     parse_event,
 )
 from scheduler.feedback import feedback_for, opt_outs, remove_opt_out, unsubscribed
+from scheduler.integration_routes import integration_router
 from scheduler.link_routes import link_router
 from scheduler.logview import ON_TIME_GRACE_S, LogFilter, open_promises, promise_report
 from scheduler.metrics import metrics_text
@@ -510,6 +511,7 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         return SafeJSONResponse({"redis": "ok", "processes": processes, "unfinished_sends": unfinished})
 
     app.include_router(link_router(client, secret, clock, _names(config)))
+    app.include_router(integration_router(settings, store, broker, clock, require_token))
     return app
 
 

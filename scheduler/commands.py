@@ -247,6 +247,7 @@ def _raw_yaml(path: Path) -> Any:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from scheduler.channels import check_channel_templates
     from scheduler.config import load_config
     from scheduler.preflight import audience_warnings, check_templates, thin_message_warnings
     from scheduler.render import TemplateSet
@@ -280,6 +281,15 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         warnings += thin_message_warnings(TemplateSet(folder), config, datetime.now(UTC))
     for warning in warnings:
         print(f"  warning: {warning}", file=sys.stderr)
+    if not settings.webhook_secret:
+        for index, stakeholder in enumerate(config.stakeholders):
+            if stakeholder.channel == "webhook":
+                print(
+                    f"  warning: stakeholders[{index}]: channel webhook needs AMENDS_WEBHOOK_SECRET "
+                    "(whsec_…) in the worker's environment to sign its deliveries",
+                    file=sys.stderr,
+                )
+    template_errors += check_channel_templates(config, folder)
     for error in template_errors:
         print(f"  {error}", file=sys.stderr)
     if template_errors:

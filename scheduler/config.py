@@ -25,12 +25,17 @@ from scheduler.durations import TimeWindow, parse_duration, parse_window
 from scheduler.errors import ConfigError
 
 __all__ = [
+    "CHANNELS",
+    "DEFAULT_SEVERITY_MAP",
     "SEVERITIES",
     "Audience",
+    "Channel",
     "Config",
     "ConfigSource",
     "Contact",
     "Defaults",
+    "IdPrefixes",
+    "Integrations",
     "Severity",
     "Stakeholder",
     "check_identifier",
@@ -160,12 +165,33 @@ class Defaults(_Model):
         return self
 
 
+CHANNELS = ("email", "slack", "teams", "webhook")
+Channel = Literal["email", "slack", "teams", "webhook"]
+
+
+def _web_url(value: Any) -> Any:
+    if isinstance(value, str) and not (
+        re.match(r"^https?://[^\s/?#]+[^\s]*$", value) and value.isascii() and value.isprintable()
+    ):
+        raise ValueError("is not a web address like https://hooks.slack.com/services/…")
+    return value
+
+
+WebURL = Annotated[str, BeforeValidator(_web_url), Field(max_length=2000)]
+
+
 class Stakeholder(_Model):
-    """One person or group who is kept informed; unset fields fall back to ``defaults``."""
+    """One person or group who is kept informed; unset fields fall back to ``defaults``.
+
+    ``channel`` is how messages reach it: ``email`` (the default, to ``email``) or
+    ``slack``, ``teams`` or ``webhook`` (to ``url``).
+    """
 
     id: Identifier
     name: Annotated[str, BeforeValidator(check_one_line), Field(min_length=1, max_length=200)]
-    email: Email
+    email: Email | None = None
+    channel: Channel = "email"
+    url: WebURL | None = None
     audience: Identifier = "default"
     timezone: TimeZoneName | None = None
     services: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list)
@@ -175,6 +201,25 @@ class Stakeholder(_Model):
     quiet_hours_override: list[Severity] | None = None
     feedback_after: Seconds | None = None
     contact: Contact | None = None
+
+    @model_validator(mode="after")
+    def _address_for_the_channel(self) -> Stakeholder:
+        if self.channel == "email" and self.email is None:
+            raise ValueError("email: is required (or give channel: slack, teams or webhook with a url)")
+        if self.channel != "email" and self.url is None:
+            raise ValueError(f"url: is required when channel is {self.channel}")
+        if self.channel != "email" and self.email is not None:
+            raise ValueError(f"email: channel {self.channel} sends to url; remove email or the channel")
+        return self
+
+    @property
+    def recipient(self) -> str:
+        """Where messages go, as the log shows it: the address, or the channel and host only
+        (chat webhook addresses carry their secret in the path)."""
+        if self.channel == "email" or self.url is None:
+            return self.email or ""
+        host = self.url.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+        return f"{self.channel}:{host}"
 
     def concerned_by(self, severity: str, services: list[str]) -> bool:
         """Whether an incident of this severity touching these services concerns this stakeholder."""
@@ -194,6 +239,65 @@ def _sender(value: Any) -> str:
     return value
 
 
+DEFAULT_SEVERITY_MAP: dict[str, Severity] = {
+    "critical": "sev1",
+    "error": "sev2",
+    "high": "sev2",
+    "warning": "sev3",
+    "info": "sev4",
+    "low": "sev4",
+    "p1": "sev1",
+    "p2": "sev2",
+    "p3": "sev3",
+    "p4": "sev4",
+    "p5": "sev4",
+}
+"""Alert severities (Prometheus, Grafana), PagerDuty priorities and urgencies, lower case."""
+
+
+def _prefix(value: Any) -> Any:
+    if isinstance(value, str) and not re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,31})?$", value):
+        raise ValueError(
+            f"{value!r} cannot start an incident id: use at most 32 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+Prefix = Annotated[str, BeforeValidator(_prefix)]
+Name = Annotated[str, BeforeValidator(check_one_line), Field(min_length=1, max_length=100)]
+
+
+class IdPrefixes(_Model):
+    """What each integration puts before its incident key."""
+
+    alertmanager: Prefix = "am-"
+    grafana: Prefix = "grafana-"
+    pagerduty: Prefix = ""
+
+
+class Integrations(_Model):
+    """How Alertmanager, Grafana and PagerDuty payloads become incident fields."""
+
+    service_label: Name = "service"
+    severity_label: Name = "severity"
+    title_annotation: Name = "summary"
+    summary_annotation: Name = "description"
+    severity_map: dict[Annotated[str, Field(min_length=1, max_length=100)], Severity] = Field(
+        default_factory=dict
+    )
+    """Merged over DEFAULT_SEVERITY_MAP; keys are matched without regard to case."""
+    default_severity: Severity = "sev3"
+    id_prefix: IdPrefixes = Field(default_factory=IdPrefixes)
+
+    def severity_of(self, value: str | None) -> Severity:
+        """The severity a label value, priority or urgency maps to; ``default_severity`` otherwise."""
+        if not value:
+            return self.default_severity
+        mapping = {**DEFAULT_SEVERITY_MAP, **{k.lower(): v for k, v in self.severity_map.items()}}
+        return mapping.get(value.strip().lower(), self.default_severity)
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -206,6 +310,7 @@ class Config(_Model):
     """A message sent this long after the time promised still keeps the promise."""
     defaults: Defaults = Field(default_factory=Defaults)
     stakeholders: list[Stakeholder] = Field(default_factory=list)
+    integrations: Integrations = Field(default_factory=Integrations)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Config:
@@ -271,6 +376,9 @@ def parse_config(data: Any) -> Config:
             # a whole-model check already names its place in the reason
             if reason.startswith("stakeholders[") and place == "":
                 place, _, reason = reason.partition(": ")
+            elif re.match(r"^stakeholders\[\d+\]$", place) and re.match(r"^(email|url): ", reason):
+                field, _, reason = reason.partition(": ")
+                place = f"{place}.{field}"
             errors.append((place, reason))
         # the whole-model check for repeated ids does not run when a field failed: run it here
         errors += [e for e in _repeated_ids(data.get("stakeholders")) if e not in errors]

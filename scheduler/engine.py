@@ -416,7 +416,7 @@ class Engine:
             fields: dict[str, str | int] = {
                 # a regular update with nothing new: a newer message of the thread supersedes it
                 "no_news": int(kind == "update" and trigger.startswith("timer:") and not changes),
-                "recipient": stakeholder.email,
+                "recipient": stakeholder.recipient,
                 "created_ms": ms_of(now),
                 "promised_ms": promised_ms if promised_ms is not None else ms_of(now),
                 "context": json.dumps(context),

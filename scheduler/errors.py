@@ -63,7 +63,15 @@ class DeliveryError(AmendsError):
 
 
 class TransientDeliveryError(DeliveryError):
-    """Worth retrying: connection trouble or a 4xx reply."""
+    """Worth retrying: connection trouble or a 4xx reply.
+
+    ``retry_after_s``, when set, is how long the receiver asked us to wait (HTTP 429 or
+    503 with ``Retry-After``): the next attempt must come no earlier.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class PermanentDeliveryError(DeliveryError):

@@ -156,7 +156,7 @@ def compose_email(
     email = build_email(
         rendered,
         sender=config.sender,
-        recipient=formataddr((stakeholder.name, stakeholder.email)),
+        recipient=formataddr((stakeholder.name, stakeholder.email or "")),
         message_id=message_id,
         thread_id=thread_id,
         sent_at=now,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pendulum
 
+from scheduler.channels import compose_channel
 from scheduler.config import Config
 from scheduler.delivery import as_received, cancel_reason
 from scheduler.engine import Engine
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 _SECRET = "preview"
+_WEBHOOK_SECRET = "whsec_" + "cHJldmlldy1vbmx5LW5vdC1hLXJlYWwta2V5"  # signs nothing that is sent
 _MAX_MESSAGES = 10_000
 
 
@@ -54,6 +56,9 @@ class PreviewMessage:
     text: str
     html: str
     comm_id: str
+    channel: str = "email"
+    body: str = ""
+    """For a slack, teams or webhook stakeholder: the JSON body as it would be posted."""
 
     @property
     def local(self) -> pendulum.DateTime:
@@ -117,6 +122,18 @@ class _Simulation:
                 thread=lambda c=comm: self.store.thread(c.incident_id, c.stakeholder_id),  # type: ignore[misc]
             )
             _, rendered = compose_email(comm, stakeholder, self.config, self.templates, now, _SECRET)
+            text, body = rendered.text, ""
+            if stakeholder.channel != "email":
+                delivery = compose_channel(
+                    comm,
+                    stakeholder,
+                    self.config,
+                    self.templates,
+                    now,
+                    _SECRET,
+                    webhook_secret=_WEBHOOK_SECRET,
+                )
+                text, body = delivery.text, delivery.message
             _, following = self.store.finish_send(
                 comm_id, "preview", "sent", ms_of(now), sent_ms=ms_of(now), subject=rendered.subject
             )
@@ -128,9 +145,11 @@ class _Simulation:
                     comm.kind,
                     now,
                     rendered.subject,
-                    rendered.text,
+                    text,
                     rendered.html,
                     comm_id,
+                    stakeholder.channel,
+                    body,
                 )
             )
             if len(self.messages) > _MAX_MESSAGES:
@@ -190,7 +209,7 @@ def timeline_text(timeline: Timeline, config: Config) -> str:
             continue
         tz = config.timezone_of(stakeholder)
         lines.append(
-            f"{stakeholder.id}  {stakeholder.name} <{stakeholder.email}>  {tz}, audience {stakeholder.audience}"
+            f"{stakeholder.id}  {stakeholder.name} <{stakeholder.recipient}>  {tz}, audience {stakeholder.audience}"
         )
         for message in own:
             local = message.local.format("ddd D MMM HH:mm:ss zz")
@@ -205,7 +224,7 @@ def timeline_text(timeline: Timeline, config: Config) -> str:
 
 
 def timeline_json(messages: list[PreviewMessage]) -> Iterable[str]:
-    """One JSON object per message: stakeholder, kind, at (UTC), local (with offset), subject."""
+    """One JSON object per message: stakeholder, kind, at (UTC), local (with offset), subject, channel."""
     for message in messages:
         yield json.dumps(
             {
@@ -214,6 +233,7 @@ def timeline_json(messages: list[PreviewMessage]) -> Iterable[str]:
                 "at": message.at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
                 "local": message.local.isoformat(),
                 "subject": message.subject,
+                "channel": message.channel,
             },
             ensure_ascii=False,
         )

@@ -37,6 +37,10 @@ class Settings:
     read_token: str | None = field(default=None, repr=False)
     """Reads the log, incidents, opt-outs, /metrics and the review page; cannot post or change."""
     secret_key: str | None = field(default=None, repr=False)
+    pagerduty_secret: str | None = field(default=None, repr=False)
+    """Verifies PagerDuty webhook signatures; unset, that route answers 401."""
+    webhook_secret: str | None = field(default=None, repr=False)
+    """Signs ``webhook`` channel deliveries (Standard Webhooks, ``whsec_…``)."""
     data_dir: Path = Path(".amends")
     send_lease_ms: int = 60_000
     timer_lease_ms: int = 30_000
@@ -69,6 +73,14 @@ class Settings:
                 retry_window_ms = parse_duration(env["AMENDS_RETRY_WINDOW"]) * 1000
             except ValueError as e:
                 raise SettingsError(f"AMENDS_RETRY_WINDOW: {e}") from None
+        webhook_secret = env.get("AMENDS_WEBHOOK_SECRET") or None
+        if webhook_secret is not None:
+            from scheduler.signing import check_webhook_secret
+
+            try:
+                check_webhook_secret(webhook_secret)
+            except ValueError as e:
+                raise SettingsError(f"AMENDS_WEBHOOK_SECRET: {e}") from None
         config = env.get("AMENDS_CONFIG")
         templates = env.get("AMENDS_TEMPLATES")
         config_path = Path(config) if config else Path("config/amends.yaml")
@@ -90,6 +102,8 @@ class Settings:
             api_token=env.get("AMENDS_API_TOKEN") or None,
             read_token=env.get("AMENDS_READ_TOKEN") or None,
             secret_key=env.get("AMENDS_SECRET_KEY") or None,
+            pagerduty_secret=env.get("AMENDS_PAGERDUTY_SECRET") or None,
+            webhook_secret=webhook_secret,
             data_dir=Path(env.get("AMENDS_HOME") or ".amends"),
             retry_window_ms=retry_window_ms,
         )

@@ -1,12 +1,66 @@
-"""HMAC-signed links: a feedback link works for one stakeholder of one incident only."""
+"""HMAC signatures: links that work for one stakeholder of one incident only, webhooks
+amends sends (Standard Webhooks) and webhooks it receives (PagerDuty)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from urllib.parse import quote, urlencode
 
-__all__ = ["feedback_links", "feedback_page_link", "sign", "unsubscribe_link", "verify"]
+__all__ = [
+    "check_webhook_secret",
+    "feedback_links",
+    "feedback_page_link",
+    "pagerduty_signature_valid",
+    "sign",
+    "standard_webhook_signature",
+    "unsubscribe_link",
+    "verify",
+]
+
+_WHSEC = "whsec_"
+
+
+def check_webhook_secret(secret: str) -> bytes:
+    """The key in a Standard Webhooks secret (``whsec_`` + base64); ValueError saying what is wrong."""
+    if not secret.startswith(_WHSEC):
+        raise ValueError("must start with whsec_ followed by base64, e.g. whsec_ + 24 to 64 random bytes")
+    try:
+        key = base64.b64decode(secret[len(_WHSEC) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the part after whsec_ is not base64") from None
+    if len(key) < 24 or len(key) > 64:
+        raise ValueError(f"the key is {len(key)} bytes; Standard Webhooks keys are 24 to 64 bytes")
+    return key
+
+
+def standard_webhook_signature(secret: str, message_id: str, timestamp_s: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value: ``v1,`` + base64 HMAC-SHA256 of
+    ``{id}.{timestamp}.{body}`` keyed with the secret's bytes (Standard Webhooks)."""
+    key = check_webhook_secret(secret)
+    signed = f"{message_id}.{timestamp_s}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode("ascii")
+
+
+def pagerduty_signature_valid(secret: str, body: bytes, header: str | None) -> bool:
+    """Whether ``X-PagerDuty-Signature`` holds a ``v1=`` HMAC-SHA256 of ``body`` under ``secret``.
+
+    The header may list several signatures (``v1=…,v1=…``, while a secret is rotated); one
+    match is enough.
+    """
+    if not secret or not header:
+        return False
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest().encode()
+    found = False
+    for part in header.split(","):
+        version, _, value = part.strip().partition("=")
+        if version == "v1" and hmac.compare_digest(
+            expected, value.strip().lower().encode("utf-8", "replace")
+        ):
+            found = True
+    return found
 
 
 def sign(secret_key: str, *parts: str) -> str:

@@ -63,7 +63,7 @@ def test_preview_json_lines(events_file: Path, config_file: Path, capsys: pytest
     assert main(["preview", str(events_file), "--config", str(config_file), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     first = rows[0]
-    assert set(first) == {"stakeholder", "kind", "at", "local", "subject"}
+    assert set(first) == {"stakeholder", "kind", "at", "local", "subject", "channel"}
     ack = next(r for r in rows if r["stakeholder"] == "payments-eng")
     assert ack["at"] == "2026-11-26T14:03:05Z" and ack["local"] == "2026-11-26T23:03:05+09:00"
     assert [r["kind"] for r in rows if r["stakeholder"] == "globex"] == [
