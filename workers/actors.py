@@ -20,11 +20,15 @@ import redis
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO, CurrentMessage, Retries
 
+from scheduler.channels import compose_channel
+from scheduler.channels import send as send_to_channel
+from scheduler.config import Stakeholder
 from scheduler.delivery import as_received, cancel_reason, retry_at
 from scheduler.durations import format_duration
 from scheduler.errors import (
     EventError,
     PermanentDeliveryError,
+    SettingsError,
     StorageError,
     TemplateError,
     TransientDeliveryError,
@@ -32,7 +36,7 @@ from scheduler.errors import (
 from scheduler.events import parse_event
 from scheduler.messages import compose_email
 from scheduler.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE
-from scheduler.store import Claim, ms_of
+from scheduler.store import Claim, Communication, ms_of
 from workers import runtime
 
 __all__ = [
@@ -194,6 +198,7 @@ async def _deliver_one(rt: runtime.Runtime, comm_id: str) -> None:
         logger.exception("%s: the attempt failed unexpectedly", comm_id)
         status, fields = "retrying", {"last_error": f"{type(e).__name__}: {e}"}
     next_attempt_ms = None
+    not_before_ms = int(fields.pop(_NOT_BEFORE, 0))
     if status == "retrying":
         next_attempt_ms = retry_at(
             comm.attempts,
@@ -211,6 +216,9 @@ async def _deliver_one(rt: runtime.Runtime, comm_id: str) -> None:
             )
             logger.error("%s failed: %s", comm_id, fields["last_error"])
         else:
+            # Retry-After moves the next attempt later, but never past the window's end
+            deadline_ms = ms_of(comm.first_attempt_at or now) + rt.settings.retry_window_ms
+            next_attempt_ms = max(next_attempt_ms, min(not_before_ms, deadline_ms))
             logger.warning("%s will be retried: %s", comm_id, fields["last_error"])
     try:
         _, following = await _in_thread(
@@ -253,6 +261,8 @@ async def _attempt(rt: runtime.Runtime, claim: Claim, now: datetime) -> tuple[st
         comm = as_received(
             rt.store, comm, now, prev_status=claim.prev_status, prev_sent_at=claim.prev_sent_at
         )
+    if stakeholder.channel != "email":
+        return await _attempt_channel(rt, comm, stakeholder, now)
     try:
         email, rendered = compose_email(
             comm, stakeholder, config, rt.templates, now, rt.settings.secret_key or ""
@@ -285,6 +295,50 @@ async def _attempt(rt: runtime.Runtime, claim: Claim, now: datetime) -> tuple[st
         "last_error": "",
         "server_reply": reply,
     }
+
+
+async def _attempt_channel(
+    rt: runtime.Runtime, comm: Communication, stakeholder: Stakeholder, now: datetime
+) -> tuple[str, dict[str, str | int]]:
+    """Compose and POST one communication to a Slack, Teams or webhook stakeholder."""
+    try:
+        delivery = compose_channel(
+            comm,
+            stakeholder,
+            rt.config(),
+            rt.templates,
+            now,
+            rt.settings.secret_key or "",
+            webhook_secret=rt.settings.webhook_secret,
+        )
+    except (TemplateError, SettingsError, ValueError) as e:
+        logger.error("%s failed: %s", comm.id, e)
+        return "failed", {"last_error": f"could not be composed: {e}", "updated_ms": ms_of(now)}
+    attempted: dict[str, str | int] = {"subject": delivery.subject, "updated_ms": ms_of(now)}
+    try:
+        reply = await send_to_channel(delivery, rt.http(), now=now)
+    except PermanentDeliveryError as e:
+        logger.error("%s failed: %s", comm.id, e)
+        return "failed", {"last_error": str(e), **attempted}
+    except TransientDeliveryError as e:
+        if e.retry_after_s:
+            attempted[_NOT_BEFORE] = ms_of(now) + int(e.retry_after_s * 1000)
+        return "retrying", {"last_error": str(e), **attempted}
+    sent = rt.clock()
+    logger.info("%s sent to %s", comm.id, comm.recipient)
+    return "sent", {
+        "sent_ms": ms_of(sent),
+        "updated_ms": ms_of(sent),
+        "subject": delivery.subject,
+        "message_id": delivery.message_id,
+        "message": delivery.message,
+        "last_error": "",
+        "server_reply": reply,
+    }
+
+
+_NOT_BEFORE = "_not_before_ms"
+"""Set by an attempt whose reply named a time to come back (Retry-After); never stored."""
 
 
 async def _in_thread(function: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:

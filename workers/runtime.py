@@ -8,8 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import httpx
 import redis
 
+from scheduler.channels import new_client
 from scheduler.clock import ServerClock
 from scheduler.config import Config, ConfigSource
 from scheduler.connection import patient_client
@@ -39,6 +41,7 @@ class Runtime:
     engine: Engine
     clock: Callable[[], datetime] = _utcnow
     _pools: dict[int, SmtpPool] = field(default_factory=dict)
+    _http: dict[int, httpx.AsyncClient] = field(default_factory=dict)
 
     @property
     def store(self) -> Store:
@@ -55,6 +58,13 @@ class Runtime:
         if loop not in self._pools:
             self._pools[loop] = SmtpPool(self.settings.smtp)
         return self._pools[loop]
+
+    def http(self) -> httpx.AsyncClient:
+        """The HTTP client of the running event loop, for chat and webhook channels."""
+        loop = id(asyncio.get_running_loop())
+        if loop not in self._http:
+            self._http[loop] = new_client()
+        return self._http[loop]
 
     @property
     def connections_opened(self) -> int:
