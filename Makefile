@@ -25,8 +25,8 @@ lint: setup
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: setup
-	$(BIN)/python bench/bench_timers.py
+bench: setup  # fan-out against raw SMTP and Dramatiq, latency, bytes per communication, timers
+	$(BIN)/python bench/bench_delivery.py
 
 soak: setup  # steady load under SIGKILLs, Redis restarts and SMTP outages; MINUTES=10 by default
 	$(BIN)/python bench/soak.py --minutes $(or $(MINUTES),10)

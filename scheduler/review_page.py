@@ -95,7 +95,7 @@ status: {{ inc.status }} &middot; opened {{ inc.opened }}{% if inc.resolved %} &
 {% if inc.svg %}<figure class="picture" style="margin:0">{{ inc.svg }}</figure>{% endif %}
 {% for s in inc.stakeholders %}
 <div class="stakeholder" data-stakeholder="{{ s.id }}">
-<h3><abbr class="name" title="{{ s.id }}">{{ s.name }}</abbr> <span class="muted">({{ s.timezone }})</span>
+<h3><abbr class="name" title="{{ s.id }}">{{ s.name }}</abbr> <span class="muted">({{ s.timezone }}{% if s.via %}, via {{ s.via }}{% endif %})</span>
 {% if s.unsubscribed %}<span class="badge cancelled">{{ s.unsubscribed }}</span>{% endif %}</h3>
 {% if s.pending %}<p class="promise-pending"><span class="badge pending">promised</span> {{ s.pending }}</p>{% endif %}
 <table class="log"><thead><tr><th>#</th><th>kind</th><th>status</th><th>subject</th><th>promised</th><th>sent</th>
@@ -235,6 +235,8 @@ class StakeholderView:
     name: str = ""
     pending: str = ""
     """The promise still to be kept, in words: "update held until 07:00 CET by quiet hours"."""
+    via: str = ""
+    """Where its messages go: an email address, or the channel and host (``slack:hooks.slack.com``)."""
 
 
 @dataclass(frozen=True)
@@ -321,6 +323,7 @@ def review_view(
                     unsubscribed=_opted_out(opted_out, sid, incident_id, tz),
                     name=names.get(sid, sid),
                     pending=pending.get((incident_id, sid), (now, ""))[1],
+                    via=thread[-1].recipient if thread else "",
                 )
             )
             lanes.append(_lane(names.get(sid, sid), thread, now, pending.get((incident_id, sid)), grace_s))

@@ -85,3 +85,16 @@ def test_a_429_is_retried_no_sooner_than_asked_and_the_thread_stays_in_order(
     slack = [json.loads(r.body)["text"] for r in _by_path(receiver, "/slack/T1/B1/x")]
     assert len(slack) == 4  # 503, 429, the acknowledgment, then the update
     assert "identified" in slack[-1].lower()
+
+
+def test_the_review_page_shows_where_a_channel_stakeholders_messages_went(app: App) -> None:
+    """The review page names a chat stakeholder's channel and host, never its secret webhook address."""
+    from fastapi.testclient import TestClient
+
+    from scheduler.api import create_app
+
+    emit(event(), broker=app.broker)
+    app.drain()
+    with TestClient(create_app(app.settings.with_(api_token="t"), clock=app.clock)) as client:
+        page = client.get("/", headers={"Authorization": "Bearer t"}).text
+    assert "via slack:127.0.0.1" in page and "/slack/T1/B1/x" not in page
