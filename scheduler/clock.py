@@ -21,6 +21,8 @@ __all__ = ["ServerClock"]
 
 logger = logging.getLogger(__name__)
 
+_RETRY_S = 1.0
+
 
 class ServerClock:
     """``clock()`` returns the Redis server's time as an aware UTC datetime."""
@@ -52,6 +54,8 @@ class ServerClock:
             after = self._local()
         except redis.RedisError as e:
             logger.debug("could not read the Redis clock: %s", e)
+            # keep the last offset; look again in a second rather than on every call
+            self._measured_at = time.monotonic() - self._refresh_s + _RETRY_S
             return
         with self._lock:
             self._offset_s = seconds + micros / 1e6 - (before + after) / 2
