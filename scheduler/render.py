@@ -12,9 +12,11 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
-from email.policy import EmailPolicy
-from email.utils import format_datetime
+from email import quoprimime
+from email.headerregistry import HeaderRegistry
+from email.message import EmailMessage, Message
+from email.policy import EmailPolicy, Policy
+from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,14 @@ __all__ = [
     "MAX_VERBATIM_LINE",
     "PARTS",
     "VERBATIM_HEADERS",
+    "ComposedEmail",
     "RenderedMessage",
     "TemplateSet",
     "build_email",
     "clean_header",
     "local_time",
     "message_id_for",
+    "reference_email",
     "sentence",
 ]
 
@@ -78,7 +82,8 @@ class _MailPolicy(EmailPolicy):
 
 # 7-bit: every body part is quoted-printable, so the message is plain ASCII, reads the
 # same through any relay, and its string form is exactly the bytes on the wire.
-_POLICY = _MailPolicy(linesep="\r\n", max_line_length=78, cte_type="7bit")
+_FOLD_AT = 78
+_POLICY = _MailPolicy(linesep="\r\n", max_line_length=_FOLD_AT, cte_type="7bit")
 
 
 def clean_header(text: str, limit: int = 250) -> str:
@@ -180,6 +185,47 @@ def build_email(
     message is all ASCII and flattens the same way every time (the MIME boundary derives
     from the Message-ID), so ``message.as_string()`` is the exact form that is sent and
     logged. Headers in VERBATIM_HEADERS in ``extra_headers`` are kept exactly as given.
+
+    When every header fits on one line as it is, the message is written directly (a
+    :class:`ComposedEmail`); otherwise (a header to encode or fold, or one the ``email``
+    package treats specially) it is :func:`reference_email`'s. Both give the same bytes.
+    """
+    headers = _plain_headers(
+        rendered,
+        sender=sender,
+        recipient=recipient,
+        message_id=message_id,
+        thread_id=thread_id,
+        sent_at=sent_at,
+        extra_headers=extra_headers or {},
+    )
+    if headers is None:
+        return reference_email(
+            rendered,
+            sender=sender,
+            recipient=recipient,
+            message_id=message_id,
+            thread_id=thread_id,
+            sent_at=sent_at,
+            extra_headers=extra_headers,
+        )
+    return _written(headers, _boundary_for(message_id), scrub(rendered.text), scrub(rendered.html))
+
+
+def reference_email(
+    rendered: RenderedMessage,
+    *,
+    sender: str,
+    recipient: str,
+    message_id: str,
+    thread_id: str | None,
+    sent_at: datetime,
+    extra_headers: dict[str, str] | None = None,
+) -> EmailMessage:
+    """:func:`build_email` made with the ``email`` package: the reference for its bytes.
+
+    :func:`build_email` writes the common message directly and hands everything else to
+    this function; a property test holds the two to the same bytes.
     """
     message = EmailMessage(policy=_POLICY)
     message["From"] = clean_header(sender)
@@ -196,8 +242,186 @@ def build_email(
     message.set_content(scrub(rendered.text), cte="quoted-printable")
     message.add_alternative(scrub(rendered.html), subtype="html", cte="quoted-printable")
     # "=_" never occurs in quoted-printable text, so this boundary cannot collide with a body
-    message.set_boundary("=_amends_" + hashlib.sha256(message_id.encode()).hexdigest()[:32])
+    message.set_boundary(_boundary_for(message_id))
     return message
+
+
+def _boundary_for(message_id: str) -> str:
+    # "=_" never occurs in quoted-printable text, so this boundary cannot collide with a body
+    return "=_amends_" + hashlib.sha256(message_id.encode()).hexdigest()[:32]
+
+
+# -- writing the message directly ---------------------------------------------------------
+#
+# What follows reproduces, for the common message, what reference_email's EmailMessage
+# flattens to under _POLICY; tests/test_direct_mime.py compares the two byte for byte.
+
+_CRLF = "\r\n"
+_FIELD_NAME = re.compile(r"[!-9;-~]+")
+"""RFC 5322 ftext: printable ASCII except the colon."""
+_REGISTERED = frozenset(HeaderRegistry().registry)
+"""Headers the ``email`` package parses as addresses, dates, ids or MIME fields."""
+
+
+def _verbatim_fits(name: str, value: str) -> bool:
+    """Whether _MailPolicy accepts ``value`` for a VERBATIM_HEADERS header (otherwise it raises)."""
+    return value.isascii() and value.isprintable() and len(name) + 2 + len(value) <= MAX_VERBATIM_LINE
+
+
+def _fits_as_is(value: str, name: str) -> bool:
+    """Whether the ``email`` package writes ``name: value`` unchanged.
+
+    It does for printable ASCII on one line of at most 78 columns: the header's parse
+    tree prints back as the value, and the whole of it fits, so nothing is folded. An
+    empty value loses the space after the colon; ``=?`` may start an encoded word, which
+    the package decodes and writes again encoded its own way.
+    """
+    return (
+        bool(value)
+        and len(name) + 2 + len(value) <= _FOLD_AT
+        and value.isascii()
+        and value.isprintable()
+        and "=?" not in value
+    )
+
+
+def _plain_headers(
+    rendered: RenderedMessage,
+    *,
+    sender: str,
+    recipient: str,
+    message_id: str,
+    thread_id: str | None,
+    sent_at: datetime,
+    extra_headers: dict[str, str],
+) -> list[tuple[str, str]] | None:
+    """reference_email's headers before the MIME ones, as written, when each is written as it is.
+
+    None when any header would be encoded, folded or refused, or is one the ``email``
+    package gives a meaning of its own (a second From, a Content- header, a Bcc...).
+    """
+    try:
+        # What a DateHeader keeps: the date parsed and formatted again
+        date = format_datetime(parsedate_to_datetime(format_datetime(sent_at)))
+    except ValueError:
+        return None
+    headers = [
+        ("From", clean_header(sender)),
+        ("To", clean_header(recipient)),
+        ("Subject", clean_header(rendered.subject)),
+        ("Date", date),
+        ("Message-ID", message_id),
+    ]
+    if thread_id and thread_id != message_id:
+        headers += [("In-Reply-To", thread_id), ("References", thread_id)]
+    headers.append(("Auto-Submitted", "auto-generated"))
+    for name, value in extra_headers.items():
+        key = name.lower()
+        if key.startswith("content-") or (key in _REGISTERED and key not in ("reply-to", "message-id")):
+            return None
+        headers.append((name, value if key in VERBATIM_HEADERS else clean_header(value, limit=900)))
+    seen: set[str] = set()
+    for name, value in headers:
+        key = name.lower()
+        if key in seen or not _FIELD_NAME.fullmatch(name):
+            return None
+        seen.add(key)
+        if not (_verbatim_fits if key in VERBATIM_HEADERS else _fits_as_is)(value, name):
+            return None
+    return headers
+
+
+def _quoted_printable(text: str) -> str:
+    """``text`` as ``set_content(text, cte="quoted-printable")`` stores it (lines end in ``\\n``)."""
+    lines = text.encode("utf-8").splitlines()
+    return quoprimime.body_encode((b"\n".join(lines) + b"\n").decode("latin-1"), _FOLD_AT)
+
+
+_PLAIN_PART = (
+    ("Content-Type", 'text/plain; charset="utf-8"'),
+    ("Content-Transfer-Encoding", "quoted-printable"),
+)
+# add_alternative makes the HTML part an EmailMessage of its own, and set_content gives
+# every EmailMessage a MIME-Version
+_HTML_PART = (
+    ("Content-Type", 'text/html; charset="utf-8"'),
+    ("Content-Transfer-Encoding", "quoted-printable"),
+    ("MIME-Version", "1.0"),
+)
+
+
+def _part(headers: tuple[tuple[str, str], ...], body: str) -> tuple[EmailMessage, str]:
+    """A text part and its flattened form."""
+    part = EmailMessage(policy=_POLICY)
+    for name, value in headers:
+        part.set_raw(name, value)
+    part.set_payload(body)
+    head = "".join(f"{name}: {value}{_CRLF}" for name, value in headers)
+    return part, f"{head}{_CRLF}{body.replace(chr(10), _CRLF)}"
+
+
+def _written(headers: list[tuple[str, str]], boundary: str, text: str, html: str) -> ComposedEmail:
+    """The multipart/alternative message of ``headers`` and the two bodies, and its text."""
+    text_part, text_wire = _part(_PLAIN_PART, _quoted_printable(text))
+    html_part, html_wire = _part(_HTML_PART, _quoted_printable(html))
+    # Stored as a parser would store it, folded; the generator writes it back unchanged
+    headers = [
+        *headers,
+        ("MIME-Version", "1.0"),
+        ("Content-Type", f'multipart/alternative;{_CRLF} boundary="{boundary}"'),
+    ]
+    wire = (
+        "".join(f"{name}: {value}{_CRLF}" for name, value in headers)
+        + f"{_CRLF}--{boundary}{_CRLF}{text_wire}"
+        + f"{_CRLF}--{boundary}{_CRLF}{html_wire}"
+        + f"{_CRLF}--{boundary}--{_CRLF}"
+    )
+    message = ComposedEmail(wire)
+    for name, value in headers:
+        message.set_raw(name, value)
+    message.set_payload([text_part, html_part])
+    message.seal()
+    return message
+
+
+def _shape(message: Message) -> tuple[object, ...]:
+    """Everything a message's flattened form depends on, to tell whether it has changed."""
+    payload = vars(message)["_payload"]  # get_payload() would parse a header to read it
+    parts = tuple(_shape(part) for part in payload) if isinstance(payload, list) else payload
+    return (
+        message.policy,
+        message.get_unixfrom(),
+        message.preamble,
+        message.epilogue,
+        tuple(message.raw_items()),
+        parts,
+    )
+
+
+class ComposedEmail(EmailMessage):
+    """An email written directly by :func:`build_email`, which keeps the text it was written as.
+
+    Headers and parts are stored the way the ``email`` package stores a parsed message's
+    (strings, parsed when read), so it reads like any EmailMessage and flattens to the
+    same text. ``as_string()`` without arguments returns that text without flattening
+    again for as long as the message is unchanged; once changed, it flattens.
+    """
+
+    def __init__(self, wire: str) -> None:
+        super().__init__(policy=_POLICY)
+        self._wire = wire
+        self._as_written: tuple[object, ...] | None = None
+
+    def seal(self) -> None:
+        """Take the message as it is now as the one its text was written for."""
+        self._as_written = _shape(self)
+
+    def as_string(
+        self, unixfrom: bool = False, maxheaderlen: int | None = None, policy: Policy[Any] | None = None
+    ) -> str:
+        if not unixfrom and maxheaderlen is None and policy is None and _shape(self) == self._as_written:
+            return self._wire
+        return super().as_string(unixfrom, maxheaderlen, policy)
 
 
 def message_id_for(key: str, domain: str) -> str:
