@@ -261,9 +261,17 @@ _FIELD_NAME = re.compile(r"[!-9;-~]+")
 """RFC 5322 ftext: printable ASCII except the colon."""
 _REGISTERED = frozenset(HeaderRegistry().registry)
 """Headers the ``email`` package parses as addresses, dates, ids or MIME fields."""
+_ADDRESS_HEADERS = frozenset({"from", "to", "reply-to"})
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
+_PLAIN_MAILBOX = re.compile(
+    rf'(?:(?:{_ATOM}(?: {_ATOM})*|"(?:[ !#-\[\]-~]|\\[ -~])*") )?<{_DOT_ATOM}@{_DOT_ATOM}>|{_DOT_ATOM}@{_DOT_ATOM}'
+)
+"""One mailbox as ``formataddr`` writes an ASCII one: the shape the ``email`` package
+writes back unchanged (it completes a group, for one, and reworks obsolete syntax)."""
 
 
-def _verbatim_fits(name: str, value: str) -> bool:
+def _verbatim_fits(value: str, name: str) -> bool:
     """Whether _MailPolicy accepts ``value`` for a VERBATIM_HEADERS header (otherwise it raises)."""
     return value.isascii() and value.isprintable() and len(name) + 2 + len(value) <= MAX_VERBATIM_LINE
 
@@ -285,6 +293,51 @@ def _fits_as_is(value: str, name: str) -> bool:
     )
 
 
+def _folded(value: str, name: str) -> str | None:
+    """``name: value`` as the ``email`` package folds an unstructured header, or None.
+
+    For printable ASCII words between single spaces, each at most 77 characters, the
+    package's folding (``_refold_parse_tree``) comes down to this: the whole value on the
+    first line if it fits, else on a line of its own if it fits there, else word by word,
+    a word that does not fit starting the next line with the space before it. Anything
+    else (a longer word, which it would encode to split) is None.
+    """
+    if (
+        not value
+        or not (value.isascii() and value.isprintable())
+        or "=?" in value
+        or len(name) + 2 > _FOLD_AT
+    ):
+        return None
+    words = value.split(" ")
+    if not all(words) or max(map(len, words)) + 1 > _FOLD_AT:
+        return None
+    if len(name) + 2 + len(value) <= _FOLD_AT:
+        return f"{name}: {value}"
+    if len(value) + 1 <= _FOLD_AT:
+        return f"{name}:{_CRLF} {value}"
+    lines = (
+        [f"{name}: {words[0]}"] if len(name) + 2 + len(words[0]) <= _FOLD_AT else [f"{name}:", f" {words[0]}"]
+    )
+    for word in words[1:]:
+        if len(lines[-1]) + 1 + len(word) <= _FOLD_AT:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(f" {word}")  # the space before the word starts the next line
+    return _CRLF.join(lines)
+
+
+def _header_line(name: str, value: str, key: str) -> str | None:
+    """The header as reference_email writes it, without the line end; None if not found here."""
+    if key in VERBATIM_HEADERS:
+        return f"{name}: {value}" if _verbatim_fits(value, name) else None
+    if key in _ADDRESS_HEADERS:
+        return f"{name}: {value}" if _fits_as_is(value, name) and _PLAIN_MAILBOX.fullmatch(value) else None
+    if key == "date":
+        return f"{name}: {value}" if _fits_as_is(value, name) else None
+    return _folded(value, name)
+
+
 def _plain_headers(
     rendered: RenderedMessage,
     *,
@@ -294,11 +347,11 @@ def _plain_headers(
     thread_id: str | None,
     sent_at: datetime,
     extra_headers: dict[str, str],
-) -> list[tuple[str, str]] | None:
-    """reference_email's headers before the MIME ones, as written, when each is written as it is.
+) -> list[tuple[str, str, str]] | None:
+    """reference_email's headers before the MIME ones: name, value as stored, and as written.
 
-    None when any header would be encoded, folded or refused, or is one the ``email``
-    package gives a meaning of its own (a second From, a Content- header, a Bcc...).
+    None when any header would be encoded or refused, or is one the ``email`` package
+    gives a meaning of its own (a second From, a Content- header, a Bcc...).
     """
     try:
         # What a DateHeader keeps: the date parsed and formatted again
@@ -320,15 +373,18 @@ def _plain_headers(
         if key.startswith("content-") or (key in _REGISTERED and key not in ("reply-to", "message-id")):
             return None
         headers.append((name, value if key in VERBATIM_HEADERS else clean_header(value, limit=900)))
+    written: list[tuple[str, str, str]] = []
     seen: set[str] = set()
     for name, value in headers:
         key = name.lower()
         if key in seen or not _FIELD_NAME.fullmatch(name):
             return None
         seen.add(key)
-        if not (_verbatim_fits if key in VERBATIM_HEADERS else _fits_as_is)(value, name):
+        line = _header_line(name, value, key)
+        if line is None:
             return None
-    return headers
+        written.append((name, value, line))
+    return written
 
 
 def _quoted_printable(text: str) -> str:
@@ -360,24 +416,29 @@ def _part(headers: tuple[tuple[str, str], ...], body: str) -> tuple[EmailMessage
     return part, f"{head}{_CRLF}{body.replace(chr(10), _CRLF)}"
 
 
-def _written(headers: list[tuple[str, str]], boundary: str, text: str, html: str) -> ComposedEmail:
-    """The multipart/alternative message of ``headers`` and the two bodies, and its text."""
+def _written(headers: list[tuple[str, str, str]], boundary: str, text: str, html: str) -> ComposedEmail:
+    """The multipart/alternative message of ``headers`` and the two bodies, and its text.
+
+    A folded header is stored unfolded: should the message be flattened again, the
+    ``email`` package folds it itself, the same way.
+    """
     text_part, text_wire = _part(_PLAIN_PART, _quoted_printable(text))
     html_part, html_wire = _part(_HTML_PART, _quoted_printable(html))
-    # Stored as a parser would store it, folded; the generator writes it back unchanged
+    # Stored folded, as a parser would store it; the generator writes it back unchanged
+    content_type = f'multipart/alternative;{_CRLF} boundary="{boundary}"'
     headers = [
         *headers,
-        ("MIME-Version", "1.0"),
-        ("Content-Type", f'multipart/alternative;{_CRLF} boundary="{boundary}"'),
+        ("MIME-Version", "1.0", "MIME-Version: 1.0"),
+        ("Content-Type", content_type, f"Content-Type: {content_type}"),
     ]
     wire = (
-        "".join(f"{name}: {value}{_CRLF}" for name, value in headers)
+        "".join(f"{line}{_CRLF}" for _, _, line in headers)
         + f"{_CRLF}--{boundary}{_CRLF}{text_wire}"
         + f"{_CRLF}--{boundary}{_CRLF}{html_wire}"
         + f"{_CRLF}--{boundary}--{_CRLF}"
     )
     message = ComposedEmail(wire)
-    for name, value in headers:
+    for name, value, _ in headers:
         message.set_raw(name, value)
     message.set_payload([text_part, html_part])
     message.seal()
