@@ -387,6 +387,11 @@ def _plain_headers(
     return written
 
 
+def _address_of(mailbox: str) -> str:
+    """The address of a mailbox in the ``_PLAIN_MAILBOX`` shape (its address has no ``<``)."""
+    return mailbox[mailbox.rindex("<") + 1 : -1] if mailbox.endswith(">") else mailbox
+
+
 def _quoted_printable(text: str) -> str:
     """``text`` as ``set_content(text, cte="quoted-printable")`` stores it (lines end in ``\\n``)."""
     lines = text.encode("utf-8").splitlines()
@@ -437,7 +442,8 @@ def _written(headers: list[tuple[str, str, str]], boundary: str, text: str, html
         + f"{_CRLF}--{boundary}{_CRLF}{html_wire}"
         + f"{_CRLF}--{boundary}--{_CRLF}"
     )
-    message = ComposedEmail(wire)
+    values = {name: value for name, value, _ in headers}
+    message = ComposedEmail(wire, _address_of(values["From"]), _address_of(values["To"]))
     for name, value, _ in headers:
         message.set_raw(name, value)
     message.set_payload([text_part, html_part])
@@ -468,9 +474,10 @@ class ComposedEmail(EmailMessage):
     again for as long as the message is unchanged; once changed, it flattens.
     """
 
-    def __init__(self, wire: str) -> None:
+    def __init__(self, wire: str, sender: str, recipient: str) -> None:
         super().__init__(policy=_POLICY)
         self._wire = wire
+        self._envelope = (sender, recipient)
         self._as_written: tuple[object, ...] | None = None
 
     def seal(self) -> None:
@@ -483,6 +490,18 @@ class ComposedEmail(EmailMessage):
         if not unixfrom and maxheaderlen is None and policy is None and _shape(self) == self._as_written:
             return self._wire
         return super().as_string(unixfrom, maxheaderlen, policy)
+
+    def envelope(self) -> tuple[str, list[str]] | None:
+        """The sender and recipients ``aiosmtplib`` reads off it, while it is unchanged; else None.
+
+        From and To each hold one mailbox whose address is a plain dot-atom
+        ``local@domain``, written as it is, and there is no Sender, Cc, Bcc or Resent-
+        header: the envelope is those two addresses.
+        """
+        if _shape(self) != self._as_written:
+            return None
+        sender, recipient = self._envelope
+        return sender, [recipient]
 
 
 def message_id_for(key: str, domain: str) -> str:

@@ -280,7 +280,7 @@ def test_bundled_templates_take_the_direct_path(kind: str, stakeholder_id: str) 
 
 
 def test_a_changed_message_flattens_again() -> None:
-    """Once a directly written message is changed, as_string() shows the change."""
+    """Once a directly written message is changed, as_string() and its envelope show the change."""
     message = build_email(
         RenderedMessage("Subject", "text", "<p>html</p>"),
         sender="Acme <status@acme.example>",
@@ -290,8 +290,11 @@ def test_a_changed_message_flattens_again() -> None:
         sent_at=NOW,
     )
     assert isinstance(message, ComposedEmail)
+    assert _envelope(message) == ("status@acme.example", ["s@acme.example"])
     message["X-Added"] = "yes"
+    message.replace_header("To", "Other <o@acme.example>")
     message.get_body(("html",)).set_content("<p>other</p>", subtype="html", cte="quoted-printable")  # type: ignore[union-attr]
     parsed = message_from_bytes(message.as_string().encode(), policy=policy.default)
-    assert parsed["X-Added"] == "yes"
+    assert parsed["X-Added"] == "yes" and parsed["To"] == "Other <o@acme.example>"
+    assert _envelope(message) == ("status@acme.example", ["o@acme.example"])
     assert "other" in parsed.get_body(("html",)).get_content()  # type: ignore[union-attr]
