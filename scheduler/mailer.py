@@ -18,6 +18,7 @@ import aiosmtplib
 from aiosmtplib.email import extract_recipients, extract_sender
 
 from scheduler.errors import PermanentDeliveryError, SettingsError, TransientDeliveryError
+from scheduler.render import ComposedEmail
 
 __all__ = ["SmtpPool", "SmtpSettings"]
 
@@ -72,6 +73,9 @@ class SmtpSettings:
 
 
 def _envelope(message: EmailMessage) -> tuple[str, list[str]]:
+    known = message.envelope() if isinstance(message, ComposedEmail) else None
+    if known is not None:  # what extract_sender and extract_recipients would find, unparsed
+        return known
     sender = extract_sender(message)
     if sender is None:
         raise PermanentDeliveryError("the message has no From header")
