@@ -176,7 +176,10 @@ class Engine:
         occurred_ms = ms_of(event.occurred_at)
         before = current or {}
         state = copy.deepcopy(current) if current else _new_incident(event)
-        field_ms: dict[str, int] = dict(state.get("field_times") or {})
+        # An opened incident's defaults (status "investigating", no owner yet, ...) hold as of
+        # its opening: an update dated before that does not replace them.
+        opened_defaults = {} if current else {f: occurred_ms for f in CONTENT_FIELDS}
+        field_ms: dict[str, int] = {**opened_defaults, **(state.get("field_times") or {})}
         state_ms = int(state.get("state_ms", state["opened_ms"]))
         # resolved, reopened and opened each assert the incident's state as of when they
         # occurred; the latest assertion wins, whatever the order they arrive in.
@@ -393,30 +396,40 @@ class Engine:
             self.stop_thread(incident["id"], stakeholder.id)
             return None
         policy = cadence.policy_for(config, stakeholder)
-        wants_next = kind in ("acknowledgment", "update") and incident["state"] == "open"
-        next_ms = (
-            ms_of(cadence.next_update_at(policy, incident["severity"], now, now)) if wants_next else None
-        )
-        snapshot = {f: incident.get(f) for f in CONTENT_FIELDS}
+        planned: dict[str, int | None] = {"next_ms": None}
 
-        def build(thread: dict[str, str]) -> tuple[dict[str, str | int], dict[str, str | int]]:
+        def build(
+            thread: dict[str, str], current: dict[str, Any] | None
+        ) -> tuple[dict[str, str | int], dict[str, str | int]] | None:
+            # The incident as it is now, read in the same transaction as the thread: a
+            # message numbered later never tells of an older state than the one before it.
+            state = current or incident
+            snapshot = {f: state.get(f) for f in CONTENT_FIELDS}
             seen = json.loads(thread["seen"]) if "seen" in thread else None
+            changes = _changes(seen, snapshot) if seen is not None else []
+            if kind == "update" and trigger.startswith("event:") and seen is not None and not changes:
+                return None  # an earlier message of the thread already told this change
+            wants_next = kind in ("acknowledgment", "update") and state["state"] == "open"
+            next_ms = (
+                ms_of(cadence.next_update_at(policy, state["severity"], now, now)) if wants_next else None
+            )
+            planned["next_ms"] = next_ms
             context = {
                 "incident": {
                     **snapshot,
                     "id": incident["id"],
-                    "opened_ms": incident["opened_ms"],
-                    "resolved_ms": incident.get("resolved_ms"),
+                    "opened_ms": state["opened_ms"],
+                    "resolved_ms": state.get("resolved_ms"),
                 },
-                "changes": _changes(seen, snapshot) if seen is not None else [],
+                "changes": changes,
                 "since_ms": int(thread["last_ms"]) if "last_ms" in thread else None,
                 "timezone": policy.timezone,
             }
-            changes = context["changes"]
             fields: dict[str, str | int] = {
                 # a regular update with nothing new: a newer message of the thread supersedes it
                 "no_news": int(kind == "update" and trigger.startswith("timer:") and not changes),
                 "recipient": stakeholder.recipient,
+                "channel": stakeholder.channel,
                 "created_ms": ms_of(now),
                 "promised_ms": promised_ms if promised_ms is not None else ms_of(now),
                 "context": json.dumps(context),
@@ -432,9 +445,11 @@ class Engine:
         # event's acknowledgment then folds into it); the store decides that atomically.
         first = ("acknowledgment", "acknowledgment") if kind == "update" else None
         comm_id, created = self.store.create_comm(incident["id"], stakeholder.id, kind, trigger, build, first)
+        if not comm_id:
+            return None  # nothing new to tell this stakeholder
         # Created now: it is scheduled and the thread promises what it states. Found instead
         # (a retry, a duplicate): read what was stored then.
-        status, promised = ("scheduled", next_ms) if created else self._stored(comm_id)
+        status, promised = ("scheduled", planned["next_ms"]) if created else self._stored(comm_id)
         if kind in ("resolution", "feedback_request"):
             self.store.clear_thread_fields(incident["id"], stakeholder.id, "promised_ms")
             if kind == "feedback_request":

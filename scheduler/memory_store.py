@@ -17,6 +17,7 @@ from scheduler import keys
 from scheduler.errors import AmendsError
 from scheduler.store import (
     DISPATCH_GRACE_MS,
+    SKIPPED,
     STATUSES,
     WAIT_RECHECK_MS,
     Builder,
@@ -127,15 +128,25 @@ class MemoryStore:
             pair = (incident_id, stakeholder_id)
             triggers = self._triggers.setdefault(pair, {})
             if trigger in triggers:
-                return triggers[trigger], False
+                return ("" if triggers[trigger] == SKIPPED else triggers[trigger]), False
             thread = self._threads.setdefault(pair, {})
             use_kind, use_trigger = first if first and "seq" not in thread else (kind, trigger)
             if use_trigger in triggers:
                 triggers[trigger] = triggers[use_trigger]
                 return triggers[trigger], False
-            comm_id, record, thread_updates = new_comm(
-                incident_id, stakeholder_id, use_kind, use_trigger, thread, build
+            made = new_comm(
+                incident_id,
+                stakeholder_id,
+                use_kind,
+                use_trigger,
+                thread,
+                build,
+                copy.deepcopy(self._incidents.get(incident_id)),
             )
+            if made is None:
+                triggers[trigger] = SKIPPED
+                return "", False
+            comm_id, record, thread_updates = made
             triggers[use_trigger] = triggers[trigger] = comm_id
             thread.update({name: str(value) for name, value in thread_updates.items()})
             self._comms[comm_id] = {name: str(value) for name, value in record.items()}

@@ -103,6 +103,7 @@ class Communication:
     next_attempt_at: datetime | None = None
     first_attempt_at: datetime | None = None
     no_news: bool = False
+    channel: str = "email"
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> Communication:
@@ -133,6 +134,7 @@ class Communication:
             next_attempt_at=utc_of(h.get("next_attempt_ms")),
             first_attempt_at=utc_of(h.get("first_attempt_ms")),
             no_news=h.get("no_news") == "1",
+            channel=h.get("channel") or "email",
         )
 
     @property
@@ -153,6 +155,7 @@ class Communication:
             "kind": self.kind,
             "seq": self.seq,
             "status": self.status,
+            "channel": self.channel,
             "recipient": self.recipient,
             "subject": self.subject,
             "created_at": iso(self.created_at),
@@ -167,7 +170,14 @@ class Communication:
         }
 
 
-Builder = Callable[[dict[str, str]], tuple[dict[str, str | int], dict[str, str | int]]]
+Builder = Callable[
+    [dict[str, str], dict[str, Any] | None], tuple[dict[str, str | int], dict[str, str | int]] | None
+]
+"""``build(thread, incident)``: the new communication's fields and the thread's updates, from
+the thread and the incident as they are inside the creating transaction; None: nothing to send."""
+
+SKIPPED = "-"
+"""Kept under a trigger whose builder found nothing to send, so a retry decides the same."""
 
 
 class Store(Protocol):
@@ -223,12 +233,21 @@ def comm_id_for(incident_id: str, stakeholder_id: str, kind: str, seq: int) -> s
 
 
 def new_comm(
-    incident_id: str, stakeholder_id: str, kind: str, trigger: str, thread: dict[str, str], build: Builder
-) -> tuple[str, dict[str, str | int], dict[str, str | int]]:
-    """The next communication of a thread: (id, its fields, the thread's updates)."""
+    incident_id: str,
+    stakeholder_id: str,
+    kind: str,
+    trigger: str,
+    thread: dict[str, str],
+    build: Builder,
+    incident: dict[str, Any] | None = None,
+) -> tuple[str, dict[str, str | int], dict[str, str | int]] | None:
+    """The next communication of a thread: (id, its fields, the thread's updates); None: nothing to send."""
     seq = int(thread.get("seq", 0)) + 1
     comm_id = comm_id_for(incident_id, stakeholder_id, kind, seq)
-    fields, thread_updates = build(dict(thread))
+    built = build(dict(thread), incident)
+    if built is None:
+        return None
+    fields, thread_updates = built
     record: dict[str, str | int] = {
         **fields,
         "id": comm_id,
@@ -364,6 +383,8 @@ class RedisStore:
     ) -> tuple[str, bool]:
         """Create the communication caused by ``trigger`` unless it exists; return (id, created).
 
+        The id is "" when the builder found nothing to send (and is again for that trigger).
+
         ``build(thread)`` returns the communication's fields and the thread's updates;
         the id is ``{incident}:{stakeholder}:{kind}:{n}``, ``n`` counting the thread's messages.
         ``first`` is the (kind, trigger) to use instead when the thread has no message yet
@@ -373,20 +394,33 @@ class RedisStore:
         """
         trigger_key = keys.trigger(incident_id, stakeholder_id)
         thread_key = keys.pair(incident_id, stakeholder_id)
+        incident_key = keys.incident(incident_id)
 
         def transaction(pipe: Any) -> tuple[str, bool]:
             existing = pipe.hget(trigger_key, trigger)
             if existing is not None:
-                return _text(existing), False
+                return ("" if _text(existing) == SKIPPED else _text(existing)), False
             thread = {_text(k): _text(v) for k, v in pipe.hgetall(thread_key).items()}
             use_kind, use_trigger = first if first and "seq" not in thread else (kind, trigger)
             if use_trigger != trigger and (folded := pipe.hget(trigger_key, use_trigger)) is not None:
                 pipe.multi()
                 pipe.hset(trigger_key, trigger, _text(folded))
                 return _text(folded), False
-            comm_id, record, thread_updates = new_comm(
-                incident_id, stakeholder_id, use_kind, use_trigger, thread, build
+            raw_incident = pipe.get(incident_key)
+            made = new_comm(
+                incident_id,
+                stakeholder_id,
+                use_kind,
+                use_trigger,
+                thread,
+                build,
+                json.loads(raw_incident) if raw_incident else None,
             )
+            if made is None:
+                pipe.multi()
+                pipe.hset(trigger_key, trigger, SKIPPED)
+                return "", False
+            comm_id, record, thread_updates = made
             pipe.multi()
             pipe.hset(trigger_key, use_trigger, comm_id)
             pipe.hset(trigger_key, trigger, comm_id)
@@ -403,6 +437,7 @@ class RedisStore:
             transaction,  # type: ignore[arg-type]
             trigger_key,
             thread_key,
+            incident_key,
             value_from_callable=True,
         )
         return cast(tuple[str, bool], result)

@@ -348,7 +348,7 @@ LATENESS_S = [-2.0, 0.3, 0.5, 0.9, 4.0, 45.0, 120.0, 400.0]
 def _sent_with_lateness(store: RedisStore, stakeholder: str, lateness_s: float | None, n: int) -> None:
     promised_ms = ms_of(T0) + n * 60_000
 
-    def build(thread: dict[str, str]) -> tuple[dict[str, str | int], dict[str, str | int]]:
+    def build(thread: dict[str, str], incident: Any) -> tuple[dict[str, str | int], dict[str, str | int]]:
         record: dict[str, str | int] = {
             "recipient": f"{stakeholder}@example.com",
             "created_ms": promised_ms,

@@ -228,3 +228,29 @@ def test_an_opted_out_stakeholder_gets_no_row_per_cadence() -> None:
     assert timers.due_ms("u|INC-1|globex") is None
     assert "promised_ms" not in e.store.thread("INC-1", "globex")
     assert len([c for c in comms(e) if c.stakeholder_id == "acme-finance"]) > 5
+
+
+def test_two_updates_racing_never_tell_a_reader_a_field_went_back() -> None:
+    """A's change applied, B applied and told, then A's follow-up: no message moves B's summary back."""
+    e = engine()
+    apply_all(e, [ev("opened", 0)])
+    a = ev("updated", 5, event_id="a", status="identified")
+    b = ev("updated", 5, event_id="b", summary="DB failover")
+    now = T0 + timedelta(minutes=6)
+    record_a = e.store.apply_event(a.event_id, "INC-1", lambda current: e._apply(a, current, now))
+    e.handle_event(b, now)  # applied and followed up at once: its update tells both changes
+    e._follow_up(record_a, now)  # A's follow-up comes late: an earlier message already told it
+    for stakeholder in ("acme-finance", "globex", "payments-eng"):
+        updates = [c for c in comms(e) if c.stakeholder_id == stakeholder and c.kind == "update"]
+        assert len(updates) == 1
+        told = {c["field"]: c["new"] for c in updates[0].context["changes"]}
+        assert told == {"status": "identified", "summary": "DB failover"}
+
+
+def test_an_update_dated_before_the_opening_changes_nothing() -> None:
+    """An update older than its incident's opening does not replace the defaults the opening set."""
+    e = engine()
+    apply_all(e, [ev("opened", 10)])
+    outcome = e.handle_event(ev("updated", 5, status="monitoring"), T0 + timedelta(minutes=11))
+    assert e.store.incident("INC-1")["status"] == "investigating"
+    assert outcome.communications == ()

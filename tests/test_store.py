@@ -22,7 +22,7 @@ def store(request: pytest.FixtureRequest) -> Store:
 
 
 def _comm(store: Store, trigger: str = "event:e1") -> tuple[str, bool]:
-    def build(thread: dict[str, str]) -> tuple[dict[str, str | int], dict[str, str | int]]:
+    def build(thread: dict[str, str], incident: Any) -> tuple[dict[str, str | int], dict[str, str | int]]:
         return {"recipient": "a@acme.example", "created_ms": 1000, "promised_ms": 1000, "context": "{}"}, {
             "last_ms": 1000
         }
@@ -94,7 +94,7 @@ def _thread_of(store: Store, *triggers: str, no_news: bool = False) -> list[str]
     for trigger in triggers:
 
         def build(
-            thread: dict[str, str], trigger: str = trigger
+            thread: dict[str, str], incident: Any, trigger: str = trigger
         ) -> tuple[dict[str, str | int], dict[str, str | int]]:
             return {
                 "recipient": "a@acme.example",
@@ -107,6 +107,19 @@ def _thread_of(store: Store, *triggers: str, no_news: bool = False) -> list[str]
         comm_id, _ = store.create_comm("INC-1", "acme", "update", trigger, build)
         ids.append(comm_id)
     return ids
+
+
+def test_a_builder_with_nothing_to_send_creates_nothing_and_is_asked_once(store: Store) -> None:
+    """A builder returning None leaves no communication, and the same trigger stays settled."""
+    calls: list[Any] = []
+
+    def nothing(thread: dict[str, str], incident: Any) -> None:
+        calls.append(incident)
+        return None
+
+    assert store.create_comm("INC-1", "acme", "update", "event:e2", nothing) == ("", False)
+    assert store.create_comm("INC-1", "acme", "update", "event:e2", nothing) == ("", False)
+    assert len(calls) == 1 and list(store.communications()) == []
 
 
 def test_a_message_waits_until_the_previous_one_of_its_thread_has_ended(store: Store) -> None:
@@ -170,7 +183,7 @@ def test_the_log_lists_communications_in_creation_order(store: Store) -> None:
     for n, created in enumerate((3_000, 1_000, 2_000)):
 
         def build(
-            thread: dict[str, str], created: int = created
+            thread: dict[str, str], incident: Any, created: int = created
         ) -> tuple[dict[str, str | int], dict[str, str | int]]:
             return {
                 "recipient": "a@acme.example",
