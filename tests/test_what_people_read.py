@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC, datetime
 from email import message_from_string, policy
 from pathlib import Path
@@ -210,3 +211,22 @@ def test_config_check_reports_an_unknown_audience_even_when_the_file_is_invalid(
     assert main(["config", "check", "--file", str(path)]) == 0
     captured = capsys.readouterr()
     assert "custmer" in captured.err and "warning" in captured.out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stakeholder_id", ["c", "x", "e", "d"])
+@pytest.mark.parametrize(
+    "incident",
+    [
+        {"plan": "", "workaround": "", "review_by": ""},
+        {"plan": "", "workaround": "Pay by bank transfer", "review_by": "2026-12-01"},
+        {"plan": "Fail over", "workaround": "Pay by bank transfer", "review_by": "2026-12-01"},
+    ],
+)
+def test_no_sentence_runs_into_the_next_in_the_text_part(
+    kind: str, stakeholder_id: str, incident: dict[str, str]
+) -> None:
+    """Whatever optional fields are empty, every sentence of the text part ends before the next begins."""
+    email, rendered_message = rendered(config_with(), stakeholder_id, kind, **incident)
+    for line in rendered_message.text.splitlines():
+        assert not re.search(r"[a-z0-9][.!?:][A-Z]", line), line
