@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from scheduler._http import SafeJSONResponse, invalid, read_capped
 from scheduler.config import ConfigSource, Integrations
-from scheduler.emitting import emit
+from scheduler.emitting import already_accepted, emit
 from scheduler.errors import AmendsError, EventError, RedisUnavailableError
 from scheduler.events import decode_json
 from scheduler.integrations import Translation, from_alertmanager, from_grafana, from_pagerduty
@@ -96,9 +96,25 @@ def integration_router(
             translation = translate(document, mapping(), now)
             accepted = []
             for event in translation.events:
+                # A tool's repeat of what was already applied is answered as such, not enqueued.
+                if await run_in_threadpool(already_accepted, store.client, str(event["event_id"])):
+                    accepted.append(
+                        {
+                            "event_id": event["event_id"],
+                            "incident_id": event["incident_id"],
+                            "type": event["type"],
+                            "status": "duplicate",
+                        }
+                    )
+                    continue
                 parsed = await run_in_threadpool(emit, event, broker=broker, now=now)
                 accepted.append(
-                    {"event_id": parsed.event_id, "incident_id": parsed.incident_id, "type": parsed.type}
+                    {
+                        "event_id": parsed.event_id,
+                        "incident_id": parsed.incident_id,
+                        "type": parsed.type,
+                        "status": "enqueued",
+                    }
                 )
         except EventError as e:
             logger.warning("%s payload rejected: %s", via, e)
@@ -108,6 +124,8 @@ def integration_router(
             return SafeJSONResponse({"detail": "Redis did not answer; nothing was enqueued"}, status_code=503)
         if translation.ignored:
             return SafeJSONResponse({"status": "ignored", "reason": translation.ignored}, status_code=200)
+        if accepted and all(a["status"] == "duplicate" for a in accepted):
+            return SafeJSONResponse({"status": "duplicate", "events": accepted}, status_code=200)
         return SafeJSONResponse({"status": "enqueued", "events": accepted}, status_code=202)
 
     @router.post("/v1/integrations/alertmanager", status_code=202, dependencies=[Depends(require_token)])
