@@ -227,6 +227,6 @@ def test_no_sentence_runs_into_the_next_in_the_text_part(
     kind: str, stakeholder_id: str, incident: dict[str, str]
 ) -> None:
     """Whatever optional fields are empty, every sentence of the text part ends before the next begins."""
-    email, rendered_message = rendered(config_with(), stakeholder_id, kind, **incident)
+    _, rendered_message = rendered(config_with(), stakeholder_id, kind, **incident)
     for line in rendered_message.text.splitlines():
         assert not re.search(r"[a-z0-9][.!?:][A-Z]", line), line
