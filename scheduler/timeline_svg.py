@@ -51,6 +51,15 @@ def _clip(text: str, limit: int = 16) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_CHAR_PX = 7.6
+"""About the width of one character at font-size 13 in a sans-serif font."""
+
+
+def _fit(label: str) -> str:
+    room = _LEFT - 16
+    return f' textLength="{room}" lengthAdjust="spacingAndGlyphs"' if len(label) * _CHAR_PX > room else ""
+
+
 def timeline_svg(lanes: Sequence[Lane], start: datetime, end: datetime, caption: str) -> str:
     """An SVG with one lane per stakeholder between ``start`` and ``end``.
 
@@ -75,8 +84,9 @@ def timeline_svg(lanes: Sequence[Lane], start: datetime, end: datetime, caption:
     for n, lane in enumerate(lanes):
         y = _TOP + _LANE_H * n + _LANE_H // 2
         out.append(
-            f'<text x="4" y="{y + 4}" font-size="13" fill="#1f2328">{escape(_clip(lane.name))}'
-            f"<title>{escape(lane.name)}</title></text>"
+            # a long name is clipped and, whatever the font, squeezed to end before the lane
+            f'<text x="4" y="{y + 4}" font-size="13" fill="#1f2328"{_fit(_clip(lane.name))}>'
+            f"{escape(_clip(lane.name))}<title>{escape(lane.name)}</title></text>"
         )
         out.append(f'<line x1="{_LEFT}" y1="{y}" x2="{_WIDTH - _RIGHT}" y2="{y}" stroke="#eaeef2"/>')
         for mark in lane.marks:

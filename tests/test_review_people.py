@@ -157,3 +157,16 @@ def test_pending_promises_are_put_in_words(kind: str, due: Any, expected: str) -
         business_hours=parse_window("09:00-17:00"),
     )
     assert words == expected
+
+
+def test_a_long_stakeholder_name_in_the_timeline_ends_before_its_lane() -> None:
+    """Names longer than the label column are clipped and squeezed to end before the first dot."""
+    from datetime import UTC, datetime
+
+    from scheduler.timeline_svg import _LEFT, Lane, Mark, timeline_svg
+
+    t = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
+    lanes = [Lane(name, (Mark("ack", t, t, "kept"),)) for name in ("ACME Finance", "Payments Engineering")]
+    svg = timeline_svg(lanes, t, t + timedelta(hours=1), "Timeline")
+    assert f'textLength="{_LEFT - 16}"' in svg.split("Payments Engine")[0].rsplit("<text", 1)[1]
+    assert "ACME Finance" in svg and "textLength" not in svg.split("ACME Finance")[0].rsplit("<text", 1)[1]
