@@ -26,6 +26,10 @@ from scheduler.timers import RedisTimerStore
 __all__ = ["Runtime", "configure", "current", "reset"]
 
 
+_SMTP_CONNECTIONS = 8
+"""SMTP connections per worker process: a group of 25 sends goes out 8 at a time."""
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -56,7 +60,7 @@ class Runtime:
             raise RuntimeError("no SMTP server configured")
         loop = id(asyncio.get_running_loop())
         if loop not in self._pools:
-            self._pools[loop] = SmtpPool(self.settings.smtp)
+            self._pools[loop] = SmtpPool(self.settings.smtp, size=_SMTP_CONNECTIONS)
         return self._pools[loop]
 
     def http(self) -> httpx.AsyncClient:
