@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import redis
 import uvicorn
@@ -60,7 +60,7 @@ from scheduler.processes import broker_for
 from scheduler.review_page import promise_words, render_review, render_sign_in, review_view
 from scheduler.settings import Settings
 from scheduler.signing import sign
-from scheduler.store import STATUSES, Communication, RedisStore, utc_of
+from scheduler.store import STATUSES, Communication, Cursor, RedisStore, format_cursor, parse_cursor, utc_of
 from scheduler.text import decode_utf8, scrub
 from scheduler.timers import RedisTimerStore
 
@@ -356,10 +356,18 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         kind: str | None = None,
         status: str | None = None,
         since: str | None = None,
-        limit: int = Query(1000, ge=1, le=10_000),
+        limit: int = Query(100, ge=1, le=1_000),
+        cursor: str | None = None,
     ) -> JSONResponse:
-        """The log, oldest first, like ``amends log --json``; ``limit`` keeps the newest."""
+        """The log, newest first, one page of ``limit``; ``next_cursor`` (null on the last
+        page) is passed back as ``cursor`` for the next one. Fields as ``amends log --json``."""
         errors = []
+        after: Cursor | None = None
+        if cursor is not None:
+            try:
+                after = parse_cursor(cursor)
+            except ValueError as e:
+                errors.append(("cursor", str(e)))
         if kind is not None and kind not in KINDS:
             errors.append(("kind", f"must be one of {', '.join(KINDS)}"))
         if status is not None and status not in STATUSES:
@@ -373,8 +381,13 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         if errors:
             return invalid(errors)
         keep = LogFilter(incident, stakeholder, kind, status)
-        found = [c.as_json() for c in store.communications(since_at) if keep.keeps(c)]
-        return SafeJSONResponse({"communications": found[-limit:]})
+        found, following = store.page(keep.keeps, limit, after, since_at)
+        return SafeJSONResponse(
+            {
+                "communications": [c.as_json() for c in found],
+                "next_cursor": format_cursor(following) if following else None,
+            }
+        )
 
     @app.get("/v1/communications/{comm_id}", dependencies=[Depends(require_reader)])
     def communication(comm_id: str) -> JSONResponse:
@@ -422,19 +435,25 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
     # -- the review page and the figures -------------------------------------------------
 
     @app.get("/", response_class=HTMLResponse)
-    def review(request: Request) -> Response:
-        """Every incident, newest first, with each stakeholder's timeline and feedback."""
+    def review(request: Request, before: str | None = None) -> Response:
+        """The incidents, newest first, 20 a page, each with every stakeholder's timeline and
+        feedback; ``?before=`` (the page's "older incidents" link) continues after a page."""
         if any(name.lower() == "token" for name in request.query_params):
             # a token in an address stays in history and logs: it is never used, and leaves
             return RedirectResponse("/", status_code=303)
         if not can_read(request, cookie=True):
             return page(render_sign_in(), 401)
         now = clock()
-        ids = list(reversed(store.incident_ids()))
+        try:
+            after = parse_cursor(before) if before else None
+        except ValueError:
+            return RedirectResponse("/", status_code=303)
+        ids, following = store.incident_page(_REVIEW_PAGE, after)
         states = [s for s in (store.incident(i) for i in ids) if s is not None]
+        shown = set(ids)
         view = review_view(
             states,
-            store.communications(),
+            (c for c in store.communications() if c.incident_id in shown),
             {i: feedback_for(client, i) for i in ids},
             unsubscribed(client),
             now,
@@ -442,7 +461,8 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
             pending=_pending(config(), store, states, now),
             grace_s=_grace_s(config()),
         )
-        return page(render_review(view, now, _grace_s(config())))
+        older = f"/?before={quote(format_cursor(following), safe='')}" if following else ""
+        return page(render_review(view, now, _grace_s(config()), older))
 
     @app.get("/review/messages/{comm_id}", response_class=PlainTextResponse)
     def review_message(request: Request, comm_id: str) -> Response:
@@ -514,6 +534,9 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
     app.include_router(integration_router(settings, store, broker, clock, require_token))
     return app
 
+
+_REVIEW_PAGE = 20
+"""Incidents on one page of the review page."""
 
 _STALE_HEARTBEAT_MS = 30_000
 """Processes beat every 5 s; one silent for 30 s is reported stale."""

@@ -23,6 +23,7 @@ from scheduler.store import (
     Builder,
     Claim,
     Communication,
+    Cursor,
     ms_of,
     new_comm,
     utc_of,
@@ -94,6 +95,13 @@ class MemoryStore:
     def incident_ids(self) -> list[str]:
         with self._lock:
             return sorted(self._opened, key=lambda i: (self._opened[i], i))
+
+    def incident_page(self, limit: int, before: Cursor | None = None) -> tuple[list[str], Cursor | None]:
+        with self._lock:
+            ordered = sorted(((ms, i) for i, ms in self._opened.items()), reverse=True)
+        picked = [entry for entry in ordered if before is None or entry < before][: limit + 1]
+        following = picked[limit - 1] if len(picked) > limit else None
+        return [i for _, i in picked[:limit]], following
 
     def set_incident_stakeholders(self, incident_id: str, update: Callable[[list[str]], list[str]]) -> None:
         with self._lock:
@@ -258,6 +266,29 @@ class MemoryStore:
     def heartbeats(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return copy.deepcopy(self._heartbeats)
+
+    def page(
+        self,
+        keep: Callable[[Communication], bool],
+        limit: int,
+        before: Cursor | None = None,
+        since: datetime | None = None,
+    ) -> tuple[list[Communication], Cursor | None]:
+        low = ms_of(since) if since else None
+        with self._lock:
+            ordered = sorted(self._log, reverse=True)
+            found: list[Communication] = []
+            for ms, comm_id in ordered:
+                if low is not None and ms < low:
+                    break
+                if before is not None and (ms, comm_id) >= before:
+                    continue
+                comm = Communication.from_hash(dict(self._comms[comm_id]))
+                if keep(comm):
+                    found.append(comm)
+                    if len(found) == limit:
+                        return found, (ms, comm_id)
+            return found, None
 
     def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]:
         low = ms_of(since) if since else None

@@ -117,6 +117,7 @@ status: {{ inc.status }} &middot; opened {{ inc.opened }}{% if inc.resolved %} &
 {% else %}
 <p class="card">No incidents yet.</p>
 {% endfor %}
+{% if older %}<p><a class="older" href="{{ older }}">Older incidents &rarr;</a></p>{% endif %}
 {% endblock %}
 """
 
@@ -404,9 +405,12 @@ def promise_words(
     return f"feedback request at {when}"
 
 
-def render_review(incidents: list[IncidentView], now: datetime, grace_s: float = ON_TIME_GRACE_S) -> str:
+def render_review(
+    incidents: list[IncidentView], now: datetime, grace_s: float = ON_TIME_GRACE_S, older: str = ""
+) -> str:
+    """The review page; ``older`` links to the next page of older incidents, if any."""
     return _env.get_template("review.html").render(
-        incidents=incidents, now=_local(now, "UTC"), grace_s=int(grace_s)
+        incidents=incidents, now=_local(now, "UTC"), grace_s=int(grace_s), older=older
     )
 
 

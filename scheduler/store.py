@@ -28,9 +28,12 @@ __all__ = [
     "WAIT_RECHECK_MS",
     "Claim",
     "Communication",
+    "Cursor",
     "RedisStore",
     "Store",
+    "format_cursor",
     "ms_of",
+    "parse_cursor",
     "utc_of",
 ]
 
@@ -40,6 +43,12 @@ _LUA = Path(__file__).parent / "lua"
 
 DISPATCH_GRACE_MS = 60_000
 """A communication not taken for sending this long after its creation is dispatched again."""
+
+_TIES = 100
+"""Incidents opened in the very millisecond a page ended that a page may have to skip."""
+
+_PAGE_SLICE = 200
+"""Log entries read per round trip while a page is filled."""
 
 WAIT_RECHECK_MS = 600_000
 """A message waiting for its predecessor is looked at again after this at the latest; the
@@ -176,6 +185,22 @@ Builder = Callable[
 """``build(thread, incident)``: the new communication's fields and the thread's updates, from
 the thread and the incident as they are inside the creating transaction; None: nothing to send."""
 
+Cursor = tuple[int, str]
+"""Where a page of the log ends: the last communication's creation time (ms) and id."""
+
+
+def parse_cursor(text: str) -> Cursor:
+    """``1795701785000:INC-1:acme:update:3`` as (created_ms, id); ValueError names the form."""
+    ms, sep, comm_id = text.partition(":")
+    if not sep or not ms.isdigit() or not comm_id or len(text) > 1000:
+        raise ValueError("is not a cursor from an earlier page (created_ms:id)")
+    return int(ms), comm_id
+
+
+def format_cursor(cursor: Cursor) -> str:
+    return f"{cursor[0]}:{cursor[1]}"
+
+
 SKIPPED = "-"
 """Kept under a trigger whose builder found nothing to send, so a retry decides the same."""
 
@@ -226,6 +251,14 @@ class Store(Protocol):
     def heartbeat(self, name: str, role: str, now_ms: int) -> None: ...
     def heartbeats(self) -> dict[str, dict[str, Any]]: ...
     def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]: ...
+    def page(
+        self,
+        keep: Callable[[Communication], bool],
+        limit: int,
+        before: Cursor | None = None,
+        since: datetime | None = None,
+    ) -> tuple[list[Communication], Cursor | None]: ...
+    def incident_page(self, limit: int, before: Cursor | None = None) -> tuple[list[str], Cursor | None]: ...
 
 
 def comm_id_for(incident_id: str, stakeholder_id: str, kind: str, seq: int) -> str:
@@ -345,6 +378,23 @@ class RedisStore:
 
     def incident_ids(self) -> list[str]:
         return [_text(i) for i in self.client.zrange(keys.INCIDENTS, 0, -1)]
+
+    def incident_page(self, limit: int, before: Cursor | None = None) -> tuple[list[str], Cursor | None]:
+        """Up to ``limit`` incident ids, newest opened first, after ``before``; and the next cursor."""
+        high: int | str = before[0] if before else "+inf"
+        entries = cast(
+            "list[tuple[bytes, float]]",
+            self.client.zrevrangebyscore(
+                keys.INCIDENTS, high, "-inf", start=0, num=limit + _TIES, withscores=True
+            ),
+        )
+        picked = [
+            (int(score), _text(m))
+            for m, score in entries
+            if before is None or int(score) < before[0] or _text(m) < before[1]
+        ][: limit + 1]
+        following = picked[limit - 1] if len(picked) > limit else None
+        return [i for _, i in picked[:limit]], following
 
     def set_incident_stakeholders(self, incident_id: str, update: Callable[[list[str]], list[str]]) -> None:
         key = keys.incident(incident_id)
@@ -495,6 +545,44 @@ class RedisStore:
 
     def heartbeats(self) -> dict[str, dict[str, Any]]:
         return {_text(k): json.loads(v) for k, v in self.client.hgetall(keys.HEARTBEATS).items()}
+
+    def page(
+        self,
+        keep: Callable[[Communication], bool],
+        limit: int,
+        before: Cursor | None = None,
+        since: datetime | None = None,
+    ) -> tuple[list[Communication], Cursor | None]:
+        """Up to ``limit`` communications that ``keep``, newest first, created before ``before``
+        (a cursor from the page before) and not before ``since``; and the cursor of the next
+        page, None when there is no more. Reads the log index backwards in slices."""
+        high: int | str = before[0] if before else "+inf"
+        low: int | str = ms_of(since) if since else "-inf"
+        found: list[Communication] = []
+        offset = 0
+        while True:
+            chunk = cast(
+                "list[tuple[bytes, float]]",
+                self.client.zrevrangebyscore(
+                    keys.LOG, high, low, start=offset, num=_PAGE_SLICE, withscores=True
+                ),
+            )
+            if not chunk:
+                return found, None
+            offset += len(chunk)
+            wanted = [
+                _text(m)
+                for m, score in chunk
+                if before is None or int(score) < before[0] or _text(m) < before[1]
+            ]
+            pipe = self.client.pipeline(transaction=False)
+            for comm_id in wanted:
+                pipe.hgetall(keys.comm(comm_id))
+            for raw in pipe.execute():
+                if raw and keep(comm := Communication.from_hash(raw)):
+                    found.append(comm)
+                    if len(found) == limit:
+                        return found, (ms_of(comm.created_at), comm.id)
 
     def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]:
         """Every communication in creation order, oldest first, from ``since`` on."""

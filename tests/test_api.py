@@ -167,7 +167,7 @@ def test_communications_filter_like_the_log(live: TestClient, app: App) -> None:
 
     assert len(ids()) == 4
     assert ids(incident="INC-2") == ["INC-2:globex:acknowledgment:1"]
-    assert ids(stakeholder="globex") == ["INC-1:globex:acknowledgment:1", "INC-2:globex:acknowledgment:1"]
+    assert ids(stakeholder="globex") == ["INC-2:globex:acknowledgment:1", "INC-1:globex:acknowledgment:1"]
     assert len(ids(kind="acknowledgment", status="sent")) == 4
     assert ids(kind="update") == []
     assert ids(since="3m") == ["INC-2:globex:acknowledgment:1"]
@@ -177,6 +177,25 @@ def test_communications_filter_like_the_log(live: TestClient, app: App) -> None:
     (one,) = live.get("/v1/communications", params={"incident": "INC-2"}).json()["communications"]
     assert one["status"] == "sent" and one["recipient"] == "support@globex.example"
     assert one["lateness_s"] is not None and one["promised_at"].endswith("Z")
+
+
+def test_communications_are_newest_first_and_page_with_a_cursor(live: TestClient, app: App) -> None:
+    """limit=1 pages through the log newest first; each page's next_cursor leads on; the last has none."""
+    opened_with_checkout_incident(live, app)
+    everything = [c["id"] for c in live.get("/v1/communications").json()["communications"]]
+    assert everything[0].startswith("INC-2:") and len(everything) == 4
+    paged, cursor = [], None
+    for _ in range(10):
+        body = live.get(
+            "/v1/communications", params={"limit": 1, **({"cursor": cursor} if cursor else {})}
+        ).json()
+        paged += [c["id"] for c in body["communications"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert paged == everything
+    bad = live.get("/v1/communications", params={"cursor": "yesterday"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "cursor"
 
 
 def test_bad_filters_are_refused_with_their_field(api: TestClient) -> None:
@@ -510,3 +529,22 @@ def test_the_access_log_never_shows_tokens_or_link_signatures(api: TestClient) -
     line = record.getMessage()
     assert "/feedback/INC-1/globex?rating=5" in line
     assert "abcdef" not in line and TOKEN not in line
+
+
+def test_the_review_page_shows_twenty_incidents_newest_first_and_links_to_older_ones(
+    live: TestClient, app: App
+) -> None:
+    """25 incidents: the first page has the 20 newest, its link the 5 oldest, and that page no link."""
+    for n in range(25):
+        inc = event(incident_id=f"INC-{n:02d}", title=f"Incident {n}", severity="sev3", services=["checkout"])
+        inc["occurred_at"] = (app.clock() + timedelta(minutes=n)).isoformat().replace("+00:00", "Z")
+        assert live.post("/v1/events", json=inc).status_code == 202
+    app.drain()
+    first = live.get("/").text
+    shown = re.findall(r'data-incident="(INC-\d+)"', first)
+    assert shown == [f"INC-{n:02d}" for n in range(24, 4, -1)]
+    older = re.search(r'class="older" href="([^"]+)"', first)
+    assert older is not None
+    second = live.get(html.unescape(older.group(1))).text
+    assert re.findall(r'data-incident="(INC-\d+)"', second) == [f"INC-{n:02d}" for n in range(4, -1, -1)]
+    assert 'class="older"' not in second

@@ -196,3 +196,32 @@ def test_the_log_lists_communications_in_creation_order(store: Store) -> None:
     assert [c.stakeholder_id for c in store.communications()] == ["s1", "s2", "s0"]
     since = datetime.fromtimestamp(2, tz=UTC)
     assert [c.stakeholder_id for c in store.communications(since)] == ["s2", "s0"]
+
+
+def test_the_log_pages_newest_first_with_a_cursor_through_equal_times(store: Store) -> None:
+    """Pages of two follow one another newest first, ties in creation time included, and end with no cursor."""
+    for n in range(5):
+
+        def build(
+            thread: dict[str, str], incident: Any, n: int = n
+        ) -> tuple[dict[str, str | int], dict[str, str | int]]:
+            created = 1_000 if n < 3 else 2_000  # three share one millisecond
+            return {
+                "recipient": "a@acme.example",
+                "created_ms": created,
+                "promised_ms": created,
+                "context": "{}",
+            }, {}
+
+        store.create_comm("INC-1", f"s{n}", "acknowledgment", "event:e", build)
+    pages, cursor = [], None
+    while True:
+        found, cursor = store.page(lambda c: True, 2, cursor)
+        pages.append([c.stakeholder_id for c in found])
+        if cursor is None:
+            break
+    assert pages == [["s4", "s3"], ["s2", "s1"], ["s0"]]
+    found, cursor = store.page(
+        lambda c: c.stakeholder_id != "s3", 10, None, datetime.fromtimestamp(1.5, tz=UTC)
+    )
+    assert [c.stakeholder_id for c in found] == ["s4"] and cursor is None
