@@ -12,26 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.config import Stakeholder
+from scheduler.engine import changes_between
 from scheduler.store import Communication, Store, ms_of
 
 __all__ = ["as_received", "cancel_reason", "retry_at"]
 
 _LOOKBACK = 100
 """How far back a thread is searched for the last message its reader received."""
-
-_CONTENT_FIELDS = (
-    "title",
-    "severity",
-    "services",
-    "status",
-    "summary",
-    "impact",
-    "plan",
-    "owner",
-    "workaround",
-    "prevention",
-    "review_by",
-)
 
 
 def cancel_reason(
@@ -59,25 +46,19 @@ def retry_at(
     min_backoff_ms: int,
     max_backoff_ms: int,
     window_ms: int,
+    not_before_ms: int = 0,
 ) -> int | None:
     """When to try again after ``attempts`` transient failures, or None: the window is over.
 
-    The wait doubles from ``min_backoff_ms`` up to ``max_backoff_ms``; the last attempt
-    falls at the end of the window, counted from the first attempt.
+    The wait doubles from ``min_backoff_ms`` up to ``max_backoff_ms``; a receiver's
+    ``Retry-After`` (``not_before_ms``) moves the attempt later, but the last attempt falls
+    at the end of the window, counted from the first attempt.
     """
     deadline_ms = first_attempt_ms + window_ms
     if now_ms >= deadline_ms:
         return None
     backoff_ms = min(max_backoff_ms, min_backoff_ms << min(max(attempts - 1, 0), 40))
-    return min(now_ms + backoff_ms, deadline_ms)
-
-
-def _changes(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {"field": f, "old": before.get(f), "new": after.get(f)}
-        for f in _CONTENT_FIELDS
-        if before.get(f) != after.get(f)
-    ]
+    return min(max(now_ms + backoff_ms, not_before_ms), deadline_ms)
 
 
 def _last_received(store: Store, comm: Communication) -> Communication | None:
@@ -126,7 +107,9 @@ def as_received(
             if received.sent_at is not None:
                 context["since_ms"] = ms_of(received.sent_at)
             if received.id != comm.prev_id:
-                context["changes"] = _changes(received.context.get("incident", {}), context["incident"])
+                context["changes"] = changes_between(
+                    received.context.get("incident", {}), context["incident"]
+                )
     if next_update_at is not None and next_update_at <= now and thread is not None:
         promised = thread().get("promised_ms")
         if promised and int(promised) > ms_of(now):

@@ -23,7 +23,7 @@ from scheduler.events import MATERIAL_FIELDS, Event
 from scheduler.store import Store, ms_of, utc_of
 from scheduler.timers import TimerStore
 
-__all__ = ["CONTENT_FIELDS", "KINDS", "Dispatch", "Engine", "Outcome", "timer_member"]
+__all__ = ["CONTENT_FIELDS", "KINDS", "Dispatch", "Engine", "Outcome", "changes_between", "timer_member"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ def _some(comm_id: str | None) -> list[str]:
     return [comm_id] if comm_id is not None else []
 
 
-def _changes(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+def changes_between(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each content field whose value differs, in field order: ``{"field", "old", "new"}``."""
     return [
         {"field": f, "old": before.get(f), "new": after.get(f)}
         for f in CONTENT_FIELDS
@@ -205,7 +206,7 @@ class Engine:
             action, state["resolved_ms"] = "reopen", None
         else:
             action = "update" if state["state"] == "open" else "none"
-        changes = _changes(before, state) if current else []
+        changes = changes_between(before, state) if current else []
         material = any(c["field"] in MATERIAL_FIELDS for c in changes)
         newcomers: list[str] = []
         if state["state"] == "open":
@@ -406,7 +407,7 @@ class Engine:
             state = current or incident
             snapshot = {f: state.get(f) for f in CONTENT_FIELDS}
             seen = json.loads(thread["seen"]) if "seen" in thread else None
-            changes = _changes(seen, snapshot) if seen is not None else []
+            changes = changes_between(seen, snapshot) if seen is not None else []
             if kind == "update" and trigger.startswith("event:") and seen is not None and not changes:
                 return None  # an earlier message of the thread already told this change
             wants_next = kind in ("acknowledgment", "update") and state["state"] == "open"

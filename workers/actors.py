@@ -7,11 +7,12 @@ import and bound to the real one by :func:`workers.bind`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -198,7 +199,6 @@ async def _deliver_one(rt: runtime.Runtime, comm_id: str) -> None:
         logger.exception("%s: the attempt failed unexpectedly", comm_id)
         status, fields = "retrying", {"last_error": f"{type(e).__name__}: {e}"}
     next_attempt_ms = None
-    not_before_ms = int(fields.pop(_NOT_BEFORE, 0))
     if status == "retrying":
         next_attempt_ms = retry_at(
             comm.attempts,
@@ -207,6 +207,7 @@ async def _deliver_one(rt: runtime.Runtime, comm_id: str) -> None:
             min_backoff_ms=rt.settings.retry_min_backoff_ms,
             max_backoff_ms=rt.settings.retry_max_backoff_ms,
             window_ms=rt.settings.retry_window_ms,
+            not_before_ms=int(fields.pop(_NOT_BEFORE, 0)),
         )
         if next_attempt_ms is None:
             window = format_duration(rt.settings.retry_window_ms // 1000)
@@ -216,9 +217,6 @@ async def _deliver_one(rt: runtime.Runtime, comm_id: str) -> None:
             )
             logger.error("%s failed: %s", comm_id, fields["last_error"])
         else:
-            # Retry-After moves the next attempt later, but never past the window's end
-            deadline_ms = ms_of(comm.first_attempt_at or now) + rt.settings.retry_window_ms
-            next_attempt_ms = max(next_attempt_ms, min(not_before_ms, deadline_ms))
             logger.warning("%s will be retried: %s", comm_id, fields["last_error"])
     try:
         _, following = await _in_thread(
@@ -247,20 +245,20 @@ async def _attempt(rt: runtime.Runtime, claim: Claim, now: datetime) -> tuple[st
             await _in_thread(rt.engine.stop_thread, comm.incident_id, comm.stakeholder_id)
         return "cancelled", {"last_error": reason, "updated_ms": ms_of(now)}
     assert stakeholder is not None
-    if (comm.prev_id and claim.prev_status != "sent") or (comm.next_update_at and comm.next_update_at <= now):
-        comm = await _in_thread(
-            as_received,
-            rt.store,
-            comm,
-            now,
-            prev_status=claim.prev_status,
-            prev_sent_at=claim.prev_sent_at,
-            thread=lambda: rt.store.thread(comm.incident_id, comm.stakeholder_id),
-        )
-    else:
-        comm = as_received(
-            rt.store, comm, now, prev_status=claim.prev_status, prev_sent_at=claim.prev_sent_at
-        )
+    receive = functools.partial(
+        as_received,
+        rt.store,
+        comm,
+        now,
+        prev_status=claim.prev_status,
+        prev_sent_at=claim.prev_sent_at,
+        thread=functools.partial(rt.store.thread, comm.incident_id, comm.stakeholder_id),
+    )
+    # Only a predecessor that was not sent, or a promise already past, makes it read Redis.
+    reads = (comm.prev_id and claim.prev_status != "sent") or (
+        comm.next_update_at and comm.next_update_at <= now
+    )
+    comm = await _in_thread(receive) if reads else receive()
     if stakeholder.channel != "email":
         return await _attempt_channel(rt, comm, stakeholder, now)
     try:
@@ -276,25 +274,9 @@ async def _attempt(rt: runtime.Runtime, claim: Claim, now: datetime) -> tuple[st
             "last_error": f"could not be composed: {type(e).__name__}: {e}",
             "updated_ms": ms_of(now),
         }
-    attempted: dict[str, str | int] = {"subject": rendered.subject, "updated_ms": ms_of(now)}
-    try:
-        reply = await rt.pool().send(email)
-    except PermanentDeliveryError as e:
-        logger.error("%s failed: %s", comm.id, e)
-        return "failed", {"last_error": str(e), **attempted}
-    except TransientDeliveryError as e:
-        return "retrying", {"last_error": str(e), **attempted}
-    sent = rt.clock()
-    logger.info("%s sent to %s", comm.id, comm.recipient)
-    return "sent", {
-        "sent_ms": ms_of(sent),
-        "updated_ms": ms_of(sent),
-        "subject": rendered.subject,
-        "message_id": str(email["Message-ID"]),
-        "message": email.as_string(),
-        "last_error": "",
-        "server_reply": reply,
-    }
+    return await _sent(
+        rt, comm, now, rendered.subject, rt.pool().send(email), str(email["Message-ID"]), email.as_string()
+    )
 
 
 async def _attempt_channel(
@@ -314,9 +296,30 @@ async def _attempt_channel(
     except (TemplateError, SettingsError, ValueError) as e:
         logger.error("%s failed: %s", comm.id, e)
         return "failed", {"last_error": f"could not be composed: {e}", "updated_ms": ms_of(now)}
-    attempted: dict[str, str | int] = {"subject": delivery.subject, "updated_ms": ms_of(now)}
+    return await _sent(
+        rt,
+        comm,
+        now,
+        delivery.subject,
+        send_to_channel(delivery, rt.http(), now=now),
+        delivery.message_id,
+        delivery.message,
+    )
+
+
+async def _sent(
+    rt: runtime.Runtime,
+    comm: Communication,
+    now: datetime,
+    subject: str,
+    sending: Awaitable[str],
+    message_id: str,
+    message: str,
+) -> tuple[str, dict[str, str | int]]:
+    """Await ``sending`` (an email or a channel post); the status and fields its outcome records."""
+    attempted: dict[str, str | int] = {"subject": subject, "updated_ms": ms_of(now)}
     try:
-        reply = await send_to_channel(delivery, rt.http(), now=now)
+        reply = await sending
     except PermanentDeliveryError as e:
         logger.error("%s failed: %s", comm.id, e)
         return "failed", {"last_error": str(e), **attempted}
@@ -329,9 +332,9 @@ async def _attempt_channel(
     return "sent", {
         "sent_ms": ms_of(sent),
         "updated_ms": ms_of(sent),
-        "subject": delivery.subject,
-        "message_id": delivery.message_id,
-        "message": delivery.message,
+        "subject": subject,
+        "message_id": message_id,
+        "message": message,
         "last_error": "",
         "server_reply": reply,
     }
