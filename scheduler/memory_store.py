@@ -14,16 +14,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scheduler import keys
-from scheduler.errors import AmendsError
 from scheduler.store import (
     DISPATCH_GRACE_MS,
     SKIPPED,
-    STATUSES,
     WAIT_RECHECK_MS,
     Builder,
     Claim,
     Communication,
     Cursor,
+    check_finish,
     ms_of,
     new_comm,
     utc_of,
@@ -224,10 +223,7 @@ class MemoryStore:
         next_attempt_ms: int | None = None,
         **fields: str | int,
     ) -> tuple[bool, str | None]:
-        if status not in STATUSES:
-            raise AmendsError(f"unknown status {status!r}")
-        if status == "retrying" and next_attempt_ms is None:
-            raise AmendsError("a retry needs next_attempt_ms")
+        check_finish(status, next_attempt_ms)
         with self._lock:
             comm = self._comms.get(comm_id)
             if comm is None or comm["status"] != "sending" or comm.get("token") != token:

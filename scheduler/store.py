@@ -8,6 +8,7 @@ sent|failed|retrying`` by compare-and-set in Lua.
 
 from __future__ import annotations
 
+import itertools
 import json
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -31,6 +32,7 @@ __all__ = [
     "Cursor",
     "RedisStore",
     "Store",
+    "check_finish",
     "format_cursor",
     "ms_of",
     "parse_cursor",
@@ -43,9 +45,6 @@ _LUA = Path(__file__).parent / "lua"
 
 DISPATCH_GRACE_MS = 60_000
 """A communication not taken for sending this long after its creation is dispatched again."""
-
-_TIES = 100
-"""Incidents opened in the very millisecond a page ended that a page may have to skip."""
 
 _PAGE_SLICE = 200
 """Log entries read per round trip while a page is filled."""
@@ -261,6 +260,14 @@ class Store(Protocol):
     def incident_page(self, limit: int, before: Cursor | None = None) -> tuple[list[str], Cursor | None]: ...
 
 
+def check_finish(status: str, next_attempt_ms: int | None) -> None:
+    """What ``finish_send`` refuses in every store: an unknown status, a retry with no time."""
+    if status not in STATUSES:
+        raise AmendsError(f"unknown status {status!r}")
+    if status == "retrying" and next_attempt_ms is None:
+        raise AmendsError("a retry needs next_attempt_ms")
+
+
 def comm_id_for(incident_id: str, stakeholder_id: str, kind: str, seq: int) -> str:
     return f"{incident_id}:{stakeholder_id}:{kind}:{seq}"
 
@@ -381,20 +388,29 @@ class RedisStore:
 
     def incident_page(self, limit: int, before: Cursor | None = None) -> tuple[list[str], Cursor | None]:
         """Up to ``limit`` incident ids, newest opened first, after ``before``; and the next cursor."""
-        high: int | str = before[0] if before else "+inf"
-        entries = cast(
-            "list[tuple[bytes, float]]",
-            self.client.zrevrangebyscore(
-                keys.INCIDENTS, high, "-inf", start=0, num=limit + _TIES, withscores=True
-            ),
-        )
-        picked = [
-            (int(score), _text(m))
-            for m, score in entries
-            if before is None or int(score) < before[0] or _text(m) < before[1]
-        ][: limit + 1]
+        picked = list(itertools.islice(self._newest_first(keys.INCIDENTS, before), limit + 1))
         following = picked[limit - 1] if len(picked) > limit else None
         return [i for _, i in picked[:limit]], following
+
+    def _newest_first(self, key: str, before: Cursor | None, since_ms: int | None = None) -> Iterator[Cursor]:
+        """A sorted set's (score, member) pairs from the highest score down, strictly after
+        ``before`` (equal scores go by member, also descending), down to ``since_ms``; read in
+        slices of ``_PAGE_SLICE`` per round trip."""
+        high: int | str = before[0] if before else "+inf"
+        low: int | str = since_ms if since_ms is not None else "-inf"
+        offset = 0
+        while True:
+            chunk = cast(
+                "list[tuple[bytes, float]]",
+                self.client.zrevrangebyscore(key, high, low, start=offset, num=_PAGE_SLICE, withscores=True),
+            )
+            if not chunk:
+                return
+            offset += len(chunk)
+            for member, score in chunk:
+                entry = (int(score), _text(member))
+                if before is None or entry < before:
+                    yield entry
 
     def set_incident_stakeholders(self, incident_id: str, update: Callable[[list[str]], list[str]]) -> None:
         key = keys.incident(incident_id)
@@ -519,10 +535,7 @@ class RedisStore:
         **fields: str | int,
     ) -> tuple[bool, str | None]:
         """Record an attempt's end; return (written, the thread's next message to dispatch)."""
-        if status not in STATUSES:
-            raise AmendsError(f"unknown status {status!r}")
-        if status == "retrying" and next_attempt_ms is None:
-            raise AmendsError("a retry needs next_attempt_ms")
+        check_finish(status, next_attempt_ms)
         args: list[str | int | bytes] = [token, status, now_ms, next_attempt_ms or 0]
         for name, value in fields.items():
             if name == "message":  # kept compressed: a fraction of its size (see Communication.from_hash)
@@ -556,33 +569,18 @@ class RedisStore:
         """Up to ``limit`` communications that ``keep``, newest first, created before ``before``
         (a cursor from the page before) and not before ``since``; and the cursor of the next
         page, None when there is no more. Reads the log index backwards in slices."""
-        high: int | str = before[0] if before else "+inf"
-        low: int | str = ms_of(since) if since else "-inf"
         found: list[Communication] = []
-        offset = 0
-        while True:
-            chunk = cast(
-                "list[tuple[bytes, float]]",
-                self.client.zrevrangebyscore(
-                    keys.LOG, high, low, start=offset, num=_PAGE_SLICE, withscores=True
-                ),
-            )
-            if not chunk:
-                return found, None
-            offset += len(chunk)
-            wanted = [
-                _text(m)
-                for m, score in chunk
-                if before is None or int(score) < before[0] or _text(m) < before[1]
-            ]
+        entries = self._newest_first(keys.LOG, before, ms_of(since) if since else None)
+        while batch := list(itertools.islice(entries, _PAGE_SLICE)):
             pipe = self.client.pipeline(transaction=False)
-            for comm_id in wanted:
+            for _, comm_id in batch:
                 pipe.hgetall(keys.comm(comm_id))
-            for raw in pipe.execute():
+            for entry, raw in zip(batch, pipe.execute(), strict=True):
                 if raw and keep(comm := Communication.from_hash(raw)):
                     found.append(comm)
                     if len(found) == limit:
-                        return found, (ms_of(comm.created_at), comm.id)
+                        return found, entry  # the log's own score: no round trip through a float
+        return found, None
 
     def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]:
         """Every communication in creation order, oldest first, from ``since`` on."""
