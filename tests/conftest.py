@@ -253,6 +253,16 @@ def sink() -> Iterator[MailSink]:
 
 
 @pytest.fixture
+def receiver() -> Iterator[Any]:
+    """A real HTTP server on 127.0.0.1 recording each POST, for chat and webhook channels."""
+    from tests.test_channels import Receiver
+
+    server = Receiver()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def app_config() -> dict[str, Any]:
     """The configuration the ``app`` fixture starts with; tests may override this fixture."""
     return BASE_CONFIG

@@ -43,6 +43,7 @@ __all__ = [
     "RedisServer",
     "SmtpCounters",
     "free_port",
+    "wait_until",
 ]
 
 HOST = "127.0.0.1"
@@ -56,7 +57,8 @@ def free_port(host: str = HOST) -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_until(check: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> None:
+def wait_until(check: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> None:
+    """Wait for something real processes or servers do on the real clock; TimeoutError names it."""
     deadline = time.monotonic() + timeout_s
     while True:
         if check():
@@ -170,7 +172,7 @@ class RedisServer(_Managed):
             finally:
                 client.close()
 
-        _wait_until(answers, timeout_s, f"redis-server on port {self.port} did not answer PING")
+        wait_until(answers, timeout_s, f"redis-server on port {self.port} did not answer PING")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no last write; only what the AOF already holds survives."""
@@ -303,7 +305,7 @@ class AmendsProcess(_Managed):
                 log.seek(self._marker)
                 return text.encode() in log.read()
 
-        _wait_until(ready, timeout_s, f"amends {self.args[0]} did not print {text!r}", interval_s=0.1)
+        wait_until(ready, timeout_s, f"amends {self.args[0]} did not print {text!r}", interval_s=0.1)
 
     def kill(self) -> None:
         """SIGKILL: no clean shutdown, work in flight is abandoned."""

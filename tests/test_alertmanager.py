@@ -7,8 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import yaml
 
 from scheduler.api import create_app
 from tests.conftest import App
-from tests.realservers import free_port
+from tests.realservers import free_port, wait_until
 
 pytestmark = [
     pytest.mark.real,
@@ -38,14 +37,6 @@ ANNOTATIONS = [
 STAKEHOLDERS = {"finance@acme.example", "support@globex.example", "eng@acme.example"}
 
 
-def _wait(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout_s:g} s")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def amends_serve(app: App) -> Iterator[str]:
     """``amends serve`` (the real uvicorn server) on a free loopback port, on the worker's Redis and clock."""
@@ -54,7 +45,7 @@ def amends_serve(app: App) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    _wait(lambda: server.started, "amends serve did not start")
+    wait_until(lambda: server.started, 30.0, "amends serve did not start")
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(10)
@@ -106,7 +97,7 @@ def alertmanager(amends_serve: str, tmp_path: Path) -> Iterator[str]:
         except httpx.HTTPError:
             return process.poll() is not None
 
-    _wait(ready, "Alertmanager did not become ready")
+    wait_until(ready, 30.0, "Alertmanager did not become ready")
     assert process.poll() is None, (tmp_path / "alertmanager.log").read_text()
     yield url
     process.terminate()
@@ -132,7 +123,9 @@ def test_an_alert_fired_and_resolved_in_alertmanager_reaches_stakeholders_as_ack
     """amtool fires an alert and later ends it; each stakeholder of the service gets the acknowledgment, then the resolution."""
     started = datetime.now(UTC) - timedelta(minutes=2)
     _amtool(alertmanager, *LABELS, *ANNOTATIONS, f"--start={_rfc3339(started)}")
-    _wait(lambda: all(len(s) == 1 for s in _subjects(app).values()), "the acknowledgments did not arrive")
+    wait_until(
+        lambda: all(len(s) == 1 for s in _subjects(app).values()), 30.0, "the acknowledgments did not arrive"
+    )
     [ack] = app.sink.to("eng@acme.example")
     assert (
         "[SEV1]" in ack.message["Subject"] and "Acknowledged: Card payments failing" in ack.message["Subject"]
@@ -142,7 +135,9 @@ def test_an_alert_fired_and_resolved_in_alertmanager_reaches_stakeholders_as_ack
     app.clock.advance(minutes=10)
     ended = datetime.now(UTC) - timedelta(minutes=1)
     _amtool(alertmanager, *LABELS, *ANNOTATIONS, f"--start={_rfc3339(started)}", f"--end={_rfc3339(ended)}")
-    _wait(lambda: all(len(s) == 2 for s in _subjects(app).values()), "the resolutions did not arrive")
+    wait_until(
+        lambda: all(len(s) == 2 for s in _subjects(app).values()), 30.0, "the resolutions did not arrive"
+    )
     app.drain()
     for subjects in _subjects(app).values():
         assert len(subjects) == 2, subjects
@@ -154,14 +149,20 @@ def test_an_alert_that_fires_again_after_resolving_reopens_the_incident(app: App
     """The same alert firing again after its resolution reopens the incident: everyone hears of it again."""
     started = datetime.now(UTC) - timedelta(minutes=3)
     _amtool(alertmanager, *LABELS, *ANNOTATIONS, f"--start={_rfc3339(started)}")
-    _wait(lambda: all(len(s) == 1 for s in _subjects(app).values()), "the acknowledgments did not arrive")
+    wait_until(
+        lambda: all(len(s) == 1 for s in _subjects(app).values()), 30.0, "the acknowledgments did not arrive"
+    )
     app.clock.advance(minutes=10)
     ended = datetime.now(UTC) - timedelta(minutes=2)
     _amtool(alertmanager, *LABELS, *ANNOTATIONS, f"--start={_rfc3339(started)}", f"--end={_rfc3339(ended)}")
-    _wait(lambda: all(len(s) == 2 for s in _subjects(app).values()), "the resolutions did not arrive")
+    wait_until(
+        lambda: all(len(s) == 2 for s in _subjects(app).values()), 30.0, "the resolutions did not arrive"
+    )
     app.clock.advance(minutes=10)
     _amtool(alertmanager, *LABELS, *ANNOTATIONS)
-    _wait(lambda: all(len(s) == 3 for s in _subjects(app).values()), "the reopening did not arrive")
+    wait_until(
+        lambda: all(len(s) == 3 for s in _subjects(app).values()), 30.0, "the reopening did not arrive"
+    )
     [incident_id] = app.runtime.store.incident_ids()
     assert incident_id.startswith("am-")
     assert app.runtime.store.incident(incident_id)["state"] == "open"

@@ -4,7 +4,6 @@ honoured), thread order and the log, as for email; posts go to a real local HTTP
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,13 +15,6 @@ from tests.conftest import BASE_CONFIG, App, event
 from tests.test_channels import WEBHOOK_SECRET, Receiver, Reply
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from scheduler.clock import ServerClock
 from scheduler.queues import build_broker
 from scheduler.store import FINAL_STATUSES, RedisStore
 from tests.conftest import App, event
-from tests.realservers import AmendsProcess, FaultySmtp, RedisServer
+from tests.realservers import AmendsProcess, FaultySmtp, RedisServer, wait_until
 
 pytestmark = pytest.mark.real
 
@@ -34,15 +34,6 @@ SECONDS_CONFIG: dict[str, Any] = {
         {"id": "slow", "name": "Slow", "email": "slow@acme.example", "timezone": "America/New_York"},
     ],
 }
-
-
-def _until(check: Any, timeout_s: float, what: str) -> None:
-    """Wait for real processes to get somewhere (they run on the real clock)."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout_s} s: {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -75,18 +66,20 @@ def test_a_redis_crash_and_restart_under_load_loses_nothing_and_nobody_dies(stac
     try:
         for n in range(5):
             emit(event(incident_id=f"INC-{n}"), broker=broker)
-        _until(lambda: _subjects(smtp, "Still working on it") >= 4, 30, "regular updates before the crash")
+        wait_until(
+            lambda: _subjects(smtp, "Still working on it") >= 4, 30, "regular updates before the crash"
+        )
         server.kill()
         time.sleep(2)  # Redis is away for two seconds while updates fall due
         server.restart()
         after_restart = len(smtp.messages())
-        _until(lambda: len(smtp.messages()) >= after_restart + 10, 60, "updates after the restart")
+        wait_until(lambda: len(smtp.messages()) >= after_restart + 10, 60, "updates after the restart")
         assert worker.running and scheduler.running, "a process died with Redis"
         for n in range(5):
             emit(event("resolved", incident_id=f"INC-{n}", at=None), broker=broker)
-        _until(lambda: _subjects(smtp, "Resolved") >= 10, 60, "every resolution")
+        wait_until(lambda: _subjects(smtp, "Resolved") >= 10, 60, "every resolution")
         store = RedisStore(server.client())
-        _until(
+        wait_until(
             lambda: (
                 all(c.status in FINAL_STATUSES for c in store.communications())
                 and store.unfinished_count() == 0
@@ -116,13 +109,13 @@ def test_a_worker_killed_mid_burst_loses_no_acknowledgment(stack: dict[str, Any]
     try:
         for n in range(30):
             emit(event(incident_id=f"INC-{n}"), broker=broker)
-        _until(lambda: len(smtp.messages()) >= 5, 30, "the first acknowledgments")
+        wait_until(lambda: len(smtp.messages()) >= 5, 30, "the first acknowledgments")
         worker.kill()
         worker.start()
         expected = {f"<amends.INC-{n}.{s}@acme.example>" for n in range(30) for s in ("fast", "slow")}
-        _until(lambda: expected <= set(smtp.message_ids()), 90, "every acknowledgment")
+        wait_until(lambda: expected <= set(smtp.message_ids()), 90, "every acknowledgment")
         store = RedisStore(server.client())
-        _until(lambda: store.unfinished_count() == 0, 90, "every communication ended")
+        wait_until(lambda: store.unfinished_count() == 0, 90, "every communication ended")
         received = Counter(smtp.message_ids())
         # Only a message whose 250 came just before the kill may arrive twice (same Message-ID):
         # it was in the dead worker's hands, so it was attempted again after its lease.
@@ -207,7 +200,7 @@ def test_skewed_scheduler_and_worker_send_nothing_early_and_enqueue_each_timer_a
     thread = threading.Thread(target=loop.run, args=(stop,))
     thread.start()
     try:
-        _until(lambda: len(app.sink.messages()) >= 8, 20, "regular updates every second")
+        wait_until(lambda: len(app.sink.messages()) >= 8, 20, "regular updates every second")
     finally:
         stop.set()
         thread.join(5)
@@ -257,7 +250,7 @@ def test_a_redis_outage_does_not_end_the_scheduler_loop(redis_url: str) -> None:
     loop = SchedulerLoop(timers, flaky_send, lease_ms=50, acks=True, max_sleep_s=0.05)
     thread = threading.Thread(target=loop.run, args=(stop,))
     thread.start()
-    _until(lambda: calls["send"] >= 2, 10, "the claim handed out again after its lease")
+    wait_until(lambda: calls["send"] >= 2, 10, "the claim handed out again after its lease")
     stop.set()
     thread.join(5)
     assert not thread.is_alive() and loop.enqueued >= 1
