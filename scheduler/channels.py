@@ -52,7 +52,7 @@ from scheduler.config import Config, Stakeholder
 from scheduler.engine import KINDS
 from scheduler.errors import PermanentDeliveryError, SettingsError, TemplateError, TransientDeliveryError
 from scheduler.messages import template_context
-from scheduler.render import TemplateSet
+from scheduler.render import TemplateSet, render_named
 from scheduler.signing import check_webhook_secret, standard_webhook_signature
 from scheduler.store import Communication, utc_of
 from scheduler.text import scrub
@@ -141,17 +141,10 @@ def channel_template_name(templates: TemplateSet, audience: str, kind: str, part
 
 
 def _render(templates: TemplateSet, name: str, part: str, context: dict[str, Any]) -> str:
-    try:
-        if name.endswith(".txt.j2"):
-            text = templates.env.get_template(name).render(context)
-            return str(_slack_escape(text)) if part == "slack" else text
-        return _environment(templates, part).get_template(name).render(context)
-    except jinja2.TemplateNotFound:
-        raise TemplateError(f"template {name} is missing") from None
-    except jinja2.TemplateSyntaxError as e:
-        raise TemplateError(f"{e.name or name}:{e.lineno}: {e.message}") from None
-    except (jinja2.UndefinedError, jinja2.exceptions.SecurityError, TypeError, ValueError) as e:
-        raise TemplateError(f"{name}: {e}") from None
+    if name.endswith(".txt.j2"):
+        text = render_named(templates.env, name, context)
+        return str(_slack_escape(text)) if part == "slack" else text
+    return render_named(_environment(templates, part), name, context)
 
 
 def _paragraphs(text: str) -> list[str]:

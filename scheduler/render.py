@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email import quoprimime
@@ -39,6 +40,7 @@ __all__ = [
     "local_time",
     "message_id_for",
     "reference_email",
+    "render_named",
     "sentence",
 ]
 
@@ -145,16 +147,20 @@ class TemplateSet:
     def render(self, audience: str, kind: str, context: dict[str, Any]) -> RenderedMessage:
         parts: dict[str, str] = {}
         for part in PARTS:
-            name = self.name_of(audience, kind, part)
-            try:
-                parts[part] = self.env.get_template(name).render(context)
-            except jinja2.TemplateNotFound:
-                raise TemplateError(f"template {name} is missing") from None
-            except jinja2.TemplateSyntaxError as e:
-                raise TemplateError(f"{e.name or name}:{e.lineno}: {e.message}") from None
-            except (jinja2.UndefinedError, jinja2.exceptions.SecurityError, TypeError, ValueError) as e:
-                raise TemplateError(f"{name}:{_template_line(e)}: {e}") from None
+            parts[part] = render_named(self.env, self.name_of(audience, kind, part), context)
         return RenderedMessage(clean_header(parts["subject"]), parts["txt"], parts["html"])
+
+
+def render_named(env: jinja2.Environment, name: str, context: Mapping[str, Any]) -> str:
+    """Render the template ``name``; Jinja2's errors become TemplateError naming the template and line."""
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateNotFound:
+        raise TemplateError(f"template {name} is missing") from None
+    except jinja2.TemplateSyntaxError as e:
+        raise TemplateError(f"{e.name or name}:{e.lineno}: {e.message}") from None
+    except (jinja2.UndefinedError, jinja2.exceptions.SecurityError, TypeError, ValueError) as e:
+        raise TemplateError(f"{name}:{_template_line(e)}: {e}") from None
 
 
 def _template_line(error: BaseException) -> str:
