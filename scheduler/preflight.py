@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,26 @@ def _words(text: str) -> int:
 def thin_message_warnings(templates: TemplateSet, config: Config, now: datetime) -> list[str]:
     """Templates whose text body, rendered for a realistic sample, says almost nothing."""
     warnings: dict[str, str] = {}
+    for audience, kind, context in _sample_contexts(templates, config, now):
+        try:
+            rendered = templates.render(audience, kind, context)
+        except TemplateError:
+            continue  # reported as an error by check_templates
+        words = _words(rendered.text)
+        name = templates.name_of(audience, kind, "txt")
+        if words < THIN_WORDS and name not in warnings:
+            warnings[name] = (
+                f"{name}: says almost nothing ({words} words for a full sample incident); "
+                "readers expect what is wrong, what it means for them, what is done and what comes next"
+            )
+    return sorted(warnings.values())
+
+
+def _sample_contexts(
+    templates: TemplateSet, config: Config, now: datetime
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(audience, kind, template context) for every kind of every audience, configured or
+    present in the template folder, each for a sample communication and stakeholder."""
     audiences = {s.audience: s for s in config.stakeholders}
     sample = Stakeholder(id="sample", name="Sample Reader", email="sample@example.org")
     folders = sorted(p.name for p in templates.folder.iterdir() if p.is_dir() and p.name != "default")
@@ -136,19 +156,7 @@ def thin_message_warnings(templates: TemplateSet, config: Config, now: datetime)
         stakeholder = audiences.get(audience) or sample.model_copy(update={"audience": audience})
         for kind in KINDS:
             comm = sample_communication(kind, stakeholder.id, config.timezone_of(stakeholder), now)
-            context = template_context(comm, stakeholder, config, now, _SAMPLE_SECRET)
-            try:
-                rendered = templates.render(audience, kind, context)
-            except TemplateError:
-                continue  # reported as an error by check_templates
-            words = _words(rendered.text)
-            name = templates.name_of(audience, kind, "txt")
-            if words < THIN_WORDS and name not in warnings:
-                warnings[name] = (
-                    f"{name}: says almost nothing ({words} words for a full sample incident); "
-                    "readers expect what is wrong, what it means for them, what is done and what comes next"
-                )
-    return sorted(warnings.values())
+            yield audience, kind, template_context(comm, stakeholder, config, now, _SAMPLE_SECRET)
 
 
 THIN_FIELD_WORDS = 3
@@ -201,27 +209,20 @@ def check_templates(config: Config, folder: Path, now: datetime | None = None) -
     except TemplateError as e:
         return [str(e)]
     problems = _syntax_problems(templates)
-    audiences = {s.audience: s for s in config.stakeholders}
-    folders = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != "default")
-    sample_stakeholder = Stakeholder(id="sample", name="Sample Reader", email="sample@example.org")
-    for audience in sorted({"default", *folders, *audiences}):
-        stakeholder = audiences.get(audience) or sample_stakeholder.model_copy(update={"audience": audience})
-        for kind in KINDS:
-            comm = sample_communication(kind, stakeholder.id, config.timezone_of(stakeholder), now)
-            context = template_context(comm, stakeholder, config, now, _SAMPLE_SECRET)
-            try:
-                rendered = templates.render(audience, kind, context)
-            except TemplateError as e:
-                message = f"templates: {e}"
-                if message not in problems:
-                    problems.append(message)
-                continue
-            if kind in ("acknowledgment", "update"):
-                for part in _missing(rendered, context["next_update"]):
-                    name = templates.name_of(audience, kind, part)
-                    problems.append(f"{name}: does not state the next update time ({{{{ next_update }}}})")
-            if kind == "feedback_request":
-                for part in _missing(rendered, context["feedback"]["links"][1]):
-                    name = templates.name_of(audience, kind, part)
-                    problems.append(f"{name}: does not carry the feedback links ({{{{ feedback.links }}}})")
+    for audience, kind, context in _sample_contexts(templates, config, now):
+        try:
+            rendered = templates.render(audience, kind, context)
+        except TemplateError as e:
+            message = f"templates: {e}"
+            if message not in problems:
+                problems.append(message)
+            continue
+        if kind in ("acknowledgment", "update"):
+            for part in _missing(rendered, context["next_update"]):
+                name = templates.name_of(audience, kind, part)
+                problems.append(f"{name}: does not state the next update time ({{{{ next_update }}}})")
+        if kind == "feedback_request":
+            for part in _missing(rendered, context["feedback"]["links"][1]):
+                name = templates.name_of(audience, kind, part)
+                problems.append(f"{name}: does not carry the feedback links ({{{{ feedback.links }}}})")
     return sorted(set(problems))
