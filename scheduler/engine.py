@@ -397,7 +397,7 @@ class Engine:
             self.stop_thread(incident["id"], stakeholder.id)
             return None
         policy = cadence.policy_for(config, stakeholder)
-        planned: dict[str, int | None] = {"next_ms": None}
+        planned_next_ms: int | None = None
 
         def build(
             thread: dict[str, str], current: dict[str, Any] | None
@@ -414,7 +414,8 @@ class Engine:
             next_ms = (
                 ms_of(cadence.next_update_at(policy, state["severity"], now, now)) if wants_next else None
             )
-            planned["next_ms"] = next_ms
+            nonlocal planned_next_ms
+            planned_next_ms = next_ms
             context = {
                 "incident": {
                     **snapshot,
@@ -450,7 +451,7 @@ class Engine:
             return None  # nothing new to tell this stakeholder
         # Created now: it is scheduled and the thread promises what it states. Found instead
         # (a retry, a duplicate): read what was stored then.
-        status, promised = ("scheduled", planned["next_ms"]) if created else self._stored(comm_id)
+        status, promised = ("scheduled", planned_next_ms) if created else self._stored(comm_id)
         if kind in ("resolution", "feedback_request"):
             self.store.clear_thread_fields(incident["id"], stakeholder.id, "promised_ms")
             if kind == "feedback_request":

@@ -211,7 +211,6 @@ def start_scheduler(
 ) -> RunningScheduler:
     """Run the loop on a thread; if it dies of an error, ``stop`` is set and ``failure`` says why."""
     loop = scheduler_loop(settings, broker)
-    running = RunningScheduler(threading.Thread(name="amends-scheduler", daemon=True))
 
     def run() -> None:
         try:
@@ -221,7 +220,7 @@ def start_scheduler(
             running.failure = e
             stop.set()
 
-    running.thread = threading.Thread(target=run, name="amends-scheduler", daemon=True)
+    running = RunningScheduler(threading.Thread(target=run, name="amends-scheduler", daemon=True))
     running.thread.start()
     return running
 
