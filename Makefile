@@ -34,7 +34,7 @@ soak: setup  # steady load under SIGKILLs, Redis restarts and SMTP outages; MINU
 AMENDS_HOME ?= .amends
 
 stop-embedded:  # the embedded Redis servers amends started under $AMENDS_HOME (default .amends) run until stopped
-	-[ -x $(BIN)/python ] && $(BIN)/python -c "import sys; from pathlib import Path; from scheduler.embedded import stop_embedded_redis as stop; [stop(p.parent) for p in Path(sys.argv[1]).glob('**/redis.pid')]" '$(AMENDS_HOME)'
+	-[ -x $(BIN)/python ] && $(BIN)/python -c "import sys; from pathlib import Path; from scheduler.dev.embedded import stop_embedded_redis as stop; [stop(p.parent) for p in Path(sys.argv[1]).glob('**/redis.pid')]" '$(AMENDS_HOME)'
 
 clean: stop-embedded
 	rm -rf $(VENV) .amends .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,7 @@
 Composes ``--messages`` emails (default 2,000) through ``compose_email``, over the bundled
 templates, every kind and four audiences (the customer one with Reply-To and one-click
 unsubscribe, the engineering one with subjects long enough to fold), and does what the
-worker does with each: read the envelope and the wire bytes (``scheduler.mailer``) and
+worker does with each: read the envelope and the wire bytes (``scheduler.mail.smtp``) and
 the Message-ID. Once with ``build_email`` as it is, once with ``reference_email`` in its
 place (the email package end to end), alternating ``--rounds`` times; the best round of
 each counts. Every message of the two is checked to be the same bytes. A second line
@@ -27,13 +27,13 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scheduler import messages, render
-from scheduler.config import Config, Stakeholder, parse_config
-from scheduler.engine import KINDS
-from scheduler.mailer import _envelope, _wire_bytes
-from scheduler.preflight import sample_communication
-from scheduler.settings import bundled_path
-from scheduler.store import Communication
+from scheduler.core.config import Config, Stakeholder, parse_config
+from scheduler.core.engine import KINDS
+from scheduler.mail import messages, render
+from scheduler.mail.preflight import sample_communication
+from scheduler.mail.smtp import _envelope, _wire_bytes
+from scheduler.service.settings import bundled_path
+from scheduler.storage.redis_store import Communication
 
 NOW = datetime(2026, 10, 25, 9, 30, tzinfo=UTC)
 CONFIG = parse_config(

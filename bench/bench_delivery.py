@@ -45,9 +45,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scheduler import emit, keys
-from scheduler.queues import build_broker
-from scheduler.store import RedisStore
+from scheduler import emit
+from scheduler.service.queues import build_broker
+from scheduler.storage import keys
+from scheduler.storage.redis_store import RedisStore
 from tests.realservers import REPO_ROOT, AmendsProcess, RedisServer, free_port
 
 _SENDER = "Bench Status <status@bench.example>"

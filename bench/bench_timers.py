@@ -31,9 +31,9 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scheduler import keys
-from scheduler.embedded import ensure_embedded_redis, stop_embedded_redis
-from scheduler.timers import RedisTimerStore
+from scheduler.dev.embedded import ensure_embedded_redis, stop_embedded_redis
+from scheduler.storage import keys
+from scheduler.storage.timers import RedisTimerStore
 
 _STAKEHOLDERS = [
     "acme-finance",
@@ -149,9 +149,9 @@ def _bench_loop(
     client: redis.Redis, url: str, members: list[str], due_count: int, batch: int, per_message: int
 ) -> Result:
     """The product's SchedulerLoop sending real Dramatiq messages (``fire_timers``) to Redis."""
-    from scheduler.loop import SchedulerLoop
-    from scheduler.processes import timer_sender
-    from scheduler.queues import build_broker
+    from scheduler.core.loop import SchedulerLoop
+    from scheduler.service.processes import timer_sender
+    from scheduler.service.queues import build_broker
 
     client.flushdb()
     broker = build_broker(url)

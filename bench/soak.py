@@ -63,10 +63,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scheduler import emit, keys
-from scheduler.config import parse_config
+from scheduler import emit
+from scheduler.core.config import parse_config
 from scheduler.errors import RedisUnavailableError
-from scheduler.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE, build_broker
+from scheduler.service.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE, build_broker
+from scheduler.storage import keys
 from tests.realservers import REPO_ROOT, AmendsProcess, FaultySmtp, RedisServer
 
 PENDING = ("scheduled", "sending", "retrying")
@@ -398,7 +399,7 @@ class Soak:
 
     def amends_json(self, *args: str) -> list[dict[str, Any]]:
         result = subprocess.run(
-            [sys.executable, "-m", "scheduler.cli", *args],
+            [sys.executable, "-m", "scheduler.cli.main", *args],
             env={**os.environ, **self.env},
             cwd=REPO_ROOT,
             capture_output=True,

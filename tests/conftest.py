@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 
-from scheduler.embedded import ensure_embedded_redis, stop_embedded_redis
+from scheduler.dev.embedded import ensure_embedded_redis, stop_embedded_redis
 
 TEST_DB = 15
 
@@ -79,14 +79,14 @@ from typing import Any  # noqa: E402
 import dramatiq  # noqa: E402
 import yaml  # noqa: E402
 
-from scheduler import keys  # noqa: E402
-from scheduler.loop import SchedulerLoop  # noqa: E402
-from scheduler.mailer import SmtpSettings  # noqa: E402
-from scheduler.mailsink import MailSink  # noqa: E402
-from scheduler.processes import broker_for, deliver_sender, sweeper, timer_sender  # noqa: E402
-from scheduler.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE  # noqa: E402
-from scheduler.settings import Settings, bundled_path  # noqa: E402
-from scheduler.timers import RedisTimerStore  # noqa: E402
+from scheduler.core.loop import SchedulerLoop  # noqa: E402
+from scheduler.dev.mailsink import MailSink  # noqa: E402
+from scheduler.mail.smtp import SmtpSettings  # noqa: E402
+from scheduler.service.processes import broker_for, deliver_sender, sweeper, timer_sender  # noqa: E402
+from scheduler.service.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE  # noqa: E402
+from scheduler.service.settings import Settings, bundled_path  # noqa: E402
+from scheduler.storage import keys  # noqa: E402
+from scheduler.storage.timers import RedisTimerStore  # noqa: E402
 
 BASE_CONFIG: dict[str, Any] = {
     "sender": "Acme Status <status@acme.example>",

@@ -32,7 +32,7 @@ from typing import Any, Self
 import redis
 from aiosmtpd.controller import Controller
 
-from scheduler.mailsink import ReceivedMail
+from scheduler.dev.mailsink import ReceivedMail
 
 __all__ = [
     "MODES",
@@ -254,7 +254,7 @@ class AmendsProcess(_Managed):
 
     @property
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "scheduler.cli", *self.args]
+        return [sys.executable, "-m", "scheduler.cli.main", *self.args]
 
     @property
     def pid(self) -> int | None:

@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 import yaml
 
-from scheduler.api import create_app
+from scheduler.web.app import create_app
 from tests.conftest import App
 from tests.realservers import free_port, wait_until
 

@@ -14,15 +14,15 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from scheduler import keys
-from scheduler.api import create_app, server_config
 from scheduler.errors import SettingsError
-from scheduler.feedback import feedback_for, is_unsubscribed
-from scheduler.queues import EVENTS_QUEUE, build_broker
-from scheduler.settings import Settings
-from scheduler.signing import feedback_links, feedback_page_link, sign, unsubscribe_link
-from scheduler.store import RedisStore, ms_of
-from scheduler.timers import RedisTimerStore
+from scheduler.mail.signing import feedback_links, feedback_page_link, sign, unsubscribe_link
+from scheduler.service.queues import EVENTS_QUEUE, build_broker
+from scheduler.service.settings import Settings
+from scheduler.storage import keys
+from scheduler.storage.feedback import feedback_for, is_unsubscribed
+from scheduler.storage.redis_store import RedisStore, ms_of
+from scheduler.storage.timers import RedisTimerStore
+from scheduler.web.app import create_app, server_config
 from tests.conftest import App, event
 
 pytestmark = pytest.mark.real

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler.api import create_app
-from scheduler.settings import Settings
-from scheduler.signing import feedback_links, unsubscribe_link
+from scheduler.mail.signing import feedback_links, unsubscribe_link
+from scheduler.service.settings import Settings
+from scheduler.web.app import create_app
 from tests.conftest import event
 
 pytestmark = pytest.mark.real

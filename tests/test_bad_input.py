@@ -13,11 +13,11 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from scheduler import keys
-from scheduler.api import create_app, server_config
-from scheduler.cli import main
-from scheduler.settings import Settings
-from scheduler.store import RedisStore
+from scheduler.cli.main import main
+from scheduler.service.settings import Settings
+from scheduler.storage import keys
+from scheduler.storage.redis_store import RedisStore
+from scheduler.web.app import create_app, server_config
 from tests.conftest import event
 
 TOKEN = "odd-input-token"

@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.cadence import Policy, feedback_at, next_update_at, replan_update_at
-from scheduler.durations import parse_window
-from scheduler.render import local_time
+from scheduler.core.cadence import Policy, feedback_at, next_update_at, replan_update_at
+from scheduler.core.durations import parse_window
+from scheduler.mail.render import local_time
 
 
 def utc(*args: int) -> datetime:

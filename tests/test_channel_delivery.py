@@ -56,7 +56,7 @@ def test_a_429_is_retried_no_sooner_than_asked_and_the_thread_stays_in_order(
     app: App, receiver: Receiver
 ) -> None:
     """503 then 429 with Retry-After: 120 on the acknowledgment; the change waits for it; both arrive in order."""
-    from scheduler.feedback import record_unsubscribe
+    from scheduler.storage.feedback import record_unsubscribe
 
     record_unsubscribe(app.runtime.client, "status-bot", app.clock())  # only the Slack thread here
     receiver.replies = [Reply(503), Reply(429, headers={"Retry-After": "120"})]
@@ -83,7 +83,7 @@ def test_the_review_page_shows_where_a_channel_stakeholders_messages_went(app: A
     """The review page names a chat stakeholder's channel and host, never its secret webhook address."""
     from fastapi.testclient import TestClient
 
-    from scheduler.api import create_app
+    from scheduler.web.app import create_app
 
     emit(event(), broker=app.broker)
     app.drain()

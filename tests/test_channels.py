@@ -18,7 +18,14 @@ import httpx
 import pytest
 import standardwebhooks
 
-from scheduler.channels import (
+from scheduler.core.config import Config, Stakeholder, parse_config
+from scheduler.errors import (
+    ConfigError,
+    PermanentDeliveryError,
+    SettingsError,
+    TransientDeliveryError,
+)
+from scheduler.mail.channels import (
     SLACK_MAX_BLOCKS,
     SLACK_MAX_SECTION_CHARS,
     ChannelDelivery,
@@ -27,17 +34,10 @@ from scheduler.channels import (
     new_client,
     send,
 )
-from scheduler.config import Config, Stakeholder, parse_config
-from scheduler.errors import (
-    ConfigError,
-    PermanentDeliveryError,
-    SettingsError,
-    TransientDeliveryError,
-)
-from scheduler.preflight import sample_communication
-from scheduler.render import TemplateSet
-from scheduler.settings import bundled_path
-from scheduler.store import Communication
+from scheduler.mail.preflight import sample_communication
+from scheduler.mail.render import TemplateSet
+from scheduler.service.settings import bundled_path
+from scheduler.storage.redis_store import Communication
 from tests.realservers import free_port
 
 NOW = datetime(2026, 11, 26, 14, 3, tzinfo=UTC)
@@ -398,8 +398,8 @@ def test_config_check_reports_a_chat_template_without_the_next_update(tmp_path: 
 
 def test_the_preview_shows_what_a_chat_or_webhook_stakeholder_would_be_posted(templates: TemplateSet) -> None:
     """A Slack stakeholder's preview carries its channel, its rendered Slack text and the JSON body."""
-    from scheduler.events import parse_event
-    from scheduler.preview import simulate
+    from scheduler.cli.preview import simulate
+    from scheduler.core.events import parse_event
     from tests.conftest import event
 
     config = _config(_stakeholder("slack", "https://hooks.slack.com/services/T/B/X"))
@@ -415,7 +415,7 @@ def test_config_check_warns_when_a_webhook_stakeholder_has_no_signing_secret(
     """``amends config check`` accepts channel stakeholders and says when AMENDS_WEBHOOK_SECRET is missing."""
     import yaml
 
-    from scheduler.cli import main
+    from scheduler.cli.main import main
 
     path = tmp_path / "amends.yaml"
     document = {

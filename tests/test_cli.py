@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.cli import main
+from scheduler.cli.main import main
 from tests.conftest import App, event
 
 pytestmark = pytest.mark.real
@@ -95,7 +95,7 @@ def test_log_show_prints_the_message_as_sent(cli_env: App, capsys: pytest.Captur
 
 def test_log_rejected_lists_reasons(cli_env: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`amends log --rejected` shows each rejected event with its field and reason."""
-    from scheduler.queues import EVENTS_QUEUE, enqueue
+    from scheduler.service.queues import EVENTS_QUEUE, enqueue
 
     bad = event(event_id="bad-1")
     bad["occurred_at"] = "2026-11-26T14:03:00"

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import yaml
 
-from scheduler.cli import main
-from scheduler.config import load_config, parse_config
-from scheduler.durations import format_duration, parse_duration, parse_window
+from scheduler.cli.main import main
+from scheduler.core.config import load_config, parse_config
+from scheduler.core.durations import format_duration, parse_duration, parse_window
 from scheduler.errors import ConfigError
-from scheduler.settings import bundled_path
+from scheduler.service.settings import bundled_path
 
 GOOD: dict[str, Any] = {
     "sender": "Acme Status <status@acme.example>",
@@ -152,7 +152,7 @@ def test_config_check_passes_a_good_file(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_config_source_keeps_the_old_config_when_the_new_one_is_invalid(tmp_path: Path) -> None:
     """A running process reloads a changed file, and keeps the previous config if the new one is invalid."""
-    from scheduler.config import ConfigSource
+    from scheduler.core.config import ConfigSource
 
     path = tmp_path / "amends.yaml"
     path.write_text(yaml.safe_dump(GOOD))

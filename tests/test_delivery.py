@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from scheduler import emit
-from scheduler.store import Store
+from scheduler.storage.redis_store import Store
 from tests.conftest import App, event
 
 pytestmark = pytest.mark.real
@@ -88,7 +88,7 @@ def test_same_deliver_message_twice_sends_one_email(app: App) -> None:
 
 def test_a_send_whose_worker_died_is_sent_again_after_its_lease(app: App) -> None:
     """A communication left in `sending` by a worker that died is sent once its lease expired, by the sweep."""
-    from scheduler.store import ms_of
+    from scheduler.storage.redis_store import ms_of
     from workers.actors import deliver
 
     app.sink.rcpt_reply = lambda address: "451 hold on" if address == "eng@acme.example" else None
@@ -116,7 +116,7 @@ def test_a_send_whose_worker_died_is_sent_again_after_its_lease(app: App) -> Non
 
 def test_invalid_event_reaching_the_worker_is_kept_not_retried(app: App) -> None:
     """A bad event sent straight to the queue is rejected with its reason; the worker goes on working."""
-    from scheduler.queues import EVENTS_QUEUE, enqueue
+    from scheduler.service.queues import EVENTS_QUEUE, enqueue
 
     bad = event()
     bad["incident"]["severity"] = "sev9"
@@ -232,7 +232,7 @@ def test_a_message_that_cannot_be_composed_fails_visibly(app: App) -> None:
 
 def test_an_unsubscribed_stakeholder_receives_nothing(app: App) -> None:
     """After a stakeholder unsubscribed, nothing is composed or sent to them; the others hear as usual."""
-    from scheduler.feedback import record_unsubscribe
+    from scheduler.storage.feedback import record_unsubscribe
 
     record_unsubscribe(app.runtime.client, "globex", app.clock())
     emit(event(), broker=app.broker)

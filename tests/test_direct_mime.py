@@ -12,13 +12,13 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from scheduler.config import parse_config
-from scheduler.engine import KINDS
-from scheduler.mailer import _envelope, _wire_bytes
-from scheduler.messages import compose_email
-from scheduler.preflight import sample_communication
-from scheduler.render import ComposedEmail, RenderedMessage, TemplateSet, build_email, reference_email
-from scheduler.settings import bundled_path
+from scheduler.core.config import parse_config
+from scheduler.core.engine import KINDS
+from scheduler.mail.messages import compose_email
+from scheduler.mail.preflight import sample_communication
+from scheduler.mail.render import ComposedEmail, RenderedMessage, TemplateSet, build_email, reference_email
+from scheduler.mail.smtp import _envelope, _wire_bytes
+from scheduler.service.settings import bundled_path
 
 # Characters that exercise quoting, quoted-printable escapes, encoded words and folding
 _TRICKY = " \t=?\"\\,;:<>()@[]._-'!#%&*+/`{|}~\x7f\x0b\x0c\xa0éüß中😀\u2028\ufffd\ud800"

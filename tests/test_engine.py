@@ -1,6 +1,6 @@
 """The engine over the in-memory stores: event order, faults between steps, opt-outs. Fast, no Redis.
 
-Each test drives :class:`~scheduler.engine.Engine` directly with a list as its dispatch, so
+Each test drives :class:`~scheduler.core.engine.Engine` directly with a list as its dispatch, so
 what an event or a timer causes is visible in milliseconds; the Redis and process tests
 keep what only they can show.
 """
@@ -16,12 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.config import Config, parse_config
-from scheduler.engine import Engine
+from scheduler.core.config import Config, parse_config
+from scheduler.core.engine import Engine
+from scheduler.core.events import Event, parse_event
 from scheduler.errors import TimerStoreError
-from scheduler.events import Event, parse_event
-from scheduler.memory_store import MemoryStore
-from scheduler.timers import MemoryTimerStore
+from scheduler.storage.memory_store import MemoryStore
+from scheduler.storage.timers import MemoryTimerStore
 from tests.conftest import BASE_CONFIG, event
 
 T0 = datetime(2026, 11, 26, 14, 3, tzinfo=UTC)

@@ -11,9 +11,9 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from scheduler import emit
-from scheduler.cli import main
+from scheduler.cli.main import main
+from scheduler.core.events import parse_event, parse_event_json
 from scheduler.errors import EventError
-from scheduler.events import parse_event, parse_event_json
 from tests.conftest import event
 
 GOOD = event()

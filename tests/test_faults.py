@@ -18,9 +18,9 @@ import redis
 import yaml
 
 from scheduler import emit
-from scheduler.clock import ServerClock
-from scheduler.queues import build_broker
-from scheduler.store import FINAL_STATUSES, RedisStore
+from scheduler.service.queues import build_broker
+from scheduler.storage.clock import ServerClock
+from scheduler.storage.redis_store import FINAL_STATUSES, RedisStore
 from tests.conftest import App, event
 from tests.realservers import AmendsProcess, FaultySmtp, RedisServer, wait_until
 
@@ -167,9 +167,9 @@ def test_skewed_scheduler_and_worker_send_nothing_early_and_enqueue_each_timer_a
     app: App,
 ) -> None:
     """A scheduler 5 s ahead and a worker 5 s behind, both on the server's clock: each update once, on time."""
-    from scheduler.loop import SchedulerLoop
-    from scheduler.processes import timer_sender
-    from scheduler.timers import RedisTimerStore
+    from scheduler.core.loop import SchedulerLoop
+    from scheduler.service.processes import timer_sender
+    from scheduler.storage.timers import RedisTimerStore
 
     client = app.runtime.client
     worker_clock = ServerClock(client, local=lambda: time.time() - 5)
@@ -216,9 +216,9 @@ def test_a_scheduler_loop_that_cannot_go_on_stops_its_process(
     monkeypatch: pytest.MonkeyPatch, redis_url: str
 ) -> None:
     """A bug in the loop ends it with the failure recorded and the stop event set: the process exits non-zero."""
-    from scheduler.loop import SchedulerLoop
-    from scheduler.processes import start_scheduler
-    from scheduler.settings import Settings, bundled_path
+    from scheduler.core.loop import SchedulerLoop
+    from scheduler.service.processes import start_scheduler
+    from scheduler.service.settings import Settings, bundled_path
 
     def broken_tick(self: SchedulerLoop, now: datetime) -> int:
         raise KeyError("a bug")
@@ -234,8 +234,8 @@ def test_a_scheduler_loop_that_cannot_go_on_stops_its_process(
 
 def test_a_redis_outage_does_not_end_the_scheduler_loop(redis_url: str) -> None:
     """Redis errors inside the loop are waited out: it keeps going and ticks again once Redis answers."""
-    from scheduler.loop import SchedulerLoop
-    from scheduler.timers import MemoryTimerStore
+    from scheduler.core.loop import SchedulerLoop
+    from scheduler.storage.timers import MemoryTimerStore
 
     calls = Counter[str]()
 

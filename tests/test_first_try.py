@@ -11,11 +11,11 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from scheduler.api import create_app
-from scheduler.cli import main
+from scheduler.cli.main import main
+from scheduler.core.events import parse_event
 from scheduler.errors import EventError
-from scheduler.events import parse_event
-from scheduler.settings import Settings
+from scheduler.service.settings import Settings
+from scheduler.web.app import create_app
 from tests.conftest import App, event
 from tests.test_api import queued_events
 
@@ -131,7 +131,7 @@ def test_mailsink_creates_its_maildir_and_keeps_what_it_receives(tmp_path: Path)
     import socket
     import threading
 
-    from scheduler.commands import cmd_mailsink
+    from scheduler.cli.commands import cmd_mailsink
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -163,9 +163,9 @@ def test_the_kept_tolerance_is_configurable() -> None:
     import dataclasses
     from datetime import timedelta
 
-    from scheduler.config import parse_config
-    from scheduler.logview import promise_report
-    from scheduler.preflight import sample_communication
+    from scheduler.cli.logview import promise_report
+    from scheduler.core.config import parse_config
+    from scheduler.mail.preflight import sample_communication
 
     config = parse_config({"sender": "A <s@a.example>", "kept_within": "5m"})
     comm = dataclasses.replace(
@@ -181,7 +181,7 @@ def test_stop_embedded_stops_the_servers_under_amends_home(tmp_path: Path) -> No
     import os
     import subprocess
 
-    from scheduler.embedded import ensure_embedded_redis
+    from scheduler.dev.embedded import ensure_embedded_redis
 
     url = ensure_embedded_redis(tmp_path / "home" / "redis", persistent=False)
     assert redis.Redis.from_url(url).ping()

@@ -15,13 +15,13 @@ import redis
 import yaml
 from fastapi.testclient import TestClient
 
-from scheduler.api import create_app
-from scheduler.config import Integrations, parse_config
+from scheduler.core.config import Integrations, parse_config
+from scheduler.core.events import parse_event
+from scheduler.core.integrations import from_alertmanager, from_grafana, from_pagerduty, group_incident_id
 from scheduler.errors import EventError
-from scheduler.events import parse_event
-from scheduler.integrations import from_alertmanager, from_grafana, from_pagerduty, group_incident_id
-from scheduler.settings import Settings
-from scheduler.store import RedisStore
+from scheduler.service.settings import Settings
+from scheduler.storage.redis_store import RedisStore
+from scheduler.web.app import create_app
 from tests.conftest import BASE_CONFIG, App
 
 FIXTURES = Path(__file__).parent / "fixtures"

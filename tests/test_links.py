@@ -13,12 +13,12 @@ import redis
 import yaml
 from fastapi.testclient import TestClient
 
-from scheduler import keys
-from scheduler.api import create_app
-from scheduler.cli import main
-from scheduler.feedback import feedback_for, is_unsubscribed, record_unsubscribe
-from scheduler.settings import Settings
-from scheduler.signing import feedback_links, sign, unsubscribe_link
+from scheduler.cli.main import main
+from scheduler.mail.signing import feedback_links, sign, unsubscribe_link
+from scheduler.service.settings import Settings
+from scheduler.storage import keys
+from scheduler.storage.feedback import feedback_for, is_unsubscribed, record_unsubscribe
+from scheduler.web.app import create_app
 from tests.conftest import BASE_CONFIG, event
 
 pytestmark = pytest.mark.real

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from scheduler.logview import promise_report, rejected_records
-from scheduler.store import Communication
+from scheduler.cli.logview import promise_report, rejected_records
+from scheduler.storage.redis_store import Communication
 
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
 

@@ -10,13 +10,13 @@ import pytest
 import yaml
 
 from scheduler import emit
-from scheduler.cli import main
-from scheduler.config import parse_config
-from scheduler.events import parse_event
-from scheduler.loop import SchedulerLoop
-from scheduler.preview import simulate
-from scheduler.render import TemplateSet
-from scheduler.settings import bundled_path
+from scheduler.cli.main import main
+from scheduler.cli.preview import simulate
+from scheduler.core.config import parse_config
+from scheduler.core.events import parse_event
+from scheduler.core.loop import SchedulerLoop
+from scheduler.mail.render import TemplateSet
+from scheduler.service.settings import bundled_path
 from tests.conftest import BASE_CONFIG, App, event
 from tests.test_scheduler import advance_to, at, loop  # noqa: F401  (the loop fixture)
 

@@ -15,9 +15,10 @@ import pytest
 import redis
 import yaml
 
-from scheduler import emit, keys
-from scheduler.mailsink import MailSink
-from scheduler.queues import build_broker
+from scheduler import emit
+from scheduler.dev.mailsink import MailSink
+from scheduler.service.queues import build_broker
+from scheduler.storage import keys
 from tests.conftest import event
 
 pytestmark = pytest.mark.real
@@ -34,7 +35,7 @@ SECONDS_CONFIG: dict[str, Any] = {
 
 def _amends(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", *args],
+        [sys.executable, "-m", "scheduler.cli.main", *args],
         env=env,
         text=True,
         stdout=subprocess.PIPE,
@@ -136,7 +137,7 @@ def test_demo_shows_an_incidents_whole_life_and_exits_0(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMENDS_")}
     env["AMENDS_HOME"] = str(tmp_path / "home")
     result = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "demo"],
+        [sys.executable, "-m", "scheduler.cli.main", "demo"],
         env=env,
         text=True,
         capture_output=True,
@@ -154,7 +155,7 @@ def test_demo_shows_an_incidents_whole_life_and_exits_0(tmp_path: Path) -> None:
     # the demo keeps its data under $AMENDS_HOME/demo; pointing AMENDS_HOME there reviews it
     env["AMENDS_HOME"] = str(tmp_path / "home" / "demo")
     log = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", "log", "--kind", "resolution"],
+        [sys.executable, "-m", "scheduler.cli.main", "log", "--kind", "resolution"],
         env=env,
         text=True,
         capture_output=True,
@@ -163,6 +164,6 @@ def test_demo_shows_an_incidents_whole_life_and_exits_0(tmp_path: Path) -> None:
         check=True,
     )
     assert log.stdout.count(" resolution ") == 3
-    from scheduler.embedded import stop_embedded_redis
+    from scheduler.dev.embedded import stop_embedded_redis
 
     stop_embedded_redis(tmp_path / "home" / "demo" / "redis")

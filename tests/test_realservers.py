@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from scheduler import emit
-from scheduler.queues import build_broker
+from scheduler.service.queues import build_broker
 from tests.conftest import event
 from tests.realservers import AmendsProcess, FaultySmtp, RedisServer
 

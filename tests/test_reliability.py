@@ -17,7 +17,7 @@ import redis
 
 from scheduler import emit
 from scheduler.errors import TimerStoreError
-from scheduler.store import FINAL_STATUSES
+from scheduler.storage.redis_store import FINAL_STATUSES
 from tests.conftest import App, event
 
 pytestmark = pytest.mark.real
@@ -201,8 +201,8 @@ def test_every_communication_ends_sent_failed_or_cancelled(app: App) -> None:
 
 def test_an_opted_out_stakeholder_has_no_row_per_cadence_and_no_broken_promise(app: App) -> None:
     """Opting out mid-incident stops the thread: no cancelled row each cadence, and --promises counts none for it."""
-    from scheduler.feedback import record_unsubscribe
-    from scheduler.logview import promise_report
+    from scheduler.cli.logview import promise_report
+    from scheduler.storage.feedback import record_unsubscribe
 
     emit(event(at=app.clock()), broker=app.broker)
     app.drain()

@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.config import parse_config
-from scheduler.engine import KINDS
-from scheduler.messages import compose_email
-from scheduler.preflight import check_templates, sample_communication
-from scheduler.render import TemplateSet, clean_header
-from scheduler.settings import bundled_path
-from scheduler.store import Communication
+from scheduler.core.config import parse_config
+from scheduler.core.engine import KINDS
+from scheduler.mail.messages import compose_email
+from scheduler.mail.preflight import check_templates, sample_communication
+from scheduler.mail.render import TemplateSet, clean_header
+from scheduler.service.settings import bundled_path
+from scheduler.storage.redis_store import Communication
 
 NOW = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # the night Berlin falls back
 CONFIG = parse_config(

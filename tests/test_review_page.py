@@ -16,11 +16,11 @@ import httpx
 import pytest
 import uvicorn
 
-from scheduler.api import create_app, server_config
-from scheduler.loop import SchedulerLoop
-from scheduler.processes import timer_sender
-from scheduler.store import ms_of
-from scheduler.timers import RedisTimerStore
+from scheduler.core.loop import SchedulerLoop
+from scheduler.service.processes import timer_sender
+from scheduler.storage.redis_store import ms_of
+from scheduler.storage.timers import RedisTimerStore
+from scheduler.web.app import create_app, server_config
 from tests.conftest import App, event
 
 pytestmark = pytest.mark.real

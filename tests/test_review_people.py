@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from scheduler.cli import main
-from scheduler.loop import SchedulerLoop
-from scheduler.processes import timer_sender
-from scheduler.review_page import promise_words
-from scheduler.timers import RedisTimerStore
+from scheduler.cli.main import main
+from scheduler.core.loop import SchedulerLoop
+from scheduler.service.processes import timer_sender
+from scheduler.storage.timers import RedisTimerStore
+from scheduler.web.review_page import promise_words
 from tests.conftest import BASE_CONFIG, App, event
 from tests.test_review_page import CHROMIUM, TOKEN, at, base_url, post_event
 
@@ -146,7 +146,7 @@ def test_log_show_of_a_failed_message_shows_what_was_composed(
 )
 def test_pending_promises_are_put_in_words(kind: str, due: Any, expected: str) -> None:
     """A promise not yet kept reads as a person would say it, naming quiet or business hours when they hold it."""
-    from scheduler.durations import parse_window
+    from scheduler.core.durations import parse_window
 
     words = promise_words(
         kind,
@@ -163,7 +163,7 @@ def test_a_long_stakeholder_name_in_the_timeline_ends_before_its_lane() -> None:
     """Names longer than the label column are clipped and squeezed to end before the first dot."""
     from datetime import UTC, datetime
 
-    from scheduler.timeline_svg import _LEFT, Lane, Mark, timeline_svg
+    from scheduler.web.timeline_svg import _LEFT, Lane, Mark, timeline_svg
 
     t = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
     lanes = [Lane(name, (Mark("ack", t, t, "kept"),)) for name in ("ACME Finance", "Payments Engineering")]

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from scheduler import emit
-from scheduler.loop import SchedulerLoop
-from scheduler.processes import timer_sender
-from scheduler.queues import TIMERS_QUEUE, enqueue
-from scheduler.store import ms_of, utc_of
-from scheduler.timers import RedisTimerStore
+from scheduler.core.loop import SchedulerLoop
+from scheduler.service.processes import timer_sender
+from scheduler.service.queues import TIMERS_QUEUE, enqueue
+from scheduler.storage.redis_store import ms_of, utc_of
+from scheduler.storage.timers import RedisTimerStore
 from tests.conftest import BASE_CONFIG, App, event
 
 pytestmark = pytest.mark.real
@@ -257,7 +257,7 @@ def test_log_promises_reports_kept_promises(
     app: App, loop: SchedulerLoop, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`amends log --promises` counts promises kept and gives lateness percentiles."""
-    from scheduler.cli import main
+    from scheduler.cli.main import main
 
     open_incident(app)
     advance_to(app, loop, at(14, 40))
@@ -273,8 +273,8 @@ def test_promises_overdue_while_nothing_runs_are_reported(
     app: App, loop: SchedulerLoop, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A promised update whose time passed while no scheduler ran shows as overdue, before anything is sent."""
-    from scheduler.cli import main
-    from scheduler.logview import open_promises, promise_report
+    from scheduler.cli.logview import open_promises, promise_report
+    from scheduler.cli.main import main
 
     open_incident(app)
     late = at(14, 19) + timedelta(seconds=61)  # finance's 14:19 update, past the 60 s grace; nothing ticked

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from scheduler.errors import SettingsError
-from scheduler.mailer import SmtpSettings
-from scheduler.settings import Settings
+from scheduler.mail.smtp import SmtpSettings
+from scheduler.service.settings import Settings
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
 from scheduler.errors import PermanentDeliveryError, TransientDeliveryError
-from scheduler.mailer import SmtpPool, SmtpSettings
+from scheduler.mail.smtp import SmtpPool, SmtpSettings
 
 pytestmark = pytest.mark.real
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import redis
 
-from scheduler.memory_store import MemoryStore
-from scheduler.store import DISPATCH_GRACE_MS, Claim, RedisStore, Store
+from scheduler.storage.memory_store import MemoryStore
+from scheduler.storage.redis_store import DISPATCH_GRACE_MS, Claim, RedisStore, Store
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.real)])

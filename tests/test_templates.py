@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from scheduler.config import Config, parse_config
-from scheduler.engine import KINDS
-from scheduler.messages import template_context
-from scheduler.preflight import check_templates, sample_communication
-from scheduler.render import PARTS, RenderedMessage, TemplateSet
-from scheduler.settings import bundled_path
+from scheduler.core.config import Config, parse_config
+from scheduler.core.engine import KINDS
+from scheduler.mail.messages import template_context
+from scheduler.mail.preflight import check_templates, sample_communication
+from scheduler.mail.render import PARTS, RenderedMessage, TemplateSet
+from scheduler.service.settings import bundled_path
 
 NOW = datetime(2026, 11, 26, 14, 3, 5, tzinfo=UTC)
 SECRET = "test-secret"

@@ -13,15 +13,16 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from scheduler import emit, keys
-from scheduler.api import create_app
-from scheduler.cli import main
+from scheduler import emit
+from scheduler.cli.main import main
+from scheduler.core.text import bidi_control_in, decode_utf8, scrub, surrogate_at
 from scheduler.errors import EventError
-from scheduler.queues import build_broker
-from scheduler.render import RenderedMessage, build_email, clean_header
-from scheduler.settings import Settings
-from scheduler.store import RedisStore
-from scheduler.text import bidi_control_in, decode_utf8, scrub, surrogate_at
+from scheduler.mail.render import RenderedMessage, build_email, clean_header
+from scheduler.service.queues import build_broker
+from scheduler.service.settings import Settings
+from scheduler.storage import keys
+from scheduler.storage.redis_store import RedisStore
+from scheduler.web.app import create_app
 from tests.conftest import event
 
 TOKEN = "text-token"

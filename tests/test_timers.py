@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from scheduler import keys
 from scheduler.errors import TimerStoreError
-from scheduler.timers import MemoryTimerStore, RedisTimerStore, TimerStore
+from scheduler.storage import keys
+from scheduler.storage.timers import MemoryTimerStore, RedisTimerStore, TimerStore
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z in epoch ms
 SECOND = 1_000

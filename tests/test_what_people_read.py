@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from scheduler.cli import main
-from scheduler.config import Config, parse_config
-from scheduler.engine import KINDS
-from scheduler.events import parse_event
-from scheduler.messages import compose_email, template_context
-from scheduler.preflight import sample_communication, thin_event_warnings, thin_message_warnings
-from scheduler.render import TemplateSet
-from scheduler.settings import bundled_path
-from scheduler.tone import tone_for
+from scheduler.cli.main import main
+from scheduler.core.config import Config, parse_config
+from scheduler.core.engine import KINDS
+from scheduler.core.events import parse_event
+from scheduler.core.tone import tone_for
+from scheduler.mail.messages import compose_email, template_context
+from scheduler.mail.preflight import sample_communication, thin_event_warnings, thin_message_warnings
+from scheduler.mail.render import TemplateSet
+from scheduler.service.settings import bundled_path
 from tests.conftest import event
 
 NOW = datetime(2026, 11, 26, 14, 3, 5, tzinfo=UTC)

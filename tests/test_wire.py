@@ -12,12 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from scheduler import emit
-from scheduler.api import create_app
-from scheduler.cli import main
-from scheduler.config import MAX_BASE_URL_CHARS
-from scheduler.feedback import is_unsubscribed
-from scheduler.mailsink import ReceivedMail
-from scheduler.render import VERBATIM_HEADERS
+from scheduler.cli.main import main
+from scheduler.core.config import MAX_BASE_URL_CHARS
+from scheduler.dev.mailsink import ReceivedMail
+from scheduler.mail.render import VERBATIM_HEADERS
+from scheduler.storage.feedback import is_unsubscribed
+from scheduler.web.app import create_app
 from tests.conftest import BASE_CONFIG, App, event
 
 pytestmark = pytest.mark.real

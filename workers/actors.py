@@ -21,11 +21,10 @@ import redis
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO, CurrentMessage, Retries
 
-from scheduler.channels import compose_channel
-from scheduler.channels import send as send_to_channel
-from scheduler.config import Stakeholder
-from scheduler.delivery import as_received, cancel_reason, retry_at
-from scheduler.durations import format_duration
+from scheduler.core.config import Stakeholder
+from scheduler.core.delivery import as_received, cancel_reason, retry_at
+from scheduler.core.durations import format_duration
+from scheduler.core.events import parse_event
 from scheduler.errors import (
     EventError,
     PermanentDeliveryError,
@@ -34,10 +33,11 @@ from scheduler.errors import (
     TemplateError,
     TransientDeliveryError,
 )
-from scheduler.events import parse_event
-from scheduler.messages import compose_email
-from scheduler.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE
-from scheduler.store import Claim, Communication, ms_of
+from scheduler.mail.channels import compose_channel
+from scheduler.mail.channels import send as send_to_channel
+from scheduler.mail.messages import compose_email
+from scheduler.service.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE
+from scheduler.storage.redis_store import Claim, Communication, ms_of
 from workers import runtime
 
 __all__ = [

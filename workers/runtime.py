@@ -11,17 +11,17 @@ from datetime import UTC, datetime
 import httpx
 import redis
 
-from scheduler.channels import new_client
-from scheduler.clock import ServerClock
-from scheduler.config import Config, ConfigSource
-from scheduler.connection import patient_client
-from scheduler.engine import Engine
-from scheduler.feedback import is_unsubscribed
-from scheduler.mailer import SmtpPool
-from scheduler.render import TemplateSet
-from scheduler.settings import Settings
-from scheduler.store import RedisStore, Store
-from scheduler.timers import RedisTimerStore
+from scheduler.core.config import Config, ConfigSource
+from scheduler.core.engine import Engine
+from scheduler.mail.channels import new_client
+from scheduler.mail.render import TemplateSet
+from scheduler.mail.smtp import SmtpPool
+from scheduler.service.settings import Settings
+from scheduler.storage.clock import ServerClock
+from scheduler.storage.connection import patient_client
+from scheduler.storage.feedback import is_unsubscribed
+from scheduler.storage.redis_store import RedisStore, Store
+from scheduler.storage.timers import RedisTimerStore
 
 __all__ = ["Runtime", "configure", "current", "reset"]
 

@@ -1,0 +1,586 @@
+"""What each ``amends`` command does; :mod:`scheduler.cli.main` parses the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from scheduler.core._validation import bounded_duration_s
+from scheduler.core.events import Event, check_not_ahead, decode_json, parse_event, parse_event_json
+from scheduler.core.text import decode_utf8, scrub
+from scheduler.errors import ConfigError, EventError, SettingsError
+from scheduler.service.settings import Settings
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "cmd_config_check",
+    "cmd_demo",
+    "cmd_emit",
+    "cmd_log",
+    "cmd_mailsink",
+    "cmd_opt_outs",
+    "cmd_preview",
+    "cmd_scheduler",
+    "cmd_serve",
+    "cmd_worker",
+]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MAX_PREVIEW_S = 366 * 86_400
+"""How far past the last event a preview may follow the timeline (--until)."""
+
+
+def _require_own_config(settings: Settings, command: str) -> None:
+    """Long-running processes must not quietly run on the shipped example."""
+    if settings.uses_example_config:
+        raise SettingsError(
+            f"{command} needs a configuration: set AMENDS_CONFIG or create config/amends.yaml "
+            f"(the shipped example to start from: {settings.config_path})"
+        )
+
+
+def _redis_warning(settings: Settings, command: str) -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.resolved_redis_url(), socket_connect_timeout=2).ping()
+    except redis.RedisError as e:
+        print(
+            f"amends {command}: cannot reach Redis yet ({e}); it will keep trying",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _settings(*, needs_config: bool = False) -> Settings:
+    settings = Settings.from_env()
+    if needs_config and settings.uses_example_config:
+        print(
+            f"amends: no config/amends.yaml here and AMENDS_CONFIG is not set; using the shipped example "
+            f"{settings.config_path}",
+            file=sys.stderr,
+        )
+    return settings
+
+
+def _store(settings: Settings) -> Any:
+    import redis
+
+    from scheduler.storage.redis_store import RedisStore
+
+    return RedisStore(redis.Redis.from_url(settings.resolved_redis_url()))
+
+
+# -- emit ------------------------------------------------------------------------------
+
+
+def _event_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    incident: dict[str, Any] = {}
+    names = ("title", "severity", "status", "summary", "impact", "plan", "owner", "workaround", "prevention")
+    for name in (*names, "review_by"):
+        value = getattr(args, name, None)
+        if value is not None:
+            incident[name] = value
+    if args.service:
+        incident["services"] = args.service
+    event: dict[str, Any] = {
+        "schema": 1,
+        "event_id": args.event_id or str(uuid.uuid4()),
+        "type": f"incident.{args.type}",
+        "occurred_at": args.occurred_at or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "source": args.source,
+        "incident": incident,
+    }
+    if args.incident is not None:
+        event["incident_id"] = args.incident
+    return event
+
+
+_FLAGS = {
+    "incident_id": "--incident",
+    "event_id": "--event-id",
+    "occurred_at": "--occurred-at",
+    "source": "--source",
+    "incident.services": "--service",
+    "incident.review_by": "--review-by",
+}
+
+
+def _flag_of(place: str) -> str:
+    """The command-line flag that sets an event field (``incident.title`` -> ``--title``)."""
+    if place in _FLAGS or place.startswith("incident.services["):
+        return _FLAGS.get(place, "--service")
+    return "--" + place.removeprefix("incident.") if place.startswith("incident.") else ""
+
+
+def _stdin_bytes() -> bytes:
+    if hasattr(sys.stdin, "buffer"):
+        return bytes(sys.stdin.buffer.read())
+    # a text stream: lone surrogates come back as bytes that the strict decoding refuses
+    return sys.stdin.read().encode("utf-8", "surrogatepass")
+
+
+def _read_events(path: str) -> list[Any]:
+    """The events in a file or stdin, read as bytes and decoded strictly: undecodable bytes
+    are refused here, never carried on as lone surrogates. EventError holds one (where, why)."""
+    where = "stdin" if path == "-" else path
+    raw = _stdin_bytes() if path == "-" else Path(path).read_bytes()
+    try:
+        text = decode_utf8(raw)
+    except ValueError as e:
+        raise EventError("unreadable events", [(where, str(e))]) from None
+    try:
+        data = decode_json(text)
+    except EventError as e:
+        detail = e.errors[0][1].removeprefix("not valid JSON: ")
+        raise EventError("unreadable events", [(where, f"is not JSON: {detail}")]) from None
+    return data if isinstance(data, list) else [data]
+
+
+def _load_events(command: str, path: str, now: datetime | None = None) -> list[Event] | None:
+    """Read and validate a file (or stdin) of events; on a problem print it and return None.
+
+    Every event is checked before any is used, and each problem is named
+    ``events[i].field`` when the file holds a list.
+    """
+    try:
+        documents = _read_events(path)
+    except OSError as e:
+        print(f"amends {command}: cannot read {path}: {e.strerror}", file=sys.stderr)
+        return None
+    except EventError as e:
+        where, reason = e.errors[0]
+        print(f"amends {command}: {scrub(where)} {scrub(reason)}", file=sys.stderr)
+        return None
+    if not documents:
+        print(f"amends {command}: {path if path != '-' else 'stdin'} holds no events", file=sys.stderr)
+        return None
+    return _validated(command, documents, now)
+
+
+def _validated(
+    command: str, documents: list[Any], now: datetime | None, *, flags: bool = False
+) -> list[Event] | None:
+    """Every document as an event (not dated ahead of ``now``, when given), or None after
+    printing each problem of each document (with the flag that sets each field, for ``flags``)."""
+    events, problems = [], []
+    for index, document in enumerate(documents):
+        try:
+            parse_event(document)  # first: a document too deep to serialise is refused here
+            event = parse_event_json(json.dumps(document))
+            events.append(check_not_ahead(event, now) if now is not None else event)
+        except EventError as e:
+            prefix = f"events[{index}]" if len(documents) > 1 else ""
+            for place, why in e.errors:
+                where = ".".join(p for p in (prefix, place) if p) or "event"
+                flag = _flag_of(place) if flags else ""
+                problems.append(f"{where} ({flag}): {why}" if flag else f"{where}: {why}")
+    if problems:
+        lines = "".join(f"\n  {scrub(p)}" for p in problems)
+        print(f"amends {command}: invalid event:{lines}", file=sys.stderr)
+        return None
+    return events
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    from scheduler.service.emitting import already_accepted, emit
+
+    from_flags = args.type is not None and args.type != "-"
+    if from_flags and args.file:
+        print(f"amends emit: give either '{args.type}' with flags or --file, not both", file=sys.stderr)
+        return EXIT_USAGE
+    if from_flags:
+        events = _validated("emit", [_event_from_flags(args)], datetime.now(UTC), flags=True)
+    elif args.file or args.type == "-":
+        events = _load_events("emit", args.file or "-", datetime.now(UTC))
+    else:
+        print("amends emit: give --file FILE, - for stdin, or a type such as 'opened'", file=sys.stderr)
+        return EXIT_USAGE
+    if events is None:
+        return EXIT_USAGE
+    settings = Settings.from_env()
+    if settings.redis_url is None:
+        print(
+            f"amends emit: AMENDS_REDIS_URL is not set; enqueueing on the embedded Redis under "
+            f"{settings.data_dir / 'redis'}, which only a worker started here without AMENDS_REDIS_URL reads",
+            file=sys.stderr,
+        )
+    import redis
+
+    client = redis.Redis.from_url(settings.resolved_redis_url())
+    seen: set[str] = set()
+    for event in events:
+        if event.event_id in seen or already_accepted(client, event.event_id):
+            print(f"duplicate {event.event_id}: an event with this id was already accepted; nothing enqueued")
+            continue
+        emit(event.model_dump(mode="json", by_alias=True, exclude_none=True))
+        seen.add(event.event_id)
+        print(f"enqueued {event.event_id} ({event.type} {event.incident_id})")
+    return EXIT_OK
+
+
+# -- config ----------------------------------------------------------------------------
+
+
+def _config_path(settings: Settings, explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    return settings.config_path
+
+
+def _raw_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from scheduler.core.config import load_config
+    from scheduler.mail.channels import check_channel_templates
+    from scheduler.mail.preflight import audience_warnings, check_templates, thin_message_warnings
+    from scheduler.mail.render import TemplateSet
+
+    settings = _settings(needs_config=not args.file)
+    path = _config_path(settings, args.file)
+    folder = settings.templates_dir
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        # an unknown audience is worth knowing however the rest of the file fares
+        for warning in audience_warnings(_raw_yaml(path), folder):
+            print(f"  warning: {warning}", file=sys.stderr)
+        return EXIT_FAILED
+    warnings = audience_warnings(config, folder)
+    if not folder.is_dir():
+        for warning in warnings:
+            print(f"  warning: {warning}", file=sys.stderr)
+        print(f"{path}: the template folder {folder} does not exist (AMENDS_TEMPLATES)", file=sys.stderr)
+        return EXIT_FAILED
+    if not config.stakeholders:
+        warnings.append("no stakeholders: no incident will inform anyone")
+    if config.contact is None and any(config.contact_of(s) is None for s in config.stakeholders):
+        warnings.append(
+            "no contact: messages name only the sender and carry no Reply-To; add "
+            "contact: {name: ..., email: ...} (per stakeholder or audience too)"
+        )
+    template_errors = check_templates(config, folder)
+    if not template_errors:
+        warnings += thin_message_warnings(TemplateSet(folder), config, datetime.now(UTC))
+    for warning in warnings:
+        print(f"  warning: {warning}", file=sys.stderr)
+    if not settings.webhook_secret:
+        for index, stakeholder in enumerate(config.stakeholders):
+            if stakeholder.channel == "webhook":
+                print(
+                    f"  warning: stakeholders[{index}]: channel webhook needs AMENDS_WEBHOOK_SECRET "
+                    "(whsec_…) in the worker's environment to sign its deliveries",
+                    file=sys.stderr,
+                )
+    template_errors += check_channel_templates(config, folder)
+    for error in template_errors:
+        print(f"  {error}", file=sys.stderr)
+    if template_errors:
+        print(f"{path}: {len(template_errors)} problem(s)", file=sys.stderr)
+        return EXIT_FAILED
+    noted = f", {len(warnings)} warning(s) above" if warnings else ""
+    print(f"{path}: OK ({len(config.stakeholders)} stakeholders, templates in {folder}{noted})")
+    return EXIT_OK
+
+
+def _config_or_none(settings: Settings) -> Any:
+    from scheduler.core.config import load_config
+
+    try:
+        return load_config(settings.config_path)
+    except ConfigError:
+        return None
+
+
+# -- log -------------------------------------------------------------------------------
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from scheduler.cli.logview import (
+        ON_TIME_GRACE_S,
+        REJECTED_COLUMNS,
+        LogFilter,
+        format_table,
+        open_promises,
+        promise_report,
+        rejected_records,
+        rejected_row,
+        row_json,
+        table_row,
+    )
+
+    settings = _settings()
+    store = _store(settings)
+    if args.target:
+        if args.target[0] != "show" or len(args.target) != 2:
+            print("amends log: use 'amends log show COMM_ID'", file=sys.stderr)
+            return EXIT_USAGE
+        filters = [args.incident, args.stakeholder, args.kind, args.status, args.since, args.limit]
+        if any(f is not None for f in filters) or args.rejected or args.promises:
+            print("amends log show: takes a communication id and --json only", file=sys.stderr)
+            return EXIT_USAGE
+        comm = store.comm(args.target[1])
+        if comm is None:
+            print(f"amends log: no communication {args.target[1]!r}", file=sys.stderr)
+            return EXIT_FAILED
+        if args.json:
+            print(scrub(json.dumps({**comm.as_json(), "message": comm.message}, ensure_ascii=False)))
+        elif comm.message:
+            # exactly what the SMTP server received: CRLF line ends, nothing added
+            sys.stdout.write(scrub(comm.message))
+            sys.stdout.flush()
+        else:
+            from scheduler.mail.composed import composed_text
+
+            sys.stdout.write(
+                scrub(composed_text(comm, _config_or_none(settings), settings.templates_dir, ""))
+            )
+            sys.stdout.flush()
+        return EXIT_OK
+    since = None
+    if args.since:
+        try:
+            since = datetime.now(UTC) - timedelta(seconds=bounded_duration_s(args.since))
+        except (ValueError, OverflowError) as e:
+            print(f"amends log: --since: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    if args.rejected:
+        if args.stakeholder or args.kind or args.status or args.promises:
+            print(
+                "amends log: --rejected takes only --incident, --since, --limit and --json", file=sys.stderr
+            )
+            return EXIT_USAGE
+        records = rejected_records(store.rejected(args.limit or 100), args.incident, since)
+        if args.json:
+            for record in records:
+                print(scrub(json.dumps(record, ensure_ascii=False, default=str)))
+        elif records:
+            print(scrub(format_table((rejected_row(r) for r in records), REJECTED_COLUMNS)))
+        else:
+            print("no rejected events")
+        return EXIT_OK
+    keep = LogFilter(args.incident, args.stakeholder, args.kind, args.status)
+    comms = [c for c in store.communications(since) if keep.keeps(c)]
+    if args.promises:
+        pending = open_promises(store, args.incident, args.stakeholder)
+        if args.kind:
+            pending = [p for p in pending if p.kind == args.kind]
+        if args.status not in (None, "scheduled"):
+            pending = []  # promises not yet composed have no other status
+        config = _config_or_none(settings)
+        grace_s = float(config.kept_within) if config else ON_TIME_GRACE_S
+        report = promise_report(comms, datetime.now(UTC), pending, grace_s)
+        if args.json:
+            print(json.dumps(report.as_json()))
+        else:
+            print("\n".join(report.lines()))
+        return EXIT_OK
+    if args.limit is not None:
+        comms = comms[-args.limit :]  # the newest
+    if args.json:
+        for comm in comms:
+            print(scrub(row_json(comm)))
+    elif comms:
+        print(scrub(format_table(table_row(c) for c in comms)))
+    else:
+        print("no communications match")
+    return EXIT_OK
+
+
+# -- opt-outs --------------------------------------------------------------------------
+
+
+def cmd_opt_outs(args: argparse.Namespace) -> int:
+    import redis
+
+    from scheduler.cli.logview import format_table
+    from scheduler.storage.feedback import opt_outs, remove_opt_out
+
+    client = redis.Redis.from_url(_settings().resolved_redis_url())
+    if args.action:
+        if args.action[0] != "remove" or len(args.action) != 2:
+            print("amends opt-outs: use 'amends opt-outs' or 'amends opt-outs remove ID'", file=sys.stderr)
+            return EXIT_USAGE
+        opt_out = args.action[1]
+        if not remove_opt_out(client, opt_out):
+            print(f"amends opt-outs: no opt-out {opt_out!r}; 'amends opt-outs' lists them", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"removed {opt_out}: that mail will be sent again")
+        return EXIT_OK
+    found = opt_outs(client)
+    if args.json:
+        for opt in found:
+            print(scrub(json.dumps(opt.as_json(), ensure_ascii=False)))
+    elif found:
+        rows = (
+            (o.id, o.stakeholder_id, o.incident_id or "all incident mail", o.as_json()["since"])
+            for o in found
+        )
+        print(scrub(format_table(rows, ("id", "stakeholder", "stops", "since"))))
+    else:
+        print("no opt-outs")
+    return EXIT_OK
+
+
+# -- processes -------------------------------------------------------------------------
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from scheduler.service.processes import run_worker_processes, start_worker
+
+    settings = _settings()
+    _require_own_config(settings, "worker")
+    settings.require_worker()
+    _redis_warning(settings, "worker")
+    if args.processes > 1:
+        return run_worker_processes(args.processes, args.threads, _stop_on_signals())
+    worker = start_worker(settings, threads=args.threads)
+    print(
+        f"amends worker: consuming from {worker.broker_url_redacted} with {args.threads} threads; "
+        f"sending through {settings.smtp.redacted() if settings.smtp else '-'}",
+        flush=True,
+    )
+    _stop_on_signals().wait()
+    worker.stop()
+    return EXIT_OK
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from scheduler.service.processes import start_scheduler
+
+    settings = _settings()
+    _require_own_config(settings, "scheduler")
+    _redis_warning(settings, "scheduler")
+    stop = _stop_on_signals()
+    loop = start_scheduler(settings, stop)
+    print("amends scheduler: waiting for due timers", flush=True)
+    stop.wait()
+    loop.join(timeout=10)
+    if loop.failure is not None:
+        # A live process with a dead loop would send nothing and say nothing: exit, so
+        # that a supervisor starts a fresh one.
+        print(f"amends scheduler: the loop stopped: {loop.failure!r}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from scheduler.cli.preview import simulate, timeline_json, timeline_text, write_html
+    from scheduler.core.config import load_config
+    from scheduler.mail.preflight import thin_event_warnings
+    from scheduler.mail.render import TemplateSet
+
+    settings = _settings(needs_config=True)
+    try:
+        after_last = timedelta(seconds=bounded_duration_s(args.until, MAX_PREVIEW_S))
+    except (ValueError, OverflowError) as e:
+        print(f"amends preview: --until: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    events = _load_events("preview", args.file)
+    if events is None:
+        return EXIT_USAGE
+    config = load_config(_config_path(settings, args.config))
+    for warning in thin_event_warnings(events):
+        print(f"amends preview: warning: {warning}", file=sys.stderr)
+    try:
+        timeline = simulate(events, config, TemplateSet(settings.templates_dir), after_last)
+    except ValueError as e:
+        print(f"amends preview: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        for line in timeline_json(timeline.messages):
+            print(line)
+    else:
+        print(timeline_text(timeline, config))
+    if args.html:
+        try:
+            index_page = write_html(timeline.messages, Path(args.html))
+        except OSError as e:
+            print(f"amends preview: cannot write HTML into {args.html}: {e.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        print(
+            f"HTML of {len(timeline.messages)} messages: {index_page}",
+            file=sys.stderr if args.json else sys.stdout,
+        )
+    return EXIT_OK
+
+
+def cmd_mailsink(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    """Run a local SMTP server into a Maildir until Ctrl-C (or ``stop``)."""
+    from email import message_from_bytes
+
+    from scheduler.dev.mailsink import MailSink, ReceivedMail
+
+    def announce(mail: ReceivedMail) -> None:
+        subject = str(message_from_bytes(mail.raw).get("Subject", "")).replace("\n", " ")
+        print(f"received for {', '.join(mail.rcpt_tos)}: {scrub(subject)}", flush=True)
+
+    maildir = Path(args.maildir)
+    try:
+        sink = MailSink(args.host, args.port, maildir, remember=False, on_receive=announce).start()
+    except OSError as e:
+        print(
+            f"amends mailsink: cannot use {args.maildir} or listen on {args.host}:{args.port}: {e}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    print(
+        f"amends mailsink: listening on {args.host}:{args.port}, keeping mail in {maildir.resolve()} (a Maildir); "
+        f"use AMENDS_SMTP_URL='smtp://{args.host}:{args.port}?tls=none'",
+        flush=True,
+    )
+    (stop or _stop_on_signals()).wait()
+    sink.stop()
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from scheduler.dev.demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from scheduler.web.app import create_app, server_config
+
+    app = create_app(_settings())  # refuses to start without its settings
+    print(
+        f"amends serve: http://{args.host}:{args.port}/ (the review page; sign in with a token)", flush=True
+    )
+    try:
+        uvicorn.Server(server_config(app, args.host, args.port)).run()
+    except SystemExit as e:  # uvicorn exits when it cannot bind; its log line says why
+        if e.code not in (0, None):
+            print(f"amends serve: could not listen on {args.host}:{args.port}", file=sys.stderr)
+            return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,296 @@
+"""An in-process :class:`~scheduler.storage.redis_store.Store` with the same contract as the Redis one.
+
+Used by ``amends preview`` (a simulated clock, nothing persisted) and by fast unit tests.
+The contract tests in ``tests/test_store.py`` run against both.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduler.storage import keys
+from scheduler.storage.redis_store import (
+    DISPATCH_GRACE_MS,
+    SKIPPED,
+    WAIT_RECHECK_MS,
+    Builder,
+    Claim,
+    Communication,
+    Cursor,
+    check_finish,
+    ms_of,
+    new_comm,
+    utc_of,
+)
+
+__all__ = ["MemoryStore"]
+
+_UNFINISHED = ("scheduled", "sending", "retrying")
+
+
+class MemoryStore:
+    """Events, incidents, threads and communications in dictionaries, behind one lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._events: dict[str, dict[str, Any]] = {}
+        self._incidents: dict[str, dict[str, Any]] = {}
+        self._opened: dict[str, int] = {}
+        self._threads: dict[tuple[str, str], dict[str, str]] = {}
+        self._triggers: dict[tuple[str, str], dict[str, str]] = {}
+        self._comms: dict[str, dict[str, str]] = {}
+        self._log: list[tuple[int, str]] = []
+        self._rejected: list[dict[str, Any]] = []
+        self._inflight: dict[str, int] = {}
+        self._heartbeats: dict[str, dict[str, Any]] = {}
+
+    def apply_event(
+        self, event_id: str, incident_id: str, apply: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> dict[str, Any]:
+        with self._lock:
+            if event_id in self._events:
+                return {**copy.deepcopy(self._events[event_id]), "duplicate": True}
+            current = copy.deepcopy(self._incidents.get(incident_id))
+            record = apply(current)
+            if record.get("waiting"):
+                return {**record, "duplicate": False}
+            self._events[event_id] = copy.deepcopy(record)
+            if record.get("incident") is not None:
+                self._incidents[incident_id] = copy.deepcopy(record["incident"])
+                self._opened.setdefault(incident_id, record["incident"]["opened_ms"])
+            return {**record, "duplicate": False}
+
+    def mark_event_done(self, event_id: str) -> None:
+        with self._lock:
+            if event_id in self._events:
+                self._events[event_id]["done"] = True
+
+    def reject(self, payload: Any, errors: list[tuple[str, str]], now: datetime, source: str) -> None:
+        with self._lock:
+            self._rejected.insert(
+                0,
+                {
+                    "rejected_at": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                    "via": source,
+                    "errors": [{"field": place, "reason": reason} for place, reason in errors],
+                    "event": json.loads(json.dumps(payload, default=repr)),
+                },
+            )
+            del self._rejected[keys.REJECTED_KEEP :]
+
+    def rejected(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._rejected[:limit])
+
+    def incident(self, incident_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return copy.deepcopy(self._incidents.get(incident_id))
+
+    def incident_ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._opened, key=lambda i: (self._opened[i], i))
+
+    def incident_page(self, limit: int, before: Cursor | None = None) -> tuple[list[str], Cursor | None]:
+        with self._lock:
+            ordered = sorted(((ms, i) for i, ms in self._opened.items()), reverse=True)
+        picked = [entry for entry in ordered if before is None or entry < before][: limit + 1]
+        following = picked[limit - 1] if len(picked) > limit else None
+        return [i for _, i in picked[:limit]], following
+
+    def set_incident_stakeholders(self, incident_id: str, update: Callable[[list[str]], list[str]]) -> None:
+        with self._lock:
+            state = self._incidents[incident_id]
+            state["stakeholders"] = update(list(state.get("stakeholders", [])))
+
+    def thread(self, incident_id: str, stakeholder_id: str) -> dict[str, str]:
+        with self._lock:
+            return dict(self._threads.get((incident_id, stakeholder_id), {}))
+
+    def update_thread(self, incident_id: str, stakeholder_id: str, **fields: str | int) -> None:
+        with self._lock:
+            thread = self._threads.setdefault((incident_id, stakeholder_id), {})
+            thread.update({name: str(value) for name, value in fields.items()})
+
+    def clear_thread_fields(self, incident_id: str, stakeholder_id: str, *names: str) -> None:
+        with self._lock:
+            thread = self._threads.get((incident_id, stakeholder_id), {})
+            for name in names:
+                thread.pop(name, None)
+
+    def create_comm(
+        self,
+        incident_id: str,
+        stakeholder_id: str,
+        kind: str,
+        trigger: str,
+        build: Builder,
+        first: tuple[str, str] | None = None,
+    ) -> tuple[str, bool]:
+        with self._lock:
+            pair = (incident_id, stakeholder_id)
+            triggers = self._triggers.setdefault(pair, {})
+            if trigger in triggers:
+                return ("" if triggers[trigger] == SKIPPED else triggers[trigger]), False
+            thread = self._threads.setdefault(pair, {})
+            use_kind, use_trigger = first if first and "seq" not in thread else (kind, trigger)
+            if use_trigger in triggers:
+                triggers[trigger] = triggers[use_trigger]
+                return triggers[trigger], False
+            made = new_comm(
+                incident_id,
+                stakeholder_id,
+                use_kind,
+                use_trigger,
+                thread,
+                build,
+                copy.deepcopy(self._incidents.get(incident_id)),
+            )
+            if made is None:
+                triggers[trigger] = SKIPPED
+                return "", False
+            comm_id, record, thread_updates = made
+            triggers[use_trigger] = triggers[trigger] = comm_id
+            thread.update({name: str(value) for name, value in thread_updates.items()})
+            self._comms[comm_id] = {name: str(value) for name, value in record.items()}
+            if "prev" in record and str(record["prev"]) in self._comms:
+                self._comms[str(record["prev"])]["next"] = comm_id
+            self._log.append((int(record["created_ms"]), comm_id))
+            self._inflight[comm_id] = int(record["created_ms"]) + DISPATCH_GRACE_MS
+            return comm_id, True
+
+    def comm(self, comm_id: str) -> Communication | None:
+        with self._lock:
+            raw = self._comms.get(comm_id)
+            return Communication.from_hash(raw) if raw else None
+
+    def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim:
+        with self._lock:
+            comm = self._comms.get(comm_id)
+            if comm is None:
+                return Claim("missing")
+            status = comm["status"]
+            if status == "sending" and int(comm.get("lease_until_ms", "0")) > now_ms:
+                return Claim("sending")
+            if status == "retrying" and int(comm.get("next_attempt_ms", "0")) > now_ms:
+                self._inflight[comm_id] = int(comm["next_attempt_ms"])
+                return Claim("early")
+            if status not in _UNFINISHED:
+                self._inflight.pop(comm_id, None)
+                return Claim(status)
+            prev = self._comms.get(comm.get("prev", ""))
+            if prev is not None and prev["status"] in _UNFINISHED:
+                self._inflight[comm_id] = now_ms + WAIT_RECHECK_MS
+                return Claim("waiting")
+            following = comm.get("next")
+            if following and comm.get("no_news") == "1":
+                comm.update(
+                    status="cancelled", last_error=f"superseded by {following}", updated_ms=str(now_ms)
+                )
+                for name in ("lease_until_ms", "token", "next_attempt_ms"):
+                    comm.pop(name, None)
+                self._inflight.pop(comm_id, None)
+                self._wake(following, now_ms)
+                return Claim("superseded", following)
+            comm.update(
+                status="sending", lease_until_ms=str(now_ms + lease_ms), token=token, updated_ms=str(now_ms)
+            )
+            comm.setdefault("first_attempt_ms", str(now_ms))
+            comm["attempts"] = str(int(comm.get("attempts", "0")) + 1)
+            self._inflight[comm_id] = now_ms + lease_ms
+            return Claim(
+                "ok",
+                None,
+                Communication.from_hash(dict(comm)),
+                prev["status"] if prev else "",
+                utc_of(prev.get("sent_ms")) if prev else None,
+            )
+
+    def _wake(self, comm_id: str, now_ms: int) -> None:
+        if comm_id in self._inflight:
+            self._inflight[comm_id] = min(self._inflight[comm_id], now_ms)
+
+    def finish_send(
+        self,
+        comm_id: str,
+        token: str,
+        status: str,
+        now_ms: int,
+        next_attempt_ms: int | None = None,
+        **fields: str | int,
+    ) -> tuple[bool, str | None]:
+        check_finish(status, next_attempt_ms)
+        with self._lock:
+            comm = self._comms.get(comm_id)
+            if comm is None or comm["status"] != "sending" or comm.get("token") != token:
+                return False, None
+            comm["status"] = status
+            comm.update({name: str(value) for name, value in fields.items()})
+            comm.pop("lease_until_ms", None)
+            comm.pop("token", None)
+            if status == "retrying":
+                assert next_attempt_ms is not None
+                comm["next_attempt_ms"] = str(next_attempt_ms)
+                self._inflight[comm_id] = next_attempt_ms
+                return True, None
+            comm.pop("next_attempt_ms", None)
+            self._inflight.pop(comm_id, None)
+            following = comm.get("next")
+            if following:
+                self._wake(following, now_ms)
+            return True, following or None
+
+    def sweep(self, now_ms: int, recheck_ms: int, limit: int) -> list[str]:
+        with self._lock:
+            due = sorted((at, c) for c, at in self._inflight.items() if at <= now_ms)[:limit]
+            for _, comm_id in due:
+                self._inflight[comm_id] = now_ms + recheck_ms
+            return [c for _, c in due]
+
+    def unfinished_count(self) -> int:
+        with self._lock:
+            return len(self._inflight)
+
+    def heartbeat(self, name: str, role: str, now_ms: int) -> None:
+        with self._lock:
+            self._heartbeats[name] = {"role": role, "at_ms": now_ms}
+
+    def heartbeats(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._heartbeats)
+
+    def page(
+        self,
+        keep: Callable[[Communication], bool],
+        limit: int,
+        before: Cursor | None = None,
+        since: datetime | None = None,
+    ) -> tuple[list[Communication], Cursor | None]:
+        low = ms_of(since) if since else None
+        with self._lock:
+            ordered = sorted(self._log, reverse=True)
+            found: list[Communication] = []
+            for ms, comm_id in ordered:
+                if low is not None and ms < low:
+                    break
+                if before is not None and (ms, comm_id) >= before:
+                    continue
+                comm = Communication.from_hash(dict(self._comms[comm_id]))
+                if keep(comm):
+                    found.append(comm)
+                    if len(found) == limit:
+                        return found, (ms, comm_id)
+            return found, None
+
+    def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]:
+        low = ms_of(since) if since else None
+        with self._lock:
+            ordered = sorted(self._log)
+            records = [
+                Communication.from_hash(dict(self._comms[c])) for ms, c in ordered if low is None or ms >= low
+            ]
+        yield from records

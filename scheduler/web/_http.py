@@ -1,0 +1,88 @@
+"""What every HTTP route of the API shares: safe responses and bodies read within limits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from scheduler.core.text import scrub
+from scheduler.web.review_page import render_notice
+
+__all__ = [
+    "HTML_HEADERS",
+    "MAX_FORM_BYTES",
+    "MAX_FORM_FIELDS",
+    "SafeJSONResponse",
+    "forbidden",
+    "invalid",
+    "page",
+    "read_capped",
+    "read_form",
+]
+
+MAX_FORM_BYTES = 64 * 1024
+MAX_FORM_FIELDS = 20
+HTML_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "Cache-Control": "no-store",
+}
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that always encodes: text the store holds that UTF-8 cannot carry (a lone
+    surrogate kept before it was refused at the door) is sent as U+FFFD."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=str)
+        return scrub(text).encode("utf-8")
+
+
+def invalid(errors: Iterable[tuple[str, str]]) -> SafeJSONResponse:
+    return SafeJSONResponse({"errors": [{"field": f, "reason": r} for f, r in errors]}, status_code=422)
+
+
+def page(html: str, status_code: int = 200) -> HTMLResponse:
+    return HTMLResponse(scrub(html), status_code=status_code, headers=HTML_HEADERS)
+
+
+def forbidden() -> HTMLResponse:
+    return page(
+        render_notice(
+            "This link does not work",
+            "The link is incomplete or was altered. Please use the link exactly as it came in our email.",
+            error=True,
+        ),
+        403,
+    )
+
+
+async def read_capped(request: Request, limit: int) -> bytes | None:
+    """The request body, or None when it is larger than ``limit`` bytes (read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+async def read_form(request: Request) -> dict[str, str] | None:
+    """An ``application/x-www-form-urlencoded`` body as {name: last value}; None when it is
+    too large or cannot be read as one (a reason for 400, never an exception)."""
+    body = await read_capped(request, MAX_FORM_BYTES)
+    if body is None:
+        return None
+    try:
+        pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except (UnicodeDecodeError, ValueError):  # a form body is percent-encoded ASCII; too many fields
+        return None
+    return {name: scrub(value) for name, value in pairs}

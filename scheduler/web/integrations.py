@@ -1,0 +1,159 @@
+"""The routes other tools post to: ``/v1/integrations/alertmanager``, ``/grafana``, ``/pagerduty``.
+
+Each turns its payload into events (:mod:`scheduler.core.integrations`) and enqueues them
+exactly as ``POST /v1/events`` does. Alertmanager and Grafana authenticate with the API
+token as a bearer token; PagerDuty signs its body (``X-PagerDuty-Signature``, checked
+against ``AMENDS_PAGERDUTY_SECRET``; unset, the route answers 401). A payload that cannot
+be read or mapped gets 422 naming the field, and is kept for ``amends log --rejected``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import dramatiq
+import redis
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from scheduler.core.config import ConfigSource, Integrations
+from scheduler.core.events import decode_json
+from scheduler.core.integrations import Translation, from_alertmanager, from_grafana, from_pagerduty
+from scheduler.core.text import decode_utf8
+from scheduler.errors import AmendsError, EventError, RedisUnavailableError
+from scheduler.mail.signing import pagerduty_signature_valid
+from scheduler.service.emitting import already_accepted, emit
+from scheduler.service.settings import Settings
+from scheduler.storage.redis_store import RedisStore
+from scheduler.web._http import SafeJSONResponse, invalid, read_capped
+
+__all__ = ["MAX_PAYLOAD_BYTES", "integration_router"]
+
+logger = logging.getLogger(__name__)
+
+MAX_PAYLOAD_BYTES = 1024 * 1024
+"""An alert group with many alerts is large; a megabyte holds several hundred."""
+_KEPT_WHOLE_BYTES = 64 * 1024
+_EXCERPT_CHARS = 2000
+
+Translator = Callable[[Any, Integrations, datetime], Translation]
+
+
+def _mapping_source(settings: Settings) -> Callable[[], Integrations]:
+    """The ``integrations:`` section in force; the defaults when the file cannot be read."""
+    try:
+        source: ConfigSource | None = ConfigSource(settings.config_path)
+    except (AmendsError, OSError) as e:
+        logger.warning("integrations use the default mapping: %s", str(e).splitlines()[0])
+        source = None
+
+    def current() -> Integrations:
+        return source.current().integrations if source else Integrations()
+
+    return current
+
+
+def integration_router(
+    settings: Settings,
+    store: RedisStore,
+    broker: dramatiq.Broker,
+    clock: Callable[[], datetime],
+    require_token: Callable[[Request], None],
+) -> APIRouter:
+    """The three integration routes, enqueueing on ``broker`` and keeping rejects in ``store``."""
+    router = APIRouter()
+    mapping = _mapping_source(settings)
+
+    async def keep(kept: Any, errors: list[tuple[str, str]], via: str) -> None:
+        try:
+            await run_in_threadpool(store.reject, kept, errors, clock(), via)
+        except redis.RedisError:  # the sender still learns what is wrong with its payload
+            logger.warning("a rejected %s payload could not be kept: Redis did not answer", via)
+
+    async def accept(
+        request: Request, translate: Translator, via: str, body: bytes | None = None
+    ) -> JSONResponse:
+        if body is None:
+            body = await read_capped(request, MAX_PAYLOAD_BYTES)
+        if body is None:
+            errors = [("", f"the payload is larger than {MAX_PAYLOAD_BYTES} bytes")]
+            await keep(None, errors, via)
+            return invalid(errors)
+        excerpt = body[:_EXCERPT_CHARS].decode("utf-8", errors="replace")
+        kept: Any = excerpt
+        try:
+            try:
+                document = decode_json(decode_utf8(body))
+            except ValueError as e:
+                raise EventError("invalid payload", [("", f"the body {e}")]) from None
+            if len(body) <= _KEPT_WHOLE_BYTES:
+                kept = document
+            now = clock()
+            translation = translate(document, mapping(), now)
+            accepted = []
+            for event in translation.events:
+                # A tool's repeat of what was already applied is answered as such, not enqueued.
+                if await run_in_threadpool(already_accepted, store.client, str(event["event_id"])):
+                    accepted.append(
+                        {
+                            "event_id": event["event_id"],
+                            "incident_id": event["incident_id"],
+                            "type": event["type"],
+                            "status": "duplicate",
+                        }
+                    )
+                    continue
+                parsed = await run_in_threadpool(emit, event, broker=broker, now=now)
+                accepted.append(
+                    {
+                        "event_id": parsed.event_id,
+                        "incident_id": parsed.incident_id,
+                        "type": parsed.type,
+                        "status": "enqueued",
+                    }
+                )
+        except EventError as e:
+            logger.warning("%s payload rejected: %s", via, e)
+            await keep(kept, e.errors, via)
+            return invalid(e.errors)
+        except RedisUnavailableError:
+            return SafeJSONResponse({"detail": "Redis did not answer; nothing was enqueued"}, status_code=503)
+        if translation.ignored:
+            return SafeJSONResponse({"status": "ignored", "reason": translation.ignored}, status_code=200)
+        if accepted and all(a["status"] == "duplicate" for a in accepted):
+            return SafeJSONResponse({"status": "duplicate", "events": accepted}, status_code=200)
+        return SafeJSONResponse({"status": "enqueued", "events": accepted}, status_code=202)
+
+    @router.post("/v1/integrations/alertmanager", status_code=202, dependencies=[Depends(require_token)])
+    async def alertmanager(request: Request) -> JSONResponse:
+        """An Alertmanager webhook notification (version 4): the group is one incident."""
+        return await accept(request, from_alertmanager, "alertmanager")
+
+    @router.post("/v1/integrations/grafana", status_code=202, dependencies=[Depends(require_token)])
+    async def grafana(request: Request) -> JSONResponse:
+        """A Grafana Alerting webhook contact point notification: the group is one incident."""
+        return await accept(request, from_grafana, "grafana")
+
+    @router.post("/v1/integrations/pagerduty", status_code=202)
+    async def pagerduty(request: Request) -> JSONResponse:
+        """A PagerDuty V3 webhook, accepted only with a valid ``X-PagerDuty-Signature``."""
+        body = await read_capped(request, MAX_PAYLOAD_BYTES)
+        secret = settings.pagerduty_secret
+        if secret is None:
+            return SafeJSONResponse(
+                {"detail": "AMENDS_PAGERDUTY_SECRET is not set: PagerDuty webhooks cannot be verified"},
+                status_code=401,
+            )
+        if body is not None and not pagerduty_signature_valid(
+            secret, body, request.headers.get("x-pagerduty-signature")
+        ):
+            return SafeJSONResponse(
+                {"detail": "X-PagerDuty-Signature does not sign this body"}, status_code=401
+            )
+        return await accept(request, from_pagerduty, "pagerduty", body)
+
+    return router

@@ -1,0 +1,215 @@
+"""The pages feedback and unsubscribe links open.
+
+Opening a link (GET) never records anything: mail scanners fetch every link in a
+message. A rating link shows the feedback form with that rating chosen; the reader's
+POST of the form records it. An unsubscribe link asks whether to stop this incident's
+mail or all incident mail; the reader's button, or a mail client's RFC 8058 one-click
+POST (which stops all incident mail), records the opt-out, and the page that confirms it
+offers to undo it. Every link is HMAC-signed for its stakeholder (and incident); a
+forged or altered one gets 403 and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from urllib.parse import quote
+
+import redis
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from scheduler.mail.signing import sign, verify
+from scheduler.storage.feedback import (
+    MAX_COMMENT_CHARS,
+    RATINGS,
+    FeedbackError,
+    feedback_for,
+    is_unsubscribed,
+    opt_out_id,
+    record_comment,
+    record_rating,
+    record_unsubscribe,
+    remove_opt_out,
+)
+from scheduler.storage.redis_store import RedisStore
+from scheduler.web._http import forbidden, page, read_form
+from scheduler.web.review_page import (
+    UnsubscribeChoice,
+    render_feedback_page,
+    render_notice,
+    render_unsubscribe,
+)
+
+__all__ = ["link_router"]
+
+_UNREADABLE = "The form could not be read. Please go back to the page and send it again."
+
+
+def _rating(text: str | None) -> int | None:
+    """A rating 1-5 from a form or a link, or None for anything else."""
+    value = int(text) if text and text.isascii() and text.isdigit() and len(text) == 1 else None
+    return value if value in RATINGS else None
+
+
+def link_router(
+    client: redis.Redis,
+    secret: str,
+    clock: Callable[[], datetime],
+    stakeholder_name: Callable[[str], str],
+) -> APIRouter:
+    """The feedback and unsubscribe routes; ``stakeholder_name`` names a stakeholder id on pages."""
+    router = APIRouter()
+    store = RedisStore(client)
+
+    def signed(signature: str, *parts: str) -> bool:
+        return verify(secret, signature, *parts)
+
+    # -- feedback -----------------------------------------------------------------------
+
+    def feedback_page(
+        incident_id: str,
+        stakeholder_id: str,
+        status_code: int = 200,
+        *,
+        rating: int | None = None,
+        comment: str = "",
+        message: str = "",
+        error: str = "",
+    ) -> HTMLResponse:
+        state = store.incident(incident_id)
+        saved = feedback_for(client, incident_id).get(stakeholder_id)
+        html = render_feedback_page(
+            incident_id=incident_id,
+            title=str(state.get("title", "")) if state else "",
+            stakeholder=stakeholder_name(stakeholder_id),
+            action=f"/feedback/{quote(incident_id, safe='')}/{quote(stakeholder_id, safe='')}",
+            comment_sig=sign(secret, "feedback-comment", incident_id, stakeholder_id),
+            rating=rating if rating is not None else (saved.rating if saved else None),
+            saved_rating=saved.rating if saved else None,
+            comment=comment,
+            message=message,
+            error=error,
+        )
+        return page(html, status_code)
+
+    @router.get("/feedback/{incident_id}/{stakeholder_id}", response_class=HTMLResponse)
+    def feedback(incident_id: str, stakeholder_id: str, sig: str = "", rating: str | None = None) -> Response:
+        """The feedback form; a rating link's rating comes chosen. Nothing is recorded here."""
+        if rating is None:
+            if not signed(sig, "feedback-page", incident_id, stakeholder_id):
+                return forbidden()
+            return feedback_page(incident_id, stakeholder_id)
+        if not signed(sig, "feedback", incident_id, stakeholder_id, rating):
+            return forbidden()
+        chosen = _rating(rating)
+        if chosen is None:
+            return page(render_notice("Not a rating", "A rating is 1 to 5.", error=True), 422)
+        return feedback_page(
+            incident_id,
+            stakeholder_id,
+            rating=chosen,
+            message=f"You chose {chosen} of 5. Press Send to record it; you may add a comment.",
+        )
+
+    @router.post("/feedback/{incident_id}/{stakeholder_id}", response_class=HTMLResponse)
+    async def feedback_sent(request: Request, incident_id: str, stakeholder_id: str) -> Response:
+        """The form: a rating, a comment (at most 4000 characters) or both, signed for this
+        incident and stakeholder; the latest answer wins."""
+        form = await read_form(request)
+        if form is None:
+            return page(render_notice("Not saved", _UNREADABLE, error=True), 400)
+        if not signed(form.get("sig", ""), "feedback-comment", incident_id, stakeholder_id):
+            return forbidden()
+        return await run_in_threadpool(
+            keep_feedback, incident_id, stakeholder_id, form.get("rating"), form.get("comment", "")
+        )
+
+    def keep_feedback(
+        incident_id: str, stakeholder_id: str, rating_text: str | None, comment: str
+    ) -> Response:
+        rating = _rating(rating_text)
+        shown = comment[:MAX_COMMENT_CHARS]
+        if rating_text and rating is None:
+            return feedback_page(incident_id, stakeholder_id, 422, error="Not saved: a rating is 1 to 5.")
+        if rating is None and not comment.strip():
+            error = "Not saved: choose a rating or write a comment."
+            return feedback_page(incident_id, stakeholder_id, 422, error=error)
+        try:
+            if comment.strip():
+                record_comment(client, incident_id, stakeholder_id, comment, clock())
+        except FeedbackError as e:
+            return feedback_page(
+                incident_id, stakeholder_id, 422, rating=rating, error=f"Not saved: {e}.", comment=shown
+            )
+        if rating is not None:
+            record_rating(client, incident_id, stakeholder_id, rating, clock())
+        said = [f"you rated our messages {rating} of 5"] if rating is not None else []
+        said += ["your comment was recorded"] if comment.strip() else []
+        message = "Thank you! " + ", and ".join(said).capitalize() + "."
+        kept = feedback_for(client, incident_id).get(stakeholder_id)
+        return feedback_page(
+            incident_id, stakeholder_id, comment=kept.comment if kept else "", message=message
+        )
+
+    # -- unsubscribe --------------------------------------------------------------------
+
+    def unsubscribe_signed(sig: str, stakeholder_id: str, incident: str) -> bool:
+        parts = (stakeholder_id, incident) if incident else (stakeholder_id,)
+        return signed(sig, "unsubscribe", *parts)
+
+    def incident_words(incident: str) -> str:
+        state = store.incident(incident)
+        title = str(state.get("title", "")) if state else ""
+        return f"{incident} ({title})" if title else incident
+
+    @router.get("/unsubscribe/{stakeholder_id}", response_class=HTMLResponse)
+    def confirm_unsubscribe(
+        request: Request, stakeholder_id: str, sig: str = "", incident: str = ""
+    ) -> Response:
+        """Asks which mail to stop: opening the link (mail scanners do) unsubscribes no one."""
+        if not unsubscribe_signed(sig, stakeholder_id, incident):
+            return forbidden()
+        name = stakeholder_name(stakeholder_id)
+        action = f"{request.url.path}?{request.url.query}"
+        if is_unsubscribed(client, stakeholder_id):
+            lines = [f"{name} already receives no incident messages from us."]
+            choices = [UnsubscribeChoice("all", "Receive incident messages again", undo=True)]
+            return page(render_unsubscribe("Unsubscribed", lines, action, choices))
+        lines = [f"Which messages should {name} stop receiving?"]
+        choices = []
+        if incident:
+            lines.append(f"The message you came from was about {incident_words(incident)}.")
+            choices.append(UnsubscribeChoice("incident", f"Only the messages about {incident}"))
+        choices.append(UnsubscribeChoice("all", "All incident messages"))
+        return page(render_unsubscribe("Unsubscribe?", lines, action, choices))
+
+    @router.post("/unsubscribe/{stakeholder_id}", response_class=HTMLResponse)
+    async def unsubscribe(
+        request: Request, stakeholder_id: str, sig: str = "", incident: str = ""
+    ) -> Response:
+        """Records (or, with ``undo``, removes) the opt-out the reader chose; RFC 8058's
+        one-click POST (``List-Unsubscribe=One-Click``) stops all incident mail."""
+        form = await read_form(request)
+        if form is None:
+            return page(render_notice("Not saved", _UNREADABLE, error=True), 400)
+        if not unsubscribe_signed(sig, stakeholder_id, incident):
+            return forbidden()
+        scope = "all" if form.get("List-Unsubscribe") == "One-Click" else form.get("scope") or "all"
+        if scope not in ("incident", "all") or (scope == "incident" and not incident):
+            return page(render_notice("Not saved", "Choose one of the buttons on the page.", error=True), 422)
+        only = incident if scope == "incident" else None
+        name = stakeholder_name(stakeholder_id)
+        what = f"messages about {incident_words(incident)}" if only else "incident messages"
+        action = f"{request.url.path}?{request.url.query}"
+        if form.get("undo"):
+            await run_in_threadpool(remove_opt_out, client, opt_out_id(stakeholder_id, only))
+            lines = [f"{name} will receive {what} again."]
+            return page(render_unsubscribe("Subscribed again", lines, action, []))
+        await run_in_threadpool(record_unsubscribe, client, stakeholder_id, clock(), only)
+        lines = [f"{name} will receive no more {what}."]
+        choices = [UnsubscribeChoice(scope, "Undo: keep receiving them", undo=True)]
+        return page(render_unsubscribe("Unsubscribed", lines, action, choices))
+
+    return router
