@@ -28,12 +28,11 @@ from unittest import mock
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scheduler.core.config import Config, Stakeholder, parse_config
-from scheduler.core.engine import KINDS
+from scheduler.core.model import Communication, Kind
 from scheduler.mail import messages, render
 from scheduler.mail.preflight import sample_communication
 from scheduler.mail.smtp import _envelope, _wire_bytes
 from scheduler.service.settings import bundled_path
-from scheduler.storage.redis_store import Communication
 
 NOW = datetime(2026, 10, 25, 9, 30, tzinfo=UTC)
 CONFIG = parse_config(
@@ -69,7 +68,7 @@ def _jobs(count: int, config: Config) -> list[Job]:
     jobs = []
     for i in range(count):
         stakeholder = stakeholders[i % len(stakeholders)]
-        kind = KINDS[(i // len(stakeholders)) % len(KINDS)]
+        kind = list(Kind)[(i // len(stakeholders)) % len(list(Kind))]
         comm = sample_communication(kind, stakeholder.id, config.timezone_of(stakeholder), NOW)
         jobs.append((comm, stakeholder))
     return jobs

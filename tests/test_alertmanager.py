@@ -165,6 +165,6 @@ def test_an_alert_that_fires_again_after_resolving_reopens_the_incident(app: App
     )
     [incident_id] = app.runtime.store.incident_ids()
     assert incident_id.startswith("am-")
-    assert app.runtime.store.incident(incident_id)["state"] == "open"
+    assert app.runtime.store.incident(incident_id).state == "open"
     for subjects in _subjects(app).values():
         assert not subjects[2].startswith("[Resolved]")

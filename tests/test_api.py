@@ -14,16 +14,17 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from scheduler.core.model import Kind, ms_of
 from scheduler.errors import SettingsError
 from scheduler.mail.signing import feedback_links, feedback_page_link, sign, unsubscribe_link
 from scheduler.service.queues import EVENTS_QUEUE, build_broker
 from scheduler.service.settings import Settings
 from scheduler.storage import keys
-from scheduler.storage.feedback import feedback_for, is_unsubscribed
-from scheduler.storage.redis_store import RedisStore, ms_of
+from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
 from scheduler.web.app import create_app, server_config
 from tests.conftest import App, event
+from tests.helpers import draft_builder
 
 pytestmark = pytest.mark.real
 
@@ -309,7 +310,7 @@ def test_the_feedback_page_takes_a_comment(live: TestClient, app: App, redis_cli
     saved = live.post(action, data={"sig": sig, "comment": comment})
     assert saved.status_code == 200
     assert "Your comment was recorded" in saved.text
-    kept = feedback_for(redis_client, "INC-1")["acme-finance"]
+    kept = RedisStore(redis_client).feedback_for("INC-1")["acme-finance"]
     assert kept.comment == "Clear and on time.\nBut <b>why</b> the outage?" and kept.rating is None
     review = live.get("/").text
     assert "But &lt;b&gt;why&lt;/b&gt; the outage?" in review and "<b>why</b>" not in review
@@ -336,18 +337,18 @@ def test_a_signed_unsubscribe_link_records_the_opt_out(api: TestClient, redis_cl
     """Opening the link only asks; its button (a POST) records the opt-out, as does RFC 8058's one-click POST."""
     response = api.get(unsubscribe_link(BASE, SECRET, "globex"))
     assert response.status_code == 200 and "Unsubscribe?" in response.text
-    assert not is_unsubscribed(redis_client, "globex")  # a link scanner's GET changes nothing
+    assert not RedisStore(redis_client).is_opted_out("globex")  # a link scanner's GET changes nothing
     confirmed = api.post(unsubscribe_link(BASE, SECRET, "globex"))
     assert confirmed.status_code == 200 and "Unsubscribed" in confirmed.text
-    assert is_unsubscribed(redis_client, "globex")
+    assert RedisStore(redis_client).is_opted_out("globex")
     one_click = api.post(
         unsubscribe_link(BASE, SECRET, "acme-finance"),
         content=b"List-Unsubscribe=One-Click",
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert one_click.status_code == 200
-    assert is_unsubscribed(redis_client, "acme-finance")
-    assert not is_unsubscribed(redis_client, "payments-eng")
+    assert RedisStore(redis_client).is_opted_out("acme-finance")
+    assert not RedisStore(redis_client).is_opted_out("payments-eng")
 
 
 def test_a_forged_unsubscribe_link_gets_403(api: TestClient, redis_client: redis.Redis) -> None:
@@ -367,16 +368,8 @@ LATENESS_S = [-2.0, 0.3, 0.5, 0.9, 4.0, 45.0, 120.0, 400.0]
 def _sent_with_lateness(store: RedisStore, stakeholder: str, lateness_s: float | None, n: int) -> None:
     promised_ms = ms_of(T0) + n * 60_000
 
-    def build(thread: dict[str, str], incident: Any) -> tuple[dict[str, str | int], dict[str, str | int]]:
-        record: dict[str, str | int] = {
-            "recipient": f"{stakeholder}@example.com",
-            "created_ms": promised_ms,
-            "promised_ms": promised_ms,
-            "context": "{}",
-        }
-        return record, {}
-
-    comm_id, _ = store.create_comm("INC-1", stakeholder, "update", f"timer:{n}", build)
+    build = draft_builder(promised_ms, recipient=f"{stakeholder}@example.com")
+    comm_id, _ = store.create_comm("INC-1", stakeholder, Kind.UPDATE, f"timer:{n}", build)
     if lateness_s is None:
         return
     assert store.begin_send(comm_id, promised_ms, 60_000, "t").state == "ok"

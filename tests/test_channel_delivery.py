@@ -56,9 +56,8 @@ def test_a_429_is_retried_no_sooner_than_asked_and_the_thread_stays_in_order(
     app: App, receiver: Receiver
 ) -> None:
     """503 then 429 with Retry-After: 120 on the acknowledgment; the change waits for it; both arrive in order."""
-    from scheduler.storage.feedback import record_unsubscribe
 
-    record_unsubscribe(app.runtime.client, "status-bot", app.clock())  # only the Slack thread here
+    app.runtime.store.record_opt_out("status-bot", app.clock())  # only the Slack thread here
     receiver.replies = [Reply(503), Reply(429, headers={"Retry-After": "120"})]
     start = app.clock()
     emit(event(), broker=app.broker)

@@ -19,6 +19,7 @@ import pytest
 import standardwebhooks
 
 from scheduler.core.config import Config, Stakeholder, parse_config
+from scheduler.core.model import Communication
 from scheduler.errors import (
     ConfigError,
     PermanentDeliveryError,
@@ -37,7 +38,6 @@ from scheduler.mail.channels import (
 from scheduler.mail.preflight import sample_communication
 from scheduler.mail.render import TemplateSet
 from scheduler.service.settings import bundled_path
-from scheduler.storage.redis_store import Communication
 from tests.realservers import free_port
 
 NOW = datetime(2026, 11, 26, 14, 3, tzinfo=UTC)

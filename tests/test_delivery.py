@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from scheduler import emit
-from scheduler.storage.redis_store import Store
+from scheduler.storage.port import Store
 from tests.conftest import App, event
 
 pytestmark = pytest.mark.real
@@ -69,7 +69,7 @@ def test_same_event_id_twice_sends_nothing_more(app: App) -> None:
     emit({**opened, "incident": {**opened["incident"], "title": "Changed title"}}, broker=app.broker)
     app.drain()
     assert len(app.sink.received) == 3
-    assert app.runtime.store.incident("INC-1")["title"] == "Card payments failing"
+    assert app.runtime.store.incident("INC-1").title == "Card payments failing"
 
 
 def test_same_deliver_message_twice_sends_one_email(app: App) -> None:
@@ -88,7 +88,7 @@ def test_same_deliver_message_twice_sends_one_email(app: App) -> None:
 
 def test_a_send_whose_worker_died_is_sent_again_after_its_lease(app: App) -> None:
     """A communication left in `sending` by a worker that died is sent once its lease expired, by the sweep."""
-    from scheduler.storage.redis_store import ms_of
+    from scheduler.core.model import ms_of
     from workers.actors import deliver
 
     app.sink.rcpt_reply = lambda address: "451 hold on" if address == "eng@acme.example" else None
@@ -232,9 +232,8 @@ def test_a_message_that_cannot_be_composed_fails_visibly(app: App) -> None:
 
 def test_an_unsubscribed_stakeholder_receives_nothing(app: App) -> None:
     """After a stakeholder unsubscribed, nothing is composed or sent to them; the others hear as usual."""
-    from scheduler.storage.feedback import record_unsubscribe
 
-    record_unsubscribe(app.runtime.client, "globex", app.clock())
+    app.runtime.store.record_opt_out("globex", app.clock())
     emit(event(), broker=app.broker)
     app.drain()
     assert app.sink.to("support@globex.example") == []

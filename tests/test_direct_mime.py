@@ -13,7 +13,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from scheduler.core.config import parse_config
-from scheduler.core.engine import KINDS
+from scheduler.core.model import Kind
 from scheduler.mail.messages import compose_email
 from scheduler.mail.preflight import sample_communication
 from scheduler.mail.render import ComposedEmail, RenderedMessage, TemplateSet, build_email, reference_email
@@ -268,7 +268,7 @@ NOW = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("stakeholder_id", ["cust", "exec", "eng", "plain"])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(Kind))
 def test_bundled_templates_take_the_direct_path(kind: str, stakeholder_id: str) -> None:
     """Every bundled kind and audience is written directly, and reads back as the reference's."""
     stakeholder = CONFIG.stakeholder(stakeholder_id)

@@ -20,7 +20,7 @@ import yaml
 from scheduler import emit
 from scheduler.service.queues import build_broker
 from scheduler.storage.clock import ServerClock
-from scheduler.storage.redis_store import FINAL_STATUSES, RedisStore
+from scheduler.storage.redis_store import RedisStore
 from tests.conftest import App, event
 from tests.realservers import AmendsProcess, FaultySmtp, RedisServer, wait_until
 
@@ -80,10 +80,7 @@ def test_a_redis_crash_and_restart_under_load_loses_nothing_and_nobody_dies(stac
         wait_until(lambda: _subjects(smtp, "Resolved") >= 10, 60, "every resolution")
         store = RedisStore(server.client())
         wait_until(
-            lambda: (
-                all(c.status in FINAL_STATUSES for c in store.communications())
-                and store.unfinished_count() == 0
-            ),
+            lambda: all(c.status.final for c in store.communications()) and store.unfinished_count() == 0,
             60,
             "every communication ended",
         )

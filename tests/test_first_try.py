@@ -163,8 +163,8 @@ def test_the_kept_tolerance_is_configurable() -> None:
     import dataclasses
     from datetime import timedelta
 
-    from scheduler.cli.logview import promise_report
     from scheduler.core.config import parse_config
+    from scheduler.core.promises import promise_report
     from scheduler.mail.preflight import sample_communication
 
     config = parse_config({"sender": "A <s@a.example>", "kept_within": "5m"})

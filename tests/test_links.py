@@ -17,7 +17,7 @@ from scheduler.cli.main import main
 from scheduler.mail.signing import feedback_links, sign, unsubscribe_link
 from scheduler.service.settings import Settings
 from scheduler.storage import keys
-from scheduler.storage.feedback import feedback_for, is_unsubscribed, record_unsubscribe
+from scheduler.storage.redis_store import RedisStore
 from scheduler.web.app import create_app
 from tests.conftest import BASE_CONFIG, event
 
@@ -64,7 +64,7 @@ def test_the_rating_is_recorded_by_the_forms_post(api: TestClient, redis_client:
     assert api.post(action, data={"sig": sig}).status_code == 422
     sent = api.post(action, data={"sig": sig, "rating": "5"})
     assert sent.status_code == 200 and "You rated our messages 5 of 5." in sent.text
-    assert feedback_for(redis_client, "INC-1")["globex"].rating == 5
+    assert RedisStore(redis_client).feedback_for("INC-1")["globex"].rating == 5
 
 
 # -- the read-only token ------------------------------------------------------------------
@@ -103,21 +103,21 @@ def test_an_opt_out_from_one_incident_stops_only_that_incidents_mail_and_can_be_
     link = unsubscribe_link("", SECRET, "globex", "INC-1")
     done = api.post(link, data={"scope": "incident"})
     assert done.status_code == 200 and "Globex Support will receive no more messages about INC-1" in done.text
-    assert is_unsubscribed(redis_client, "globex", incident_id="INC-1")
-    assert not is_unsubscribed(redis_client, "globex", incident_id="INC-2")
-    assert not is_unsubscribed(redis_client, "globex")
+    assert RedisStore(redis_client).is_opted_out("globex", incident_id="INC-1")
+    assert not RedisStore(redis_client).is_opted_out("globex", incident_id="INC-2")
+    assert not RedisStore(redis_client).is_opted_out("globex")
     undone = api.post(link, data={"scope": "incident", "undo": "1"})
     assert undone.status_code == 200 and "will receive messages about INC-1 again" in undone.text
-    assert not is_unsubscribed(redis_client, "globex", incident_id="INC-1")
+    assert not RedisStore(redis_client).is_opted_out("globex", incident_id="INC-1")
 
 
 def test_an_opt_out_from_all_mail_covers_every_incident(api: TestClient, redis_client: redis.Redis) -> None:
     """Choosing "all incident mail" opts out of every incident; the old link form (no incident) does the same."""
     api.post(unsubscribe_link("", SECRET, "globex", "INC-1"), data={"scope": "all"})
-    assert is_unsubscribed(redis_client, "globex")
-    assert is_unsubscribed(redis_client, "globex", incident_id="INC-9")
+    assert RedisStore(redis_client).is_opted_out("globex")
+    assert RedisStore(redis_client).is_opted_out("globex", incident_id="INC-9")
     assert api.post(unsubscribe_link("", SECRET, "acme-finance")).status_code == 200
-    assert is_unsubscribed(redis_client, "acme-finance")
+    assert RedisStore(redis_client).is_opted_out("acme-finance")
 
 
 def test_a_link_moved_to_another_incident_gets_403(api: TestClient, redis_client: redis.Redis) -> None:
@@ -130,8 +130,8 @@ def test_a_link_moved_to_another_incident_gets_403(api: TestClient, redis_client
 
 def test_opt_outs_are_listed_and_undone_over_the_api(api: TestClient, redis_client: redis.Redis) -> None:
     """GET /v1/opt-outs lists them with their ids; DELETE /v1/opt-outs/ID undoes one (404 when there is none)."""
-    record_unsubscribe(redis_client, "globex", T0, "INC-1")
-    record_unsubscribe(redis_client, "acme-finance", T0)
+    RedisStore(redis_client).record_opt_out("globex", T0, "INC-1")
+    RedisStore(redis_client).record_opt_out("acme-finance", T0)
     listed = api.get("/v1/opt-outs", headers=_bearer(READ)).json()["opt_outs"]
     assert [(o["id"], o["scope"], o["since"]) for o in listed] == [
         ("acme-finance", "all", "2026-11-26T14:03:05Z"),
@@ -141,7 +141,7 @@ def test_opt_outs_are_listed_and_undone_over_the_api(api: TestClient, redis_clie
         "removed": "globex:INC-1"
     }
     assert api.delete("/v1/opt-outs/globex:INC-1", headers=_bearer(TOKEN)).status_code == 404
-    assert not is_unsubscribed(redis_client, "globex", incident_id="INC-1")
+    assert not RedisStore(redis_client).is_opted_out("globex", incident_id="INC-1")
 
 
 def test_opt_outs_are_listed_and_undone_from_the_command_line(
@@ -152,14 +152,14 @@ def test_opt_outs_are_listed_and_undone_from_the_command_line(
 ) -> None:
     """`amends opt-outs` lists them (table or --json); `amends opt-outs remove ID` undoes one, exit 1 for an unknown id."""
     monkeypatch.setenv("AMENDS_REDIS_URL", redis_url)
-    record_unsubscribe(redis_client, "globex", T0, "INC-1")
+    RedisStore(redis_client).record_opt_out("globex", T0, "INC-1")
     assert main(["opt-outs"]) == 0
     table = capsys.readouterr().out
     assert "globex:INC-1" in table and "INC-1" in table
     assert main(["opt-outs", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["id"] == "globex:INC-1"
     assert main(["opt-outs", "remove", "globex:INC-1"]) == 0
-    assert not is_unsubscribed(redis_client, "globex", incident_id="INC-1")
+    assert not RedisStore(redis_client).is_opted_out("globex", incident_id="INC-1")
     assert main(["opt-outs", "remove", "globex:INC-1"]) == 1
     assert "no opt-out 'globex:INC-1'" in capsys.readouterr().err
     assert main(["opt-outs"]) == 0 and capsys.readouterr().out == "no opt-outs\n"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from scheduler.cli.logview import promise_report, rejected_records
-from scheduler.storage.redis_store import Communication
+from scheduler.cli.logview import rejected_records
+from scheduler.core.model import Communication
+from scheduler.core.promises import promise_report
 
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
 

@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from scheduler import emit
+from scheduler.core.model import Status
 from scheduler.errors import TimerStoreError
-from scheduler.storage.redis_store import FINAL_STATUSES
 from tests.conftest import App, event
 
 pytestmark = pytest.mark.real
@@ -194,19 +194,19 @@ def test_every_communication_ends_sent_failed_or_cancelled(app: App) -> None:
     emit(event("resolved", at=app.clock()), broker=app.broker)
     app.drain()
     app.settle()
-    assert {c.status for c in comms(app)} <= set(FINAL_STATUSES)
+    assert {c.status for c in comms(app)} <= {s for s in Status if s.final}
     assert app.runtime.store.unfinished_count() == 0
     assert all(c.last_error for c in comms(app) if c.status in ("failed", "cancelled"))
 
 
 def test_an_opted_out_stakeholder_has_no_row_per_cadence_and_no_broken_promise(app: App) -> None:
     """Opting out mid-incident stops the thread: no cancelled row each cadence, and --promises counts none for it."""
-    from scheduler.cli.logview import promise_report
-    from scheduler.storage.feedback import record_unsubscribe
+
+    from scheduler.core.promises import promise_report
 
     emit(event(at=app.clock()), broker=app.broker)
     app.drain()
-    record_unsubscribe(app.runtime.client, "acme-finance", app.clock())
+    app.runtime.store.record_opt_out("acme-finance", app.clock())
     app.advance_to(at(16, 0))
     finance = comms(app, stakeholder_id="acme-finance")
     assert len(finance) <= 2  # the acknowledgment, and at most the update composed before the opt-out

@@ -13,12 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.core.config import parse_config
-from scheduler.core.engine import KINDS
+from scheduler.core.model import Communication, Kind
 from scheduler.mail.messages import compose_email
 from scheduler.mail.preflight import check_templates, sample_communication
 from scheduler.mail.render import TemplateSet, clean_header
 from scheduler.service.settings import bundled_path
-from scheduler.storage.redis_store import Communication
 
 NOW = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # the night Berlin falls back
 CONFIG = parse_config(
@@ -66,7 +65,7 @@ def _email(kind: str, stakeholder_id: str, **incident: Any) -> Any:
 
 
 @pytest.mark.parametrize("stakeholder_id", ["cust", "exec", "eng", "plain"])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(Kind))
 def test_event_text_is_data_never_template_source(kind: str, stakeholder_id: str) -> None:
     """A title or summary of `{{ 7*7 }}` shows those characters, and HTML in it is escaped."""
     message = _email(
@@ -85,7 +84,7 @@ def test_event_text_is_data_never_template_source(kind: str, stakeholder_id: str
     assert "looploop" not in text + html
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(Kind))
 def test_crlf_in_a_title_cannot_add_headers(kind: str) -> None:
     """A title carrying `\\r\\nBcc: x@evil.example` yields one Subject line and no Bcc header."""
     message = _email(kind, "cust", title="Payments down\r\nBcc: x@evil.example\nX-Evil: 1")
@@ -112,7 +111,7 @@ def test_customers_get_a_signed_list_unsubscribe_link() -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(
-    kind=st.sampled_from(KINDS),
+    kind=st.sampled_from(list(Kind)),
     stakeholder_id=st.sampled_from(["cust", "exec", "eng", "plain"]),
     texts=st.lists(st.text(max_size=300), min_size=6, max_size=6),
     services=st.lists(st.text(max_size=40), max_size=4),

@@ -17,8 +17,8 @@ import pytest
 import uvicorn
 
 from scheduler.core.loop import SchedulerLoop
+from scheduler.core.model import ms_of
 from scheduler.service.processes import timer_sender
-from scheduler.storage.redis_store import ms_of
 from scheduler.storage.timers import RedisTimerStore
 from scheduler.web.app import create_app, server_config
 from tests.conftest import App, event

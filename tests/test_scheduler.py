@@ -16,9 +16,9 @@ import pytest
 
 from scheduler import emit
 from scheduler.core.loop import SchedulerLoop
+from scheduler.core.model import ms_of, utc_of
 from scheduler.service.processes import timer_sender
 from scheduler.service.queues import TIMERS_QUEUE, enqueue
-from scheduler.storage.redis_store import ms_of, utc_of
 from scheduler.storage.timers import RedisTimerStore
 from tests.conftest import BASE_CONFIG, App, event
 
@@ -273,8 +273,8 @@ def test_promises_overdue_while_nothing_runs_are_reported(
     app: App, loop: SchedulerLoop, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A promised update whose time passed while no scheduler ran shows as overdue, before anything is sent."""
-    from scheduler.cli.logview import open_promises, promise_report
     from scheduler.cli.main import main
+    from scheduler.core.promises import open_promises, promise_report
 
     open_incident(app)
     late = at(14, 19) + timedelta(seconds=61)  # finance's 14:19 update, past the 60 s grace; nothing ticked

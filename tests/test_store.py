@@ -9,8 +9,11 @@ from typing import Any
 import pytest
 import redis
 
+from scheduler.core.model import Action, Draft, EventRecord, Incident, Kind, Thread
 from scheduler.storage.memory_store import MemoryStore
-from scheduler.storage.redis_store import DISPATCH_GRACE_MS, Claim, RedisStore, Store
+from scheduler.storage.port import DISPATCH_GRACE_MS, Claim, Store
+from scheduler.storage.redis_store import RedisStore
+from tests.helpers import draft_builder
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.real)])
@@ -22,27 +25,29 @@ def store(request: pytest.FixtureRequest) -> Store:
 
 
 def _comm(store: Store, trigger: str = "event:e1") -> tuple[str, bool]:
-    def build(thread: dict[str, str], incident: Any) -> tuple[dict[str, str | int], dict[str, str | int]]:
-        return {"recipient": "a@acme.example", "created_ms": 1000, "promised_ms": 1000, "context": "{}"}, {
-            "last_ms": 1000
-        }
+    def build(thread: Thread, incident: Incident | None) -> tuple[Draft, Thread]:
+        thread.last_ms = 1000
+        return Draft(
+            recipient="a@acme.example", channel="email", created_ms=1000, promised_ms=1000, context={}
+        ), thread
 
-    return store.create_comm("INC-1", "acme", "acknowledgment", trigger, build)
+    return store.create_comm("INC-1", "acme", Kind.ACKNOWLEDGMENT, trigger, build)
 
 
 def test_an_event_is_applied_once(store: Store) -> None:
     """Applying the same event id twice runs the change once and returns the stored record."""
     calls: list[Any] = []
 
-    def apply(current: dict[str, Any] | None) -> dict[str, Any]:
+    def apply(current: Incident | None) -> EventRecord:
         calls.append(current)
-        return {"incident": {"id": "INC-1", "opened_ms": 1, "title": "x"}, "action": "open"}
+        return EventRecord("e1", incident=Incident(id="INC-1", opened_ms=1, title="x"), action=Action.OPEN)
 
     first = store.apply_event("e1", "INC-1", apply)
     second = store.apply_event("e1", "INC-1", apply)
     assert len(calls) == 1
-    assert first["duplicate"] is False and second["duplicate"] is True
-    assert store.incident("INC-1") == {"id": "INC-1", "opened_ms": 1, "title": "x"}
+    assert first.duplicate is False and second.duplicate is True
+    assert second.action == Action.OPEN
+    assert store.incident("INC-1") == Incident(id="INC-1", opened_ms=1, title="x")
 
 
 def test_a_communication_is_created_once_per_trigger(store: Store) -> None:
@@ -50,7 +55,7 @@ def test_a_communication_is_created_once_per_trigger(store: Store) -> None:
     assert _comm(store) == ("INC-1:acme:acknowledgment:1", True)
     assert _comm(store) == ("INC-1:acme:acknowledgment:1", False)
     assert _comm(store, "timer:5") == ("INC-1:acme:acknowledgment:2", True)
-    assert store.thread("INC-1", "acme")["seq"] == "2"
+    assert store.thread("INC-1", "acme").seq == 2
 
 
 def test_only_one_sender_wins_the_compare_and_set(store: Store) -> None:
@@ -92,19 +97,8 @@ def test_retrying_and_failed_are_terminal_or_resumable(store: Store) -> None:
 def _thread_of(store: Store, *triggers: str, no_news: bool = False) -> list[str]:
     ids = []
     for trigger in triggers:
-
-        def build(
-            thread: dict[str, str], incident: Any, trigger: str = trigger
-        ) -> tuple[dict[str, str | int], dict[str, str | int]]:
-            return {
-                "recipient": "a@acme.example",
-                "created_ms": 1000,
-                "promised_ms": 1000,
-                "context": "{}",
-                "no_news": int(no_news and trigger.startswith("timer:")),
-            }, {}
-
-        comm_id, _ = store.create_comm("INC-1", "acme", "update", trigger, build)
+        build = draft_builder(no_news=no_news and trigger.startswith("timer:"))
+        comm_id, _ = store.create_comm("INC-1", "acme", Kind.UPDATE, trigger, build)
         ids.append(comm_id)
     return ids
 
@@ -113,12 +107,12 @@ def test_a_builder_with_nothing_to_send_creates_nothing_and_is_asked_once(store:
     """A builder returning None leaves no communication, and the same trigger stays settled."""
     calls: list[Any] = []
 
-    def nothing(thread: dict[str, str], incident: Any) -> None:
+    def nothing(thread: Thread, incident: Incident | None) -> None:
         calls.append(incident)
         return None
 
-    assert store.create_comm("INC-1", "acme", "update", "event:e2", nothing) == ("", False)
-    assert store.create_comm("INC-1", "acme", "update", "event:e2", nothing) == ("", False)
+    assert store.create_comm("INC-1", "acme", Kind.UPDATE, "event:e2", nothing) == ("", False)
+    assert store.create_comm("INC-1", "acme", Kind.UPDATE, "event:e2", nothing) == ("", False)
     assert len(calls) == 1 and list(store.communications()) == []
 
 
@@ -181,18 +175,7 @@ def test_the_log_lists_communications_in_creation_order(store: Store) -> None:
     from datetime import UTC, datetime
 
     for n, created in enumerate((3_000, 1_000, 2_000)):
-
-        def build(
-            thread: dict[str, str], incident: Any, created: int = created
-        ) -> tuple[dict[str, str | int], dict[str, str | int]]:
-            return {
-                "recipient": "a@acme.example",
-                "created_ms": created,
-                "promised_ms": created,
-                "context": "{}",
-            }, {}
-
-        store.create_comm("INC-1", f"s{n}", "acknowledgment", "event:e", build)
+        store.create_comm("INC-1", f"s{n}", Kind.ACKNOWLEDGMENT, "event:e", draft_builder(created))
     assert [c.stakeholder_id for c in store.communications()] == ["s1", "s2", "s0"]
     since = datetime.fromtimestamp(2, tz=UTC)
     assert [c.stakeholder_id for c in store.communications(since)] == ["s2", "s0"]
@@ -201,19 +184,8 @@ def test_the_log_lists_communications_in_creation_order(store: Store) -> None:
 def test_the_log_pages_newest_first_with_a_cursor_through_equal_times(store: Store) -> None:
     """Pages of two follow one another newest first, ties in creation time included, and end with no cursor."""
     for n in range(5):
-
-        def build(
-            thread: dict[str, str], incident: Any, n: int = n
-        ) -> tuple[dict[str, str | int], dict[str, str | int]]:
-            created = 1_000 if n < 3 else 2_000  # three share one millisecond
-            return {
-                "recipient": "a@acme.example",
-                "created_ms": created,
-                "promised_ms": created,
-                "context": "{}",
-            }, {}
-
-        store.create_comm("INC-1", f"s{n}", "acknowledgment", "event:e", build)
+        created = 1_000 if n < 3 else 2_000  # three share one millisecond
+        store.create_comm("INC-1", f"s{n}", Kind.ACKNOWLEDGMENT, "event:e", draft_builder(created))
     pages, cursor = [], None
     while True:
         found, cursor = store.page(lambda c: True, 2, cursor)

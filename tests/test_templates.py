@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from scheduler.core.config import Config, parse_config
-from scheduler.core.engine import KINDS
+from scheduler.core.model import Kind
 from scheduler.mail.messages import template_context
 from scheduler.mail.preflight import check_templates, sample_communication
 from scheduler.mail.render import PARTS, RenderedMessage, TemplateSet
@@ -94,7 +94,7 @@ MANY_CHANGES = [
 @pytest.mark.parametrize("audience", AUDIENCES)
 def test_every_audience_has_its_own_complete_set(audience: str) -> None:
     """Each bundled audience set has all four kinds in all three parts, so nothing falls back to default/."""
-    for kind in KINDS:
+    for kind in list(Kind):
         for part in PARTS:
             assert TEMPLATES.name_of(audience, kind, part) == f"{audience}/{kind}.{part}.j2"
 
@@ -107,7 +107,7 @@ def test_an_audience_without_a_set_falls_back_to_default() -> None:
 
 
 @pytest.mark.parametrize("audience", (*AUDIENCES, "default"))
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(Kind))
 def test_subject_is_one_short_line_with_the_incident_title(audience: str, kind: str) -> None:
     """Every subject is a single short line that names the incident."""
     context = context_for(audience, kind)
@@ -178,7 +178,7 @@ def test_update_with_changes_lists_them_and_the_current_plan(audience: str) -> N
 
 
 @pytest.mark.parametrize("audience", (*AUDIENCES, "default"))
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(Kind))
 def test_change_values_may_be_strings_lists_or_none(audience: str, kind: str) -> None:
     """A change whose old or new value is a list, None or empty renders without error and without 'None'."""
     rendered = render(audience, kind, changes=MANY_CHANGES)
@@ -200,7 +200,7 @@ def test_engineering_update_shows_every_change_as_old_and_new_value() -> None:
     assert "Fail over.<br>now: Rotate the certificate.<br>Then replay failed payments." in markup
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(Kind))
 def test_engineering_messages_carry_the_technical_detail(kind: str) -> None:
     """Engineering messages name the incident id and its technical fields."""
     rendered = render("engineering", kind, services=["payments", "ledger"])
@@ -218,7 +218,7 @@ def test_engineering_messages_carry_the_technical_detail(kind: str) -> None:
         assert "Rotate the certificate, then replay failed payments." in body
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(Kind))
 def test_executive_messages_are_short(kind: str) -> None:
     """Executive text bodies are a few lines: what, impact, owner and (while open) the next update, then the contact."""
     rendered = render("executive", kind)
@@ -232,7 +232,7 @@ def test_executive_messages_are_short(kind: str) -> None:
         assert "Next update by 15:33:05 CET" in rendered.text
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(Kind))
 @pytest.mark.parametrize("severity", ("sev1", "sev2", "sev3", "sev4"))
 def test_customer_bodies_use_no_internal_severity_codes(kind: str, severity: str) -> None:
     """Customers read severity in words: no 'sev1'-style code appears in the body, even for a severity change."""
@@ -292,7 +292,7 @@ def test_feedback_request_thanks_and_carries_all_five_rating_links(audience: str
 
 
 @pytest.mark.parametrize("audience", (*AUDIENCES, "default"))
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(Kind))
 def test_incident_text_is_escaped_in_html_and_never_evaluated(audience: str, kind: str) -> None:
     """Markup and template syntax in incident text arrive escaped in HTML and literally in text and subject."""
     rendered = render(audience, kind, title=HOSTILE, summary=HOSTILE, plan=HOSTILE, owner=HOSTILE)
@@ -305,7 +305,7 @@ def test_incident_text_is_escaped_in_html_and_never_evaluated(audience: str, kin
 
 
 @pytest.mark.parametrize("audience", (*AUDIENCES, "default"))
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(Kind))
 def test_html_needs_no_external_resources(audience: str, kind: str) -> None:
     """HTML bodies are self-contained: inline styles only, no stylesheets, imports, scripts or remote images."""
     markup = render(audience, kind).html.lower()
@@ -316,7 +316,7 @@ def test_html_needs_no_external_resources(audience: str, kind: str) -> None:
 
 
 @pytest.mark.parametrize("audience", (*AUDIENCES, "default"))
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(Kind))
 def test_text_and_html_state_the_same_facts(audience: str, kind: str) -> None:
     """Whatever incident fact or time the text body states, the HTML body states too, and the other way round."""
     context = context_for(audience, kind, changes=MANY_CHANGES if kind == "update" else None)

@@ -13,8 +13,8 @@ import pytest
 
 from scheduler.cli.main import main
 from scheduler.core.config import Config, parse_config
-from scheduler.core.engine import KINDS
 from scheduler.core.events import parse_event
+from scheduler.core.model import Kind
 from scheduler.core.tone import tone_for
 from scheduler.mail.messages import compose_email, template_context
 from scheduler.mail.preflight import sample_communication, thin_event_warnings, thin_message_warnings
@@ -61,7 +61,7 @@ def rendered(config: Config, stakeholder_id: str, kind: str, seq: int = 2, **inc
     return compose_email(comm, stakeholder, config, TEMPLATES, NOW, "secret")
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(Kind))
 @pytest.mark.parametrize(
     ("stakeholder_id", "name", "address"),
     [
@@ -213,7 +213,7 @@ def test_config_check_reports_an_unknown_audience_even_when_the_file_is_invalid(
     assert "custmer" in captured.err and "warning" in captured.out
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(Kind))
 @pytest.mark.parametrize("stakeholder_id", ["c", "x", "e", "d"])
 @pytest.mark.parametrize(
     "incident",

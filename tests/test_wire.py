@@ -16,7 +16,6 @@ from scheduler.cli.main import main
 from scheduler.core.config import MAX_BASE_URL_CHARS
 from scheduler.dev.mailsink import ReceivedMail
 from scheduler.mail.render import VERBATIM_HEADERS
-from scheduler.storage.feedback import is_unsubscribed
 from scheduler.web.app import create_app
 from tests.conftest import BASE_CONFIG, App, event
 
@@ -102,11 +101,11 @@ def test_a_standard_parser_finds_the_unsubscribe_link_and_one_click_records_the_
     assert match, parsed["List-Unsubscribe"]
     url = match.group(1)
     assert url.startswith(BASE_URL + "/unsubscribe/" + STAKEHOLDER + "?incident=" + INCIDENT + "&sig=")
-    assert not is_unsubscribed(app.runtime.client, STAKEHOLDER)
+    assert not app.runtime.store.is_opted_out(STAKEHOLDER)
     response = api.post(
         url.removeprefix(BASE_URL),  # a proxy at BASE_URL hands /unsubscribe/... to amends
         content=b"List-Unsubscribe=One-Click",
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert response.status_code == 200 and "Zürich Customer will receive no more" in response.text
-    assert is_unsubscribed(app.runtime.client, STAKEHOLDER)
+    assert app.runtime.store.is_opted_out(STAKEHOLDER)

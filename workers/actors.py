@@ -25,6 +25,7 @@ from scheduler.core.config import Stakeholder
 from scheduler.core.delivery import as_received, cancel_reason, retry_at
 from scheduler.core.durations import format_duration
 from scheduler.core.events import parse_event
+from scheduler.core.model import Communication, Kind, Status, ms_of
 from scheduler.errors import (
     EventError,
     PermanentDeliveryError,
@@ -37,7 +38,7 @@ from scheduler.mail.channels import compose_channel
 from scheduler.mail.channels import send as send_to_channel
 from scheduler.mail.messages import compose_email
 from scheduler.service.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE
-from scheduler.storage.redis_store import Claim, Communication, ms_of
+from scheduler.storage.port import Claim
 from workers import runtime
 
 __all__ = [
@@ -197,9 +198,9 @@ async def _deliver_one(rt: runtime.Runtime, comm_id: str) -> None:
         status, fields = await _attempt(rt, claim, now)
     except Exception as e:
         logger.exception("%s: the attempt failed unexpectedly", comm_id)
-        status, fields = "retrying", {"last_error": f"{type(e).__name__}: {e}"}
+        status, fields = Status.RETRYING, {"last_error": f"{type(e).__name__}: {e}"}
     next_attempt_ms = None
-    if status == "retrying":
+    if status == Status.RETRYING:
         next_attempt_ms = retry_at(
             comm.attempts,
             ms_of(comm.first_attempt_at or now),
@@ -211,7 +212,7 @@ async def _deliver_one(rt: runtime.Runtime, comm_id: str) -> None:
         )
         if next_attempt_ms is None:
             window = format_duration(rt.settings.retry_window_ms // 1000)
-            status = "failed"
+            status = Status.FAILED
             fields["last_error"] = (
                 f"gave up after {comm.attempts} attempts over {window}: {fields['last_error']}"
             )
@@ -229,13 +230,13 @@ async def _deliver_one(rt: runtime.Runtime, comm_id: str) -> None:
         await _in_thread(deliver.send, following)
 
 
-async def _attempt(rt: runtime.Runtime, claim: Claim, now: datetime) -> tuple[str, dict[str, str | int]]:
+async def _attempt(rt: runtime.Runtime, claim: Claim, now: datetime) -> tuple[Status, dict[str, str | int]]:
     """Compose and send one taken communication; return its new status and the fields to record."""
     comm = claim.comm
     assert comm is not None
     config = rt.config()
     stakeholder = config.stakeholder(comm.stakeholder_id)
-    incident = await _in_thread(rt.store.incident, comm.incident_id) if comm.kind == "update" else None
+    incident = await _in_thread(rt.store.incident, comm.incident_id) if comm.kind == Kind.UPDATE else None
     opted_out = stakeholder is not None and await _in_thread(
         rt.engine.opted_out, stakeholder.id, comm.incident_id
     )
@@ -243,7 +244,7 @@ async def _attempt(rt: runtime.Runtime, claim: Claim, now: datetime) -> tuple[st
     if reason is not None:
         if opted_out:
             await _in_thread(rt.engine.stop_thread, comm.incident_id, comm.stakeholder_id)
-        return "cancelled", {"last_error": reason, "updated_ms": ms_of(now)}
+        return Status.CANCELLED, {"last_error": reason, "updated_ms": ms_of(now)}
     assert stakeholder is not None
     receive = functools.partial(
         as_received,
@@ -255,7 +256,7 @@ async def _attempt(rt: runtime.Runtime, claim: Claim, now: datetime) -> tuple[st
         thread=functools.partial(rt.store.thread, comm.incident_id, comm.stakeholder_id),
     )
     # Only a predecessor that was not sent, or a promise already past, makes it read Redis.
-    reads = (comm.prev_id and claim.prev_status != "sent") or (
+    reads = (comm.prev_id and claim.prev_status != Status.SENT) or (
         comm.next_update_at and comm.next_update_at <= now
     )
     comm = await _in_thread(receive) if reads else receive()
@@ -267,10 +268,10 @@ async def _attempt(rt: runtime.Runtime, claim: Claim, now: datetime) -> tuple[st
         )
     except TemplateError as e:
         logger.error("%s failed: %s", comm.id, e)
-        return "failed", {"last_error": f"template: {e}", "updated_ms": ms_of(now)}
+        return Status.FAILED, {"last_error": f"template: {e}", "updated_ms": ms_of(now)}
     except Exception as e:  # a message that cannot be composed now never will be: fail it visibly
         logger.exception("%s could not be composed", comm.id)
-        return "failed", {
+        return Status.FAILED, {
             "last_error": f"could not be composed: {type(e).__name__}: {e}",
             "updated_ms": ms_of(now),
         }
@@ -281,7 +282,7 @@ async def _attempt(rt: runtime.Runtime, claim: Claim, now: datetime) -> tuple[st
 
 async def _attempt_channel(
     rt: runtime.Runtime, comm: Communication, stakeholder: Stakeholder, now: datetime
-) -> tuple[str, dict[str, str | int]]:
+) -> tuple[Status, dict[str, str | int]]:
     """Compose and POST one communication to a Slack, Teams or webhook stakeholder."""
     try:
         delivery = compose_channel(
@@ -295,7 +296,7 @@ async def _attempt_channel(
         )
     except (TemplateError, SettingsError, ValueError) as e:
         logger.error("%s failed: %s", comm.id, e)
-        return "failed", {"last_error": f"could not be composed: {e}", "updated_ms": ms_of(now)}
+        return Status.FAILED, {"last_error": f"could not be composed: {e}", "updated_ms": ms_of(now)}
     return await _sent(
         rt,
         comm,
@@ -315,21 +316,21 @@ async def _sent(
     sending: Awaitable[str],
     message_id: str,
     message: str,
-) -> tuple[str, dict[str, str | int]]:
+) -> tuple[Status, dict[str, str | int]]:
     """Await ``sending`` (an email or a channel post); the status and fields its outcome records."""
     attempted: dict[str, str | int] = {"subject": subject, "updated_ms": ms_of(now)}
     try:
         reply = await sending
     except PermanentDeliveryError as e:
         logger.error("%s failed: %s", comm.id, e)
-        return "failed", {"last_error": str(e), **attempted}
+        return Status.FAILED, {"last_error": str(e), **attempted}
     except TransientDeliveryError as e:
         if e.retry_after_s:
             attempted[_NOT_BEFORE] = ms_of(now) + int(e.retry_after_s * 1000)
-        return "retrying", {"last_error": str(e), **attempted}
+        return Status.RETRYING, {"last_error": str(e), **attempted}
     sent = rt.clock()
     logger.info("%s sent to %s", comm.id, comm.recipient)
-    return "sent", {
+    return Status.SENT, {
         "sent_ms": ms_of(sent),
         "updated_ms": ms_of(sent),
         "subject": subject,

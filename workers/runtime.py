@@ -19,8 +19,8 @@ from scheduler.mail.smtp import SmtpPool
 from scheduler.service.settings import Settings
 from scheduler.storage.clock import ServerClock
 from scheduler.storage.connection import patient_client
-from scheduler.storage.feedback import is_unsubscribed
-from scheduler.storage.redis_store import RedisStore, Store
+from scheduler.storage.port import Store
+from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
 
 __all__ = ["Runtime", "configure", "current", "reset"]
@@ -87,12 +87,7 @@ def configure(settings: Settings) -> Runtime:
     client = patient_client(settings.resolved_redis_url())
     source = ConfigSource(settings.config_path)
 
-    def opted_out(stakeholder_id: str, incident_id: str) -> bool:
-        return is_unsubscribed(client, stakeholder_id, incident_id=incident_id)
-
-    engine = Engine(
-        RedisStore(client), RedisTimerStore(client), source.current, DramatiqDispatch(), opted_out
-    )
+    engine = Engine(RedisStore(client), RedisTimerStore(client), source.current, DramatiqDispatch())
     runtime = Runtime(
         settings, client, source, TemplateSet(settings.templates_dir), engine, clock=ServerClock(client)
     )

@@ -314,17 +314,15 @@ def _config_or_none(settings: Settings) -> Any:
 
 def cmd_log(args: argparse.Namespace) -> int:
     from scheduler.cli.logview import (
-        ON_TIME_GRACE_S,
         REJECTED_COLUMNS,
         LogFilter,
         format_table,
-        open_promises,
-        promise_report,
         rejected_records,
         rejected_row,
         row_json,
         table_row,
     )
+    from scheduler.core.promises import ON_TIME_GRACE_S, open_promises, promise_report
 
     settings = _settings()
     store = _store(settings)
@@ -411,20 +409,20 @@ def cmd_opt_outs(args: argparse.Namespace) -> int:
     import redis
 
     from scheduler.cli.logview import format_table
-    from scheduler.storage.feedback import opt_outs, remove_opt_out
+    from scheduler.storage.redis_store import RedisStore
 
-    client = redis.Redis.from_url(_settings().resolved_redis_url())
+    store = RedisStore(redis.Redis.from_url(_settings().resolved_redis_url()))
     if args.action:
         if args.action[0] != "remove" or len(args.action) != 2:
             print("amends opt-outs: use 'amends opt-outs' or 'amends opt-outs remove ID'", file=sys.stderr)
             return EXIT_USAGE
         opt_out = args.action[1]
-        if not remove_opt_out(client, opt_out):
+        if not store.remove_opt_out(opt_out):
             print(f"amends opt-outs: no opt-out {opt_out!r}; 'amends opt-outs' lists them", file=sys.stderr)
             return EXIT_FAILED
         print(f"removed {opt_out}: that mail will be sent again")
         return EXIT_OK
-    found = opt_outs(client)
+    found = store.opt_outs()
     if args.json:
         for opt in found:
             print(scrub(json.dumps(opt.as_json(), ensure_ascii=False)))

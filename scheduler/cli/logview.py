@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,21 +10,13 @@ from typing import Any
 
 import pendulum
 
-from scheduler.storage.redis_store import Communication, Store, utc_of
+from scheduler.core.model import Communication
 
 __all__ = [
     "LogFilter",
-    "OpenPromise",
-    "PromiseReport",
     "format_table",
-    "open_promises",
-    "promise_report",
     "row_json",
 ]
-
-ON_TIME_GRACE_S = 60.0
-"""A promise "by 14:30" is kept by a message sent before 14:31 (``kept_within`` in the
-configuration changes it)."""
 
 
 @dataclass(frozen=True)
@@ -157,145 +148,3 @@ def rejected_row(record: dict[str, Any]) -> tuple[str, ...]:
 
 def row_json(comm: Communication) -> str:
     return json.dumps(comm.as_json(), ensure_ascii=False)
-
-
-@dataclass(frozen=True)
-class PromiseReport:
-    """How well promised times were kept.
-
-    Every communication is a promise (an update at its announced time; an acknowledgment,
-    change or resolution at once). It is kept when sent within ``ON_TIME_GRACE_S`` of that
-    time; late when sent after; broken when it failed; overdue when still unsent past the
-    grace (``grace_s``). A cancelled message was withdrawn, not broken: a newer message superseded it, the
-    incident was resolved first, or the stakeholder opted out or was removed; those are
-    counted apart and are not promises. Lateness percentiles are over the messages sent.
-    """
-
-    promises: int
-    on_time: int
-    late: int
-    failed: int
-    overdue_unsent: int
-    withdrawn: int
-    p50_s: float
-    p99_s: float
-    max_s: float
-    grace_s: float = ON_TIME_GRACE_S
-
-    @property
-    def sent(self) -> int:
-        return self.on_time + self.late
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "promises": self.promises,
-            "sent": self.sent,
-            "on_time": self.on_time,
-            "late": self.late,
-            "failed": self.failed,
-            "overdue_unsent": self.overdue_unsent,
-            "withdrawn": self.withdrawn,
-            "lateness_p50_s": self.p50_s,
-            "lateness_p99_s": self.p99_s,
-            "lateness_max_s": self.max_s,
-            "grace_s": self.grace_s,
-        }
-
-    def lines(self) -> list[str]:
-        if not self.promises:
-            return ["no promises yet: nothing has been sent or scheduled"]
-        grace = f"{self.grace_s:.0f}s"
-        return [
-            f"promises kept on time (within {grace}): {self.on_time} of {self.promises}; "
-            f"late: {self.late}; failed: {self.failed}; overdue and unsent: {self.overdue_unsent}",
-            f"withdrawn (superseded, resolved first, opted out): {self.withdrawn}",
-            f"lateness of the {self.sent} sent: p50 {self.p50_s:.2f}s  p99 {self.p99_s:.2f}s  max {self.max_s:.2f}s"
-            if self.sent
-            else "nothing sent yet",
-        ]
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
-    return sorted_values[index]
-
-
-@dataclass(frozen=True)
-class OpenPromise:
-    """A message promised to a stakeholder that has not been composed yet."""
-
-    incident_id: str
-    stakeholder_id: str
-    kind: str
-    due: datetime
-
-
-def open_promises(
-    store: Store, incident: str | None = None, stakeholder: str | None = None
-) -> list[OpenPromise]:
-    """The next update (open incidents) or feedback request (resolved ones) of every thread.
-
-    These live in the threads until their timer fires; counting them shows promises that
-    are overdue while no worker or scheduler runs.
-    """
-    found = []
-    for incident_id in store.incident_ids():
-        if incident is not None and incident_id != incident:
-            continue
-        state = store.incident(incident_id) or {}
-        for stakeholder_id in state.get("stakeholders", []):
-            if stakeholder is not None and stakeholder_id != stakeholder:
-                continue
-            thread = store.thread(incident_id, stakeholder_id)
-            for field, kind in (("promised_ms", "update"), ("feedback_ms", "feedback_request")):
-                due = utc_of(thread.get(field))
-                if due is not None:
-                    found.append(OpenPromise(incident_id, stakeholder_id, kind, due))
-    return found
-
-
-def promise_report(
-    comms: Iterable[Communication],
-    now: datetime,
-    pending: Iterable[OpenPromise] = (),
-    grace_s: float = ON_TIME_GRACE_S,
-) -> PromiseReport:
-    """Every communication against its promised time (sending early counts as 0 lateness).
-
-    ``pending`` promises not yet composed count as overdue once past the grace.
-    """
-    lateness: list[float] = []
-    promises = failed = overdue = withdrawn = 0
-    for promise in pending:
-        if (now - promise.due).total_seconds() > grace_s:
-            overdue += 1
-            promises += 1
-    for comm in comms:
-        if comm.lateness_s is not None:
-            lateness.append(max(0.0, comm.lateness_s))
-        elif comm.status == "cancelled":
-            withdrawn += 1
-            continue
-        elif comm.status == "failed":
-            failed += 1
-        elif (now - comm.promised_at).total_seconds() > grace_s:
-            overdue += 1
-        else:
-            continue  # not due yet: not counted until it is
-        promises += 1
-    lateness.sort()
-    late = sum(1 for s in lateness if s > grace_s)
-    return PromiseReport(
-        promises=promises,
-        on_time=len(lateness) - late,
-        late=late,
-        failed=failed,
-        overdue_unsent=overdue,
-        withdrawn=withdrawn,
-        p50_s=_percentile(lateness, 0.50),
-        p99_s=_percentile(lateness, 0.99),
-        max_s=lateness[-1] if lateness else 0.0,
-        grace_s=grace_s,
-    )

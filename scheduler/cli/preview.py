@@ -8,6 +8,7 @@ events and configuration.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 from collections.abc import Iterable
@@ -17,17 +18,17 @@ from pathlib import Path
 
 import pendulum
 
-from scheduler.cli.logview import OpenPromise, open_promises
 from scheduler.core.config import Config
 from scheduler.core.delivery import as_received, cancel_reason
 from scheduler.core.engine import Engine
 from scheduler.core.events import Event
 from scheduler.core.loop import SchedulerLoop
+from scheduler.core.model import Status, ms_of, utc_of
+from scheduler.core.promises import OpenPromise, open_promises
 from scheduler.mail.channels import compose_channel
 from scheduler.mail.messages import compose_email
 from scheduler.mail.render import TemplateSet
 from scheduler.storage.memory_store import MemoryStore
-from scheduler.storage.redis_store import ms_of, utc_of
 from scheduler.storage.timers import MemoryTimerStore
 
 __all__ = [
@@ -106,10 +107,11 @@ class _Simulation:
                 continue
             stakeholder = self.config.stakeholder(comm.stakeholder_id)
             incident = self.store.incident(comm.incident_id)
-            reason = cancel_reason(comm, stakeholder, incident, opted_out=False)
+            opted_out = self.store.is_opted_out(comm.stakeholder_id, comm.incident_id)
+            reason = cancel_reason(comm, stakeholder, incident, opted_out)
             if reason is not None or stakeholder is None:
                 _, following = self.store.finish_send(
-                    comm_id, "preview", "cancelled", ms_of(now), last_error=reason or ""
+                    comm_id, "preview", Status.CANCELLED, ms_of(now), last_error=reason or ""
                 )
                 self.outbox.pending += [following] if following else []
                 continue
@@ -119,7 +121,7 @@ class _Simulation:
                 now,
                 prev_status=claim.prev_status,
                 prev_sent_at=claim.prev_sent_at,
-                thread=lambda c=comm: self.store.thread(c.incident_id, c.stakeholder_id),  # type: ignore[misc]
+                thread=functools.partial(self.store.thread, comm.incident_id, comm.stakeholder_id),
             )
             _, rendered = compose_email(comm, stakeholder, self.config, self.templates, now, _SECRET)
             text, body = rendered.text, ""
@@ -135,7 +137,7 @@ class _Simulation:
                 )
                 text, body = delivery.text, delivery.message
             _, following = self.store.finish_send(
-                comm_id, "preview", "sent", ms_of(now), sent_ms=ms_of(now), subject=rendered.subject
+                comm_id, "preview", Status.SENT, ms_of(now), sent_ms=ms_of(now), subject=rendered.subject
             )
             self.outbox.pending += [following] if following else []
             self.messages.append(

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from scheduler.core.config import Stakeholder
 from scheduler.core.engine import changes_between
-from scheduler.storage.redis_store import Communication, Store, ms_of
+from scheduler.core.model import Communication, Incident, Kind, Status, Thread, ms_of
+from scheduler.storage.port import Store
 
 __all__ = ["as_received", "cancel_reason", "retry_at"]
 
@@ -24,7 +24,7 @@ _LOOKBACK = 100
 def cancel_reason(
     comm: Communication,
     stakeholder: Stakeholder | None,
-    incident: dict[str, Any] | None,
+    incident: Incident | None,
     opted_out: bool,
 ) -> str | None:
     """Why ``comm`` must not go out after all, or None when it may."""
@@ -32,7 +32,7 @@ def cancel_reason(
         return "stakeholder is no longer configured"
     if opted_out:
         return "the stakeholder unsubscribed"
-    if comm.kind == "update" and (incident or {}).get("state") == "resolved":
+    if comm.kind == Kind.UPDATE and incident is not None and not incident.is_open:
         # composed just before the resolution arrived: "still working on it" must not follow "resolved"
         return "the incident was resolved before it went out"
     return None
@@ -69,7 +69,7 @@ def _last_received(store: Store, comm: Communication) -> Communication | None:
         prev = store.comm(prev_id)
         if prev is None:
             return None
-        if prev.status == "sent":
+        if prev.status == Status.SENT:
             return prev
         prev_id = prev.prev_id
     return None
@@ -82,7 +82,7 @@ def as_received(
     *,
     prev_status: str = "",
     prev_sent_at: datetime | None = None,
-    thread: Callable[[], dict[str, str]] | None = None,
+    thread: Callable[[], Thread] | None = None,
 ) -> Communication:
     """``comm`` with what it refers to brought in line with what its reader actually received.
 
@@ -111,7 +111,7 @@ def as_received(
                     received.context.get("incident", {}), context["incident"]
                 )
     if next_update_at is not None and next_update_at <= now and thread is not None:
-        promised = thread().get("promised_ms")
-        if promised and int(promised) > ms_of(now):
-            next_update_at = datetime.fromtimestamp(int(promised) / 1000, tz=next_update_at.tzinfo)
+        promised = thread().promised_ms
+        if promised and promised > ms_of(now):
+            next_update_at = datetime.fromtimestamp(promised / 1000, tz=next_update_at.tzinfo)
     return replace(comm, context=context, next_update_at=next_update_at)

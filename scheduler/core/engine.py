@@ -1,7 +1,7 @@
 """What happens when an event arrives or a timer comes due: who hears what, and when next.
 
 The engine is the product's logic between the ports: it reads the configuration in force,
-keeps state through :class:`~scheduler.storage.redis_store.Store`, arms timers in a
+keeps state through :class:`~scheduler.storage.port.Store`, arms timers in a
 :class:`~scheduler.storage.timers.TimerStore` and hands communication ids to a :class:`Dispatch`
 (Dramatiq in production, a list in the preview). Every entry point takes ``now`` and is
 idempotent: running it twice for the same event or timer creates and sends nothing new.
@@ -10,9 +10,8 @@ idempotent: running it twice for the same event or timer creates and sends nothi
 from __future__ import annotations
 
 import copy
-import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -20,28 +19,28 @@ from typing import Any, Protocol
 from scheduler.core import cadence
 from scheduler.core.config import Config, Stakeholder
 from scheduler.core.events import MATERIAL_FIELDS, Event
-from scheduler.storage.redis_store import Store, ms_of, utc_of
+from scheduler.core.model import (
+    CONTENT_FIELDS,
+    Action,
+    Draft,
+    EventRecord,
+    Incident,
+    IncidentState,
+    Kind,
+    Status,
+    Thread,
+    TimerKind,
+    TimerMember,
+    ms_of,
+    utc_of,
+)
+from scheduler.storage.port import Store
 from scheduler.storage.timers import TimerStore
 
-__all__ = ["CONTENT_FIELDS", "KINDS", "Dispatch", "Engine", "Outcome", "changes_between", "timer_member"]
+__all__ = ["Dispatch", "Engine", "Outcome", "changes_between"]
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("acknowledgment", "update", "resolution", "feedback_request")
-CONTENT_FIELDS = (
-    "title",
-    "severity",
-    "services",
-    "status",
-    "summary",
-    "impact",
-    "plan",
-    "owner",
-    "workaround",
-    "prevention",
-    "review_by",
-)
-_UPDATE, _FEEDBACK = "u", "f"
 _EARLY_TOLERANCE = timedelta(milliseconds=50)
 
 
@@ -57,9 +56,8 @@ class Dispatch(Protocol):
     def flush(self) -> None: ...
 
 
-def timer_member(kind: str, incident_id: str, stakeholder_id: str) -> str:
-    """The timer of one thread: ``u|INC-1|acme`` (next update) or ``f|INC-1|acme`` (feedback)."""
-    return f"{kind}|{incident_id}|{stakeholder_id}"
+def _timer(kind: TimerKind, incident_id: str, stakeholder_id: str) -> str:
+    return str(TimerMember(kind, incident_id, stakeholder_id))
 
 
 @dataclass(frozen=True)
@@ -73,33 +71,16 @@ class Outcome:
     """Why the event cannot apply yet (its incident's ``opened`` has not arrived): try again."""
 
 
-def _new_incident(event: Event) -> dict[str, Any]:
+def _new_incident(event: Event) -> Incident:
     now_ms = ms_of(event.occurred_at)
-    return {
-        "state_ms": now_ms,
-        "field_times": {},
-        "id": event.incident_id,
-        "title": "",
-        "severity": "sev4",
-        "services": [],
-        "status": "investigating",
-        "summary": "",
-        "impact": "",
-        "plan": "",
-        "owner": "",
-        "state": "open",
-        "opened_ms": now_ms,
-        "updated_ms": now_ms,
-        "resolved_ms": None,
-        "stakeholders": [],
-    }
+    return Incident(id=event.incident_id, state_ms=now_ms, opened_ms=now_ms, updated_ms=now_ms)
 
 
 def _some(comm_id: str | None) -> list[str]:
     return [comm_id] if comm_id is not None else []
 
 
-def changes_between(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+def changes_between(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Each content field whose value differs, in field order: ``{"field", "old", "new"}``."""
     return [
         {"field": f, "old": before.get(f), "new": after.get(f)}
@@ -108,10 +89,10 @@ def changes_between(before: dict[str, Any], after: dict[str, Any]) -> list[dict[
     ]
 
 
-def _newcomers(config: Config, incident: dict[str, Any]) -> list[Stakeholder]:
+def _newcomers(config: Config, incident: Incident) -> list[Stakeholder]:
     """Stakeholders the incident concerns who have not been told of it yet."""
-    informed = set(incident.get("stakeholders", []))
-    return [s for s in config.concerned(incident["severity"], incident["services"]) if s.id not in informed]
+    informed = set(incident.stakeholders)
+    return [s for s in config.concerned(incident.severity, incident.services) if s.id not in informed]
 
 
 class Engine:
@@ -129,8 +110,11 @@ class Engine:
         self.timers = timers
         self.config = config
         self.dispatch = dispatch
-        self.opted_out = opted_out or (lambda stakeholder_id, incident_id: False)
-        """``opted_out(stakeholder_id, incident_id)``: True when that stakeholder opted out of it."""
+        self.opted_out = opted_out or (
+            lambda stakeholder_id, incident_id: store.is_opted_out(stakeholder_id, incident_id)
+        )
+        """``opted_out(stakeholder_id, incident_id)``: True when that stakeholder opted out of it
+        (by default, what the store keeps)."""
 
     # -- events ------------------------------------------------------------------------
 
@@ -147,23 +131,23 @@ class Engine:
             self.dispatch.flush()
 
     def _handle_event(self, event: Event, now: datetime, received_at: datetime | None) -> Outcome:
-        def apply(current: dict[str, Any] | None) -> dict[str, Any]:
+        def apply(current: Incident | None) -> EventRecord:
             record = self._apply(event, current, now)
-            record["received_ms"] = ms_of(min(received_at or now, now))
+            record.received_ms = ms_of(min(received_at or now, now))
             return record
 
         record = self.store.apply_event(event.event_id, event.incident_id, apply)
-        if record.get("waiting"):
-            return Outcome(duplicate=False, waiting=record["waiting"])
-        if record.get("rejected"):
-            return Outcome(duplicate=record["duplicate"], rejected=record["rejected"])
-        if record["duplicate"] and record.get("done"):
+        if record.waiting:
+            return Outcome(duplicate=False, waiting=record.waiting)
+        if record.rejected:
+            return Outcome(duplicate=record.duplicate, rejected=record.rejected)
+        if record.duplicate and record.done:
             return Outcome(duplicate=True)
         comms = self._follow_up(record, now)
         self.store.mark_event_done(event.event_id)
-        return Outcome(duplicate=record["duplicate"], communications=tuple(comms))
+        return Outcome(duplicate=record.duplicate, communications=tuple(comms))
 
-    def _apply(self, event: Event, current: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+    def _apply(self, event: Event, current: Incident | None, now: datetime) -> EventRecord:
         """The event's record: the incident after it, and what that calls for.
 
         Events may arrive in any order; the outcome is as if they came in ``occurred_at``
@@ -173,88 +157,84 @@ class Engine:
         """
         if current is None and event.type != "incident.opened":
             reason = f"incident {event.incident_id!r} is not known yet; waiting for its incident.opened"
-            return {"waiting": reason, "incident": None}
+            return EventRecord(event.event_id, event.type, waiting=reason)
         occurred_ms = ms_of(event.occurred_at)
-        before = current or {}
         state = copy.deepcopy(current) if current else _new_incident(event)
         # An opened incident's defaults (status "investigating", no owner yet, ...) hold as of
         # its opening: an update dated before that does not replace them.
         opened_defaults = {} if current else {f: occurred_ms for f in CONTENT_FIELDS}
-        field_ms: dict[str, int] = {**opened_defaults, **(state.get("field_times") or {})}
-        state_ms = int(state.get("state_ms", state["opened_ms"]))
+        field_ms: dict[str, int] = {**opened_defaults, **state.field_times}
+        state_ms = state.state_ms
         # resolved, reopened and opened each assert the incident's state as of when they
         # occurred; the latest assertion wins, whatever the order they arrive in.
         asserted, implied = {
-            "incident.resolved": ("resolved", {"status": "resolved"}),
-            "incident.reopened": ("open", {"status": "investigating"}),
-            "incident.opened": ("open", {}),
+            "incident.resolved": (IncidentState.RESOLVED, {"status": "resolved"}),
+            "incident.reopened": (IncidentState.OPEN, {"status": "investigating"}),
+            "incident.opened": (IncidentState.OPEN, {}),
         }.get(event.type, (None, {}))
-        was = state["state"]
+        was = state.state
         if current is not None and asserted is not None and occurred_ms >= state_ms:
-            state["state"], state_ms = asserted, occurred_ms
+            state.state, state_ms = asserted, occurred_ms
         else:
             implied = {}
         for name, value in {**implied, **event.incident.given()}.items():
             if occurred_ms >= field_ms.get(name, -1):
-                state[name], field_ms[name] = value, occurred_ms
-        state["field_times"], state["state_ms"], state["updated_ms"] = field_ms, state_ms, ms_of(now)
+                state.set(name, value)
+                field_ms[name] = occurred_ms
+        state.field_times, state.state_ms, state.updated_ms = field_ms, state_ms, ms_of(now)
         if current is None:
-            action = "open"
-        elif was == "open" and state["state"] == "resolved":
-            action, state["resolved_ms"] = "resolve", ms_of(now)
-        elif was == "resolved" and state["state"] == "open":
-            action, state["resolved_ms"] = "reopen", None
+            action = Action.OPEN
+        elif was == IncidentState.OPEN and not state.is_open:
+            action, state.resolved_ms = Action.RESOLVE, ms_of(now)
+        elif was == IncidentState.RESOLVED and state.is_open:
+            action, state.resolved_ms = Action.REOPEN, None
         else:
-            action = "update" if state["state"] == "open" else "none"
-        changes = changes_between(before, state) if current else []
-        material = any(c["field"] in MATERIAL_FIELDS for c in changes)
+            action = Action.UPDATE if state.is_open else Action.NONE
+        changes = changes_between(current.content(), state.content()) if current else []
         newcomers: list[str] = []
-        if state["state"] == "open":
+        if state.is_open:
             # Decided here, under the incident's transaction: of two events handled at once,
             # exactly one finds a stakeholder new and acknowledges to it.
             newcomers = [s.id for s in _newcomers(self.config(), state)]
-            state["stakeholders"] = [*state.get("stakeholders", []), *newcomers]
-        return {
-            "incident": state,
-            "newcomers": newcomers,
-            "action": action,
-            "material": material,
-            "event_type": event.type,
-            "event_id": event.event_id,
-            "now_ms": ms_of(now),
-        }
+            state.stakeholders = [*state.stakeholders, *newcomers]
+        return EventRecord(
+            event_id=event.event_id,
+            event_type=event.type,
+            incident=state,
+            action=action,
+            newcomers=newcomers,
+            material=any(c["field"] in MATERIAL_FIELDS for c in changes),
+            now_ms=ms_of(now),
+        )
 
-    def _follow_up(self, record: dict[str, Any], now: datetime) -> list[str]:
-        incident: dict[str, Any] = record["incident"]
-        action: str = record["action"]
-        trigger = f"event:{record['event_id']}"
-        promised_ms: int | None = record.get("received_ms")
+    def _follow_up(self, record: EventRecord, now: datetime) -> list[str]:
+        incident = record.incident
+        assert incident is not None, "only a waiting record has no incident"
+        action = record.action
+        trigger = f"event:{record.event_id}"
+        promised_ms = record.received_ms
         config = self.config()
-        newcomers = set(record.get("newcomers", []))
-        informed = [
-            sid
-            for sid in incident.get("stakeholders", [])
-            if config.stakeholder(sid) and sid not in newcomers
-        ]
+        newcomers = set(record.newcomers)
+        informed = [sid for sid in incident.stakeholders if config.stakeholder(sid) and sid not in newcomers]
         comms: list[str] = []
-        if action == "resolve":
+        if action == Action.RESOLVE:
             for sid in informed:
                 stakeholder = config.stakeholder(sid)
                 assert stakeholder is not None
                 comms += self._resolve_thread(config, incident, stakeholder, trigger, now, promised_ms)
             return comms
-        if action in ("update", "reopen"):
+        if action in (Action.UPDATE, Action.REOPEN):
             for sid in informed:
                 found = config.stakeholder(sid)
                 assert found is not None
-                if action == "reopen":
-                    self.timers.cancel(timer_member(_FEEDBACK, incident["id"], sid))
-                    self.store.clear_thread_fields(incident["id"], sid, "feedback_ms")
-                if action == "reopen" or record["material"]:
+                if action == Action.REOPEN:
+                    self.timers.cancel(_timer(TimerKind.FEEDBACK, incident.id, sid))
+                    self.store.clear_promises(incident.id, sid, feedback=True)
+                if action == Action.REOPEN or record.material:
                     comms += _some(
-                        self._compose(config, incident, found, "update", trigger, now, promised_ms)
+                        self._compose(config, incident, found, Kind.UPDATE, trigger, now, promised_ms)
                     )
-        for sid in record.get("newcomers", []):
+        for sid in record.newcomers:
             stakeholder = config.stakeholder(sid)
             if stakeholder is not None:
                 comms += _some(self._acknowledge(config, incident, stakeholder, now, promised_ms))
@@ -263,18 +243,18 @@ class Engine:
     def _acknowledge(
         self,
         config: Config,
-        incident: dict[str, Any],
+        incident: Incident,
         stakeholder: Stakeholder,
         now: datetime,
         promised_ms: int | None,
     ) -> str | None:
         # One acknowledgment per thread whichever event or configuration change causes it.
         return self._compose(
-            config, incident, stakeholder, "acknowledgment", "acknowledgment", now, promised_ms
+            config, incident, stakeholder, Kind.ACKNOWLEDGMENT, "acknowledgment", now, promised_ms
         )
 
     def acknowledge_new(
-        self, config: Config, incident: dict[str, Any], now: datetime, promised_ms: int | None = None
+        self, config: Config, incident: Incident, now: datetime, promised_ms: int | None = None
     ) -> list[str]:
         """Acknowledge to every stakeholder the open incident newly concerns.
 
@@ -282,7 +262,7 @@ class Engine:
         incident: a crash in between leaves them newcomers, and the next reconcile finds
         the acknowledgment already composed (one per thread) and records them.
         """
-        if incident["state"] != "open":
+        if not incident.is_open:
             return []
         newcomers = _newcomers(config, incident)
         if not newcomers:
@@ -291,7 +271,7 @@ class Engine:
             c for s in newcomers for c in _some(self._acknowledge(config, incident, s, now, promised_ms))
         ]
         self.store.set_incident_stakeholders(
-            incident["id"], lambda ids: ids + [s.id for s in newcomers if s.id not in ids]
+            incident.id, lambda ids: ids + [s.id for s in newcomers if s.id not in ids]
         )
         return comms
 
@@ -302,13 +282,13 @@ class Engine:
         try:
             for incident_id in self.store.incident_ids():
                 incident = self.store.incident(incident_id)
-                if incident and incident["state"] == "open":
+                if incident and incident.is_open:
                     comms += self.acknowledge_new(config, incident, now)
         finally:
             self.dispatch.flush()
         return comms
 
-    def _stored(self, comm_id: str) -> tuple[str, int | None]:
+    def _stored(self, comm_id: str) -> tuple[Status, int | None]:
         """A communication's status and the next update it promises."""
         comm = self.store.comm(comm_id)
         if comm is None:  # pragma: no cover - created in the same store
@@ -317,9 +297,9 @@ class Engine:
 
     def stop_thread(self, incident_id: str, stakeholder_id: str) -> None:
         """No more updates or feedback requests for this thread (the stakeholder opted out)."""
-        self.timers.cancel(timer_member(_UPDATE, incident_id, stakeholder_id))
-        self.timers.cancel(timer_member(_FEEDBACK, incident_id, stakeholder_id))
-        self.store.clear_thread_fields(incident_id, stakeholder_id, "promised_ms", "feedback_ms")
+        self.timers.cancel(_timer(TimerKind.UPDATE, incident_id, stakeholder_id))
+        self.timers.cancel(_timer(TimerKind.FEEDBACK, incident_id, stakeholder_id))
+        self.store.clear_promises(incident_id, stakeholder_id, update=True, feedback=True)
 
     # -- timers ------------------------------------------------------------------------
 
@@ -330,7 +310,8 @@ class Engine:
         moved to the promise (when in the future) or ignored (when nothing is promised).
         What it composes is handed over at the next ``dispatch.flush()`` (the caller's).
         """
-        kind, incident_id, stakeholder_id = member.split("|")
+        timer = TimerMember.parse(member)
+        incident_id, stakeholder_id = timer.incident_id, timer.stakeholder_id
         config = self.config()
         stakeholder = config.stakeholder(stakeholder_id)
         incident = self.store.incident(incident_id)
@@ -341,19 +322,19 @@ class Engine:
             self.stop_thread(incident_id, stakeholder_id)
             return None
         thread = self.store.thread(incident_id, stakeholder_id)
-        field, wanted_state = ("promised_ms", "open") if kind == _UPDATE else ("feedback_ms", "resolved")
-        if incident["state"] != wanted_state or field not in thread:
+        is_update = timer.kind == TimerKind.UPDATE
+        promised_ms = thread.promised_ms if is_update else thread.feedback_ms
+        if incident.is_open != is_update or promised_ms is None:
             return None
-        promised_ms = int(thread[field])
         if utc_of(promised_ms) > now + _EARLY_TOLERANCE:  # type: ignore[operator]
             self.timers.arm(member, promised_ms)
             return None
-        if kind == _UPDATE:
+        if is_update:
             return self._compose(
-                config, incident, stakeholder, "update", f"timer:{promised_ms}", now, promised_ms
+                config, incident, stakeholder, Kind.UPDATE, f"timer:{promised_ms}", now, promised_ms
             )
         return self._compose(
-            config, incident, stakeholder, "feedback_request", f"feedback:{promised_ms}", now, promised_ms
+            config, incident, stakeholder, Kind.FEEDBACK_REQUEST, f"feedback:{promised_ms}", now, promised_ms
         )
 
     # -- composing ---------------------------------------------------------------------
@@ -361,29 +342,29 @@ class Engine:
     def _resolve_thread(
         self,
         config: Config,
-        incident: dict[str, Any],
+        incident: Incident,
         stakeholder: Stakeholder,
         trigger: str,
         now: datetime,
         promised_ms: int | None,
     ) -> list[str]:
-        self.timers.cancel(timer_member(_UPDATE, incident["id"], stakeholder.id))
-        comm_id = self._compose(config, incident, stakeholder, "resolution", trigger, now, promised_ms)
+        self.timers.cancel(_timer(TimerKind.UPDATE, incident.id, stakeholder.id))
+        comm_id = self._compose(config, incident, stakeholder, Kind.RESOLUTION, trigger, now, promised_ms)
         if comm_id is None:
             return []
         policy = cadence.policy_for(config, stakeholder)
-        thread = self.store.thread(incident["id"], stakeholder.id)
-        feedback_ms = int(thread.get("feedback_ms") or ms_of(cadence.feedback_at(policy, now)))
-        self.store.update_thread(incident["id"], stakeholder.id, feedback_ms=feedback_ms)
-        self.timers.arm(timer_member(_FEEDBACK, incident["id"], stakeholder.id), feedback_ms)
+        thread = self.store.thread(incident.id, stakeholder.id)
+        feedback_ms = thread.feedback_ms or ms_of(cadence.feedback_at(policy, now))
+        self.store.set_feedback_due(incident.id, stakeholder.id, feedback_ms)
+        self.timers.arm(_timer(TimerKind.FEEDBACK, incident.id, stakeholder.id), feedback_ms)
         return [comm_id]
 
     def _compose(
         self,
         config: Config,
-        incident: dict[str, Any],
+        incident: Incident,
         stakeholder: Stakeholder,
-        kind: str,
+        kind: Kind,
         trigger: str,
         now: datetime,
         promised_ms: int | None = None,
@@ -393,74 +374,67 @@ class Engine:
         Nothing is composed for a stakeholder who opted out: the thread stops instead.
         """
         now = now.astimezone(UTC)
-        if self.opted_out(stakeholder.id, incident["id"]):
-            self.stop_thread(incident["id"], stakeholder.id)
+        if self.opted_out(stakeholder.id, incident.id):
+            self.stop_thread(incident.id, stakeholder.id)
             return None
         policy = cadence.policy_for(config, stakeholder)
         planned_next_ms: int | None = None
 
-        def build(
-            thread: dict[str, str], current: dict[str, Any] | None
-        ) -> tuple[dict[str, str | int], dict[str, str | int]] | None:
+        def build(thread: Thread, current: Incident | None) -> tuple[Draft, Thread] | None:
             # The incident as it is now, read in the same transaction as the thread: a
             # message numbered later never tells of an older state than the one before it.
             state = current or incident
-            snapshot = {f: state.get(f) for f in CONTENT_FIELDS}
-            seen = json.loads(thread["seen"]) if "seen" in thread else None
-            changes = changes_between(seen, snapshot) if seen is not None else []
-            if kind == "update" and trigger.startswith("event:") and seen is not None and not changes:
+            snapshot = state.content()
+            changes = changes_between(thread.seen, snapshot) if thread.seen is not None else []
+            from_event, from_timer = trigger.startswith("event:"), trigger.startswith("timer:")
+            if kind == Kind.UPDATE and from_event and thread.seen is not None and not changes:
                 return None  # an earlier message of the thread already told this change
-            wants_next = kind in ("acknowledgment", "update") and state["state"] == "open"
-            next_ms = (
-                ms_of(cadence.next_update_at(policy, state["severity"], now, now)) if wants_next else None
-            )
+            wants_next = kind in (Kind.ACKNOWLEDGMENT, Kind.UPDATE) and state.is_open
+            next_ms = ms_of(cadence.next_update_at(policy, state.severity, now, now)) if wants_next else None
             nonlocal planned_next_ms
             planned_next_ms = next_ms
             context = {
                 "incident": {
                     **snapshot,
-                    "id": incident["id"],
-                    "opened_ms": state["opened_ms"],
-                    "resolved_ms": state.get("resolved_ms"),
+                    "id": incident.id,
+                    "opened_ms": state.opened_ms,
+                    "resolved_ms": state.resolved_ms,
                 },
                 "changes": changes,
-                "since_ms": int(thread["last_ms"]) if "last_ms" in thread else None,
+                "since_ms": thread.last_ms,
                 "timezone": policy.timezone,
             }
-            fields: dict[str, str | int] = {
-                # a regular update with nothing new: a newer message of the thread supersedes it
-                "no_news": int(kind == "update" and trigger.startswith("timer:") and not changes),
-                "recipient": stakeholder.recipient,
-                "channel": stakeholder.channel,
-                "created_ms": ms_of(now),
-                "promised_ms": promised_ms if promised_ms is not None else ms_of(now),
-                "context": json.dumps(context),
-                "updated_ms": ms_of(now),
-            }
-            thread_updates: dict[str, str | int] = {"seen": json.dumps(snapshot), "last_ms": ms_of(now)}
+            draft = Draft(
+                recipient=stakeholder.recipient,
+                channel=stakeholder.channel,
+                created_ms=ms_of(now),
+                promised_ms=promised_ms if promised_ms is not None else ms_of(now),
+                context=context,
+                next_update_ms=next_ms,
+                no_news=kind == Kind.UPDATE and from_timer and not changes,
+            )
+            thread.seen, thread.last_ms = snapshot, ms_of(now)
             if next_ms is not None:
-                fields["next_update_ms"] = next_ms
-                thread_updates["promised_ms"] = next_ms
-            return fields, thread_updates
+                thread.promised_ms = next_ms
+            return draft, thread
 
         # An update whose thread has no acknowledgment yet is the acknowledgment (the other
         # event's acknowledgment then folds into it); the store decides that atomically.
-        first = ("acknowledgment", "acknowledgment") if kind == "update" else None
-        comm_id, created = self.store.create_comm(incident["id"], stakeholder.id, kind, trigger, build, first)
+        first = (Kind.ACKNOWLEDGMENT, "acknowledgment") if kind == Kind.UPDATE else None
+        comm_id, created = self.store.create_comm(incident.id, stakeholder.id, kind, trigger, build, first)
         if not comm_id:
             return None  # nothing new to tell this stakeholder
         # Created now: it is scheduled and the thread promises what it states. Found instead
         # (a retry, a duplicate): read what was stored then.
-        status, promised = ("scheduled", planned_next_ms) if created else self._stored(comm_id)
-        if kind in ("resolution", "feedback_request"):
-            self.store.clear_thread_fields(incident["id"], stakeholder.id, "promised_ms")
-            if kind == "feedback_request":
-                self.store.clear_thread_fields(incident["id"], stakeholder.id, "feedback_ms")
+        status, promised = (Status.SCHEDULED, planned_next_ms) if created else self._stored(comm_id)
+        if kind in (Kind.RESOLUTION, Kind.FEEDBACK_REQUEST):
+            feedback = kind == Kind.FEEDBACK_REQUEST
+            self.store.clear_promises(incident.id, stakeholder.id, update=True, feedback=feedback)
         elif promised is not None and (
-            created or self.store.thread(incident["id"], stakeholder.id).get("promised_ms") == str(promised)
+            created or self.store.thread(incident.id, stakeholder.id).promised_ms == promised
         ):
-            self.timers.arm(timer_member(_UPDATE, incident["id"], stakeholder.id), promised)
-        if status == "scheduled":
+            self.timers.arm(_timer(TimerKind.UPDATE, incident.id, stakeholder.id), promised)
+        if status == Status.SCHEDULED:
             self.dispatch.deliver(comm_id)
         if created:
             logger.info("%s composed for %s (%s)", kind, stakeholder.id, comm_id)

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 import redis
 from dramatiq.errors import BrokerError
 
+from scheduler.core.model import ms_of
 from scheduler.errors import StorageError
-from scheduler.storage.redis_store import ms_of
 from scheduler.storage.timers import TimerStore
 
 __all__ = ["SchedulerLoop"]

@@ -19,6 +19,7 @@ __all__ = [
     "CONTENT_FIELDS",
     "Action",
     "Communication",
+    "Draft",
     "EventRecord",
     "Incident",
     "IncidentState",
@@ -91,6 +92,9 @@ CONTENT_FIELDS = (
     "review_by",
 )
 """The incident fields a message tells; a change to any of them is a change to tell."""
+
+
+_OPTIONAL_FIELDS = ("workaround", "prevention", "review_by")
 
 
 def ms_of(moment: datetime) -> int:
@@ -173,7 +177,12 @@ class Incident:
         setattr(self, name, value)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field; the optional text fields only once an event gave them."""
+        data = asdict(self)
+        for name in _OPTIONAL_FIELDS:
+            if data[name] is None:
+                del data[name]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Incident:
@@ -258,6 +267,34 @@ class EventRecord:
             values["incident"] = Incident.from_json(values["incident"])
         values["action"] = Action(values.get("action") or "none")
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A new communication as the engine composes it; the store numbers and keeps it."""
+
+    recipient: str
+    channel: str
+    created_ms: int
+    promised_ms: int
+    context: dict[str, Any]
+    next_update_ms: int | None = None
+    no_news: bool = False
+    """A regular update with nothing new: a newer message of the thread supersedes it."""
+
+    def to_hash(self) -> dict[str, str | int]:
+        out: dict[str, str | int] = {
+            "no_news": int(self.no_news),
+            "recipient": self.recipient,
+            "channel": self.channel,
+            "created_ms": self.created_ms,
+            "promised_ms": self.promised_ms,
+            "context": json.dumps(self.context),
+            "updated_ms": self.created_ms,
+        }
+        if self.next_update_ms is not None:
+            out["next_update_ms"] = self.next_update_ms
+        return out
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,17 @@ from typing import Any
 import redis
 import uvicorn
 
-from scheduler.cli.logview import promise_report, stream_header, stream_row
+from scheduler.cli.logview import stream_header, stream_row
+from scheduler.core.model import Communication
+from scheduler.core.promises import promise_report
 from scheduler.dev.embedded import ensure_embedded_redis, stop_embedded_redis
 from scheduler.dev.mailsink import MailSink
 from scheduler.mail.smtp import SmtpSettings
 from scheduler.service.emitting import emit
 from scheduler.service.processes import broker_for, start_scheduler, start_worker
 from scheduler.service.settings import Settings, bundled_path
-from scheduler.storage.redis_store import Communication, RedisStore, Store
+from scheduler.storage.port import Store
+from scheduler.storage.redis_store import RedisStore
 
 __all__ = ["run_demo"]
 

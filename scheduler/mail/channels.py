@@ -49,13 +49,12 @@ import httpx
 import jinja2
 
 from scheduler.core.config import Config, Stakeholder
-from scheduler.core.engine import KINDS
+from scheduler.core.model import Communication, Kind, utc_of
 from scheduler.core.text import scrub
 from scheduler.errors import PermanentDeliveryError, SettingsError, TemplateError, TransientDeliveryError
 from scheduler.mail.messages import template_context
 from scheduler.mail.render import TemplateSet, render_named
 from scheduler.mail.signing import check_webhook_secret, standard_webhook_signature
-from scheduler.storage.redis_store import Communication, utc_of
 
 __all__ = [
     "CHAT_PARTS",
@@ -383,7 +382,7 @@ def check_channel_templates(config: Config, folder: Path, now: datetime | None =
         if part not in CHAT_PARTS or (stakeholder.audience, part) in checked:
             continue
         checked.add((stakeholder.audience, part))
-        for kind in KINDS:
+        for kind in Kind:
             comm = sample_communication(kind, stakeholder.id, config.timezone_of(stakeholder), now)
             context = template_context(comm, stakeholder, config, now, "sample-secret")
             name = channel_template_name(templates, stakeholder.audience, kind, part)

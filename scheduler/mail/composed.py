@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from scheduler.core.config import Config
+from scheduler.core.model import Communication
 from scheduler.errors import AmendsError
 from scheduler.mail.messages import compose_email
 from scheduler.mail.render import TemplateSet
-from scheduler.storage.redis_store import Communication
 
 __all__ = ["composed_text"]
 

@@ -13,10 +13,10 @@ from typing import Any
 import pendulum
 
 from scheduler.core.config import Config, Stakeholder
+from scheduler.core.model import Communication, utc_of
 from scheduler.core.tone import tone_for
 from scheduler.mail.render import RenderedMessage, TemplateSet, build_email, local_time, message_id_for
 from scheduler.mail.signing import feedback_links, feedback_page_link, unsubscribe_link
-from scheduler.storage.redis_store import Communication, utc_of
 
 __all__ = ["FIELD_LABELS", "compose_email", "contact_context", "template_context", "thread_id_for"]
 

@@ -11,12 +11,11 @@ from typing import Any
 import jinja2
 
 from scheduler.core.config import Config, Stakeholder
-from scheduler.core.engine import KINDS
 from scheduler.core.events import Event
+from scheduler.core.model import Communication, Kind, Status, ms_of
 from scheduler.errors import TemplateError
 from scheduler.mail.messages import template_context
 from scheduler.mail.render import RenderedMessage, TemplateSet
-from scheduler.storage.redis_store import Communication, ms_of
 
 __all__ = [
     "THIN_WORDS",
@@ -30,7 +29,7 @@ __all__ = [
 _SAMPLE_SECRET = "sample-secret"
 
 
-def sample_communication(kind: str, stakeholder_id: str, timezone: str, now: datetime) -> Communication:
+def sample_communication(kind: Kind, stakeholder_id: str, timezone: str, now: datetime) -> Communication:
     """A realistic communication of ``kind`` to render templates against."""
     incident = {
         "id": "INC-SAMPLE",
@@ -56,7 +55,7 @@ def sample_communication(kind: str, stakeholder_id: str, timezone: str, now: dat
         stakeholder_id=stakeholder_id,
         kind=kind,
         seq=2,
-        status="scheduled",
+        status=Status.SCHEDULED,
         recipient="sample@example.org",
         created_at=now,
         promised_at=now,
@@ -154,7 +153,7 @@ def _sample_contexts(
     folders = sorted(p.name for p in templates.folder.iterdir() if p.is_dir() and p.name != "default")
     for audience in sorted({"default", *folders, *audiences}):
         stakeholder = audiences.get(audience) or sample.model_copy(update={"audience": audience})
-        for kind in KINDS:
+        for kind in Kind:
             comm = sample_communication(kind, stakeholder.id, config.timezone_of(stakeholder), now)
             yield audience, kind, template_context(comm, stakeholder, config, now, _SAMPLE_SECRET)
 

@@ -17,12 +17,14 @@ from dramatiq.brokers.redis import RedisBroker
 
 from scheduler.core.config import ConfigSource
 from scheduler.core.loop import SchedulerLoop
+from scheduler.core.model import ms_of
 from scheduler.errors import ConfigError, StorageError
 from scheduler.service.queues import DELIVER_QUEUE, TIMERS_QUEUE, build_broker, enqueue
 from scheduler.service.settings import Settings
 from scheduler.storage.clock import ServerClock
 from scheduler.storage.connection import patient_client
-from scheduler.storage.redis_store import RedisStore, Store, ms_of
+from scheduler.storage.port import Store
+from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
 
 __all__ = [

@@ -5,7 +5,7 @@
 | ``amends:event:{event_id}`` | string | JSON of an accepted event's record (idempotency) |
 | ``amends:incident:{incident_id}`` | string | JSON of the incident's current state |
 | ``amends:incidents`` | zset | incident ids scored by opening time (ms) |
-| ``amends:pair:{incident_id}:{stakeholder_id}`` | hash | per stakeholder thread: seq, last message, promise |
+| ``amends:thread:{incident_id}:{stakeholder_id}`` | hash | one stakeholder's thread: seq, last message, promise |
 | ``amends:trigger:{incident_id}:{stakeholder_id}`` | hash | trigger token -> communication id (idempotent creation) |
 | ``amends:comm:{comm_id}`` | hash | one communication: status, times, rendered message |
 | ``amends:log`` | zset | communication ids scored by creation time (ms) |
@@ -47,8 +47,8 @@ def incident(incident_id: str) -> str:
     return f"{PREFIX}:incident:{incident_id}"
 
 
-def pair(incident_id: str, stakeholder_id: str) -> str:
-    return f"{PREFIX}:pair:{incident_id}:{stakeholder_id}"
+def thread(incident_id: str, stakeholder_id: str) -> str:
+    return f"{PREFIX}:thread:{incident_id}:{stakeholder_id}"
 
 
 def trigger(incident_id: str, stakeholder_id: str) -> str:

@@ -1,4 +1,4 @@
-"""An in-process :class:`~scheduler.storage.redis_store.Store` with the same contract as the Redis one.
+"""An in-process :class:`~scheduler.storage.port.Store` with the same contract as the Redis one.
 
 Used by ``amends preview`` (a simulated clock, nothing persisted) and by fast unit tests.
 The contract tests in ``tests/test_store.py`` run against both.
@@ -10,27 +10,44 @@ import copy
 import json
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
+from scheduler.core.feedback import (
+    Feedback,
+    OptOut,
+    check_rating,
+    clean_comment,
+    opt_out_id,
+    parse_opt_out_id,
+)
+from scheduler.core.model import (
+    Communication,
+    EventRecord,
+    Incident,
+    Kind,
+    Status,
+    Thread,
+    iso_z,
+    ms_of,
+    utc_of,
+)
 from scheduler.storage import keys
-from scheduler.storage.redis_store import (
+from scheduler.storage.port import (
     DISPATCH_GRACE_MS,
     SKIPPED,
     WAIT_RECHECK_MS,
     Builder,
     Claim,
-    Communication,
     Cursor,
     check_finish,
-    ms_of,
     new_comm,
-    utc_of,
 )
 
 __all__ = ["MemoryStore"]
 
-_UNFINISHED = ("scheduled", "sending", "retrying")
+_UNFINISHED = (Status.SCHEDULED, Status.SENDING, Status.RETRYING)
 
 
 class MemoryStore:
@@ -38,44 +55,45 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._events: dict[str, dict[str, Any]] = {}
-        self._incidents: dict[str, dict[str, Any]] = {}
+        self._events: dict[str, EventRecord] = {}
+        self._incidents: dict[str, Incident] = {}
         self._opened: dict[str, int] = {}
-        self._threads: dict[tuple[str, str], dict[str, str]] = {}
+        self._threads: dict[tuple[str, str], Thread] = {}
         self._triggers: dict[tuple[str, str], dict[str, str]] = {}
         self._comms: dict[str, dict[str, str]] = {}
         self._log: list[tuple[int, str]] = []
         self._rejected: list[dict[str, Any]] = []
         self._inflight: dict[str, int] = {}
         self._heartbeats: dict[str, dict[str, Any]] = {}
+        self._feedback: dict[tuple[str, str], Feedback] = {}
+        self._opt_outs: dict[str, datetime] = {}
 
     def apply_event(
-        self, event_id: str, incident_id: str, apply: Callable[[dict[str, Any] | None], dict[str, Any]]
-    ) -> dict[str, Any]:
+        self, event_id: str, incident_id: str, apply: Callable[[Incident | None], EventRecord]
+    ) -> EventRecord:
         with self._lock:
             if event_id in self._events:
-                return {**copy.deepcopy(self._events[event_id]), "duplicate": True}
-            current = copy.deepcopy(self._incidents.get(incident_id))
-            record = apply(current)
-            if record.get("waiting"):
-                return {**record, "duplicate": False}
+                return replace(copy.deepcopy(self._events[event_id]), duplicate=True)
+            record = apply(copy.deepcopy(self._incidents.get(incident_id)))
+            if record.waiting:
+                return record
             self._events[event_id] = copy.deepcopy(record)
-            if record.get("incident") is not None:
-                self._incidents[incident_id] = copy.deepcopy(record["incident"])
-                self._opened.setdefault(incident_id, record["incident"]["opened_ms"])
-            return {**record, "duplicate": False}
+            if record.incident is not None:
+                self._incidents[incident_id] = copy.deepcopy(record.incident)
+                self._opened.setdefault(incident_id, record.incident.opened_ms)
+            return record
 
     def mark_event_done(self, event_id: str) -> None:
         with self._lock:
             if event_id in self._events:
-                self._events[event_id]["done"] = True
+                self._events[event_id].done = True
 
     def reject(self, payload: Any, errors: list[tuple[str, str]], now: datetime, source: str) -> None:
         with self._lock:
             self._rejected.insert(
                 0,
                 {
-                    "rejected_at": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                    "rejected_at": iso_z(now),
                     "via": source,
                     "errors": [{"field": place, "reason": reason} for place, reason in errors],
                     "event": json.loads(json.dumps(payload, default=repr)),
@@ -87,7 +105,7 @@ class MemoryStore:
         with self._lock:
             return copy.deepcopy(self._rejected[:limit])
 
-    def incident(self, incident_id: str) -> dict[str, Any] | None:
+    def incident(self, incident_id: str) -> Incident | None:
         with self._lock:
             return copy.deepcopy(self._incidents.get(incident_id))
 
@@ -105,39 +123,41 @@ class MemoryStore:
     def set_incident_stakeholders(self, incident_id: str, update: Callable[[list[str]], list[str]]) -> None:
         with self._lock:
             state = self._incidents[incident_id]
-            state["stakeholders"] = update(list(state.get("stakeholders", [])))
+            state.stakeholders = update(list(state.stakeholders))
 
-    def thread(self, incident_id: str, stakeholder_id: str) -> dict[str, str]:
+    def thread(self, incident_id: str, stakeholder_id: str) -> Thread:
         with self._lock:
-            return dict(self._threads.get((incident_id, stakeholder_id), {}))
+            return copy.deepcopy(self._threads.get((incident_id, stakeholder_id), Thread()))
 
-    def update_thread(self, incident_id: str, stakeholder_id: str, **fields: str | int) -> None:
+    def set_feedback_due(self, incident_id: str, stakeholder_id: str, due_ms: int) -> None:
         with self._lock:
-            thread = self._threads.setdefault((incident_id, stakeholder_id), {})
-            thread.update({name: str(value) for name, value in fields.items()})
+            self._threads.setdefault((incident_id, stakeholder_id), Thread()).feedback_ms = due_ms
 
-    def clear_thread_fields(self, incident_id: str, stakeholder_id: str, *names: str) -> None:
+    def clear_promises(
+        self, incident_id: str, stakeholder_id: str, *, update: bool = False, feedback: bool = False
+    ) -> None:
         with self._lock:
-            thread = self._threads.get((incident_id, stakeholder_id), {})
-            for name in names:
-                thread.pop(name, None)
+            thread = self._threads.get((incident_id, stakeholder_id))
+            if thread is not None:
+                thread.promised_ms = None if update else thread.promised_ms
+                thread.feedback_ms = None if feedback else thread.feedback_ms
 
     def create_comm(
         self,
         incident_id: str,
         stakeholder_id: str,
-        kind: str,
+        kind: Kind,
         trigger: str,
         build: Builder,
-        first: tuple[str, str] | None = None,
+        first: tuple[Kind, str] | None = None,
     ) -> tuple[str, bool]:
         with self._lock:
             pair = (incident_id, stakeholder_id)
             triggers = self._triggers.setdefault(pair, {})
             if trigger in triggers:
                 return ("" if triggers[trigger] == SKIPPED else triggers[trigger]), False
-            thread = self._threads.setdefault(pair, {})
-            use_kind, use_trigger = first if first and "seq" not in thread else (kind, trigger)
+            thread = self._threads.setdefault(pair, Thread())
+            use_kind, use_trigger = first if first and not thread.seq else (kind, trigger)
             if use_trigger in triggers:
                 triggers[trigger] = triggers[use_trigger]
                 return triggers[trigger], False
@@ -153,9 +173,9 @@ class MemoryStore:
             if made is None:
                 triggers[trigger] = SKIPPED
                 return "", False
-            comm_id, record, thread_updates = made
+            comm_id, record, after = made
             triggers[use_trigger] = triggers[trigger] = comm_id
-            thread.update({name: str(value) for name, value in thread_updates.items()})
+            self._threads[pair] = after
             self._comms[comm_id] = {name: str(value) for name, value in record.items()}
             if "prev" in record and str(record["prev"]) in self._comms:
                 self._comms[str(record["prev"])]["next"] = comm_id
@@ -218,7 +238,7 @@ class MemoryStore:
         self,
         comm_id: str,
         token: str,
-        status: str,
+        status: Status,
         now_ms: int,
         next_attempt_ms: int | None = None,
         **fields: str | int,
@@ -228,7 +248,7 @@ class MemoryStore:
             comm = self._comms.get(comm_id)
             if comm is None or comm["status"] != "sending" or comm.get("token") != token:
                 return False, None
-            comm["status"] = status
+            comm["status"] = str(status)
             comm.update({name: str(value) for name, value in fields.items()})
             comm.pop("lease_until_ms", None)
             comm.pop("token", None)
@@ -294,3 +314,39 @@ class MemoryStore:
                 Communication.from_hash(dict(self._comms[c])) for ms, c in ordered if low is None or ms >= low
             ]
         yield from records
+
+    def record_rating(self, incident_id: str, stakeholder_id: str, rating: int, now: datetime) -> Feedback:
+        changes = {"rating": check_rating(rating), "rated_at": now}
+        return self._change_feedback(incident_id, stakeholder_id, changes)
+
+    def record_comment(self, incident_id: str, stakeholder_id: str, comment: str, now: datetime) -> Feedback:
+        changes = {"comment": clean_comment(comment), "commented_at": now}
+        return self._change_feedback(incident_id, stakeholder_id, changes)
+
+    def _change_feedback(self, incident_id: str, stakeholder_id: str, changes: dict[str, Any]) -> Feedback:
+        with self._lock:
+            merged = replace(self._feedback.get((incident_id, stakeholder_id), Feedback()), **changes)
+            self._feedback[incident_id, stakeholder_id] = merged
+            return merged
+
+    def feedback_for(self, incident_id: str) -> dict[str, Feedback]:
+        with self._lock:
+            return {s: f for (i, s), f in sorted(self._feedback.items()) if i == incident_id}
+
+    def record_opt_out(self, stakeholder_id: str, now: datetime, incident_id: str | None = None) -> datetime:
+        with self._lock:
+            return self._opt_outs.setdefault(opt_out_id(stakeholder_id, incident_id), now)
+
+    def is_opted_out(self, stakeholder_id: str, incident_id: str | None = None) -> bool:
+        with self._lock:
+            return opt_out_id(stakeholder_id) in self._opt_outs or (
+                incident_id is not None and opt_out_id(stakeholder_id, incident_id) in self._opt_outs
+            )
+
+    def opt_outs(self) -> list[OptOut]:
+        with self._lock:
+            return [OptOut(*parse_opt_out_id(i), since) for i, since in sorted(self._opt_outs.items())]
+
+    def remove_opt_out(self, opt_out_id: str) -> bool:
+        with self._lock:
+            return self._opt_outs.pop(opt_out_id, None) is not None

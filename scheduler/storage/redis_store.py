@@ -11,297 +11,56 @@ from __future__ import annotations
 import itertools
 import json
 import zlib
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import redis
 
-from scheduler.errors import AmendsError
+from scheduler.core.feedback import (
+    Feedback,
+    OptOut,
+    check_rating,
+    clean_comment,
+    moment_of,
+    opt_out_id,
+    parse_opt_out_id,
+)
+from scheduler.core.model import (
+    Communication,
+    EventRecord,
+    Incident,
+    Kind,
+    Status,
+    Thread,
+    iso_z,
+    ms_of,
+    utc_of,
+)
 from scheduler.storage import keys
+from scheduler.storage.port import (
+    DISPATCH_GRACE_MS,
+    SKIPPED,
+    WAIT_RECHECK_MS,
+    Builder,
+    Claim,
+    Cursor,
+    check_finish,
+    new_comm,
+)
 
-__all__ = [
-    "DISPATCH_GRACE_MS",
-    "FINAL_STATUSES",
-    "STATUSES",
-    "WAIT_RECHECK_MS",
-    "Claim",
-    "Communication",
-    "Cursor",
-    "RedisStore",
-    "Store",
-    "check_finish",
-    "format_cursor",
-    "ms_of",
-    "parse_cursor",
-    "utc_of",
-]
+__all__ = ["RedisStore"]
 
-STATUSES = ("scheduled", "sending", "retrying", "sent", "failed", "cancelled")
-FINAL_STATUSES = ("sent", "failed", "cancelled")
 _LUA = Path(__file__).parent / "lua"
-
-DISPATCH_GRACE_MS = 60_000
-"""A communication not taken for sending this long after its creation is dispatched again."""
 
 _PAGE_SLICE = 200
 """Log entries read per round trip while a page is filled."""
 
-WAIT_RECHECK_MS = 600_000
-"""A message waiting for its predecessor is looked at again after this at the latest; the
-predecessor's end wakes it at once."""
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What ``begin_send`` decided: ``state`` is "ok" when the caller may send.
-
-    ``following`` names the thread's next communication when this one was superseded and
-    that one should be dispatched now.
-    """
-
-    state: str
-    following: str | None = None
-    comm: Communication | None = None
-    """With "ok": the communication as taken (status ``sending``)."""
-    prev_status: str = ""
-    """With "ok": the status of the thread's previous communication ("" when there is none)."""
-    prev_sent_at: datetime | None = None
-
-
-def ms_of(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def utc_of(ms: int | str | bytes | None) -> datetime | None:
-    if ms is None or ms == b"" or ms == "":
-        return None
-    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
-
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-@dataclass(frozen=True)
-class Communication:
-    """One message to one stakeholder, as the log keeps it."""
-
-    id: str
-    incident_id: str
-    stakeholder_id: str
-    kind: str
-    seq: int
-    status: str
-    recipient: str
-    created_at: datetime
-    promised_at: datetime
-    next_update_at: datetime | None
-    sent_at: datetime | None
-    attempts: int
-    last_error: str
-    subject: str
-    message_id: str
-    context: dict[str, Any]
-    message: str
-    prev_id: str = ""
-    next_id: str = ""
-    next_attempt_at: datetime | None = None
-    first_attempt_at: datetime | None = None
-    no_news: bool = False
-    channel: str = "email"
-
-    @classmethod
-    def from_hash(cls, raw: Mapping[Any, Any]) -> Communication:
-        packed = raw.get(b"message_z", raw.get("message_z"))
-        h = {_text(k): _text(v) for k, v in raw.items() if k not in (b"message_z", "message_z")}
-        if packed is not None:
-            h["message"] = zlib.decompress(packed).decode()
-        return cls(
-            id=h["id"],
-            incident_id=h["incident_id"],
-            stakeholder_id=h["stakeholder_id"],
-            kind=h["kind"],
-            seq=int(h["seq"]),
-            status=h["status"],
-            recipient=h["recipient"],
-            created_at=utc_of(h["created_ms"]),  # type: ignore[arg-type]
-            promised_at=utc_of(h["promised_ms"]),  # type: ignore[arg-type]
-            next_update_at=utc_of(h.get("next_update_ms")),
-            sent_at=utc_of(h.get("sent_ms")),
-            attempts=int(h.get("attempts", 0)),
-            last_error=h.get("last_error", ""),
-            subject=h.get("subject", ""),
-            message_id=h.get("message_id", ""),
-            context=json.loads(h.get("context", "{}")),
-            message=h.get("message", ""),
-            prev_id=h.get("prev", ""),
-            next_id=h.get("next", ""),
-            next_attempt_at=utc_of(h.get("next_attempt_ms")),
-            first_attempt_at=utc_of(h.get("first_attempt_ms")),
-            no_news=h.get("no_news") == "1",
-            channel=h.get("channel") or "email",
-        )
-
-    @property
-    def lateness_s(self) -> float | None:
-        """Seconds between the promised and the actual send time (negative: early)."""
-        if self.sent_at is None:
-            return None
-        return (self.sent_at - self.promised_at).total_seconds()
-
-    def as_json(self) -> dict[str, Any]:
-        def iso(moment: datetime | None) -> str | None:
-            return moment.isoformat().replace("+00:00", "Z") if moment else None
-
-        return {
-            "id": self.id,
-            "incident_id": self.incident_id,
-            "stakeholder_id": self.stakeholder_id,
-            "kind": self.kind,
-            "seq": self.seq,
-            "status": self.status,
-            "channel": self.channel,
-            "recipient": self.recipient,
-            "subject": self.subject,
-            "created_at": iso(self.created_at),
-            "promised_at": iso(self.promised_at),
-            "sent_at": iso(self.sent_at),
-            "lateness_s": self.lateness_s,
-            "next_update_at": iso(self.next_update_at),
-            "attempts": self.attempts,
-            "last_error": self.last_error,
-            "next_attempt_at": iso(self.next_attempt_at),
-            "message_id": self.message_id,
-        }
-
-
-Builder = Callable[
-    [dict[str, str], dict[str, Any] | None], tuple[dict[str, str | int], dict[str, str | int]] | None
-]
-"""``build(thread, incident)``: the new communication's fields and the thread's updates, from
-the thread and the incident as they are inside the creating transaction; None: nothing to send."""
-
-Cursor = tuple[int, str]
-"""Where a page of the log ends: the last communication's creation time (ms) and id."""
-
-
-def parse_cursor(text: str) -> Cursor:
-    """``1795701785000:INC-1:acme:update:3`` as (created_ms, id); ValueError names the form."""
-    ms, sep, comm_id = text.partition(":")
-    if not sep or not ms.isdigit() or not comm_id or len(text) > 1000:
-        raise ValueError("is not a cursor from an earlier page (created_ms:id)")
-    return int(ms), comm_id
-
-
-def format_cursor(cursor: Cursor) -> str:
-    return f"{cursor[0]}:{cursor[1]}"
-
-
-SKIPPED = "-"
-"""Kept under a trigger whose builder found nothing to send, so a retry decides the same."""
-
-
-class Store(Protocol):
-    """Where amends keeps events, incidents, threads and the communications log.
-
-    :class:`RedisStore` is what the product runs; :class:`~scheduler.storage.memory_store.MemoryStore`
-    has the same contract in process (the preview and fast unit tests use it).
-    """
-
-    def apply_event(
-        self, event_id: str, incident_id: str, apply: Callable[[dict[str, Any] | None], dict[str, Any]]
-    ) -> dict[str, Any]: ...
-    def mark_event_done(self, event_id: str) -> None: ...
-    def reject(self, payload: Any, errors: list[tuple[str, str]], now: datetime, source: str) -> None: ...
-    def rejected(self, limit: int = 100) -> list[dict[str, Any]]: ...
-    def incident(self, incident_id: str) -> dict[str, Any] | None: ...
-    def incident_ids(self) -> list[str]: ...
-    def set_incident_stakeholders(
-        self, incident_id: str, update: Callable[[list[str]], list[str]]
-    ) -> None: ...
-    def thread(self, incident_id: str, stakeholder_id: str) -> dict[str, str]: ...
-    def update_thread(self, incident_id: str, stakeholder_id: str, **fields: str | int) -> None: ...
-    def clear_thread_fields(self, incident_id: str, stakeholder_id: str, *names: str) -> None: ...
-    def create_comm(
-        self,
-        incident_id: str,
-        stakeholder_id: str,
-        kind: str,
-        trigger: str,
-        build: Builder,
-        first: tuple[str, str] | None = None,
-    ) -> tuple[str, bool]: ...
-    def comm(self, comm_id: str) -> Communication | None: ...
-    def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim: ...
-    def finish_send(
-        self,
-        comm_id: str,
-        token: str,
-        status: str,
-        now_ms: int,
-        next_attempt_ms: int | None = None,
-        **fields: str | int,
-    ) -> tuple[bool, str | None]: ...
-    def sweep(self, now_ms: int, recheck_ms: int, limit: int) -> list[str]: ...
-    def unfinished_count(self) -> int: ...
-    def heartbeat(self, name: str, role: str, now_ms: int) -> None: ...
-    def heartbeats(self) -> dict[str, dict[str, Any]]: ...
-    def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]: ...
-    def page(
-        self,
-        keep: Callable[[Communication], bool],
-        limit: int,
-        before: Cursor | None = None,
-        since: datetime | None = None,
-    ) -> tuple[list[Communication], Cursor | None]: ...
-    def incident_page(self, limit: int, before: Cursor | None = None) -> tuple[list[str], Cursor | None]: ...
-
-
-def check_finish(status: str, next_attempt_ms: int | None) -> None:
-    """What ``finish_send`` refuses in every store: an unknown status, a retry with no time."""
-    if status not in STATUSES:
-        raise AmendsError(f"unknown status {status!r}")
-    if status == "retrying" and next_attempt_ms is None:
-        raise AmendsError("a retry needs next_attempt_ms")
-
-
-def comm_id_for(incident_id: str, stakeholder_id: str, kind: str, seq: int) -> str:
-    return f"{incident_id}:{stakeholder_id}:{kind}:{seq}"
-
-
-def new_comm(
-    incident_id: str,
-    stakeholder_id: str,
-    kind: str,
-    trigger: str,
-    thread: dict[str, str],
-    build: Builder,
-    incident: dict[str, Any] | None = None,
-) -> tuple[str, dict[str, str | int], dict[str, str | int]] | None:
-    """The next communication of a thread: (id, its fields, the thread's updates); None: nothing to send."""
-    seq = int(thread.get("seq", 0)) + 1
-    comm_id = comm_id_for(incident_id, stakeholder_id, kind, seq)
-    built = build(dict(thread), incident)
-    if built is None:
-        return None
-    fields, thread_updates = built
-    record: dict[str, str | int] = {
-        **fields,
-        "id": comm_id,
-        "incident_id": incident_id,
-        "stakeholder_id": stakeholder_id,
-        "kind": kind,
-        "seq": seq,
-        "status": "scheduled",
-        "attempts": 0,
-        "trigger": trigger,
-    }
-    if thread.get("last_comm"):
-        record["prev"] = thread["last_comm"]
-    return comm_id, record, {**thread_updates, "seq": seq, "last_comm": comm_id}
 
 
 class RedisStore:
@@ -316,33 +75,32 @@ class RedisStore:
     # -- events ------------------------------------------------------------------------
 
     def apply_event(
-        self, event_id: str, incident_id: str, apply: Callable[[dict[str, Any] | None], dict[str, Any]]
-    ) -> dict[str, Any]:
+        self, event_id: str, incident_id: str, apply: Callable[[Incident | None], EventRecord]
+    ) -> EventRecord:
         """Apply an event to its incident exactly once; return the event's record.
 
-        ``apply(current_incident_or_None)`` returns ``{"incident": new_state, ...}``; it
-        runs again if another writer changed the incident meanwhile. When the event was
-        already applied, its stored record is returned and ``apply`` is not called. A
-        record with ``waiting`` (the event cannot apply yet) is returned and not kept.
+        ``apply(current_incident_or_None)`` returns the event's record with the incident
+        after it; it runs again if another writer changed the incident meanwhile. When the
+        event was already applied, its stored record is returned (``duplicate``) and
+        ``apply`` is not called. A record that is ``waiting`` (the event cannot apply yet)
+        is returned and not kept.
         """
         event_key, incident_key = keys.event(event_id), keys.incident(incident_id)
 
-        def transaction(pipe: Any) -> dict[str, Any]:
+        def transaction(pipe: Any) -> EventRecord:
             seen = pipe.get(event_key)
             if seen is not None:
-                record: dict[str, Any] = json.loads(seen)
-                record["duplicate"] = True
-                return record
+                return replace(EventRecord.from_json(json.loads(seen)), duplicate=True)
             raw = pipe.get(incident_key)
-            record = apply(json.loads(raw) if raw else None)
-            if record.get("waiting"):  # nothing to keep: it is tried again later
-                return {**record, "duplicate": False}
+            record = apply(Incident.from_json(json.loads(raw)) if raw else None)
+            if record.waiting:  # nothing to keep: it is tried again later
+                return record
             pipe.multi()
-            pipe.set(event_key, json.dumps(record))
-            if record.get("incident") is not None:
-                pipe.set(incident_key, json.dumps(record["incident"]))
-                pipe.zadd(keys.INCIDENTS, {incident_id: record["incident"]["opened_ms"]}, nx=True)
-            return {**record, "duplicate": False}
+            pipe.set(event_key, json.dumps(record.to_json()))
+            if record.incident is not None:
+                pipe.set(incident_key, json.dumps(record.incident.to_json()))
+                pipe.zadd(keys.INCIDENTS, {incident_id: record.incident.opened_ms}, nx=True)
+            return record
 
         result = self.client.transaction(
             transaction,  # type: ignore[arg-type]
@@ -350,7 +108,7 @@ class RedisStore:
             incident_key,
             value_from_callable=True,
         )
-        return cast(dict[str, Any], result)
+        return cast(EventRecord, result)
 
     def mark_event_done(self, event_id: str) -> None:
         raw = self.client.get(keys.event(event_id))
@@ -362,7 +120,7 @@ class RedisStore:
     def reject(self, payload: Any, errors: list[tuple[str, str]], now: datetime, source: str) -> None:
         """Keep a rejected event with its reasons, for ``amends log --rejected``."""
         record = {
-            "rejected_at": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "rejected_at": iso_z(now),
             "via": source,
             "errors": [{"field": place, "reason": reason} for place, reason in errors],
             "event": payload
@@ -379,9 +137,9 @@ class RedisStore:
 
     # -- incidents ---------------------------------------------------------------------
 
-    def incident(self, incident_id: str) -> dict[str, Any] | None:
+    def incident(self, incident_id: str) -> Incident | None:
         raw = self.client.get(keys.incident(incident_id))
-        return json.loads(raw) if raw else None
+        return Incident.from_json(json.loads(raw)) if raw else None
 
     def incident_ids(self) -> list[str]:
         return [_text(i) for i in self.client.zrange(keys.INCIDENTS, 0, -1)]
@@ -425,16 +183,18 @@ class RedisStore:
 
     # -- threads (one per incident and stakeholder) ------------------------------------
 
-    def thread(self, incident_id: str, stakeholder_id: str) -> dict[str, str]:
-        raw = self.client.hgetall(keys.pair(incident_id, stakeholder_id))
-        return {_text(k): _text(v) for k, v in raw.items()}
+    def thread(self, incident_id: str, stakeholder_id: str) -> Thread:
+        return Thread.from_hash(self.client.hgetall(keys.thread(incident_id, stakeholder_id)))
 
-    def update_thread(self, incident_id: str, stakeholder_id: str, **fields: str | int) -> None:
-        mapping: Mapping[Any, Any] = fields
-        self.client.hset(keys.pair(incident_id, stakeholder_id), mapping=mapping)
+    def set_feedback_due(self, incident_id: str, stakeholder_id: str, due_ms: int) -> None:
+        self.client.hset(keys.thread(incident_id, stakeholder_id), "feedback_ms", due_ms)
 
-    def clear_thread_fields(self, incident_id: str, stakeholder_id: str, *names: str) -> None:
-        self.client.hdel(keys.pair(incident_id, stakeholder_id), *names)
+    def clear_promises(
+        self, incident_id: str, stakeholder_id: str, *, update: bool = False, feedback: bool = False
+    ) -> None:
+        names = [n for n, wanted in (("promised_ms", update), ("feedback_ms", feedback)) if wanted]
+        if names:
+            self.client.hdel(keys.thread(incident_id, stakeholder_id), *names)
 
     # -- communications ----------------------------------------------------------------
 
@@ -442,16 +202,16 @@ class RedisStore:
         self,
         incident_id: str,
         stakeholder_id: str,
-        kind: str,
+        kind: Kind,
         trigger: str,
         build: Builder,
-        first: tuple[str, str] | None = None,
+        first: tuple[Kind, str] | None = None,
     ) -> tuple[str, bool]:
         """Create the communication caused by ``trigger`` unless it exists; return (id, created).
 
         The id is "" when the builder found nothing to send (and is again for that trigger).
 
-        ``build(thread)`` returns the communication's fields and the thread's updates;
+        ``build(thread, incident)`` returns the communication and the thread after it;
         the id is ``{incident}:{stakeholder}:{kind}:{n}``, ``n`` counting the thread's messages.
         ``first`` is the (kind, trigger) to use instead when the thread has no message yet
         (an update that arrives before the acknowledgment is the acknowledgment): decided
@@ -459,15 +219,15 @@ class RedisStore:
         composed a moment earlier from older facts.
         """
         trigger_key = keys.trigger(incident_id, stakeholder_id)
-        thread_key = keys.pair(incident_id, stakeholder_id)
+        thread_key = keys.thread(incident_id, stakeholder_id)
         incident_key = keys.incident(incident_id)
 
         def transaction(pipe: Any) -> tuple[str, bool]:
             existing = pipe.hget(trigger_key, trigger)
             if existing is not None:
                 return ("" if _text(existing) == SKIPPED else _text(existing)), False
-            thread = {_text(k): _text(v) for k, v in pipe.hgetall(thread_key).items()}
-            use_kind, use_trigger = first if first and "seq" not in thread else (kind, trigger)
+            thread = Thread.from_hash(pipe.hgetall(thread_key))
+            use_kind, use_trigger = first if first and not thread.seq else (kind, trigger)
             if use_trigger != trigger and (folded := pipe.hget(trigger_key, use_trigger)) is not None:
                 pipe.multi()
                 pipe.hset(trigger_key, trigger, _text(folded))
@@ -480,17 +240,17 @@ class RedisStore:
                 use_trigger,
                 thread,
                 build,
-                json.loads(raw_incident) if raw_incident else None,
+                Incident.from_json(json.loads(raw_incident)) if raw_incident else None,
             )
             if made is None:
                 pipe.multi()
                 pipe.hset(trigger_key, trigger, SKIPPED)
                 return "", False
-            comm_id, record, thread_updates = made
+            comm_id, record, after = made
             pipe.multi()
             pipe.hset(trigger_key, use_trigger, comm_id)
             pipe.hset(trigger_key, trigger, comm_id)
-            pipe.hset(thread_key, mapping=thread_updates)
+            pipe.hset(thread_key, mapping=after.to_hash())
             pipe.hset(keys.comm(comm_id), mapping=record)
             if "prev" in record:
                 pipe.hset(keys.comm(str(record["prev"])), "next", comm_id)
@@ -529,14 +289,14 @@ class RedisStore:
         self,
         comm_id: str,
         token: str,
-        status: str,
+        status: Status,
         now_ms: int,
         next_attempt_ms: int | None = None,
         **fields: str | int,
     ) -> tuple[bool, str | None]:
         """Record an attempt's end; return (written, the thread's next message to dispatch)."""
         check_finish(status, next_attempt_ms)
-        args: list[str | int | bytes] = [token, status, now_ms, next_attempt_ms or 0]
+        args: list[str | int | bytes] = [token, str(status), now_ms, next_attempt_ms or 0]
         for name, value in fields.items():
             if name == "message":  # kept compressed: a fraction of its size (see Communication.from_hash)
                 args += ["message_z", zlib.compress(str(value).encode(), 6)]
@@ -597,3 +357,63 @@ class RedisStore:
                 if raw:
                     yield Communication.from_hash(raw)
             start += len(ids)
+
+    # -- what stakeholders answer --------------------------------------------------------
+
+    def _change_feedback(self, incident_id: str, stakeholder_id: str, changes: dict[str, Any]) -> Feedback:
+        """Merge ``changes`` into the stored answer atomically (WATCH on the incident's feedback)."""
+        key = keys.feedback(incident_id)
+
+        def transaction(pipe: Any) -> Feedback:
+            raw = pipe.hget(key, stakeholder_id)
+            merged = replace(Feedback.from_json(raw) if raw else Feedback(), **changes)
+            pipe.multi()
+            pipe.hset(key, stakeholder_id, json.dumps(merged.as_json()))
+            return merged
+
+        result = self.client.transaction(transaction, key, value_from_callable=True)  # type: ignore[arg-type]
+        return cast(Feedback, result)
+
+    def record_rating(self, incident_id: str, stakeholder_id: str, rating: int, now: datetime) -> Feedback:
+        """Keep ``rating`` (1-5) as the stakeholder's rating of the incident, replacing any earlier one."""
+        changes = {"rating": check_rating(rating), "rated_at": now}
+        return self._change_feedback(incident_id, stakeholder_id, changes)
+
+    def record_comment(self, incident_id: str, stakeholder_id: str, comment: str, now: datetime) -> Feedback:
+        """Keep the comment (see ``clean_comment``), replacing any earlier one; the rating stays."""
+        changes = {"comment": clean_comment(comment), "commented_at": now}
+        return self._change_feedback(incident_id, stakeholder_id, changes)
+
+    def feedback_for(self, incident_id: str) -> dict[str, Feedback]:
+        """Every answer about the incident, by stakeholder id."""
+        raw = self.client.hgetall(keys.feedback(incident_id))
+        return {_text(sid): Feedback.from_json(value) for sid, value in sorted(raw.items())}
+
+    def record_opt_out(self, stakeholder_id: str, now: datetime, incident_id: str | None = None) -> datetime:
+        """Keep the stakeholder's opt-out from all incident mail (or, with ``incident_id``, from
+        that incident's); return when it was first given (a repeat changes nothing)."""
+        field = opt_out_id(stakeholder_id, incident_id)
+        self.client.hsetnx(keys.UNSUBSCRIBED, field, iso_z(now) or "")
+        first = self.client.hget(keys.UNSUBSCRIBED, field)
+        return (moment_of(_text(first)) if first is not None else None) or now
+
+    def is_opted_out(self, stakeholder_id: str, incident_id: str | None = None) -> bool:
+        """Whether the stakeholder opted out of all incident messages, or of ``incident_id``'s."""
+        ids = [opt_out_id(stakeholder_id)] + (
+            [opt_out_id(stakeholder_id, incident_id)] if incident_id else []
+        )
+        return any(value is not None for value in self.client.hmget(keys.UNSUBSCRIBED, ids))
+
+    def opt_outs(self) -> list[OptOut]:
+        """Every opt-out, ordered by id (so a stakeholder's come together, all-mail first)."""
+        found = []
+        for field, at in self.client.hgetall(keys.UNSUBSCRIBED).items():
+            stakeholder_id, incident_id = parse_opt_out_id(_text(field))
+            since = moment_of(_text(at))
+            if since is not None:
+                found.append(OptOut(stakeholder_id, incident_id, since))
+        return sorted(found, key=lambda o: o.id)
+
+    def remove_opt_out(self, opt_out_id: str) -> bool:
+        """Undo an opt-out (an id from ``opt_out_id``); False when there was none."""
+        return bool(self.client.hdel(keys.UNSUBSCRIBED, opt_out_id))

@@ -34,10 +34,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from scheduler.cli.logview import ON_TIME_GRACE_S, LogFilter, open_promises, promise_report
+from scheduler.cli.logview import LogFilter
 from scheduler.core._validation import bounded_duration_s
 from scheduler.core.config import Config, ConfigSource
-from scheduler.core.engine import KINDS
 from scheduler.core.events import (
     MAX_DEPTH,
     MAX_EVENT_BYTES,
@@ -47,6 +46,8 @@ from scheduler.core.events import (
     nested_deeper_than,
     parse_event,
 )
+from scheduler.core.model import Communication, Incident, Kind, Status, iso_z, utc_of
+from scheduler.core.promises import ON_TIME_GRACE_S, open_promises, promise_report
 from scheduler.core.text import decode_utf8, scrub
 from scheduler.errors import AmendsError, EventError, RedisUnavailableError, SettingsError
 from scheduler.mail.composed import composed_text
@@ -55,16 +56,8 @@ from scheduler.service.emitting import already_accepted, emit
 from scheduler.service.processes import broker_for
 from scheduler.service.settings import Settings
 from scheduler.storage import keys
-from scheduler.storage.feedback import feedback_for, opt_outs, remove_opt_out, unsubscribed
-from scheduler.storage.redis_store import (
-    STATUSES,
-    Communication,
-    Cursor,
-    RedisStore,
-    format_cursor,
-    parse_cursor,
-    utc_of,
-)
+from scheduler.storage.port import Cursor, format_cursor, parse_cursor
+from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
 from scheduler.web._http import HTML_HEADERS, SafeJSONResponse, invalid, page, read_capped, read_form
 from scheduler.web.integrations import integration_router
@@ -85,15 +78,11 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
-
-
-def _incident_json(state: dict[str, Any]) -> dict[str, Any]:
-    """The stored incident with its ``*_ms`` times as ISO 8601 ``*_at`` fields."""
+def _incident_json(incident: Incident) -> dict[str, Any]:
+    """The incident with its ``*_ms`` times as ISO 8601 ``*_at`` fields."""
     return {
-        (k[:-3] + "_at" if k.endswith("_ms") else k): (_iso(utc_of(v)) if k.endswith("_ms") else v)
-        for k, v in state.items()
+        (k[:-3] + "_at" if k.endswith("_ms") else k): (iso_z(utc_of(v)) if k.endswith("_ms") else v)
+        for k, v in incident.to_json().items()
     }
 
 
@@ -128,16 +117,16 @@ def _grace_s(config: Config | None) -> float:
     return float(config.kept_within) if config else ON_TIME_GRACE_S
 
 
-def _stakeholder_ids(states: list[dict[str, Any]]) -> set[str]:
-    return {str(sid) for state in states for sid in state.get("stakeholders", [])}
+def _stakeholder_ids(states: list[Incident]) -> set[str]:
+    return {sid for state in states for sid in state.stakeholders}
 
 
 def _pending(
-    config: Config | None, store: RedisStore, states: list[dict[str, Any]], now: datetime
+    config: Config | None, store: RedisStore, states: list[Incident], now: datetime
 ) -> dict[tuple[str, str], tuple[datetime, str]]:
     """Each thread's promise not composed yet, with its words for the review page."""
     found: dict[tuple[str, str], tuple[datetime, str]] = {}
-    severity = {str(s["id"]): str(s.get("severity", "")) for s in states}
+    severity = {s.id: s.severity for s in states}
     for promise in open_promises(store):
         stakeholder = config.stakeholder(promise.stakeholder_id) if config else None
         tz = config.timezone_of(stakeholder) if config and stakeholder else "UTC"
@@ -376,10 +365,10 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
                 after = parse_cursor(cursor)
             except ValueError as e:
                 errors.append(("cursor", str(e)))
-        if kind is not None and kind not in KINDS:
-            errors.append(("kind", f"must be one of {', '.join(KINDS)}"))
-        if status is not None and status not in STATUSES:
-            errors.append(("status", f"must be one of {', '.join(STATUSES)}"))
+        if kind is not None and kind not in set(Kind):
+            errors.append(("kind", f"must be one of {', '.join(Kind)}"))
+        if status is not None and status not in set(Status):
+            errors.append(("status", f"must be one of {', '.join(Status)}"))
         since_at = None
         if since is not None:
             try:
@@ -417,11 +406,11 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         state = store.incident(incident_id)
         if state is None:
             raise HTTPException(404, f"no incident {incident_id!r}")
-        grouped: dict[str, list[dict[str, Any]]] = {sid: [] for sid in state.get("stakeholders", [])}
+        grouped: dict[str, list[dict[str, Any]]] = {sid: [] for sid in state.stakeholders}
         for comm in store.communications():
             if comm.incident_id == incident_id:
                 grouped.setdefault(comm.stakeholder_id, []).append(comm.as_json())
-        answers = {sid: f.as_json() for sid, f in feedback_for(client, incident_id).items()}
+        answers = {sid: f.as_json() for sid, f in store.feedback_for(incident_id).items()}
         return SafeJSONResponse(
             {"incident": _incident_json(state), "communications": grouped, "feedback": answers}
         )
@@ -431,12 +420,12 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
     @app.get("/v1/opt-outs", dependencies=[Depends(require_reader)])
     def list_opt_outs() -> JSONResponse:
         """Every opt-out: from one incident's mail (``stakeholder:incident``) or from all."""
-        return SafeJSONResponse({"opt_outs": [o.as_json() for o in opt_outs(client)]})
+        return SafeJSONResponse({"opt_outs": [o.as_json() for o in store.opt_outs()]})
 
     @app.delete("/v1/opt-outs/{opt_out}", dependencies=[Depends(require_token)])
     def undo_opt_out(opt_out: str) -> JSONResponse:
         """Undo one opt-out: the stakeholder receives that mail again."""
-        if not remove_opt_out(client, opt_out):
+        if not store.remove_opt_out(opt_out):
             raise HTTPException(404, f"no opt-out {opt_out!r}")
         return SafeJSONResponse({"removed": opt_out})
 
@@ -460,10 +449,10 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         states = [s for s in (store.incident(i) for i in ids) if s is not None]
         shown = set(ids)
         view = review_view(
-            states,
+            [s.to_json() for s in states],
             (c for c in store.communications() if c.incident_id in shown),
-            {i: feedback_for(client, i) for i in ids},
-            unsubscribed(client),
+            {i: store.feedback_for(i) for i in ids},
+            {o.id: o.since for o in store.opt_outs()},
             now,
             names={sid: name for sid in _stakeholder_ids(states) if (name := _names(config)(sid))},
             pending=_pending(config(), store, states, now),
@@ -529,7 +518,7 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         processes = {
             name: {
                 "role": beat.get("role", "?"),
-                "last_heartbeat": _iso(utc_of(beat.get("at_ms"))),
+                "last_heartbeat": iso_z(utc_of(beat.get("at_ms"))),
                 "age_s": round((now_ms - int(beat.get("at_ms", 0))) / 1000, 1),
                 "stale": now_ms - int(beat.get("at_ms", 0)) > _STALE_HEARTBEAT_MS,
             }

@@ -20,19 +20,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from scheduler.core.feedback import MAX_COMMENT_CHARS, RATINGS, FeedbackError, opt_out_id
 from scheduler.mail.signing import sign, verify
-from scheduler.storage.feedback import (
-    MAX_COMMENT_CHARS,
-    RATINGS,
-    FeedbackError,
-    feedback_for,
-    is_unsubscribed,
-    opt_out_id,
-    record_comment,
-    record_rating,
-    record_unsubscribe,
-    remove_opt_out,
-)
 from scheduler.storage.redis_store import RedisStore
 from scheduler.web._http import forbidden, page, read_form
 from scheduler.web.review_page import (
@@ -79,10 +68,10 @@ def link_router(
         error: str = "",
     ) -> HTMLResponse:
         state = store.incident(incident_id)
-        saved = feedback_for(client, incident_id).get(stakeholder_id)
+        saved = store.feedback_for(incident_id).get(stakeholder_id)
         html = render_feedback_page(
             incident_id=incident_id,
-            title=str(state.get("title", "")) if state else "",
+            title=state.title if state else "",
             stakeholder=stakeholder_name(stakeholder_id),
             action=f"/feedback/{quote(incident_id, safe='')}/{quote(stakeholder_id, safe='')}",
             comment_sig=sign(secret, "feedback-comment", incident_id, stakeholder_id),
@@ -138,17 +127,17 @@ def link_router(
             return feedback_page(incident_id, stakeholder_id, 422, error=error)
         try:
             if comment.strip():
-                record_comment(client, incident_id, stakeholder_id, comment, clock())
+                store.record_comment(incident_id, stakeholder_id, comment, clock())
         except FeedbackError as e:
             return feedback_page(
                 incident_id, stakeholder_id, 422, rating=rating, error=f"Not saved: {e}.", comment=shown
             )
         if rating is not None:
-            record_rating(client, incident_id, stakeholder_id, rating, clock())
+            store.record_rating(incident_id, stakeholder_id, rating, clock())
         said = [f"you rated our messages {rating} of 5"] if rating is not None else []
         said += ["your comment was recorded"] if comment.strip() else []
         message = "Thank you! " + ", and ".join(said).capitalize() + "."
-        kept = feedback_for(client, incident_id).get(stakeholder_id)
+        kept = store.feedback_for(incident_id).get(stakeholder_id)
         return feedback_page(
             incident_id, stakeholder_id, comment=kept.comment if kept else "", message=message
         )
@@ -161,7 +150,7 @@ def link_router(
 
     def incident_words(incident: str) -> str:
         state = store.incident(incident)
-        title = str(state.get("title", "")) if state else ""
+        title = state.title if state else ""
         return f"{incident} ({title})" if title else incident
 
     @router.get("/unsubscribe/{stakeholder_id}", response_class=HTMLResponse)
@@ -173,7 +162,7 @@ def link_router(
             return forbidden()
         name = stakeholder_name(stakeholder_id)
         action = f"{request.url.path}?{request.url.query}"
-        if is_unsubscribed(client, stakeholder_id):
+        if store.is_opted_out(stakeholder_id):
             lines = [f"{name} already receives no incident messages from us."]
             choices = [UnsubscribeChoice("all", "Receive incident messages again", undo=True)]
             return page(render_unsubscribe("Unsubscribed", lines, action, choices))
@@ -204,10 +193,10 @@ def link_router(
         what = f"messages about {incident_words(incident)}" if only else "incident messages"
         action = f"{request.url.path}?{request.url.query}"
         if form.get("undo"):
-            await run_in_threadpool(remove_opt_out, client, opt_out_id(stakeholder_id, only))
+            await run_in_threadpool(store.remove_opt_out, opt_out_id(stakeholder_id, only))
             lines = [f"{name} will receive {what} again."]
             return page(render_unsubscribe("Subscribed again", lines, action, []))
-        await run_in_threadpool(record_unsubscribe, client, stakeholder_id, clock(), only)
+        await run_in_threadpool(store.record_opt_out, stakeholder_id, clock(), only)
         lines = [f"{name} will receive no more {what}."]
         choices = [UnsubscribeChoice(scope, "Undo: keep receiving them", undo=True)]
         return page(render_unsubscribe("Unsubscribed", lines, action, choices))

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from scheduler.core.engine import KINDS
+from scheduler.core.model import Communication, Kind, Status
 from scheduler.storage.keys import REJECTED_KEEP
-from scheduler.storage.redis_store import STATUSES, Communication
 
 __all__ = ["LATENESS_BUCKETS_S", "metrics_text"]
 
@@ -29,15 +28,15 @@ def metrics_text(
     counting as 0, as in ``amends log --promises``.
     """
     comms = list(comms)
-    by_status = Counter((c.kind, c.status) for c in comms)
-    created = Counter(c.kind for c in comms)
+    by_status = Counter((str(c.kind), str(c.status)) for c in comms)
+    created = Counter(str(c.kind) for c in comms)
     lateness = [max(0.0, c.lateness_s) for c in comms if c.lateness_s is not None]
     lines = [
         "# HELP amends_communications Communications in the log, by kind and current status.",
         "# TYPE amends_communications gauge",
     ]
-    kinds = list(dict.fromkeys([*KINDS, *created]))
-    statuses = list(dict.fromkeys([*STATUSES, *(s for _, s in by_status)]))
+    kinds = list(dict.fromkeys([*map(str, Kind), *created]))
+    statuses = list(dict.fromkeys([*map(str, Status), *(s for _, s in by_status)]))
     for kind in kinds:
         for status in statuses:
             labels = f'kind="{_label(kind)}",status="{_label(status)}"'

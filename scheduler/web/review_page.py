@@ -18,11 +18,11 @@ import jinja2
 import pendulum
 from markupsafe import Markup
 
-from scheduler.cli.logview import ON_TIME_GRACE_S
 from scheduler.core.durations import TimeWindow
+from scheduler.core.feedback import MAX_COMMENT_CHARS, RATINGS, Feedback
+from scheduler.core.model import Communication, utc_of
+from scheduler.core.promises import ON_TIME_GRACE_S
 from scheduler.mail.render import local_time
-from scheduler.storage.feedback import MAX_COMMENT_CHARS, RATINGS, Feedback
-from scheduler.storage.redis_store import Communication, utc_of
 from scheduler.web.timeline_svg import Lane, Mark, timeline_svg
 
 __all__ = [

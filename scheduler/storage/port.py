@@ -1,0 +1,202 @@
+"""The storage port: what the engine, the worker, the API and the CLI ask of a store.
+
+:class:`~scheduler.storage.redis_store.RedisStore` is what the product runs;
+:class:`~scheduler.storage.memory_store.MemoryStore` keeps the same contract in process (the
+preview and the fast engine tests use it; the contract tests in ``tests/test_store.py`` run
+against both). Nothing here imports a client library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from scheduler.core.feedback import Feedback, OptOut
+from scheduler.core.model import Communication, Draft, EventRecord, Incident, Kind, Status, Thread
+from scheduler.errors import AmendsError
+
+__all__ = [
+    "DISPATCH_GRACE_MS",
+    "SKIPPED",
+    "WAIT_RECHECK_MS",
+    "Builder",
+    "Claim",
+    "Cursor",
+    "Store",
+    "check_finish",
+    "format_cursor",
+    "new_comm",
+    "parse_cursor",
+]
+
+DISPATCH_GRACE_MS = 60_000
+"""A communication not taken for sending this long after its creation is dispatched again."""
+
+WAIT_RECHECK_MS = 600_000
+"""A message waiting for its predecessor is looked at again after this at the latest; the
+predecessor's end wakes it at once."""
+
+SKIPPED = "-"
+"""Kept under a trigger whose builder found nothing to send, so a retry decides the same."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What ``begin_send`` decided: ``state`` is "ok" when the caller may send.
+
+    ``following`` names the thread's next communication when this one was superseded and
+    that one should be dispatched now.
+    """
+
+    state: str
+    following: str | None = None
+    comm: Communication | None = None
+    """With "ok": the communication as taken (status ``sending``)."""
+    prev_status: str = ""
+    """With "ok": the status of the thread's previous communication ("" when there is none)."""
+    prev_sent_at: datetime | None = None
+
+
+Builder = Callable[[Thread, Incident | None], tuple[Draft, Thread] | None]
+"""``build(thread, incident)``: the new communication and the thread after it, from the
+thread and the incident as they are inside the creating transaction; None: nothing to send."""
+
+Cursor = tuple[int, str]
+"""Where a page of the log ends: the last communication's creation time (ms) and id."""
+
+
+def parse_cursor(text: str) -> Cursor:
+    """``1795701785000:INC-1:acme:update:3`` as (created_ms, id); ValueError names the form."""
+    ms, sep, comm_id = text.partition(":")
+    if not sep or not ms.isdigit() or not comm_id or len(text) > 1000:
+        raise ValueError("is not a cursor from an earlier page (created_ms:id)")
+    return int(ms), comm_id
+
+
+def format_cursor(cursor: Cursor) -> str:
+    return f"{cursor[0]}:{cursor[1]}"
+
+
+class Store(Protocol):
+    """Where amends keeps events, incidents, threads, the communications log and what
+    stakeholders answer (feedback, opt-outs)."""
+
+    # events and incidents
+    def apply_event(
+        self, event_id: str, incident_id: str, apply: Callable[[Incident | None], EventRecord]
+    ) -> EventRecord: ...
+    def mark_event_done(self, event_id: str) -> None: ...
+    def reject(self, payload: Any, errors: list[tuple[str, str]], now: datetime, source: str) -> None: ...
+    def rejected(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    def incident(self, incident_id: str) -> Incident | None: ...
+    def incident_ids(self) -> list[str]: ...
+    def incident_page(self, limit: int, before: Cursor | None = None) -> tuple[list[str], Cursor | None]: ...
+    def set_incident_stakeholders(
+        self, incident_id: str, update: Callable[[list[str]], list[str]]
+    ) -> None: ...
+
+    # threads
+    def thread(self, incident_id: str, stakeholder_id: str) -> Thread: ...
+    def set_feedback_due(self, incident_id: str, stakeholder_id: str, due_ms: int) -> None: ...
+    def clear_promises(
+        self, incident_id: str, stakeholder_id: str, *, update: bool = False, feedback: bool = False
+    ) -> None: ...
+
+    # communications
+    def create_comm(
+        self,
+        incident_id: str,
+        stakeholder_id: str,
+        kind: Kind,
+        trigger: str,
+        build: Builder,
+        first: tuple[Kind, str] | None = None,
+    ) -> tuple[str, bool]: ...
+    def comm(self, comm_id: str) -> Communication | None: ...
+    def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim: ...
+    def finish_send(
+        self,
+        comm_id: str,
+        token: str,
+        status: Status,
+        now_ms: int,
+        next_attempt_ms: int | None = None,
+        **fields: str | int,
+    ) -> tuple[bool, str | None]: ...
+    def sweep(self, now_ms: int, recheck_ms: int, limit: int) -> list[str]: ...
+    def unfinished_count(self) -> int: ...
+    def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]: ...
+    def page(
+        self,
+        keep: Callable[[Communication], bool],
+        limit: int,
+        before: Cursor | None = None,
+        since: datetime | None = None,
+    ) -> tuple[list[Communication], Cursor | None]: ...
+
+    # processes
+    def heartbeat(self, name: str, role: str, now_ms: int) -> None: ...
+    def heartbeats(self) -> dict[str, dict[str, Any]]: ...
+
+    # what stakeholders answer
+    def record_rating(
+        self, incident_id: str, stakeholder_id: str, rating: int, now: datetime
+    ) -> Feedback: ...
+    def record_comment(
+        self, incident_id: str, stakeholder_id: str, comment: str, now: datetime
+    ) -> Feedback: ...
+    def feedback_for(self, incident_id: str) -> dict[str, Feedback]: ...
+    def record_opt_out(
+        self, stakeholder_id: str, now: datetime, incident_id: str | None = None
+    ) -> datetime: ...
+    def is_opted_out(self, stakeholder_id: str, incident_id: str | None = None) -> bool: ...
+    def opt_outs(self) -> list[OptOut]: ...
+    def remove_opt_out(self, opt_out_id: str) -> bool: ...
+
+
+def check_finish(status: str, next_attempt_ms: int | None) -> None:
+    """What ``finish_send`` refuses in every store: an unknown status, a retry with no time."""
+    if status not in Status.__members__.values():
+        raise AmendsError(f"unknown status {status!r}")
+    if status == Status.RETRYING and next_attempt_ms is None:
+        raise AmendsError("a retry needs next_attempt_ms")
+
+
+def comm_id_for(incident_id: str, stakeholder_id: str, kind: Kind, seq: int) -> str:
+    return f"{incident_id}:{stakeholder_id}:{kind}:{seq}"
+
+
+def new_comm(
+    incident_id: str,
+    stakeholder_id: str,
+    kind: Kind,
+    trigger: str,
+    thread: Thread,
+    build: Builder,
+    incident: Incident | None = None,
+) -> tuple[str, dict[str, str | int], Thread] | None:
+    """The next communication of a thread: (id, its stored fields, the thread after it); None:
+    nothing to send."""
+    seq = thread.seq + 1
+    comm_id = comm_id_for(incident_id, stakeholder_id, kind, seq)
+    built = build(replace(thread), incident)
+    if built is None:
+        return None
+    draft, after = built
+    record: dict[str, str | int] = {
+        **draft.to_hash(),
+        "id": comm_id,
+        "incident_id": incident_id,
+        "stakeholder_id": stakeholder_id,
+        "kind": str(kind),
+        "seq": seq,
+        "status": str(Status.SCHEDULED),
+        "attempts": 0,
+        "trigger": trigger,
+    }
+    if thread.last_comm:
+        record["prev"] = thread.last_comm
+    after.seq, after.last_comm = seq, comm_id
+    return comm_id, record, after
