@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scheduler.core.config import Config, Stakeholder, parse_config
 from scheduler.core.model import Communication, Kind
-from scheduler.mail import messages, render
+from scheduler.mail import messages, mime, render
 from scheduler.mail.preflight import sample_communication
 from scheduler.mail.smtp import _envelope, _wire_bytes
 from scheduler.service.settings import bundled_path
@@ -87,7 +87,7 @@ def _run(jobs: list[Job], templates: render.TemplateSet) -> tuple[float, list[by
 
 
 def _with_reference(run: Callable[[], tuple[float, list[bytes]]]) -> tuple[float, list[bytes]]:
-    with mock.patch.object(messages, "build_email", render.reference_email):
+    with mock.patch.object(messages, "build_email", mime.reference_email):
         return run()
 
 
@@ -97,7 +97,7 @@ def _build_calls(jobs: list[Job], templates: render.TemplateSet) -> list[tuple[A
 
     def record(rendered: Any, **kwargs: Any) -> EmailMessage:
         calls.append((rendered, kwargs))
-        return render.build_email(rendered, **kwargs)
+        return mime.build_email(rendered, **kwargs)
 
     with mock.patch.object(messages, "build_email", record):
         _run(jobs, templates)
@@ -132,10 +132,10 @@ def main() -> None:
         best["direct"] = min(best["direct"], new_s)
 
     calls = _build_calls(jobs, templates)
-    build_old = min(_build_s(render.reference_email, calls) for _ in range(args.rounds))
-    build_new = min(_build_s(render.build_email, calls) for _ in range(args.rounds))
+    build_old = min(_build_s(mime.reference_email, calls) for _ in range(args.rounds))
+    build_new = min(_build_s(mime.build_email, calls) for _ in range(args.rounds))
 
-    direct = sum(isinstance(m, render.ComposedEmail) for m in _composed(jobs, templates))
+    direct = sum(isinstance(m, mime.ComposedEmail) for m in _composed(jobs, templates))
     print(
         f"{args.messages} messages, {direct} of them written directly, bytes identical; best of {args.rounds}"
     )

@@ -149,7 +149,7 @@ def _bench_loop(
     client: redis.Redis, url: str, members: list[str], due_count: int, batch: int, per_message: int
 ) -> Result:
     """The product's SchedulerLoop sending real Dramatiq messages (``fire_timers``) to Redis."""
-    from scheduler.core.loop import SchedulerLoop
+    from scheduler.service.loop import SchedulerLoop
     from scheduler.service.processes import timer_sender
     from scheduler.service.queues import build_broker
 

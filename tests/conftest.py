@@ -79,9 +79,9 @@ from typing import Any  # noqa: E402
 import dramatiq  # noqa: E402
 import yaml  # noqa: E402
 
-from scheduler.core.loop import SchedulerLoop  # noqa: E402
 from scheduler.dev.mailsink import MailSink  # noqa: E402
 from scheduler.mail.smtp import SmtpSettings  # noqa: E402
+from scheduler.service.loop import SchedulerLoop  # noqa: E402
 from scheduler.service.processes import broker_for, deliver_sender, sweeper, timer_sender  # noqa: E402
 from scheduler.service.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE  # noqa: E402
 from scheduler.service.settings import Settings, bundled_path  # noqa: E402

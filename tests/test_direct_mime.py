@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from scheduler.core.config import parse_config
 from scheduler.core.model import Kind
 from scheduler.mail.messages import compose_email
+from scheduler.mail.mime import ComposedEmail, build_email, reference_email
 from scheduler.mail.preflight import sample_communication
-from scheduler.mail.render import ComposedEmail, RenderedMessage, TemplateSet, build_email, reference_email
+from scheduler.mail.render import RenderedMessage, TemplateSet
 from scheduler.mail.smtp import _envelope, _wire_bytes
 from scheduler.service.settings import bundled_path
 

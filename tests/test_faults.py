@@ -164,7 +164,7 @@ def test_skewed_scheduler_and_worker_send_nothing_early_and_enqueue_each_timer_a
     app: App,
 ) -> None:
     """A scheduler 5 s ahead and a worker 5 s behind, both on the server's clock: each update once, on time."""
-    from scheduler.core.loop import SchedulerLoop
+    from scheduler.service.loop import SchedulerLoop
     from scheduler.service.processes import timer_sender
     from scheduler.storage.timers import RedisTimerStore
 
@@ -213,7 +213,7 @@ def test_a_scheduler_loop_that_cannot_go_on_stops_its_process(
     monkeypatch: pytest.MonkeyPatch, redis_url: str
 ) -> None:
     """A bug in the loop ends it with the failure recorded and the stop event set: the process exits non-zero."""
-    from scheduler.core.loop import SchedulerLoop
+    from scheduler.service.loop import SchedulerLoop
     from scheduler.service.processes import start_scheduler
     from scheduler.service.settings import Settings, bundled_path
 
@@ -231,7 +231,7 @@ def test_a_scheduler_loop_that_cannot_go_on_stops_its_process(
 
 def test_a_redis_outage_does_not_end_the_scheduler_loop(redis_url: str) -> None:
     """Redis errors inside the loop are waited out: it keeps going and ticks again once Redis answers."""
-    from scheduler.core.loop import SchedulerLoop
+    from scheduler.service.loop import SchedulerLoop
     from scheduler.storage.timers import MemoryTimerStore
 
     calls = Counter[str]()

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler.core.loop import SchedulerLoop
 from scheduler.core.model import ms_of
+from scheduler.service.loop import SchedulerLoop
 from scheduler.storage.timers import MemoryTimerStore
 
 NOW = datetime(2026, 3, 29, 0, 59, 59, tzinfo=UTC)  # a second before Berlin springs forward

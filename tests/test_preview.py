@@ -14,8 +14,8 @@ from scheduler.cli.main import main
 from scheduler.cli.preview import simulate
 from scheduler.core.config import parse_config
 from scheduler.core.events import parse_event
-from scheduler.core.loop import SchedulerLoop
 from scheduler.mail.render import TemplateSet
+from scheduler.service.loop import SchedulerLoop
 from scheduler.service.settings import bundled_path
 from tests.conftest import BASE_CONFIG, App, event
 from tests.test_scheduler import advance_to, at, loop  # noqa: F401  (the loop fixture)

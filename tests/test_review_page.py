@@ -16,8 +16,8 @@ import httpx
 import pytest
 import uvicorn
 
-from scheduler.core.loop import SchedulerLoop
 from scheduler.core.model import ms_of
+from scheduler.service.loop import SchedulerLoop
 from scheduler.service.processes import timer_sender
 from scheduler.storage.timers import RedisTimerStore
 from scheduler.web.app import create_app, server_config

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from scheduler.cli.main import main
-from scheduler.core.loop import SchedulerLoop
+from scheduler.service.loop import SchedulerLoop
 from scheduler.service.processes import timer_sender
 from scheduler.storage.timers import RedisTimerStore
 from scheduler.web.review_page import promise_words

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from scheduler import emit
-from scheduler.core.loop import SchedulerLoop
 from scheduler.core.model import ms_of, utc_of
+from scheduler.service.loop import SchedulerLoop
 from scheduler.service.processes import timer_sender
 from scheduler.service.queues import TIMERS_QUEUE, enqueue
 from scheduler.storage.timers import RedisTimerStore

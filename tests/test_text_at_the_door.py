@@ -17,7 +17,8 @@ from scheduler import emit
 from scheduler.cli.main import main
 from scheduler.core.text import bidi_control_in, decode_utf8, scrub, surrogate_at
 from scheduler.errors import EventError
-from scheduler.mail.render import RenderedMessage, build_email, clean_header
+from scheduler.mail.mime import build_email
+from scheduler.mail.render import RenderedMessage, clean_header
 from scheduler.service.queues import build_broker
 from scheduler.service.settings import Settings
 from scheduler.storage import keys

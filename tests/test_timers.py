@@ -14,7 +14,8 @@ from redis.retry import Retry
 
 from scheduler.errors import TimerStoreError
 from scheduler.storage import keys
-from scheduler.storage.timers import MemoryTimerStore, RedisTimerStore, TimerStore
+from scheduler.storage.port import TimerStore
+from scheduler.storage.timers import MemoryTimerStore, RedisTimerStore
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z in epoch ms
 SECOND = 1_000

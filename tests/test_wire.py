@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from scheduler import emit
 from scheduler.cli.main import main
-from scheduler.core.config import MAX_BASE_URL_CHARS
+from scheduler.core.config_fields import MAX_BASE_URL_CHARS
 from scheduler.dev.mailsink import ReceivedMail
-from scheduler.mail.render import VERBATIM_HEADERS
+from scheduler.mail.mime import VERBATIM_HEADERS
 from scheduler.web.app import create_app
 from tests.conftest import BASE_CONFIG, App, event
 

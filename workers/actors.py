@@ -57,9 +57,10 @@ logger = logging.getLogger(__name__)
 _placeholder = StubBroker(middleware=[AsyncIO(), CurrentMessage(), Retries()])
 
 
-# Events and timers are retried through long Redis outages (backoff tops out at 5 min):
-# an accepted event must not be dropped because Redis was away for an afternoon.
-_PATIENT = 2_000
+_OUTAGE_RETRIES = 2_000
+"""How many times Dramatiq retries an event or timer message that met a storage outage
+(backoff tops out at 5 min): an accepted event is not dropped because Redis was away for
+an afternoon."""
 
 _WAIT_FIRST_PAUSE_MS = 100
 _WAIT_MAX_PAUSE_MS = 5_000
@@ -68,7 +69,7 @@ _WAIT_MAX_PAUSE_MS = 5_000
 _R = TypeVar("_R")
 
 
-@dramatiq.actor(queue_name=EVENTS_QUEUE, broker=_placeholder, max_retries=_PATIENT)
+@dramatiq.actor(queue_name=EVENTS_QUEUE, broker=_placeholder, max_retries=_OUTAGE_RETRIES)
 def handle_event(payload: Any) -> None:
     """Validate an event and apply it; an invalid one is kept as rejected, never retried.
 
@@ -112,7 +113,7 @@ def handle_event(payload: Any) -> None:
         logger.info("event %s was already applied; nothing to do", event.event_id)
 
 
-@dramatiq.actor(queue_name=TIMERS_QUEUE, broker=_placeholder, max_retries=_PATIENT)
+@dramatiq.actor(queue_name=TIMERS_QUEUE, broker=_placeholder, max_retries=_OUTAGE_RETRIES)
 def fire_timers(timers: list[list[Any]]) -> None:
     """Timers came due: compose each thread's next update or feedback request.
 
@@ -136,7 +137,7 @@ def fire_timers(timers: list[list[Any]]) -> None:
         raise failed
 
 
-@dramatiq.actor(queue_name=TIMERS_QUEUE, broker=_placeholder, max_retries=_PATIENT)
+@dramatiq.actor(queue_name=TIMERS_QUEUE, broker=_placeholder, max_retries=_OUTAGE_RETRIES)
 def reconcile() -> None:
     """The configuration changed: acknowledge to stakeholders open incidents now concern."""
     rt = runtime.current()

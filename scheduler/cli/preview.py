@@ -22,12 +22,12 @@ from scheduler.core.config import Config
 from scheduler.core.delivery import as_received, cancel_reason
 from scheduler.core.engine import Engine
 from scheduler.core.events import Event
-from scheduler.core.loop import SchedulerLoop
 from scheduler.core.model import Status, ms_of, utc_of
 from scheduler.core.promises import OpenPromise, open_promises
 from scheduler.mail.channels import compose_channel
 from scheduler.mail.messages import compose_email
 from scheduler.mail.render import TemplateSet
+from scheduler.service.loop import SchedulerLoop
 from scheduler.storage.memory_store import MemoryStore
 from scheduler.storage.timers import MemoryTimerStore
 

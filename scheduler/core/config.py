@@ -16,18 +16,29 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import pendulum
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from scheduler.core._validation import field_errors
-from scheduler.core.durations import TimeWindow, parse_duration, parse_window
+from scheduler.core.config_fields import (
+    SEVERITIES,
+    Email,
+    Identifier,
+    OneLine,
+    Seconds,
+    Severity,
+    TimeZoneName,
+    Window,
+    check_base_url,
+    check_email,
+    check_one_line,
+)
+from scheduler.core.durations import TimeWindow
 from scheduler.errors import ConfigError
 
 __all__ = [
     "CHANNELS",
     "DEFAULT_SEVERITY_MAP",
-    "SEVERITIES",
     "Audience",
     "Channel",
     "Config",
@@ -36,83 +47,13 @@ __all__ = [
     "Defaults",
     "IdPrefixes",
     "Integrations",
-    "Severity",
     "Stakeholder",
-    "check_identifier",
-    "check_one_line",
     "load_config",
     "parse_config",
 ]
 
 logger = logging.getLogger(__name__)
 
-SEVERITIES = ("sev1", "sev2", "sev3", "sev4")
-Severity = Literal["sev1", "sev2", "sev3", "sev4"]
-IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-
-
-def _duration(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 15m, 1h30m or 2d")
-    return value if isinstance(value, int) and value > 0 else parse_duration(str(value))
-
-
-def _window(value: Any) -> TimeWindow:
-    return value if isinstance(value, TimeWindow) else parse_window(value)
-
-
-def _timezone(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a time zone name such as Europe/Berlin")
-    try:
-        pendulum.timezone(value)
-    except Exception:  # pendulum raises its own not-found error types
-        raise ValueError(f"unknown time zone {value!r}") from None
-    return value
-
-
-def _email(value: Any) -> str:
-    if not isinstance(value, str) or value.count("@") != 1 or any(c.isspace() or c in "<>,;" for c in value):
-        raise ValueError(f"{value!r} is not an email address")
-    local, domain = value.split("@")
-    if not local or "." not in domain.strip("."):
-        raise ValueError(f"{value!r} is not an email address")
-    return value
-
-
-Seconds = Annotated[int, BeforeValidator(_duration)]
-Window = Annotated[TimeWindow, BeforeValidator(_window)]
-TimeZoneName = Annotated[str, BeforeValidator(_timezone)]
-Email = Annotated[str, BeforeValidator(_email)]
-
-
-def check_identifier(value: Any) -> Any:
-    """Ids (stakeholders, incidents) become parts of keys, mail headers and links."""
-    if isinstance(value, str) and not re.match(IDENTIFIER, value):
-        raise ValueError(
-            f"{value!r} is not an id: use letters, digits, '.', '_' or '-' (at most 64), "
-            "starting with a letter or digit"
-        )
-    return value
-
-
-MAX_BASE_URL_CHARS = 500
-"""Keeps the List-Unsubscribe line, with the longest ids, inside RFC 5322's 998 characters."""
-
-
-def _base_url(value: Any) -> Any:
-    if isinstance(value, str) and not re.match(r"^https?://[^\s/]+[^\s]*$", value):
-        raise ValueError(f"{value!r} is not a web address like https://status.acme.example")
-    if isinstance(value, str) and not (value.isascii() and value.isprintable() and '"' not in value):
-        raise ValueError(
-            f"{value!r} must be written in ASCII: percent-encode the path and use the xn-- form of the host"
-        )
-    if isinstance(value, str) and len(value) > MAX_BASE_URL_CHARS:
-        raise ValueError(f"is {len(value)} characters long; the limit is {MAX_BASE_URL_CHARS}")
-    return value
-
-
-Identifier = Annotated[str, BeforeValidator(check_identifier)]
 Cadence = dict[Severity, Seconds]
 
 _DEFAULT_CADENCE_S: dict[Severity, int] = {"sev1": 1800, "sev2": 3600, "sev3": 4 * 3600, "sev4": 86400}
@@ -122,23 +63,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
-def check_one_line(value: Any) -> Any:
-    """Single-line text reaches mail headers: a control character there is refused outright."""
-    if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("must be one line without control characters (CR, LF, tab, ...)")
-    return value
-
-
-OneLine = Annotated[str, BeforeValidator(check_one_line), Field(min_length=1, max_length=200)]
-
-
 class Contact(_Model):
     """The person readers can answer: named in every message, and its ``Reply-To``."""
 
     name: OneLine
     email: Email
     phone: OneLine | None = None
-    status_page: Annotated[str, BeforeValidator(_base_url)] | None = None
+    status_page: Annotated[str, BeforeValidator(check_base_url)] | None = None
 
 
 class Audience(_Model):
@@ -233,7 +164,7 @@ def _sender(value: Any) -> str:
         raise ValueError("must be one line like 'Acme Status <status@acme.example>'")
     address = value.rsplit("<", 1)[-1].rstrip(">").strip()
     try:
-        _email(address)
+        check_email(address)
     except ValueError:
         raise ValueError(f"{value!r} is not an address like 'Acme Status <status@acme.example>'") from None
     return value
@@ -302,7 +233,7 @@ class Config(_Model):
     """The whole configuration file."""
 
     sender: Annotated[str, BeforeValidator(_sender), Field(max_length=300)]
-    base_url: Annotated[str, BeforeValidator(_base_url)] = "http://localhost:8000"
+    base_url: Annotated[str, BeforeValidator(check_base_url)] = "http://localhost:8000"
     business_hours: Window | None = None
     contact: Contact | None = None
     audiences: dict[Identifier, Audience] = Field(default_factory=dict)

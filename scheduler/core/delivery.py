@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from scheduler.core.config import Stakeholder
-from scheduler.core.engine import changes_between
+from scheduler.core.incidents import changes_between
 from scheduler.core.model import Communication, Incident, Kind, Status, Thread, ms_of
 from scheduler.storage.port import Store
 

@@ -9,23 +9,21 @@ idempotent: running it twice for the same event or timer creates and sends nothi
 
 from __future__ import annotations
 
-import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from scheduler.core import cadence
 from scheduler.core.config import Config, Stakeholder
-from scheduler.core.events import MATERIAL_FIELDS, Event
+from scheduler.core.events import Event
+from scheduler.core.incidents import apply_event, changes_between
 from scheduler.core.model import (
-    CONTENT_FIELDS,
     Action,
     Draft,
     EventRecord,
     Incident,
-    IncidentState,
     Kind,
     Status,
     Thread,
@@ -34,10 +32,9 @@ from scheduler.core.model import (
     ms_of,
     utc_of,
 )
-from scheduler.storage.port import Store
-from scheduler.storage.timers import TimerStore
+from scheduler.storage.port import Store, TimerStore
 
-__all__ = ["Dispatch", "Engine", "Outcome", "changes_between"]
+__all__ = ["Dispatch", "Engine", "Outcome"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,22 +68,8 @@ class Outcome:
     """Why the event cannot apply yet (its incident's ``opened`` has not arrived): try again."""
 
 
-def _new_incident(event: Event) -> Incident:
-    now_ms = ms_of(event.occurred_at)
-    return Incident(id=event.incident_id, state_ms=now_ms, opened_ms=now_ms, updated_ms=now_ms)
-
-
 def _some(comm_id: str | None) -> list[str]:
     return [comm_id] if comm_id is not None else []
-
-
-def changes_between(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Each content field whose value differs, in field order: ``{"field", "old", "new"}``."""
-    return [
-        {"field": f, "old": before.get(f), "new": after.get(f)}
-        for f in CONTENT_FIELDS
-        if before.get(f) != after.get(f)
-    ]
 
 
 def _newcomers(config: Config, incident: Incident) -> list[Stakeholder]:
@@ -131,8 +114,10 @@ class Engine:
             self.dispatch.flush()
 
     def _handle_event(self, event: Event, now: datetime, received_at: datetime | None) -> Outcome:
+        config = self.config()
+
         def apply(current: Incident | None) -> EventRecord:
-            record = self._apply(event, current, now)
+            record = apply_event(event, current, now, lambda state: [s.id for s in _newcomers(config, state)])
             record.received_ms = ms_of(min(received_at or now, now))
             return record
 
@@ -146,66 +131,6 @@ class Engine:
         comms = self._follow_up(record, now)
         self.store.mark_event_done(event.event_id)
         return Outcome(duplicate=record.duplicate, communications=tuple(comms))
-
-    def _apply(self, event: Event, current: Incident | None, now: datetime) -> EventRecord:
-        """The event's record: the incident after it, and what that calls for.
-
-        Events may arrive in any order; the outcome is as if they came in ``occurred_at``
-        order. Each field remembers when it was last set, so an older event never moves
-        it back; the open/resolved state likewise. An event of an incident whose
-        ``opened`` has not arrived yet is ``waiting``.
-        """
-        if current is None and event.type != "incident.opened":
-            reason = f"incident {event.incident_id!r} is not known yet; waiting for its incident.opened"
-            return EventRecord(event.event_id, event.type, waiting=reason)
-        occurred_ms = ms_of(event.occurred_at)
-        state = copy.deepcopy(current) if current else _new_incident(event)
-        # An opened incident's defaults (status "investigating", no owner yet, ...) hold as of
-        # its opening: an update dated before that does not replace them.
-        opened_defaults = {} if current else {f: occurred_ms for f in CONTENT_FIELDS}
-        field_ms: dict[str, int] = {**opened_defaults, **state.field_times}
-        state_ms = state.state_ms
-        # resolved, reopened and opened each assert the incident's state as of when they
-        # occurred; the latest assertion wins, whatever the order they arrive in.
-        asserted, implied = {
-            "incident.resolved": (IncidentState.RESOLVED, {"status": "resolved"}),
-            "incident.reopened": (IncidentState.OPEN, {"status": "investigating"}),
-            "incident.opened": (IncidentState.OPEN, {}),
-        }.get(event.type, (None, {}))
-        was = state.state
-        if current is not None and asserted is not None and occurred_ms >= state_ms:
-            state.state, state_ms = asserted, occurred_ms
-        else:
-            implied = {}
-        for name, value in {**implied, **event.incident.given()}.items():
-            if occurred_ms >= field_ms.get(name, -1):
-                state.set(name, value)
-                field_ms[name] = occurred_ms
-        state.field_times, state.state_ms, state.updated_ms = field_ms, state_ms, ms_of(now)
-        if current is None:
-            action = Action.OPEN
-        elif was == IncidentState.OPEN and not state.is_open:
-            action, state.resolved_ms = Action.RESOLVE, ms_of(now)
-        elif was == IncidentState.RESOLVED and state.is_open:
-            action, state.resolved_ms = Action.REOPEN, None
-        else:
-            action = Action.UPDATE if state.is_open else Action.NONE
-        changes = changes_between(current.content(), state.content()) if current else []
-        newcomers: list[str] = []
-        if state.is_open:
-            # Decided here, under the incident's transaction: of two events handled at once,
-            # exactly one finds a stakeholder new and acknowledges to it.
-            newcomers = [s.id for s in _newcomers(self.config(), state)]
-            state.stakeholders = [*state.stakeholders, *newcomers]
-        return EventRecord(
-            event_id=event.event_id,
-            event_type=event.type,
-            incident=state,
-            action=action,
-            newcomers=newcomers,
-            material=any(c["field"] in MATERIAL_FIELDS for c in changes),
-            now_ms=ms_of(now),
-        )
 
     def _follow_up(self, record: EventRecord, now: datetime) -> list[str]:
         incident = record.incident
@@ -369,73 +294,104 @@ class Engine:
         now: datetime,
         promised_ms: int | None = None,
     ) -> str | None:
-        """Create (once per trigger) one communication, arm the thread's next update, dispatch it.
-
-        Nothing is composed for a stakeholder who opted out: the thread stops instead.
-        """
+        """Create (once per trigger) one communication, then keep the thread's promise and
+        dispatch it (:meth:`_settle`). Nothing is composed for a stakeholder who opted out:
+        the thread stops instead."""
         now = now.astimezone(UTC)
         if self.opted_out(stakeholder.id, incident.id):
             self.stop_thread(incident.id, stakeholder.id)
             return None
-        policy = cadence.policy_for(config, stakeholder)
-        planned_next_ms: int | None = None
-
-        def build(thread: Thread, current: Incident | None) -> tuple[Draft, Thread] | None:
-            # The incident as it is now, read in the same transaction as the thread: a
-            # message numbered later never tells of an older state than the one before it.
-            state = current or incident
-            snapshot = state.content()
-            changes = changes_between(thread.seen, snapshot) if thread.seen is not None else []
-            from_event, from_timer = trigger.startswith("event:"), trigger.startswith("timer:")
-            if kind == Kind.UPDATE and from_event and thread.seen is not None and not changes:
-                return None  # an earlier message of the thread already told this change
-            wants_next = kind in (Kind.ACKNOWLEDGMENT, Kind.UPDATE) and state.is_open
-            next_ms = ms_of(cadence.next_update_at(policy, state.severity, now, now)) if wants_next else None
-            nonlocal planned_next_ms
-            planned_next_ms = next_ms
-            context = {
-                "incident": {
-                    **snapshot,
-                    "id": incident.id,
-                    "opened_ms": state.opened_ms,
-                    "resolved_ms": state.resolved_ms,
-                },
-                "changes": changes,
-                "since_ms": thread.last_ms,
-                "timezone": policy.timezone,
-            }
-            draft = Draft(
-                recipient=stakeholder.recipient,
-                channel=stakeholder.channel,
-                created_ms=ms_of(now),
-                promised_ms=promised_ms if promised_ms is not None else ms_of(now),
-                context=context,
-                next_update_ms=next_ms,
-                no_news=kind == Kind.UPDATE and from_timer and not changes,
-            )
-            thread.seen, thread.last_ms = snapshot, ms_of(now)
-            if next_ms is not None:
-                thread.promised_ms = next_ms
-            return draft, thread
-
+        build = _Composer(
+            cadence.policy_for(config, stakeholder), incident, stakeholder, kind, trigger, now, promised_ms
+        )
         # An update whose thread has no acknowledgment yet is the acknowledgment (the other
         # event's acknowledgment then folds into it); the store decides that atomically.
         first = (Kind.ACKNOWLEDGMENT, "acknowledgment") if kind == Kind.UPDATE else None
         comm_id, created = self.store.create_comm(incident.id, stakeholder.id, kind, trigger, build, first)
         if not comm_id:
             return None  # nothing new to tell this stakeholder
-        # Created now: it is scheduled and the thread promises what it states. Found instead
-        # (a retry, a duplicate): read what was stored then.
-        status, promised = (Status.SCHEDULED, planned_next_ms) if created else self._stored(comm_id)
-        if kind in (Kind.RESOLUTION, Kind.FEEDBACK_REQUEST):
-            feedback = kind == Kind.FEEDBACK_REQUEST
-            self.store.clear_promises(incident.id, stakeholder.id, update=True, feedback=feedback)
-        elif promised is not None and (
-            created or self.store.thread(incident.id, stakeholder.id).promised_ms == promised
-        ):
-            self.timers.arm(_timer(TimerKind.UPDATE, incident.id, stakeholder.id), promised)
-        if status == Status.SCHEDULED:
-            self.dispatch.deliver(comm_id)
+        self._settle(incident.id, stakeholder.id, kind, comm_id, created, build.planned_next_ms)
         if created:
             logger.info("%s composed for %s (%s)", kind, stakeholder.id, comm_id)
         return comm_id
+
+    def _settle(
+        self,
+        incident_id: str,
+        stakeholder_id: str,
+        kind: Kind,
+        comm_id: str,
+        created: bool,
+        planned_next_ms: int | None,
+    ) -> None:
+        """After a communication is composed (``created``: just now, planning that next
+        update) or found (a retry, a duplicate: read what was stored then), clear or arm the
+        thread's promise, and dispatch it if it is still to send."""
+        status, promised = (Status.SCHEDULED, planned_next_ms) if created else self._stored(comm_id)
+        if kind in (Kind.RESOLUTION, Kind.FEEDBACK_REQUEST):
+            feedback = kind == Kind.FEEDBACK_REQUEST
+            self.store.clear_promises(incident_id, stakeholder_id, update=True, feedback=feedback)
+        elif promised is not None and (
+            created or self.store.thread(incident_id, stakeholder_id).promised_ms == promised
+        ):
+            self.timers.arm(_timer(TimerKind.UPDATE, incident_id, stakeholder_id), promised)
+        if status == Status.SCHEDULED:
+            self.dispatch.deliver(comm_id)
+
+
+@dataclass
+class _Composer:
+    """The builder ``create_comm`` calls inside its transaction: the new message's draft and
+    the thread after it, from the thread and the incident as they are there; None when an
+    earlier message of the thread already told everything."""
+
+    policy: cadence.Policy
+    incident: Incident
+    stakeholder: Stakeholder
+    kind: Kind
+    trigger: str
+    now: datetime
+    promised_ms: int | None
+    planned_next_ms: int | None = None
+
+    def __call__(self, thread: Thread, current: Incident | None) -> tuple[Draft, Thread] | None:
+        # The incident as it is now, read in the same transaction as the thread: a message
+        # numbered later never tells of an older state than the one before it.
+        state = current or self.incident
+        snapshot = state.content()
+        changes = changes_between(thread.seen, snapshot) if thread.seen is not None else []
+        from_event, from_timer = self.trigger.startswith("event:"), self.trigger.startswith("timer:")
+        if self.kind == Kind.UPDATE and from_event and thread.seen is not None and not changes:
+            return None  # an earlier message of the thread already told this change
+        wants_next = self.kind in (Kind.ACKNOWLEDGMENT, Kind.UPDATE) and state.is_open
+        now_ms = ms_of(self.now)
+        next_ms = (
+            ms_of(cadence.next_update_at(self.policy, state.severity, self.now, self.now))
+            if wants_next
+            else None
+        )
+        self.planned_next_ms = next_ms
+        context = {
+            "incident": {
+                **snapshot,
+                "id": state.id,
+                "opened_ms": state.opened_ms,
+                "resolved_ms": state.resolved_ms,
+            },
+            "changes": changes,
+            "since_ms": thread.last_ms,
+            "timezone": self.policy.timezone,
+        }
+        draft = Draft(
+            recipient=self.stakeholder.recipient,
+            channel=self.stakeholder.channel,
+            created_ms=now_ms,
+            promised_ms=self.promised_ms if self.promised_ms is not None else now_ms,
+            context=context,
+            next_update_ms=next_ms,
+            no_news=self.kind == Kind.UPDATE and from_timer and not changes,
+        )
+        thread.seen, thread.last_ms = snapshot, now_ms
+        if next_ms is not None:
+            thread.promised_ms = next_ms
+        return draft, thread

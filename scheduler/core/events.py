@@ -1,4 +1,4 @@
-"""Incident events, schema 1: the format other services emit (see DESIGN.md).
+"""Incident events, schema 1: the format other services emit (the README's "Emitting events" shows it).
 
 :func:`parse_event` turns a decoded JSON document into an :class:`Event` or raises
 :class:`~scheduler.errors.EventError` naming every field that is wrong and why.
@@ -21,7 +21,8 @@ from pydantic import (
 )
 
 from scheduler.core._validation import field_errors
-from scheduler.core.config import Severity, check_identifier, check_one_line
+from scheduler.core.config_fields import Severity, check_identifier, check_one_line
+from scheduler.core.model import iso_z
 from scheduler.core.text import bidi_control_in, surrogate_at
 from scheduler.errors import EventError
 
@@ -252,7 +253,7 @@ MAX_CLOCK_AHEAD = timedelta(days=1)
 def check_not_ahead(event: Event, now: datetime) -> Event:
     """Refuse an event dated further ahead of ``now`` than clock skew explains."""
     if event.occurred_at > now + MAX_CLOCK_AHEAD:
-        when = event.occurred_at.isoformat().replace("+00:00", "Z")
+        when = iso_z(event.occurred_at)
         raise EventError("invalid event", [("occurred_at", f"{when} is more than a day ahead of this clock")])
     return event
 

@@ -21,14 +21,16 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from scheduler.core._validation import field_errors
-from scheduler.core.config import Integrations, Severity
+from scheduler.core.config import Integrations
+from scheduler.core.config_fields import Severity
 from scheduler.core.events import MAX_LINE_CHARS, MAX_TEXT_CHARS
+from scheduler.core.model import iso_z
 from scheduler.core.text import scrub, strip_bidi
 from scheduler.errors import EventError
 
@@ -151,10 +153,6 @@ def _text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     return body if len(body) <= limit else body[: limit - 1].rstrip() + "…"
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _digest(value: Any, chars: int) -> str:
     canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:chars]
@@ -240,7 +238,7 @@ def _group_events(
         "schema": 1,
         "event_id": f"{incident_id}.{group.status}.{_digest([group.status, said], 16)}",
         "incident_id": incident_id,
-        "occurred_at": _iso(now),
+        "occurred_at": iso_z(now),
         "source": source,
     }
     if group.status == "firing":
@@ -281,8 +279,8 @@ def _pagerduty_time(text: str | None, now: datetime) -> str:
                 "invalid PagerDuty payload", [("event.occurred_at", f"{text!r} is not an ISO 8601 time")]
             ) from None
         if moment.tzinfo is not None:
-            return _iso(moment)
-    return _iso(now)
+            return iso_z(moment)
+    return iso_z(now)
 
 
 def from_pagerduty(payload: Any, mapping: Integrations, now: datetime) -> Translation:

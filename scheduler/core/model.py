@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 __all__ = [
     "CONTENT_FIELDS",
@@ -107,6 +107,10 @@ def utc_of(ms: int | str | bytes | None) -> datetime | None:
     return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
 
 
+@overload
+def iso_z(moment: datetime) -> str: ...
+@overload
+def iso_z(moment: datetime | None) -> str | None: ...
 def iso_z(moment: datetime | None) -> str | None:
     """``2026-11-27T08:20:24.512000Z``: a moment in UTC as the JSON of every output writes it."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None

@@ -27,7 +27,7 @@ import redis
 import uvicorn
 
 from scheduler.cli.logview import stream_header, stream_row
-from scheduler.core.model import Communication
+from scheduler.core.model import Communication, iso_z
 from scheduler.core.promises import promise_report
 from scheduler.dev.embedded import ensure_embedded_redis, stop_embedded_redis
 from scheduler.dev.mailsink import MailSink
@@ -50,7 +50,7 @@ def _event(incident_id: str, kind: str, incident: dict[str, Any]) -> dict[str, A
         "event_id": str(uuid.uuid4()),
         "type": f"incident.{kind}",
         "incident_id": incident_id,
-        "occurred_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "occurred_at": iso_z(datetime.now(UTC)),
         "source": "payments-api",
         "incident": incident,
     }

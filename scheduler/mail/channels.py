@@ -49,7 +49,7 @@ import httpx
 import jinja2
 
 from scheduler.core.config import Config, Stakeholder
-from scheduler.core.model import Communication, Kind, utc_of
+from scheduler.core.model import Communication, Kind, iso_z, utc_of
 from scheduler.core.text import scrub
 from scheduler.errors import PermanentDeliveryError, SettingsError, TemplateError, TransientDeliveryError
 from scheduler.mail.messages import template_context
@@ -214,18 +214,14 @@ def teams_body(subject: str, text: str, reference: str) -> dict[str, Any]:
     }
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
-
-
 def webhook_body(
     comm: Communication, stakeholder: Stakeholder, subject: str, text: str, html: str
 ) -> dict[str, Any]:
     """The JSON a ``webhook`` stakeholder receives."""
     stored = dict(comm.context.get("incident", {}))
     incident = {k: v for k, v in stored.items() if k not in ("opened_ms", "resolved_ms")}
-    incident["opened_at"] = _iso(utc_of(stored.get("opened_ms")))
-    incident["resolved_at"] = _iso(utc_of(stored.get("resolved_ms")))
+    incident["opened_at"] = iso_z(utc_of(stored.get("opened_ms")))
+    incident["resolved_at"] = iso_z(utc_of(stored.get("resolved_ms")))
     return {
         "type": f"communication.{comm.kind}",
         "communication_id": comm.id,
@@ -236,8 +232,8 @@ def webhook_body(
         "subject": subject,
         "text": text,
         "html": html,
-        "promised_at": _iso(comm.promised_at),
-        "next_update_at": _iso(comm.next_update_at),
+        "promised_at": iso_z(comm.promised_at),
+        "next_update_at": iso_z(comm.next_update_at),
     }
 
 

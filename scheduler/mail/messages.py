@@ -15,7 +15,8 @@ import pendulum
 from scheduler.core.config import Config, Stakeholder
 from scheduler.core.model import Communication, utc_of
 from scheduler.core.tone import tone_for
-from scheduler.mail.render import RenderedMessage, TemplateSet, build_email, local_time, message_id_for
+from scheduler.mail.mime import build_email, message_id_for
+from scheduler.mail.render import RenderedMessage, TemplateSet, local_time
 from scheduler.mail.signing import feedback_links, feedback_page_link, unsubscribe_link
 
 __all__ = ["FIELD_LABELS", "compose_email", "contact_context", "template_context", "thread_id_for"]

@@ -18,7 +18,7 @@ import aiosmtplib
 from aiosmtplib.email import extract_recipients, extract_sender
 
 from scheduler.errors import PermanentDeliveryError, SettingsError, TransientDeliveryError
-from scheduler.mail.render import ComposedEmail
+from scheduler.mail.mime import ComposedEmail
 
 __all__ = ["SmtpPool", "SmtpSettings"]
 

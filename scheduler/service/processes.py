@@ -16,9 +16,9 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from scheduler.core.config import ConfigSource
-from scheduler.core.loop import SchedulerLoop
 from scheduler.core.model import ms_of
 from scheduler.errors import ConfigError, StorageError
+from scheduler.service.loop import SchedulerLoop
 from scheduler.service.queues import DELIVER_QUEUE, TIMERS_QUEUE, build_broker, enqueue
 from scheduler.service.settings import Settings
 from scheduler.storage.clock import ServerClock

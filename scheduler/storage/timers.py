@@ -6,7 +6,7 @@ then acks each one. A claim that is never acked (the scheduler died between clai
 enqueue) is handed out again once its lease expires, with the due time it was first
 claimed at, so a timer is delivered at least once.
 
-``RedisTimerStore`` is what the product runs (keys in ``scheduler.storage.keys``, atomic steps in
+Both implement :class:`~scheduler.storage.port.TimerStore`. ``RedisTimerStore`` is what the product runs (keys in ``scheduler.storage.keys``, atomic steps in
 ``scheduler/storage/lua/*.lua``); ``MemoryTimerStore`` has the same contract, in process.
 """
 
@@ -18,14 +18,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import redis
 
 from scheduler.errors import TimerStoreError
 from scheduler.storage import keys
 
-__all__ = ["MemoryTimerStore", "RedisTimerStore", "TimerStore"]
+__all__ = ["MemoryTimerStore", "RedisTimerStore"]
 
 _T = TypeVar("_T")
 
@@ -42,68 +42,6 @@ _SERVER_TICK_S = 0.1
 
 _MIN_BLOCK_S = 0.01
 """Shortest timeout sent to Redis: below 1 ms Redis 6 reads the timeout as 0, i.e. forever."""
-
-
-class TimerStore(Protocol):
-    """Where timers wait for their due time; every method is safe to call from many threads."""
-
-    def arm(self, member: str, due_ms: int) -> None:
-        """Set or move ``member``'s due time; nudge sleepers if it is now the earliest timer."""
-        ...
-
-    def arm_many(self, items: Iterable[tuple[str, int]]) -> None:
-        """``arm`` each ``(member, due_ms)`` in order, in as few round trips as possible."""
-        ...
-
-    def cancel(self, member: str) -> bool:
-        """Disarm ``member``; True if it was armed. A claim already handed out is not touched."""
-        ...
-
-    def due_ms(self, member: str) -> int | None:
-        """The armed due time of ``member``, or None when it is not armed."""
-        ...
-
-    def claim(self, now_ms: int, lease_ms: int, limit: int) -> list[tuple[str, int]]:
-        """Hand out up to ``limit`` due or lease-expired timers as ``(member, due_ms)``, earliest first.
-
-        Each timer handed out leaves the armed set and is leased until ``now_ms + lease_ms``;
-        a lease-expired claim comes back with the due time it was first claimed at. A member
-        both due and lease-expired is handed out once, with the earlier due time. Concurrent
-        callers never receive the same claim while its lease runs; only a re-arm that has
-        fallen due hands a leased timer out again.
-        """
-        ...
-
-    def ack(self, member: str) -> None:
-        """The claimed timer's message is enqueued: drop its lease so it is not handed out again."""
-        ...
-
-    def ack_many(self, members: Iterable[str]) -> None:
-        """``ack`` each member, in as few round trips as possible."""
-        ...
-
-    def ack_claims(self, claims: Iterable[tuple[str, int]]) -> int:
-        """Drop the lease of each ``(member, due_ms)`` still held for that due time; return how many.
-
-        A worker acks the claims it handled; a timer claimed again meanwhile (re-armed,
-        then due again) keeps its newer lease.
-        """
-        ...
-
-    def next_wakeup_ms(self) -> int | None:
-        """The earliest armed due time or lease expiry, or None when there is neither."""
-        ...
-
-    def wait(self, timeout_s: float) -> None:
-        """Block until an earlier timer is armed or ``timeout_s`` passes; 0 returns at once.
-
-        A nudge left while nobody waited is kept (one at most) and ends the next wait at once.
-        """
-        ...
-
-    def armed_count(self) -> int:
-        """How many timers are armed (claims in flight not counted)."""
-        ...
 
 
 def _check_claim(lease_ms: int, limit: int) -> None:

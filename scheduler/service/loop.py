@@ -17,7 +17,7 @@ from dramatiq.errors import BrokerError
 
 from scheduler.core.model import ms_of
 from scheduler.errors import StorageError
-from scheduler.storage.timers import TimerStore
+from scheduler.storage.port import TimerStore
 
 __all__ = ["SchedulerLoop"]
 
