@@ -141,7 +141,10 @@ def _assert_same(**kwargs: Any) -> None:
         assert (status, built) == reference
         return
     assert reference[0] == "ok", reference
-    assert built.as_string() == reference[1].as_string()
+    # the email package's own folder fails on a few odd address lines: then both fail alike
+    assert _reading(built.as_string) == _reading(reference[1].as_string)
+    if isinstance(_reading(built.as_string), str):
+        return
     assert EmailMessage.as_string(built) == reference[1].as_string()  # flattened afresh, too
     assert _readings(built) == _readings(reference[1])
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from scheduler.core.config import Config, parse_config
 from scheduler.core.engine import Engine
 from scheduler.core.events import Event, parse_event
+from scheduler.core.incidents import apply_event
 from scheduler.errors import TimerStoreError
 from scheduler.storage.memory_store import MemoryStore
 from scheduler.storage.timers import MemoryTimerStore
@@ -238,7 +239,9 @@ def test_two_updates_racing_never_tell_a_reader_a_field_went_back() -> None:
     a = ev("updated", 5, event_id="a", status="identified")
     b = ev("updated", 5, event_id="b", summary="DB failover")
     now = T0 + timedelta(minutes=6)
-    record_a = e.store.apply_event(a.event_id, "INC-1", lambda current: e._apply(a, current, now))
+    record_a = e.store.apply_event(
+        a.event_id, "INC-1", lambda current: apply_event(a, current, now, lambda _: [])
+    )
     e.handle_event(b, now)  # applied and followed up at once: its update tells both changes
     e._follow_up(record_a, now)  # A's follow-up comes late: an earlier message already told it
     for stakeholder in ("acme-finance", "globex", "payments-eng"):
