@@ -1,11 +1,18 @@
-"""Small builders the tests share: a communication draft for store contract tests."""
+"""Small things the tests share: the test day's clock times and a communication draft for store contracts."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from scheduler.core.model import Draft, Incident, Thread
 from scheduler.storage.port import Builder
 
-__all__ = ["draft_builder"]
+__all__ = ["at", "draft_builder"]
+
+
+def at(hour: int, minute: int, second: int = 0) -> datetime:
+    """A moment of the day the tests' incidents happen on (2026-11-26, UTC)."""
+    return datetime(2026, 11, 26, hour, minute, second, tzinfo=UTC)
 
 
 def draft_builder(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -19,12 +18,9 @@ from scheduler import emit
 from scheduler.core.model import Status
 from scheduler.errors import TimerStoreError
 from tests.conftest import App, event
+from tests.helpers import at
 
 pytestmark = pytest.mark.real
-
-
-def at(hour: int, minute: int, second: int = 0) -> datetime:
-    return datetime(2026, 11, 26, hour, minute, second, tzinfo=UTC)
 
 
 def comms(app: App, **match: Any) -> list[Any]:

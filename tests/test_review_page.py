@@ -6,22 +6,18 @@ from __future__ import annotations
 import html
 import re
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import httpx
 import pytest
 import uvicorn
 
-from scheduler.core.model import ms_of
-from scheduler.service.loop import SchedulerLoop
-from scheduler.service.processes import timer_sender
-from scheduler.storage.timers import RedisTimerStore
 from scheduler.web.app import create_app, server_config
 from tests.conftest import App, event
+from tests.helpers import at
+from tests.realservers import free_port
 
 pytestmark = pytest.mark.real
 
@@ -30,21 +26,11 @@ CHROMIUM = shutil.which("chromium")
 STAKEHOLDERS = ("acme-finance", "globex", "payments-eng")
 
 
-def at(hour: int, minute: int) -> datetime:
-    return datetime(2026, 11, 26, hour, minute, tzinfo=UTC)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def base_url(app: App) -> Iterator[str]:
     """The API served by uvicorn on a free local port, on the worker's clock."""
     api = create_app(app.settings.with_(api_token=TOKEN), clock=app.clock)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(server_config(api, "127.0.0.1", port))
     thread = threading.Thread(target=server.run, name="amends-api", daemon=True)
     thread.start()
@@ -55,17 +41,6 @@ def base_url(app: App) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
-
-
-def advance_to(app: App, loop: SchedulerLoop, moment: datetime) -> None:
-    """Move the clock to ``moment``, firing every timer due on the way."""
-    while (wakeup := loop.timers.next_wakeup_ms()) is not None and wakeup <= ms_of(moment):
-        app.clock.set(max(app.clock(), datetime.fromtimestamp(wakeup / 1000, tz=UTC)))
-        loop.tick(app.clock())
-        app.drain()
-    app.clock.set(moment)
-    loop.tick(moment)
-    app.drain()
 
 
 def post_event(base_url: str, document: dict[str, object]) -> None:
@@ -88,14 +63,13 @@ def test_review_page_shows_timelines_and_the_feedback_given_in_the_browser(app: 
     """A person signs in to the review page, rates and comments from the emailed link, and sees it reviewed."""
     from playwright.sync_api import expect, sync_playwright
 
-    loop = SchedulerLoop(RedisTimerStore(app.runtime.client), timer_sender(app.broker), clock=app.clock)
     post_event(base_url, event(at=app.clock(), title="Card payments failing <for some>"))
     app.drain()
-    advance_to(app, loop, at(14, 25))
+    app.advance_to(at(14, 25))
     app.clock.set(at(14, 30))
     post_event(base_url, event("resolved", summary="Fixed.", at=app.clock()))
     app.drain()
-    advance_to(app, loop, at(16, 31))  # feedback requests: resolved + 2h
+    app.advance_to(at(16, 31))  # feedback requests: resolved + 2h
     link = rating_link(app, base_url, "support@globex.example", 4)
 
     with sync_playwright() as playwright:

@@ -15,40 +15,21 @@ from typing import Any
 import pytest
 
 from scheduler import emit
-from scheduler.core.model import ms_of, utc_of
+from scheduler.core.model import ms_of
 from scheduler.service.loop import SchedulerLoop
-from scheduler.service.processes import timer_sender
 from scheduler.service.queues import TIMERS_QUEUE, enqueue
 from scheduler.storage.timers import RedisTimerStore
 from tests.conftest import BASE_CONFIG, App, event
+from tests.helpers import at
 
 pytestmark = pytest.mark.real
 
 T0 = datetime(2026, 11, 26, 14, 3, 5, tzinfo=UTC)
 
 
-def at(hour: int, minute: int, second: int = 0) -> datetime:
-    return datetime(2026, 11, 26, hour, minute, second, tzinfo=UTC)
-
-
 @pytest.fixture
 def loop(app: App) -> SchedulerLoop:
-    timers = RedisTimerStore(app.runtime.client)
-    return SchedulerLoop(timers, timer_sender(app.broker), clock=app.clock)
-
-
-def advance_to(app: App, loop: SchedulerLoop, moment: datetime) -> None:
-    """Move the clock to ``moment``, stopping at every timer due on the way."""
-    while True:
-        wakeup = loop.timers.next_wakeup_ms()
-        if wakeup is None or wakeup > ms_of(moment):
-            break
-        app.clock.set(max(app.clock(), utc_of(wakeup)))  # type: ignore[type-var]
-        loop.tick(app.clock())
-        app.drain()
-    app.clock.set(moment)
-    loop.tick(moment)
-    app.drain()
+    return app.loop  # type: ignore[no-any-return]
 
 
 def sent(app: App, stakeholder: str, kind: str | None = None) -> list[Any]:
@@ -67,7 +48,7 @@ def open_incident(app: App, **fields: Any) -> None:
 def test_regular_updates_follow_each_stakeholders_own_cadence(app: App, loop: SchedulerLoop) -> None:
     """With no news, finance (15m) gets four updates in an hour and globex (30m) two, each on time."""
     open_incident(app)
-    advance_to(app, loop, at(15, 5))
+    app.advance_to(at(15, 5))
     finance = [c.sent_at for c in sent(app, "acme-finance", "update")]
     globex = [c.sent_at for c in sent(app, "globex", "update")]
     assert finance == [at(14, 19), at(14, 34), at(14, 49), at(15, 4)]
@@ -79,7 +60,7 @@ def test_regular_updates_follow_each_stakeholders_own_cadence(app: App, loop: Sc
 def test_the_promise_in_each_message_is_the_next_messages_due_time(app: App, loop: SchedulerLoop) -> None:
     """Each acknowledgment and update states the time the next update is then sent at."""
     open_incident(app)
-    advance_to(app, loop, at(14, 40))
+    app.advance_to(at(14, 40))
     thread = sent(app, "acme-finance")
     for message, following in itertools.pairwise(thread):
         assert message.next_update_at == following.promised_at == following.sent_at
@@ -91,7 +72,7 @@ def test_the_promise_in_each_message_is_the_next_messages_due_time(app: App, loo
 def test_an_update_without_news_says_so(app: App, loop: SchedulerLoop) -> None:
     """A regular update with nothing new says there is no new information since the last message."""
     open_incident(app)
-    advance_to(app, loop, at(14, 20))
+    app.advance_to(at(14, 20))
     update = app.sink.to("finance@acme.example")[1]
     text = update.part("plain")
     assert "no new information since our last message at 15:03:05 CET" in text
@@ -111,7 +92,7 @@ def test_material_change_is_sent_at_once_and_restarts_the_cadence(app: App, loop
     assert len(app.sink.received) == 6
     change = app.sink.to("finance@acme.example")[1].part("plain")
     assert "Status: identified" in change and "Plan: Rotate the certificate." in change
-    advance_to(app, loop, at(14, 30))
+    app.advance_to(at(14, 30))
     finance = [c.sent_at for c in sent(app, "acme-finance", "update")]
     assert finance == [at(14, 10), at(14, 25)]  # nothing at the old 14:19 promise
 
@@ -123,7 +104,7 @@ def test_non_material_change_waits_for_the_next_regular_update(app: App, loop: S
     emit(event("updated", owner="Platform on-call", at=app.clock()), broker=app.broker)
     app.drain()
     assert len(app.sink.received) == 3
-    advance_to(app, loop, at(14, 19))
+    app.advance_to(at(14, 19))
     text = app.sink.to("finance@acme.example")[1].part("plain")
     assert "Owner: Platform on-call" in text
 
@@ -134,14 +115,14 @@ def test_severity_change_replans_the_cadence(app: App, loop: SchedulerLoop) -> N
     app.clock.set(at(14, 10))
     emit(event("updated", severity="sev2", at=app.clock()), broker=app.broker)
     app.drain()
-    advance_to(app, loop, at(15, 20))
+    app.advance_to(at(15, 20))
     assert [c.sent_at for c in sent(app, "acme-finance", "update")] == [at(14, 10), at(15, 10)]
 
 
 def test_resolution_stops_updates_and_feedback_follows(app: App, loop: SchedulerLoop) -> None:
     """Resolved: a resolution at once, no update after it, a signed feedback request after feedback_after."""
     open_incident(app)
-    advance_to(app, loop, at(14, 25))
+    app.advance_to(at(14, 25))
     app.clock.set(at(14, 30))
     emit(event("resolved", summary="Fixed.", at=app.clock()), broker=app.broker)
     app.drain()
@@ -150,7 +131,7 @@ def test_resolution_stops_updates_and_feedback_follows(app: App, loop: Scheduler
         "globex",
         "payments-eng",
     }
-    advance_to(app, loop, at(17, 0))
+    app.advance_to(at(17, 0))
     updates_after = [
         c for c in app.runtime.store.communications() if c.kind == "update" and c.created_at > at(14, 30)
     ]
@@ -170,7 +151,7 @@ def test_reopening_cancels_feedback_and_restarts_updates(app: App, loop: Schedul
     app.clock.set(at(15, 0))
     emit(event("reopened", status="investigating", at=app.clock()), broker=app.broker)
     app.drain()
-    advance_to(app, loop, at(17, 0))
+    app.advance_to(at(17, 0))
     assert sent(app, "acme-finance", "feedback_request") == []
     updates = [c.sent_at for c in sent(app, "acme-finance", "update")]
     assert updates[:3] == [at(15, 0), at(15, 15), at(15, 30)]
@@ -190,7 +171,7 @@ def test_quiet_hours_defer_updates_to_their_end(
     """An update falling into the stakeholder's quiet hours waits until they end (18:00 CET)."""
     app.write_config(quiet_config)
     open_incident(app)
-    advance_to(app, loop, at(17, 5))
+    app.advance_to(at(17, 5))
     finance = [c.sent_at for c in sent(app, "acme-finance", "update")]
     assert finance == [at(14, 19), at(17, 0)]
     assert "Next update by 18:00 CET" in app.sink.to("finance@acme.example")[1].part("plain")
@@ -208,7 +189,7 @@ def test_config_changes_apply_without_restart(app: App, loop: SchedulerLoop) -> 
     enqueue(app.broker, TIMERS_QUEUE, "reconcile")
     app.drain()
     assert [m.rcpt_tos[0] for m in app.sink.received][-1] == "ops@acme.example"
-    advance_to(app, loop, at(14, 40))
+    app.advance_to(at(14, 40))
     assert [c.sent_at for c in sent(app, "acme-finance", "update")] == [
         at(14, 19),
         at(14, 24),
@@ -260,7 +241,7 @@ def test_log_promises_reports_kept_promises(
     from scheduler.cli.main import main
 
     open_incident(app)
-    advance_to(app, loop, at(14, 40))
+    app.advance_to(at(14, 40))
     monkeypatch.setenv("AMENDS_REDIS_URL", app.settings.redis_url or "")
     capsys.readouterr()
     assert main(["log", "--promises", "--status", "sent"]) == 0  # only what was sent
