@@ -1,4 +1,4 @@
-"""The engine over the in-memory stores: event order, faults between steps, opt-outs. Fast, no Redis.
+"""The engine over the in-memory stores: events, order, timers and cadence, resolution, opt-outs, promises, faults between steps. Fast, no Redis.
 
 Each test drives :class:`~scheduler.core.engine.Engine` directly with a list as its dispatch, so
 what an event or a timer causes is visible in milliseconds; the Redis and process tests
@@ -20,6 +20,8 @@ from scheduler.core.config import Config, parse_config
 from scheduler.core.engine import Engine
 from scheduler.core.events import Event, parse_event
 from scheduler.core.incidents import apply_event
+from scheduler.core.model import Kind, Status, ms_of, utc_of
+from scheduler.core.promises import open_promises, promise_report
 from scheduler.errors import TimerStoreError
 from scheduler.storage.memory_store import MemoryStore
 from scheduler.storage.timers import MemoryTimerStore
@@ -258,3 +260,127 @@ def test_an_update_dated_before_the_opening_changes_nothing() -> None:
     outcome = e.handle_event(ev("updated", 5, status="monitoring"), T0 + timedelta(minutes=11))
     assert e.store.incident("INC-1").status == "investigating"
     assert outcome.communications == ()
+
+
+# -- cadence, timers, resolution and promises, on a fake clock ---------------------------
+
+
+def at_minute(minute: float) -> datetime:
+    return T0 + timedelta(minutes=minute)
+
+
+def advance(e: Engine, until: datetime) -> None:
+    """Fire every timer due up to ``until``, each at its own due time, as the scheduler would."""
+    while (wakeup := e.timers.next_wakeup_ms()) is not None and wakeup <= ms_of(until):
+        now = utc_of(wakeup)
+        assert now is not None
+        claims = e.timers.claim(wakeup, 30_000, 100)
+        for member, due_ms in claims:
+            e.fire_timer(member, due_ms, now)
+        e.timers.ack_claims(claims)
+
+
+def thread_of(e: Engine, stakeholder: str) -> list[Any]:
+    return [c for c in comms(e) if c.stakeholder_id == stakeholder]
+
+
+def test_an_opening_acknowledges_each_concerned_stakeholder_once_and_promises_its_cadence() -> None:
+    e = engine()
+    outcome = e.handle_event(ev("opened", 0), T0)
+    again = e.handle_event(ev("opened", 0), T0 + timedelta(seconds=5))
+    acks = {c.stakeholder_id: c for c in comms(e)}
+    assert set(acks) == {"acme-finance", "globex", "payments-eng"}  # search-team is not concerned
+    assert all(c.kind == Kind.ACKNOWLEDGMENT and c.status == Status.SCHEDULED for c in acks.values())
+    assert len(outcome.communications) == 3 and again.duplicate and again.communications == ()
+    # sev1: 15 minutes for acme-finance, the default 30 for the others; the timer is the promise
+    assert acks["acme-finance"].next_update_at == at_minute(15)
+    assert acks["globex"].next_update_at == at_minute(30)
+    assert e.timers.due_ms("u|INC-1|acme-finance") == ms_of(at_minute(15))
+    assert e.store.thread("INC-1", "acme-finance").promised_ms == ms_of(at_minute(15))
+
+
+def test_a_due_timer_sends_an_update_without_news_and_promises_the_next() -> None:
+    e = engine()
+    e.handle_event(ev("opened", 0), T0)
+    advance(e, at_minute(31))
+    acme = thread_of(e, "acme-finance")
+    assert [(c.kind, c.no_news, c.promised_at) for c in acme] == [
+        (Kind.ACKNOWLEDGMENT, False, T0),
+        (Kind.UPDATE, True, at_minute(15)),
+        (Kind.UPDATE, True, at_minute(30)),
+    ]
+    assert acme[-1].next_update_at == at_minute(45)
+    assert [c.kind for c in thread_of(e, "globex")] == [Kind.ACKNOWLEDGMENT, Kind.UPDATE]
+
+
+def test_a_material_change_is_told_at_once_and_a_stale_timer_moves_to_the_new_promise() -> None:
+    e = engine()
+    e.handle_event(ev("opened", 0), T0)
+    e.handle_event(ev("updated", 10, status="identified"), at_minute(10))
+    update = thread_of(e, "acme-finance")[-1]
+    assert update.kind == Kind.UPDATE and not update.no_news
+    assert update.context["changes"] == [{"field": "status", "old": "investigating", "new": "identified"}]
+    assert update.next_update_at == at_minute(25)
+    # the timer armed for 14:18 fires late: it composes nothing and moves to the promise
+    assert e.fire_timer("u|INC-1|acme-finance", ms_of(at_minute(15)), at_minute(15)) is None
+    assert e.timers.due_ms("u|INC-1|acme-finance") == ms_of(at_minute(25))
+    assert len(thread_of(e, "acme-finance")) == 2
+
+
+def test_a_resolution_ends_the_updates_and_asks_for_feedback_later() -> None:
+    e = engine()
+    e.handle_event(ev("opened", 0), T0)
+    advance(e, at_minute(20))
+    e.handle_event(ev("resolved", 20), at_minute(20))
+    assert e.timers.due_ms("u|INC-1|acme-finance") is None
+    assert e.timers.due_ms("f|INC-1|acme-finance") == ms_of(at_minute(140))  # feedback_after: 2h
+    assert e.store.thread("INC-1", "acme-finance").promised_ms is None
+    advance(e, at_minute(200))
+    assert [c.kind for c in thread_of(e, "acme-finance")] == [
+        Kind.ACKNOWLEDGMENT,
+        Kind.UPDATE,  # 14:18, before the resolution
+        Kind.RESOLUTION,
+        Kind.FEEDBACK_REQUEST,
+    ]
+    assert e.store.thread("INC-1", "acme-finance").feedback_ms is None
+
+
+def test_a_reopening_withdraws_the_feedback_request_and_resumes_the_updates() -> None:
+    e = engine()
+    e.handle_event(ev("opened", 0), T0)
+    e.handle_event(ev("resolved", 5), at_minute(5))
+    e.handle_event(ev("reopened", 30), at_minute(30))
+    assert e.timers.due_ms("f|INC-1|globex") is None
+    advance(e, at_minute(180))
+    kinds = [c.kind for c in thread_of(e, "globex")]
+    assert Kind.FEEDBACK_REQUEST not in kinds
+    assert kinds[:3] == [Kind.ACKNOWLEDGMENT, Kind.RESOLUTION, Kind.UPDATE]
+    assert kinds.count(Kind.UPDATE) == 6  # the reopening, then every 30 minutes to 17:03
+
+
+def test_an_opt_out_kept_by_the_store_stops_that_thread_only() -> None:
+    e = engine()
+    e.handle_event(ev("opened", 0), T0)
+    e.store.record_opt_out("globex", T0, "INC-1")
+    advance(e, at_minute(60))
+    assert [c.kind for c in thread_of(e, "globex")] == [Kind.ACKNOWLEDGMENT]
+    assert e.store.thread("INC-1", "globex").promised_ms is None
+    assert len(thread_of(e, "acme-finance")) == 5
+
+
+def test_unsent_promises_count_as_overdue_and_sent_ones_by_their_lateness() -> None:
+    e = engine()
+    e.handle_event(ev("opened", 0), T0)
+    acme_ack = thread_of(e, "acme-finance")[0]
+    assert e.store.begin_send(acme_ack.id, ms_of(at_minute(2)), 60_000, "t").state == "ok"
+    e.store.finish_send(acme_ack.id, "t", Status.SENT, ms_of(at_minute(2)), sent_ms=ms_of(at_minute(2)))
+    pending = open_promises(e.store)
+    assert {(p.stakeholder_id, p.kind, p.due) for p in pending} == {
+        ("acme-finance", Kind.UPDATE, at_minute(15)),
+        ("globex", Kind.UPDATE, at_minute(30)),
+        ("payments-eng", Kind.UPDATE, at_minute(30)),
+    }
+    report = promise_report(comms(e), at_minute(20), pending)
+    # acme's ack went out 2 min late; the other two acks and acme's 14:18 update are overdue
+    assert (report.promises, report.late, report.on_time, report.overdue_unsent) == (4, 1, 0, 3)
+    assert report.max_s == 120.0
