@@ -139,16 +139,9 @@ def _start_api(settings: Settings, port: int) -> tuple[uvicorn.Server, threading
     return server, thread
 
 
-def run_demo(*, keep: bool = False) -> int:
-    """Run the demo; return the process exit status.
-
-    Everything lives under ``.amends/demo`` (fresh each run): an embedded Redis with its
-    append-only file, and the SMTP server's Maildir. The review page is served while the
-    demo runs (and afterwards with ``keep``, until Ctrl-C). Afterwards
-    ``AMENDS_HOME=.amends/demo amends log`` shows what the demo sent.
-    """
-    base = Settings.from_env()
-    home = base.data_dir / "demo"
+def _prepare(base: Settings, home: Path) -> tuple[Settings, MailSink, int]:
+    """A fresh ``home`` with an embedded Redis, a mail sink and the demo's configuration, and
+    the settings that point at them; the port the API will serve on."""
     stop_embedded_redis(home / "redis")
     if home.exists():
         shutil.rmtree(home)
@@ -170,74 +163,35 @@ def run_demo(*, keep: bool = False) -> int:
         retry_min_backoff_ms=500,
         retry_max_backoff_ms=5_000,
     )
-    incident_id = f"{INCIDENT_PREFIX}-{datetime.now(UTC):%H%M%S}"
-    store = RedisStore(redis.Redis.from_url(redis_url))
-    printer = _LogPrinter(store, incident_id)
-    broker = broker_for(settings)
-    stop = threading.Event()
     print(f"embedded Redis: {redis_url}")
     print(f"SMTP server:    {sink.url} (what it receives is kept in {home / 'mail'})")
     print(f"config:         {settings.config_path}")
     print(f"templates:      {settings.templates_dir.resolve()}")
+    return settings, sink, port
+
+
+def run_demo(*, keep: bool = False) -> int:
+    """Run the demo; return the process exit status.
+
+    Everything lives under ``.amends/demo`` (fresh each run): an embedded Redis with its
+    append-only file, and the SMTP server's Maildir. The review page is served while the
+    demo runs (and afterwards with ``keep``, until Ctrl-C). Afterwards
+    ``AMENDS_HOME=.amends/demo amends log`` shows what the demo sent.
+    """
+    home = Settings.from_env().data_dir / "demo"
+    settings, sink, port = _prepare(Settings.from_env(), home)
+    incident_id = f"{INCIDENT_PREFIX}-{datetime.now(UTC):%H%M%S}"
+    printer = _LogPrinter(RedisStore(redis.Redis.from_url(settings.resolved_redis_url())), incident_id)
+    broker = broker_for(settings)
+    stop = threading.Event()
     worker = start_worker(settings, threads=4, broker=broker)
     scheduler = start_scheduler(settings, stop, broker)
     api, api_thread = _start_api(settings, port)
     print(
         f"review page:    http://127.0.0.1:{port}/  (while the demo runs; 'amends demo --keep' keeps it up)"
     )
-    ok = True
     try:
-        _say(f"{incident_id} opened: sev1, card payments failing; acknowledgments within seconds")
-        emit(
-            _event(
-                incident_id,
-                "opened",
-                {
-                    "title": "Card payments failing for some customers",
-                    "severity": "sev1",
-                    "services": ["payments"],
-                    "status": "investigating",
-                    "summary": "Card payments through our EU processor fail with a timeout.",
-                    "impact": "About 1 in 5 card payments fail; retries usually succeed.",
-                    "plan": "We are moving card traffic to the backup processor.",
-                    "owner": "Payments on-call",
-                },
-            ),
-            broker=broker,
-        )
-        ok &= _wait(printer, lambda: printer.count("acknowledgment") >= 3, 20)
-        if not ok:
-            return _finish(ok, printer, sink)
-        _say("no news yet: regular updates on each stakeholder's own cadence (6s, 8s, 12s)")
-        ok &= _wait(printer, lambda: printer.count("update") >= 4, 30)
-        _wait(printer, lambda: False, 2)  # so the change does not coincide with a regular update
-        _say("material change: cause identified, new plan; sent at once")
-        emit(
-            _event(
-                incident_id,
-                "updated",
-                {
-                    "status": "identified",
-                    "summary": "An expired certificate broke the link to the EU card processor.",
-                    "plan": "Certificate rotated; we are replaying the failed payments.",
-                },
-            ),
-            broker=broker,
-        )
-        ok &= _wait(printer, lambda: printer.count("update") >= 7, 20)
-        _wait(printer, lambda: False, 7)
-        _say(f"{incident_id} resolved: resolution now, feedback requests after each stakeholder's delay")
-        emit(
-            _event(
-                incident_id,
-                "resolved",
-                {"summary": "Payments work again; every failed payment was replayed."},
-            ),
-            broker=broker,
-        )
-        ok &= _wait(printer, lambda: printer.count("resolution") >= 3, 20)
-        ok &= _wait(printer, lambda: printer.count("feedback_request") >= 3, 30)
-        status = _finish(ok, printer, sink)
+        status = _finish(_story(incident_id, printer, lambda e: emit(e, broker=broker)), printer, sink)
         if keep:
             print(f"\nthe review page stays up at http://127.0.0.1:{port}/ ; Ctrl-C to stop", flush=True)
             _wait_for_interrupt()
@@ -253,6 +207,45 @@ def run_demo(*, keep: bool = False) -> int:
         worker.stop()
         sink.stop()
         stop_embedded_redis(home / "redis")
+
+
+def _story(incident_id: str, printer: _LogPrinter, send: Callable[[dict[str, Any]], Any]) -> bool:
+    """The incident the demo tells, event by event; True when every expected message came."""
+    _say(f"{incident_id} opened: sev1, card payments failing; acknowledgments within seconds")
+    opened = {
+        "title": "Card payments failing for some customers",
+        "severity": "sev1",
+        "services": ["payments"],
+        "status": "investigating",
+        "summary": "Card payments through our EU processor fail with a timeout.",
+        "impact": "About 1 in 5 card payments fail; retries usually succeed.",
+        "plan": "We are moving card traffic to the backup processor.",
+        "owner": "Payments on-call",
+    }
+    send(_event(incident_id, "opened", opened))
+    if not _wait(printer, lambda: printer.count("acknowledgment") >= 3, 20):
+        return False
+    _say("no news yet: regular updates on each stakeholder's own cadence (6s, 8s, 12s)")
+    ok = _wait(printer, lambda: printer.count("update") >= 4, 30)
+    _wait(printer, lambda: False, 2)  # so the change does not coincide with a regular update
+    _say("material change: cause identified, new plan; sent at once")
+    changed = {
+        "status": "identified",
+        "summary": "An expired certificate broke the link to the EU card processor.",
+        "plan": "Certificate rotated; we are replaying the failed payments.",
+    }
+    send(_event(incident_id, "updated", changed))
+    ok &= _wait(printer, lambda: printer.count("update") >= 7, 20)
+    _wait(printer, lambda: False, 7)
+    _say(f"{incident_id} resolved: resolution now, feedback requests after each stakeholder's delay")
+    send(
+        _event(
+            incident_id, "resolved", {"summary": "Payments work again; every failed payment was replayed."}
+        )
+    )
+    ok &= _wait(printer, lambda: printer.count("resolution") >= 3, 20)
+    ok &= _wait(printer, lambda: printer.count("feedback_request") >= 3, 30)
+    return ok
 
 
 def _wait_for_interrupt() -> None:
