@@ -15,10 +15,9 @@ from scheduler.cli.preview import simulate
 from scheduler.core.config import parse_config
 from scheduler.core.events import parse_event
 from scheduler.mail.render import TemplateSet
-from scheduler.service.loop import SchedulerLoop
 from scheduler.service.settings import bundled_path
 from tests.conftest import BASE_CONFIG, App, event
-from tests.test_scheduler import advance_to, at, loop  # noqa: F401  (the loop fixture)
+from tests.helpers import at
 
 EVENTS = [
     event(at=at(14, 3, 5)),
@@ -99,13 +98,13 @@ def test_preview_refuses_invalid_events_naming_them(
 
 
 @pytest.mark.real
-def test_preview_shows_what_the_live_scheduler_does(app: App, loop: SchedulerLoop) -> None:  # noqa: F811
+def test_preview_shows_what_the_live_scheduler_does(app: App) -> None:
     """For the same events and config, the preview's timeline equals what the worker and scheduler send."""
     for document in EVENTS:
-        advance_to(app, loop, parse_event(document).occurred_at)
+        app.advance_to(parse_event(document).occurred_at)
         emit(document, broker=app.broker)
         app.drain()
-    advance_to(app, loop, at(17, 0))
+    app.advance_to(at(17, 0))
     live = sorted(
         (c.stakeholder_id, c.kind, c.sent_at, c.subject) for c in app.runtime.store.communications()
     )
