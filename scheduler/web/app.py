@@ -63,7 +63,8 @@ from scheduler.web._http import HTML_HEADERS, SafeJSONResponse, invalid, page, r
 from scheduler.web.integrations import integration_router
 from scheduler.web.links import link_router
 from scheduler.web.metrics import metrics_text
-from scheduler.web.review_page import promise_words, render_review, render_sign_in, review_view
+from scheduler.web.pages import render_review, render_sign_in
+from scheduler.web.review_view import promise_words, review_view
 
 __all__ = ["create_app", "serve", "server_config"]
 

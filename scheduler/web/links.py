@@ -24,7 +24,7 @@ from scheduler.core.feedback import MAX_COMMENT_CHARS, RATINGS, FeedbackError, o
 from scheduler.mail.signing import sign, verify
 from scheduler.storage.redis_store import RedisStore
 from scheduler.web._http import forbidden, page, read_form
-from scheduler.web.review_page import (
+from scheduler.web.pages import (
     UnsubscribeChoice,
     render_feedback_page,
     render_notice,
