@@ -18,7 +18,6 @@ of secret-looking names are redacted from the access log however they are encode
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -36,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from scheduler.cli.logview import LogFilter
 from scheduler.core._validation import bounded_duration_s
-from scheduler.core.config import Config, ConfigSource
+from scheduler.core.config import Config
 from scheduler.core.events import (
     MAX_DEPTH,
     MAX_EVENT_BYTES,
@@ -49,9 +48,8 @@ from scheduler.core.events import (
 from scheduler.core.model import Communication, Incident, Kind, Status, iso_z, utc_of
 from scheduler.core.promises import ON_TIME_GRACE_S, open_promises, promise_report
 from scheduler.core.text import decode_utf8, scrub
-from scheduler.errors import AmendsError, EventError, RedisUnavailableError, SettingsError
+from scheduler.errors import EventError, RedisUnavailableError, SettingsError
 from scheduler.mail.composed import composed_text
-from scheduler.mail.signing import sign
 from scheduler.service.emitting import already_accepted, emit
 from scheduler.service.processes import broker_for
 from scheduler.service.settings import Settings
@@ -59,7 +57,10 @@ from scheduler.storage import keys
 from scheduler.storage.port import Cursor, format_cursor, parse_cursor
 from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
-from scheduler.web._http import HTML_HEADERS, SafeJSONResponse, invalid, page, read_capped, read_form
+from scheduler.web import auth
+from scheduler.web._http import HTML_HEADERS, SafeJSONResponse, invalid, page, read_capped
+from scheduler.web.auth import can_read, require_reader, require_token, review_session
+from scheduler.web.deps import Web, config_reader
 from scheduler.web.integrations import integration_router
 from scheduler.web.links import link_router
 from scheduler.web.metrics import metrics_text
@@ -70,7 +71,6 @@ __all__ = ["create_app", "serve", "server_config"]
 
 logger = logging.getLogger(__name__)
 
-REVIEW_COOKIE = "amends_review"
 _GENERATE = "generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 _REJECTED_EXCERPT_CHARS = 2000
 
@@ -85,33 +85,6 @@ def _incident_json(incident: Incident) -> dict[str, Any]:
         (k[:-3] + "_at" if k.endswith("_ms") else k): (iso_z(utc_of(v)) if k.endswith("_ms") else v)
         for k, v in incident.to_json().items()
     }
-
-
-def _config_reader(settings: Settings) -> Callable[[], Config | None]:
-    """The configuration in force, or None when there is none to read (the API runs without)."""
-    try:
-        source: ConfigSource | None = ConfigSource(settings.config_path)
-    except (AmendsError, OSError):
-        source = None
-
-    def current() -> Config | None:
-        try:
-            return source.current() if source else None
-        except (AmendsError, OSError):
-            return None
-
-    return current
-
-
-def _names(config: Callable[[], Config | None]) -> Callable[[str], str]:
-    """Stakeholder id -> its configured name (the id itself when there is no such stakeholder)."""
-
-    def name(stakeholder_id: str) -> str:
-        current = config()
-        stakeholder = current.stakeholder(stakeholder_id) if current else None
-        return stakeholder.name if stakeholder else stakeholder_id
-
-    return name
 
 
 def _grace_s(config: Config | None) -> float:
@@ -203,13 +176,25 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         raise SettingsError("\n  ".join(["cannot start the HTTP API:", *missing]))
     secret: str = settings.secret_key or ""
     token = settings.api_token
-    readers = [t for t in (token, settings.read_token) if t]
+    readers = tuple(t for t in (token, settings.read_token) if t)
     client = redis.Redis.from_url(settings.resolved_redis_url())
     store = RedisStore(client)
     timers = RedisTimerStore(client)
     broker = broker_for(settings)
-    sessions = {sign(secret, "review-session", t): t for t in readers}
-    config = _config_reader(settings)
+    config = config_reader(settings)
+    web = Web(
+        settings=settings,
+        client=client,
+        store=store,
+        timers=timers,
+        broker=broker,
+        clock=clock,
+        config=config,
+        secret=secret,
+        token=token,
+        readers=readers,
+        sessions=tuple(review_session(secret, t) for t in readers),
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -225,36 +210,7 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         openapi_url=None,
         default_response_class=SafeJSONResponse,
     )
-
-    def matches(given: str | None, expected: str) -> bool:
-        return given is not None and hmac.compare_digest(
-            given.encode("utf-8", "replace"), expected.encode("utf-8", "replace")
-        )
-
-    def bearer(request: Request) -> str | None:
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        return value.strip() if scheme.lower() == "bearer" else None
-
-    def can_read(request: Request, *, cookie: bool = False) -> bool:
-        if token is None:
-            return True
-        given = bearer(request)
-        session = request.cookies.get(REVIEW_COOKIE) if cookie else None
-        return any(matches(given, t) for t in readers) or any(matches(session, s) for s in sessions)
-
-    def require_token(request: Request) -> None:
-        """The API token: it may post events and change opt-outs."""
-        if token is not None and not matches(bearer(request), token):
-            raise HTTPException(
-                401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
-            )
-
-    def require_reader(request: Request) -> None:
-        """The API token or the read-only token."""
-        if not can_read(request):
-            raise HTTPException(
-                401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
-            )
+    app.state.web = web
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -439,7 +395,7 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         if any(name.lower() == "token" for name in request.query_params):
             # a token in an address stays in history and logs: it is never used, and leaves
             return RedirectResponse("/", status_code=303)
-        if not can_read(request, cookie=True):
+        if not can_read(request, web, cookie=True):
             return page(render_sign_in(), 401)
         now = clock()
         try:
@@ -455,7 +411,7 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
             {i: store.feedback_for(i) for i in ids},
             {o.id: o.since for o in store.opt_outs()},
             now,
-            names={sid: name for sid in _stakeholder_ids(states) if (name := _names(config)(sid))},
+            names={sid: name for sid in _stakeholder_ids(states) if (name := web.name(sid))},
             pending=_pending(config(), store, states, now),
             grace_s=_grace_s(config()),
         )
@@ -466,37 +422,13 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
     def review_message(request: Request, comm_id: str) -> Response:
         """One message as sent (headers included) for the review page; a message that could
         not be sent shows what was composed, marked as such."""
-        if not can_read(request, cookie=True):
+        if not can_read(request, web, cookie=True):
             return page(render_sign_in(), 401)
         comm = store.comm(comm_id)
         if comm is None:
             return PlainTextResponse(f"no communication {comm_id!r}", status_code=404)
         text = comm.message or composed_text(comm, config(), settings.templates_dir, secret)
         return PlainTextResponse(scrub(text), headers=HTML_HEADERS)
-
-    @app.post("/signin", response_class=HTMLResponse)
-    async def sign_in(request: Request) -> Response:
-        """The sign-in form: a valid token becomes a cookie, and the browser goes to ``/``."""
-        form = await read_form(request)
-        given = (form or {}).get("token", "")
-        if token is not None and not any(matches(given, t) for t in readers):
-            return page(render_sign_in("That token is not right."), 401)
-        signed_in = RedirectResponse("/", status_code=303)
-        if token is not None:
-            signed_in.set_cookie(
-                REVIEW_COOKIE,
-                sign(secret, "review-session", given),
-                httponly=True,
-                samesite="strict",
-                secure=request.url.scheme == "https",
-            )
-        return signed_in
-
-    @app.post("/signout", response_class=HTMLResponse)
-    def sign_out() -> Response:
-        signed_out = RedirectResponse("/", status_code=303)
-        signed_out.delete_cookie(REVIEW_COOKIE, httponly=True, samesite="strict")
-        return signed_out
 
     @app.get("/metrics", dependencies=[Depends(require_reader)])
     def metrics() -> PlainTextResponse:
@@ -528,8 +460,9 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         }
         return SafeJSONResponse({"redis": "ok", "processes": processes, "unfinished_sends": unfinished})
 
-    app.include_router(link_router(client, secret, clock, _names(config)))
-    app.include_router(integration_router(settings, store, broker, clock, require_token))
+    app.include_router(auth.router)
+    app.include_router(link_router(client, secret, clock, web.name))
+    app.include_router(integration_router(settings, store, broker, clock))
     return app
 
 

@@ -30,6 +30,7 @@ from scheduler.service.emitting import already_accepted, emit
 from scheduler.service.settings import Settings
 from scheduler.storage.redis_store import RedisStore
 from scheduler.web._http import SafeJSONResponse, invalid, read_capped
+from scheduler.web.auth import require_token
 
 __all__ = ["MAX_PAYLOAD_BYTES", "integration_router"]
 
@@ -62,7 +63,6 @@ def integration_router(
     store: RedisStore,
     broker: dramatiq.Broker,
     clock: Callable[[], datetime],
-    require_token: Callable[[Request], None],
 ) -> APIRouter:
     """The three integration routes, enqueueing on ``broker`` and keeping rejects in ``store``."""
     router = APIRouter()
