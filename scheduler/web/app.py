@@ -57,7 +57,7 @@ from scheduler.storage import keys
 from scheduler.storage.port import Cursor, format_cursor, parse_cursor
 from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
-from scheduler.web import auth
+from scheduler.web import auth, opt_outs
 from scheduler.web._http import HTML_HEADERS, SafeJSONResponse, invalid, page, read_capped
 from scheduler.web.auth import can_read, require_reader, require_token, review_session
 from scheduler.web.deps import Web, config_reader
@@ -372,21 +372,9 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
             {"incident": _incident_json(state), "communications": grouped, "feedback": answers}
         )
 
-    # -- opt-outs ------------------------------------------------------------------------
-
-    @app.get("/v1/opt-outs", dependencies=[Depends(require_reader)])
-    def list_opt_outs() -> JSONResponse:
-        """Every opt-out: from one incident's mail (``stakeholder:incident``) or from all."""
-        return SafeJSONResponse({"opt_outs": [o.as_json() for o in store.opt_outs()]})
-
-    @app.delete("/v1/opt-outs/{opt_out}", dependencies=[Depends(require_token)])
-    def undo_opt_out(opt_out: str) -> JSONResponse:
-        """Undo one opt-out: the stakeholder receives that mail again."""
-        if not store.remove_opt_out(opt_out):
-            raise HTTPException(404, f"no opt-out {opt_out!r}")
-        return SafeJSONResponse({"removed": opt_out})
-
     # -- the review page and the figures -------------------------------------------------
+
+    app.include_router(opt_outs.router)
 
     @app.get("/", response_class=HTMLResponse)
     def review(request: Request, before: str | None = None) -> Response:
