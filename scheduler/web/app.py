@@ -22,19 +22,17 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
 import redis
 import uvicorn
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from scheduler.cli.logview import LogFilter
-from scheduler.core._validation import bounded_duration_s
 from scheduler.core.config import Config
 from scheduler.core.events import (
     MAX_DEPTH,
@@ -45,7 +43,7 @@ from scheduler.core.events import (
     nested_deeper_than,
     parse_event,
 )
-from scheduler.core.model import Communication, Incident, Kind, Status, iso_z, utc_of
+from scheduler.core.model import Communication, Incident, iso_z, utc_of
 from scheduler.core.promises import ON_TIME_GRACE_S, open_promises, promise_report
 from scheduler.core.text import decode_utf8, scrub
 from scheduler.errors import EventError, RedisUnavailableError, SettingsError
@@ -54,10 +52,10 @@ from scheduler.service.emitting import already_accepted, emit
 from scheduler.service.processes import broker_for
 from scheduler.service.settings import Settings
 from scheduler.storage import keys
-from scheduler.storage.port import Cursor, format_cursor, parse_cursor
+from scheduler.storage.port import format_cursor, parse_cursor
 from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
-from scheduler.web import auth, opt_outs
+from scheduler.web import auth, incidents, log, opt_outs
 from scheduler.web._http import HTML_HEADERS, SafeJSONResponse, invalid, page, read_capped
 from scheduler.web.auth import can_read, require_reader, require_token, review_session
 from scheduler.web.deps import Web, config_reader
@@ -77,14 +75,6 @@ _REJECTED_EXCERPT_CHARS = 2000
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _incident_json(incident: Incident) -> dict[str, Any]:
-    """The incident with its ``*_ms`` times as ISO 8601 ``*_at`` fields."""
-    return {
-        (k[:-3] + "_at" if k.endswith("_ms") else k): (iso_z(utc_of(v)) if k.endswith("_ms") else v)
-        for k, v in incident.to_json().items()
-    }
 
 
 def _grace_s(config: Config | None) -> float:
@@ -301,79 +291,8 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
             return SafeJSONResponse({"detail": "Redis did not answer; nothing was enqueued"}, status_code=503)
         return SafeJSONResponse(answer, status_code=202 if answer["status"] == "enqueued" else 200)
 
-    # -- the log and incidents -----------------------------------------------------------
-
-    @app.get("/v1/communications", dependencies=[Depends(require_reader)])
-    def communications(
-        incident: str | None = None,
-        stakeholder: str | None = None,
-        kind: str | None = None,
-        status: str | None = None,
-        since: str | None = None,
-        limit: int = Query(100, ge=1, le=1_000),
-        cursor: str | None = None,
-    ) -> JSONResponse:
-        """The log, newest first, one page of ``limit``; ``next_cursor`` (null on the last
-        page) is passed back as ``cursor`` for the next one. Fields as ``amends log --json``."""
-        errors = []
-        after: Cursor | None = None
-        if cursor is not None:
-            try:
-                after = parse_cursor(cursor)
-            except ValueError as e:
-                errors.append(("cursor", str(e)))
-        if kind is not None and kind not in set(Kind):
-            errors.append(("kind", f"must be one of {', '.join(Kind)}"))
-        if status is not None and status not in set(Status):
-            errors.append(("status", f"must be one of {', '.join(Status)}"))
-        since_at = None
-        if since is not None:
-            try:
-                since_at = clock() - timedelta(seconds=bounded_duration_s(since))
-            except (ValueError, OverflowError) as e:
-                errors.append(("since", str(e)))
-        if errors:
-            return invalid(errors)
-        keep = LogFilter(incident, stakeholder, kind, status)
-        found, following = store.page(keep.keeps, limit, after, since_at)
-        return SafeJSONResponse(
-            {
-                "communications": [c.as_json() for c in found],
-                "next_cursor": format_cursor(following) if following else None,
-            }
-        )
-
-    @app.get("/v1/communications/{comm_id}", dependencies=[Depends(require_reader)])
-    def communication(comm_id: str) -> JSONResponse:
-        """One communication with the full message as sent, headers included."""
-        comm = store.comm(comm_id)
-        if comm is None:
-            raise HTTPException(404, f"no communication {comm_id!r}")
-        return SafeJSONResponse({**comm.as_json(), "message": comm.message})
-
-    @app.get("/v1/incidents", dependencies=[Depends(require_reader)])
-    def incidents() -> JSONResponse:
-        """Every incident's current state, newest first."""
-        states = (store.incident(i) for i in reversed(store.incident_ids()))
-        return SafeJSONResponse({"incidents": [_incident_json(s) for s in states if s is not None]})
-
-    @app.get("/v1/incidents/{incident_id}", dependencies=[Depends(require_reader)])
-    def incident(incident_id: str) -> JSONResponse:
-        """One incident: its state, its communications by stakeholder, and the feedback received."""
-        state = store.incident(incident_id)
-        if state is None:
-            raise HTTPException(404, f"no incident {incident_id!r}")
-        grouped: dict[str, list[dict[str, Any]]] = {sid: [] for sid in state.stakeholders}
-        for comm in store.communications():
-            if comm.incident_id == incident_id:
-                grouped.setdefault(comm.stakeholder_id, []).append(comm.as_json())
-        answers = {sid: f.as_json() for sid, f in store.feedback_for(incident_id).items()}
-        return SafeJSONResponse(
-            {"incident": _incident_json(state), "communications": grouped, "feedback": answers}
-        )
-
-    # -- the review page and the figures -------------------------------------------------
-
+    app.include_router(log.router)
+    app.include_router(incidents.router)
     app.include_router(opt_outs.router)
 
     @app.get("/", response_class=HTMLResponse)
