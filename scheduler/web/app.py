@@ -24,35 +24,30 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import redis
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from scheduler.core.config import Config
-from scheduler.core.model import Communication, Incident, iso_z, utc_of
-from scheduler.core.promises import ON_TIME_GRACE_S, open_promises, promise_report
+from scheduler.core.model import Communication, iso_z, utc_of
+from scheduler.core.promises import open_promises, promise_report
 from scheduler.core.text import scrub
 from scheduler.errors import SettingsError
-from scheduler.mail.composed import composed_text
 from scheduler.service.processes import broker_for
 from scheduler.service.settings import Settings
 from scheduler.storage import keys
-from scheduler.storage.port import format_cursor, parse_cursor
 from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
-from scheduler.web import auth, incidents, intake, log, opt_outs
-from scheduler.web._http import HTML_HEADERS, SafeJSONResponse, invalid, page
-from scheduler.web.auth import can_read, require_reader, review_session
+from scheduler.web import auth, incidents, intake, log, opt_outs, review
+from scheduler.web._http import SafeJSONResponse, invalid
+from scheduler.web.auth import require_reader, review_session
 from scheduler.web.deps import Web, config_reader
 from scheduler.web.integrations import integration_router
 from scheduler.web.links import link_router
 from scheduler.web.metrics import metrics_text
-from scheduler.web.pages import render_review, render_sign_in
-from scheduler.web.review_view import promise_words, review_view
 
 __all__ = ["create_app", "serve", "server_config"]
 
@@ -63,43 +58,6 @@ _GENERATE = "generate one: python -c 'import secrets; print(secrets.token_urlsaf
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _grace_s(config: Config | None) -> float:
-    return float(config.kept_within) if config else ON_TIME_GRACE_S
-
-
-def _stakeholder_ids(states: list[Incident]) -> set[str]:
-    return {sid for state in states for sid in state.stakeholders}
-
-
-def _pending(
-    config: Config | None, store: RedisStore, states: list[Incident], now: datetime
-) -> dict[tuple[str, str], tuple[datetime, str]]:
-    """Each thread's promise not composed yet, with its words for the review page."""
-    found: dict[tuple[str, str], tuple[datetime, str]] = {}
-    severity = {s.id: s.severity for s in states}
-    for promise in open_promises(store):
-        stakeholder = config.stakeholder(promise.stakeholder_id) if config else None
-        tz = config.timezone_of(stakeholder) if config and stakeholder else "UTC"
-        quiet = config.quiet_hours_of(stakeholder) if config and stakeholder else None
-        if (
-            config
-            and stakeholder
-            and config.overrides_quiet_hours(stakeholder, severity.get(promise.incident_id, ""))
-        ):
-            quiet = None
-        words = promise_words(
-            promise.kind,
-            promise.due,
-            now,
-            timezone=tz,
-            quiet_hours=quiet,
-            business_hours=config.business_hours if config else None,
-            grace_s=_grace_s(config),
-        )
-        found[(promise.incident_id, promise.stakeholder_id)] = (promise.due, words)
-    return found
 
 
 def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], datetime] = _utcnow) -> FastAPI:
@@ -181,53 +139,14 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
     app.include_router(incidents.router)
     app.include_router(opt_outs.router)
 
-    @app.get("/", response_class=HTMLResponse)
-    def review(request: Request, before: str | None = None) -> Response:
-        """The incidents, newest first, 20 a page, each with every stakeholder's timeline and
-        feedback; ``?before=`` (the page's "older incidents" link) continues after a page."""
-        if any(name.lower() == "token" for name in request.query_params):
-            # a token in an address stays in history and logs: it is never used, and leaves
-            return RedirectResponse("/", status_code=303)
-        if not can_read(request, web, cookie=True):
-            return page(render_sign_in(), 401)
-        now = clock()
-        try:
-            after = parse_cursor(before) if before else None
-        except ValueError:
-            return RedirectResponse("/", status_code=303)
-        ids, following = store.incident_page(_REVIEW_PAGE, after)
-        states = [s for s in (store.incident(i) for i in ids) if s is not None]
-        shown = set(ids)
-        view = review_view(
-            [s.to_json() for s in states],
-            (c for c in store.communications() if c.incident_id in shown),
-            {i: store.feedback_for(i) for i in ids},
-            {o.id: o.since for o in store.opt_outs()},
-            now,
-            names={sid: name for sid in _stakeholder_ids(states) if (name := web.name(sid))},
-            pending=_pending(config(), store, states, now),
-            grace_s=_grace_s(config()),
-        )
-        older = f"/?before={quote(format_cursor(following), safe='')}" if following else ""
-        return page(render_review(view, now, _grace_s(config()), older))
-
-    @app.get("/review/messages/{comm_id}", response_class=PlainTextResponse)
-    def review_message(request: Request, comm_id: str) -> Response:
-        """One message as sent (headers included) for the review page; a message that could
-        not be sent shows what was composed, marked as such."""
-        if not can_read(request, web, cookie=True):
-            return page(render_sign_in(), 401)
-        comm = store.comm(comm_id)
-        if comm is None:
-            return PlainTextResponse(f"no communication {comm_id!r}", status_code=404)
-        text = comm.message or composed_text(comm, config(), settings.templates_dir, secret)
-        return PlainTextResponse(scrub(text), headers=HTML_HEADERS)
+    app.include_router(review.router)
+    app.include_router(auth.router)
 
     @app.get("/metrics", dependencies=[Depends(require_reader)])
     def metrics() -> PlainTextResponse:
         """Prometheus text format: communications by kind and status, lateness, timers, rejects."""
         comms: list[Communication] = list(store.communications())
-        overdue = promise_report([], clock(), open_promises(store), _grace_s(config())).overdue_unsent
+        overdue = promise_report([], clock(), open_promises(store), web.grace_s()).overdue_unsent
         text = metrics_text(comms, timers.armed_count(), int(client.llen(keys.REJECTED)), overdue)
         return PlainTextResponse(scrub(text), media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -253,14 +172,10 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         }
         return SafeJSONResponse({"redis": "ok", "processes": processes, "unfinished_sends": unfinished})
 
-    app.include_router(auth.router)
     app.include_router(link_router(client, secret, clock, web.name))
     app.include_router(integration_router(settings, store, broker, clock))
     return app
 
-
-_REVIEW_PAGE = 20
-"""Incidents on one page of the review page."""
 
 _STALE_HEARTBEAT_MS = 30_000
 """Processes beat every 5 s; one silent for 30 s is reported stale."""

@@ -22,7 +22,7 @@ from scheduler.service.settings import Settings
 from scheduler.storage.port import Store
 from scheduler.storage.timers import TimerStore
 
-__all__ = ["Web", "WebDep", "config_reader", "web_of"]
+__all__ = ["Web", "WebDep", "config_reader", "grace_s", "web_of"]
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,13 @@ class Web:
         return stakeholder.name if stakeholder else stakeholder_id
 
     def grace_s(self) -> float:
-        """How late a message may go out and still keep its promise."""
-        current = self.config()
-        return float(current.kept_within) if current else ON_TIME_GRACE_S
+        """How late a message may go out and still keep its promise, as configured now."""
+        return grace_s(self.config())
+
+
+def grace_s(config: Config | None) -> float:
+    """How late a message may go out under ``config`` and still keep its promise."""
+    return float(config.kept_within) if config else ON_TIME_GRACE_S
 
 
 def web_of(request: Request) -> Web:
