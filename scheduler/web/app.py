@@ -28,26 +28,21 @@ from urllib.parse import unquote
 
 import redis
 import uvicorn
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 
-from scheduler.core.model import Communication, iso_z, utc_of
-from scheduler.core.promises import open_promises, promise_report
-from scheduler.core.text import scrub
 from scheduler.errors import SettingsError
 from scheduler.service.processes import broker_for
 from scheduler.service.settings import Settings
-from scheduler.storage import keys
 from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
-from scheduler.web import auth, incidents, intake, log, opt_outs, review
+from scheduler.web import auth, health, incidents, intake, log, metrics, opt_outs, review
 from scheduler.web._http import SafeJSONResponse, invalid
-from scheduler.web.auth import require_reader, review_session
+from scheduler.web.auth import review_session
 from scheduler.web.deps import Web, config_reader
 from scheduler.web.integrations import integration_router
 from scheduler.web.links import link_router
-from scheduler.web.metrics import metrics_text
 
 __all__ = ["create_app", "serve", "server_config"]
 
@@ -142,45 +137,12 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
     app.include_router(review.router)
     app.include_router(auth.router)
 
-    @app.get("/metrics", dependencies=[Depends(require_reader)])
-    def metrics() -> PlainTextResponse:
-        """Prometheus text format: communications by kind and status, lateness, timers, rejects."""
-        comms: list[Communication] = list(store.communications())
-        overdue = promise_report([], clock(), open_promises(store), web.grace_s()).overdue_unsent
-        text = metrics_text(comms, timers.armed_count(), int(client.llen(keys.REJECTED)), overdue)
-        return PlainTextResponse(scrub(text), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    @app.get("/healthz")
-    def healthz() -> JSONResponse:
-        """Redis, and each worker's and scheduler's last heartbeat (``stale`` past 30 s)."""
-        try:
-            client.ping()
-            beats = store.heartbeats()
-            unfinished = store.unfinished_count()
-        except redis.RedisError:
-            return SafeJSONResponse({"redis": "unavailable"}, status_code=503)
-        now_ms = int(clock().timestamp() * 1000)
-        processes = {
-            name: {
-                "role": beat.get("role", "?"),
-                "last_heartbeat": iso_z(utc_of(beat.get("at_ms"))),
-                "age_s": round((now_ms - int(beat.get("at_ms", 0))) / 1000, 1),
-                "stale": now_ms - int(beat.get("at_ms", 0)) > _STALE_HEARTBEAT_MS,
-            }
-            for name, beat in sorted(beats.items())
-            if now_ms - int(beat.get("at_ms", 0)) < _FORGET_HEARTBEAT_MS
-        }
-        return SafeJSONResponse({"redis": "ok", "processes": processes, "unfinished_sends": unfinished})
-
+    app.include_router(metrics.router)
+    app.include_router(health.router)
     app.include_router(link_router(client, secret, clock, web.name))
     app.include_router(integration_router(settings, store, broker, clock))
     return app
 
-
-_STALE_HEARTBEAT_MS = 30_000
-"""Processes beat every 5 s; one silent for 30 s is reported stale."""
-_FORGET_HEARTBEAT_MS = 86_400_000
-"""A process silent for a day is no longer listed."""
 
 _SECRET_NAME = re.compile(r"(?i)token|sig|secret|passw|key|auth")
 
