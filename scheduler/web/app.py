@@ -1,5 +1,10 @@
-"""The HTTP API (``amends serve``): event ingestion, log and incident queries, feedback and
-unsubscribe links, opt-outs, the review page, ``/metrics`` and ``/healthz``.
+"""The HTTP API (``amends serve``): ``create_app`` builds what the routes share and includes each router.
+
+The routes: ``POST /v1/events`` (:mod:`.intake`), ``/v1/communications`` (:mod:`.log`),
+``/v1/incidents`` (:mod:`.incidents`), ``/v1/opt-outs`` (:mod:`.opt_outs`), the review
+page ``/`` (:mod:`.review`) and its sign-in (:mod:`.auth`), ``/metrics`` (:mod:`.metrics`),
+``/healthz`` (:mod:`.health`), feedback and unsubscribe links (:mod:`.links`) and
+``/v1/integrations/*`` (:mod:`.integrations`). Each route asks for the app's :class:`.deps.Web`.
 
 Authentication: posting events and undoing opt-outs need ``Authorization: Bearer
 $AMENDS_API_TOKEN``; reading (the log, incidents, opt-outs, ``/metrics``) takes that token
@@ -19,12 +24,10 @@ of secret-looking names are redacted from the access log however they are encode
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
 
 import redis
 import uvicorn
@@ -37,12 +40,21 @@ from scheduler.service.processes import broker_for
 from scheduler.service.settings import Settings
 from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
-from scheduler.web import auth, health, incidents, intake, log, metrics, opt_outs, review
+from scheduler.web import (
+    auth,
+    health,
+    incidents,
+    intake,
+    integrations,
+    links,
+    log,
+    metrics,
+    opt_outs,
+    review,
+)
 from scheduler.web._http import SafeJSONResponse, invalid
-from scheduler.web.auth import review_session
+from scheduler.web.access_log import RedactSecrets
 from scheduler.web.deps import Web, config_reader
-from scheduler.web.integrations import integration_router
-from scheduler.web.links import link_router
 
 __all__ = ["create_app", "serve", "server_config"]
 
@@ -50,17 +62,27 @@ logger = logging.getLogger(__name__)
 
 _GENERATE = "generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
+_ROUTERS = (
+    intake.router,
+    log.router,
+    incidents.router,
+    opt_outs.router,
+    review.router,
+    auth.router,
+    metrics.router,
+    health.router,
+    links.router,
+    integrations.router,
+)
+"""Every route of the API, included in this order."""
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], datetime] = _utcnow) -> FastAPI:
-    """The API on ``settings``' Redis; SettingsError names every missing setting at once.
-
-    ``AMENDS_API_TOKEN`` is required unless ``demo``; ``AMENDS_SECRET_KEY`` always, since
-    it verifies feedback and unsubscribe links. ``clock`` is read once per request.
-    """
+def _check(settings: Settings, demo: bool) -> None:
+    """SettingsError naming every setting the API cannot start without."""
     missing = []
     if not settings.api_token and not demo:
         missing.append(f"AMENDS_API_TOKEN is not set; API clients send it as a bearer token; {_GENERATE}")
@@ -71,33 +93,63 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         )
     if missing:
         raise SettingsError("\n  ".join(["cannot start the HTTP API:", *missing]))
-    secret: str = settings.secret_key or ""
-    token = settings.api_token
-    readers = tuple(t for t in (token, settings.read_token) if t)
+
+
+def _web(settings: Settings, clock: Callable[[], datetime]) -> Web:
+    """The dependencies every route shares, on ``settings``' Redis."""
+    secret = settings.secret_key or ""
+    readers = tuple(t for t in (settings.api_token, settings.read_token) if t)
     client = redis.Redis.from_url(settings.resolved_redis_url())
-    store = RedisStore(client)
-    timers = RedisTimerStore(client)
-    broker = broker_for(settings)
-    config = config_reader(settings)
-    web = Web(
+    return Web(
         settings=settings,
         client=client,
-        store=store,
-        timers=timers,
-        broker=broker,
+        store=RedisStore(client),
+        timers=RedisTimerStore(client),
+        broker=broker_for(settings),
         clock=clock,
-        config=config,
+        config=config_reader(settings),
+        integrations=integrations.mapping_source(settings),
         secret=secret,
-        token=token,
+        token=settings.api_token,
         readers=readers,
-        sessions=tuple(review_session(secret, t) for t in readers),
+        sessions=tuple(auth.review_session(secret, t) for t in readers),
     )
+
+
+async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    return invalid((str(e["loc"][-1]) if e["loc"] else "", str(e["msg"])) for e in exc.errors())
+
+
+async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    return SafeJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _redis_down(_: Request, exc: redis.RedisError) -> JSONResponse:
+    logger.warning("Redis did not answer: %s", type(exc).__name__)
+    return SafeJSONResponse({"detail": "Redis did not answer; try again shortly"}, status_code=503)
+
+
+async def _common_headers(request: Request, call_next: Callable[[Request], Any]) -> Response:
+    response: Response = await call_next(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], datetime] = _utcnow) -> FastAPI:
+    """The API on ``settings``' Redis; SettingsError names every missing setting at once.
+
+    ``AMENDS_API_TOKEN`` is required unless ``demo``; ``AMENDS_SECRET_KEY`` always, since
+    it verifies feedback and unsubscribe links. ``clock`` is read once per request.
+    """
+    _check(settings, demo)
+    web = _web(settings, clock)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        broker.close()
-        client.close()
+        web.broker.close()
+        web.client.close()
 
     app = FastAPI(
         title="amends",
@@ -106,78 +158,25 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
         redoc_url=None,
         openapi_url=None,
         default_response_class=SafeJSONResponse,
+        exception_handlers={
+            RequestValidationError: _bad_request,
+            HTTPException: _http_error,
+            redis.RedisError: _redis_down,
+        },
     )
     app.state.web = web
-
-    @app.exception_handler(RequestValidationError)
-    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return invalid((str(e["loc"][-1]) if e["loc"] else "", str(e["msg"])) for e in exc.errors())
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return SafeJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(redis.RedisError)
-    async def redis_down(_: Request, exc: redis.RedisError) -> JSONResponse:
-        logger.warning("Redis did not answer: %s", type(exc).__name__)
-        return SafeJSONResponse({"detail": "Redis did not answer; try again shortly"}, status_code=503)
-
-    @app.middleware("http")
-    async def common_headers(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        response: Response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        return response
-
-    app.include_router(intake.router)
-    app.include_router(log.router)
-    app.include_router(incidents.router)
-    app.include_router(opt_outs.router)
-
-    app.include_router(review.router)
-    app.include_router(auth.router)
-
-    app.include_router(metrics.router)
-    app.include_router(health.router)
-    app.include_router(link_router(client, secret, clock, web.name))
-    app.include_router(integration_router(settings, store, broker, clock))
+    app.middleware("http")(_common_headers)
+    for router in _ROUTERS:
+        app.include_router(router)
     return app
-
-
-_SECRET_NAME = re.compile(r"(?i)token|sig|secret|passw|key|auth")
-
-
-def _redacted(target: str) -> str:
-    """``target`` (a path with its query) with the value of every secret-looking query
-    field replaced; names are decoded first, so ``%74oken`` is seen as ``token``."""
-    path, sep, query = target.partition("?")
-    if not sep:
-        return target
-    fields = []
-    for field in re.split(r"[&;]", query):
-        name, equals, _ = field.partition("=")
-        decoded = name
-        for _ in range(4):  # %2574oken decodes to %74oken, then to token
-            decoded = unquote(decoded.replace("+", " "))
-        fields.append(f"{name}=[redacted]" if equals and _SECRET_NAME.search(decoded) else field)
-    return f"{path}?{'&'.join(fields)}"
-
-
-class _RedactSecrets(logging.Filter):
-    """Keeps tokens and link signatures in query strings out of the access log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(_redacted(a) if isinstance(a, str) and "?" in a else a for a in record.args)
-        return True
 
 
 def server_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
     """uvicorn's configuration for the API, with link signatures and tokens kept out of its log."""
     config = uvicorn.Config(app, host=host, port=port, server_header=False, log_level="info")
     access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, _RedactSecrets) for f in access.filters):
-        access.addFilter(_RedactSecrets())
+    if not any(isinstance(f, RedactSecrets) for f in access.filters):
+        access.addFilter(RedactSecrets())
     return config
 
 

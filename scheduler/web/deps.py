@@ -15,7 +15,7 @@ import dramatiq
 import redis
 from fastapi import Depends, Request
 
-from scheduler.core.config import Config, ConfigSource
+from scheduler.core.config import Config, ConfigSource, Integrations
 from scheduler.core.promises import ON_TIME_GRACE_S
 from scheduler.errors import AmendsError
 from scheduler.service.settings import Settings
@@ -39,6 +39,8 @@ class Web:
     """Read once per request."""
     config: Callable[[], Config | None]
     """The configuration in force, or None when there is none to read."""
+    integrations: Callable[[], Integrations]
+    """The ``integrations:`` section in force, for the routes other tools post to."""
     secret: str
     """``AMENDS_SECRET_KEY``: signs and verifies links and review cookies."""
     token: str | None
