@@ -116,6 +116,15 @@ def _web(settings: Settings, clock: Callable[[], datetime]) -> Web:
     )
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Closes the app's broker and Redis client when the server stops."""
+    yield
+    web: Web = app.state.web
+    web.broker.close()
+    web.client.close()
+
+
 async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
     return invalid((str(e["loc"][-1]) if e["loc"] else "", str(e["msg"])) for e in exc.errors())
 
@@ -143,17 +152,9 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
     it verifies feedback and unsubscribe links. ``clock`` is read once per request.
     """
     _check(settings, demo)
-    web = _web(settings, clock)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        web.broker.close()
-        web.client.close()
-
     app = FastAPI(
         title="amends",
-        lifespan=lifespan,
+        lifespan=_lifespan,
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -164,7 +165,7 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
             redis.RedisError: _redis_down,
         },
     )
-    app.state.web = web
+    app.state.web = _web(settings, clock)
     app.middleware("http")(_common_headers)
     for router in _ROUTERS:
         app.include_router(router)

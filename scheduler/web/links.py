@@ -32,14 +32,13 @@ __all__ = ["router"]
 
 _UNREADABLE = "The form could not be read. Please go back to the page and send it again."
 
+router = APIRouter()
+
 
 def _rating(text: str | None) -> int | None:
     """A rating 1-5 from a form or a link, or None for anything else."""
     value = int(text) if text and text.isascii() and text.isdigit() and len(text) == 1 else None
     return value if value in RATINGS else None
-
-
-router = APIRouter()
 
 
 # -- feedback -----------------------------------------------------------------------

@@ -1,5 +1,8 @@
-"""The review page's view: each incident with every stakeholder's timeline, feedback,
-opt-outs and the promise still to keep, in words and as a timeline picture."""
+"""The review page's view model: each incident with every stakeholder's timeline, feedback and opt-out.
+
+Each thread's promise still to keep is told in words (:func:`promise_words`), and each
+incident is drawn as a timeline picture (:mod:`scheduler.web.timeline_svg`).
+"""
 
 from __future__ import annotations
 
