@@ -1,4 +1,4 @@
-"""The pages feedback and unsubscribe links open.
+"""``/feedback/…`` and ``/unsubscribe/…``: the pages feedback and unsubscribe links open.
 
 Opening a link (GET) never records anything: mail scanners fetch every link in a
 message. A rating link shows the feedback form with that rating chosen; the reader's
