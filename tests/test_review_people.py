@@ -15,7 +15,7 @@ from scheduler.cli.main import main
 from scheduler.service.loop import SchedulerLoop
 from scheduler.service.processes import timer_sender
 from scheduler.storage.timers import RedisTimerStore
-from scheduler.web.review_page import promise_words
+from scheduler.web.review_view import promise_words
 from tests.conftest import BASE_CONFIG, App, event
 from tests.test_review_page import CHROMIUM, TOKEN, at, base_url, post_event
 

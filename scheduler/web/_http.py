@@ -11,7 +11,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from scheduler.core.text import scrub
-from scheduler.web.review_page import render_notice
+from scheduler.web.pages import render_notice
 
 __all__ = [
     "HTML_HEADERS",

@@ -5,13 +5,33 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from scheduler.core.model import Communication, Kind, Status
-from scheduler.storage.keys import REJECTED_KEEP
+from fastapi import APIRouter, Depends
+from fastapi.responses import PlainTextResponse
 
-__all__ = ["LATENESS_BUCKETS_S", "metrics_text"]
+from scheduler.core.model import Communication, Kind, Status
+from scheduler.core.promises import open_promises, promise_report
+from scheduler.core.text import scrub
+from scheduler.storage import keys
+from scheduler.storage.keys import REJECTED_KEEP
+from scheduler.web.auth import require_reader
+from scheduler.web.deps import WebDep
+
+__all__ = ["LATENESS_BUCKETS_S", "metrics_text", "router"]
 
 LATENESS_BUCKETS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 """Upper bounds of the lateness histogram's buckets; ``+Inf`` follows."""
+
+router = APIRouter()
+
+
+@router.get("/metrics", dependencies=[Depends(require_reader)])
+def metrics(web: WebDep) -> PlainTextResponse:
+    """Prometheus text format: communications by kind and status, lateness, timers, rejects."""
+    comms: list[Communication] = list(web.store.communications())
+    overdue = promise_report([], web.clock(), open_promises(web.store), web.grace_s()).overdue_unsent
+    rejected = int(web.client.llen(keys.REJECTED))
+    text = metrics_text(comms, web.timers.armed_count(), rejected, overdue)
+    return PlainTextResponse(scrub(text), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 def _label(value: str) -> str:

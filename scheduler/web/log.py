@@ -1,0 +1,71 @@
+"""``/v1/communications``: the communications log, a page at a time, and one message as sent."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import JSONResponse
+
+from scheduler.cli.logview import LogFilter
+from scheduler.core._validation import bounded_duration_s
+from scheduler.core.model import Kind, Status
+from scheduler.storage.port import Cursor, format_cursor, parse_cursor
+from scheduler.web._http import SafeJSONResponse, invalid
+from scheduler.web.auth import require_reader
+from scheduler.web.deps import WebDep
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/v1/communications", dependencies=[Depends(require_reader)])
+def communications(
+    web: WebDep,
+    incident: str | None = None,
+    stakeholder: str | None = None,
+    kind: str | None = None,
+    status: str | None = None,
+    since: str | None = None,
+    limit: int = Query(100, ge=1, le=1_000),
+    cursor: str | None = None,
+) -> JSONResponse:
+    """The log, newest first, one page of ``limit``; ``next_cursor`` (null on the last
+    page) is passed back as ``cursor`` for the next one. Fields as ``amends log --json``."""
+    errors = []
+    after: Cursor | None = None
+    if cursor is not None:
+        try:
+            after = parse_cursor(cursor)
+        except ValueError as e:
+            errors.append(("cursor", str(e)))
+    if kind is not None and kind not in set(Kind):
+        errors.append(("kind", f"must be one of {', '.join(Kind)}"))
+    if status is not None and status not in set(Status):
+        errors.append(("status", f"must be one of {', '.join(Status)}"))
+    since_at = None
+    if since is not None:
+        try:
+            since_at = web.clock() - timedelta(seconds=bounded_duration_s(since))
+        except (ValueError, OverflowError) as e:
+            errors.append(("since", str(e)))
+    if errors:
+        return invalid(errors)
+    keep = LogFilter(incident, stakeholder, kind, status)
+    found, following = web.store.page(keep.keeps, limit, after, since_at)
+    return SafeJSONResponse(
+        {
+            "communications": [c.as_json() for c in found],
+            "next_cursor": format_cursor(following) if following else None,
+        }
+    )
+
+
+@router.get("/v1/communications/{comm_id}", dependencies=[Depends(require_reader)])
+def communication(comm_id: str, web: WebDep) -> JSONResponse:
+    """One communication with the full message as sent, headers included."""
+    comm = web.store.comm(comm_id)
+    if comm is None:
+        raise HTTPException(404, f"no communication {comm_id!r}")
+    return SafeJSONResponse({**comm.as_json(), "message": comm.message})

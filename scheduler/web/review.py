@@ -1,0 +1,111 @@
+"""The review page ``/``: incidents with every stakeholder's timeline, and each message as sent.
+
+It takes a reader's bearer token or the cookie :mod:`scheduler.web.auth`'s sign-in form
+sets; without either it answers the sign-in form (401). A token given as ``/?token=`` is
+never used: the page redirects to ``/`` so that it leaves the address bar.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+
+from scheduler.core.config import Config
+from scheduler.core.model import Incident
+from scheduler.core.promises import open_promises
+from scheduler.core.text import scrub
+from scheduler.mail.composed import composed_text
+from scheduler.storage.port import Store, format_cursor, parse_cursor
+from scheduler.web._http import HTML_HEADERS, page
+from scheduler.web.auth import can_read
+from scheduler.web.deps import WebDep, grace_s
+from scheduler.web.pages import render_review, render_sign_in
+from scheduler.web.review_view import promise_words, review_view
+
+__all__ = ["REVIEW_PAGE", "router"]
+
+REVIEW_PAGE = 20
+"""Incidents on one page of the review page."""
+
+router = APIRouter()
+
+
+def _stakeholder_ids(states: list[Incident]) -> set[str]:
+    return {sid for state in states for sid in state.stakeholders}
+
+
+def _pending(
+    config: Config | None, store: Store, states: list[Incident], now: datetime
+) -> dict[tuple[str, str], tuple[datetime, str]]:
+    """Each thread's promise not composed yet, with its words for the review page."""
+    found: dict[tuple[str, str], tuple[datetime, str]] = {}
+    severity = {s.id: s.severity for s in states}
+    for promise in open_promises(store):
+        stakeholder = config.stakeholder(promise.stakeholder_id) if config else None
+        tz = config.timezone_of(stakeholder) if config and stakeholder else "UTC"
+        quiet = config.quiet_hours_of(stakeholder) if config and stakeholder else None
+        if (
+            config
+            and stakeholder
+            and config.overrides_quiet_hours(stakeholder, severity.get(promise.incident_id, ""))
+        ):
+            quiet = None
+        words = promise_words(
+            promise.kind,
+            promise.due,
+            now,
+            timezone=tz,
+            quiet_hours=quiet,
+            business_hours=config.business_hours if config else None,
+            grace_s=grace_s(config),
+        )
+        found[(promise.incident_id, promise.stakeholder_id)] = (promise.due, words)
+    return found
+
+
+@router.get("/", response_class=HTMLResponse)
+def review(request: Request, web: WebDep, before: str | None = None) -> Response:
+    """The incidents, newest first, 20 a page, each with every stakeholder's timeline and
+    feedback; ``?before=`` (the page's "older incidents" link) continues after a page."""
+    if any(name.lower() == "token" for name in request.query_params):
+        # a token in an address stays in history and logs: it is never used, and leaves
+        return RedirectResponse("/", status_code=303)
+    if not can_read(request, web, cookie=True):
+        return page(render_sign_in(), 401)
+    now = web.clock()
+    try:
+        after = parse_cursor(before) if before else None
+    except ValueError:
+        return RedirectResponse("/", status_code=303)
+    store = web.store
+    ids, following = store.incident_page(REVIEW_PAGE, after)
+    states = [s for s in (store.incident(i) for i in ids) if s is not None]
+    shown = set(ids)
+    view = review_view(
+        [s.to_json() for s in states],
+        (c for c in store.communications() if c.incident_id in shown),
+        {i: store.feedback_for(i) for i in ids},
+        {o.id: o.since for o in store.opt_outs()},
+        now,
+        names={sid: name for sid in _stakeholder_ids(states) if (name := web.name(sid))},
+        pending=_pending(web.config(), store, states, now),
+        grace_s=web.grace_s(),
+    )
+    older = f"/?before={quote(format_cursor(following), safe='')}" if following else ""
+    return page(render_review(view, now, web.grace_s(), older))
+
+
+@router.get("/review/messages/{comm_id}", response_class=PlainTextResponse)
+def review_message(request: Request, comm_id: str, web: WebDep) -> Response:
+    """One message as sent (headers included) for the review page; a message that could
+    not be sent shows what was composed, marked as such."""
+    if not can_read(request, web, cookie=True):
+        return page(render_sign_in(), 401)
+    comm = web.store.comm(comm_id)
+    if comm is None:
+        return PlainTextResponse(f"no communication {comm_id!r}", status_code=404)
+    text = comm.message or composed_text(comm, web.config(), web.settings.templates_dir, web.secret)
+    return PlainTextResponse(scrub(text), headers=HTML_HEADERS)
