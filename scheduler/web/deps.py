@@ -19,8 +19,7 @@ from scheduler.core.config import Config, ConfigSource, Integrations
 from scheduler.core.promises import ON_TIME_GRACE_S
 from scheduler.errors import AmendsError
 from scheduler.service.settings import Settings
-from scheduler.storage.port import Store
-from scheduler.storage.timers import TimerStore
+from scheduler.storage.port import Store, TimerStore
 
 __all__ = ["Web", "WebDep", "config_reader", "grace_s", "web_of"]
 
