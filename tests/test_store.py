@@ -16,11 +16,17 @@ from scheduler.storage.redis_store import RedisStore
 from tests.helpers import draft_builder
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.real)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.real),
+        pytest.param("cluster", marks=pytest.mark.real),
+    ]
+)
 def store(request: pytest.FixtureRequest) -> Store:
     if request.param == "memory":
         return MemoryStore()
-    client: redis.Redis = request.getfixturevalue("redis_client")
+    client: redis.Redis = request.getfixturevalue(f"{request.param}_client")
     return RedisStore(client)
 
 

@@ -83,7 +83,7 @@ class MemoryStore:
                 self._opened.setdefault(incident_id, record.incident.opened_ms)
             return record
 
-    def mark_event_done(self, event_id: str) -> None:
+    def mark_event_done(self, incident_id: str, event_id: str) -> None:
         with self._lock:
             if event_id in self._events:
                 self._events[event_id].done = True

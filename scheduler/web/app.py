@@ -310,7 +310,7 @@ def create_app(settings: Settings, *, demo: bool = False, clock: Callable[[], da
             raise _AllRejected("invalid events", errors)
         answers, seen = [], set()
         for event in events:
-            if event.event_id in seen or already_accepted(client, event.event_id):
+            if event.event_id in seen or already_accepted(client, event.event_id, event.incident_id):
                 answers.append({"event_id": event.event_id, "status": "duplicate"})
                 continue
             emit(event.model_dump(mode="json", by_alias=True, exclude_none=True), broker=broker, now=now)

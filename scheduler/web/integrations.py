@@ -97,7 +97,9 @@ def integration_router(
             accepted = []
             for event in translation.events:
                 # A tool's repeat of what was already applied is answered as such, not enqueued.
-                if await run_in_threadpool(already_accepted, store.client, str(event["event_id"])):
+                if await run_in_threadpool(
+                    already_accepted, store.client, str(event["event_id"]), str(event["incident_id"])
+                ):
                     accepted.append(
                         {
                             "event_id": event["event_id"],

@@ -1,13 +1,13 @@
 -- Move a communication to `sending` if it may go out now.
 --
--- KEYS[1]  amends:comm:{comm_id}        hash  the communication
--- KEYS[2]  amends:inflight              zset  unfinished communication id -> when to look at it again (ms)
+-- KEYS[1]  amends:{NN}:comm:{comm_id}   hash  the communication
+-- KEYS[2]  amends:{NN}:inflight         zset  unfinished communication id -> when to look at it again (ms)
 -- ARGV[1]  now_ms                       epoch milliseconds
 -- ARGV[2]  lease_ms                     how long the `sending` claim holds
 -- ARGV[3]  token                        identifies this attempt for finish_send.lua
 -- ARGV[4]  wait_recheck_ms              when a message waiting for its predecessor is looked at again
 --                                       at the latest (finish_send.lua wakes it sooner)
--- ARGV[5]  comm_prefix                  "amends:comm:": the thread's previous communication,
+-- ARGV[5]  comm_prefix                  "amends:{NN}:comm:": the thread's previous communication,
 --                                       named by the `prev` field, is read at ARGV[5] .. prev
 --                                       (the caller cannot know it without a round trip; it
 --                                       belongs to the same incident and thread)

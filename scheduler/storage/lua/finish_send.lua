@@ -1,7 +1,7 @@
 -- Record how a send attempt ended, if the attempt still owns the communication.
 --
--- KEYS[1]  amends:comm:{comm_id}   hash  the communication
--- KEYS[2]  amends:inflight         zset  unfinished communication id -> when to look at it again (ms)
+-- KEYS[1]  amends:{NN}:comm:{comm_id}   hash  the communication
+-- KEYS[2]  amends:{NN}:inflight    zset  unfinished communication id -> when to look at it again (ms)
 -- ARGV[1]  token                   the token begin_send.lua handed to this attempt
 -- ARGV[2]  status                  "sent", "failed", "cancelled" or "retrying"
 -- ARGV[3]  now_ms                  epoch milliseconds
