@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from scheduler.core.model import Action, Draft, EventRecord, Incident, Kind, Thread
+from scheduler.core.model import Action, Draft, EventRecord, Incident, Kind, Status, Thread
 from scheduler.storage.memory_store import MemoryStore
 from scheduler.storage.port import DISPATCH_GRACE_MS, Claim, Store
 from scheduler.storage.redis_store import RedisStore
@@ -203,3 +203,36 @@ def test_the_log_pages_newest_first_with_a_cursor_through_equal_times(store: Sto
         lambda c: c.stakeholder_id != "s3", 10, None, datetime.fromtimestamp(1.5, tz=UTC)
     )
     assert [c.stakeholder_id for c in found] == ["s4"] and cursor is None
+
+
+def test_counters_follow_each_communication_through_its_statuses(store: Store) -> None:
+    """What /metrics reads is kept as sends start and end: created, current status, lateness."""
+    sent, _ = store.create_comm("INC-1", "acme", Kind.ACKNOWLEDGMENT, "event:e", draft_builder(1_000))
+    failed, _ = store.create_comm("INC-2", "acme", Kind.ACKNOWLEDGMENT, "event:e", draft_builder(1_000))
+    store.create_comm("INC-3", "acme", Kind.ACKNOWLEDGMENT, "event:e", draft_builder(1_000))
+    assert store.begin_send(sent, 2_000, 60_000, "a").state == "ok"
+    store.finish_send(sent, "a", Status.SENT, 2_500, sent_ms=2_500)
+    assert store.begin_send(failed, 2_000, 60_000, "b").state == "ok"
+    store.finish_send(failed, "b", Status.RETRYING, 2_100, next_attempt_ms=3_000)
+    assert store.begin_send(failed, 3_000, 60_000, "c").state == "ok"
+    store.finish_send(failed, "c", Status.FAILED, 3_100)
+
+    counters = store.counters()
+    assert counters.created == {"acknowledgment": 3}
+    now = {status: n for (kind, status), n in counters.current.items() if n}
+    assert now == {"sent": 1, "failed": 1, "scheduled": 1}
+    assert (counters.late_count, counters.late_sum_ms) == (1, 1_500)
+    assert {b: counters.late_le_ms.get(b, 0) for b in (1_000, 2_000, 300_000)} == {
+        1_000: 0,
+        2_000: 1,
+        300_000: 1,
+    }
+
+
+def test_an_incidents_communications_are_read_through_its_own_index(store: Store) -> None:
+    store.create_comm("INC-1", "acme", Kind.ACKNOWLEDGMENT, "event:e", draft_builder(1_000))
+    store.create_comm("INC-2", "acme", Kind.ACKNOWLEDGMENT, "event:e", draft_builder(1_500))
+    store.create_comm("INC-1", "globex", Kind.ACKNOWLEDGMENT, "event:e", draft_builder(2_000))
+    found = store.incident_comms("INC-1")
+    assert [c.stakeholder_id for c in found] == ["acme", "globex"]
+    assert store.incident_comms("INC-9") == []

@@ -51,6 +51,16 @@ def test_claim_hands_out_due_timers_earliest_first_up_to_limit(store: TimerStore
     assert store.claim(NOW, LEASE, limit=2) == [("c", NOW - 1 * SECOND)]
 
 
+def test_overdue_counts_armed_timers_due_before_a_moment(store: TimerStore) -> None:
+    store.arm("a", NOW - HOUR)
+    store.arm("b", NOW - SECOND)
+    store.arm("c", NOW + SECOND)
+    assert store.overdue_count(NOW - SECOND) == 1
+    assert store.overdue_count(NOW) == 2
+    store.claim(NOW, LEASE, limit=1)
+    assert store.overdue_count(NOW) == 1
+
+
 def test_timer_due_exactly_now_is_claimed(store: TimerStore) -> None:
     """A timer whose due time equals now is due."""
     store.arm("a", NOW)

@@ -17,6 +17,8 @@ not found with another.
 | ``amends:{NN}:comm:{comm_id}`` | hash | one communication: status, times, rendered message |
 | ``amends:{NN}:log`` | zset | the shard's communication ids scored by creation time (ms) |
 | ``amends:{NN}:inflight`` | zset | the shard's unfinished communication ids scored by when to look at them again (ms) |
+| ``amends:{NN}:comms:{incident_id}`` | zset | the incident's communication ids scored by creation time (ms) |
+| ``amends:{NN}:counters`` | hash | the shard's figures kept as things happen: ``created:{kind}``, ``n:{kind}:{status}``, ``late:le:{ms}``, ``late:count``, ``late:sum_ms`` |
 | ``amends:{NN}:feedback:{incident_id}`` | hash | stakeholder id -> JSON of its feedback: rating, comment, when given |
 | ``amends:{NN}:timers`` | zset | the shard's armed timers scored by due time (epoch ms) |
 | ``amends:{NN}:timers:leased`` | zset | claimed timers scored by lease expiry (epoch ms) |
@@ -42,6 +44,9 @@ REJECTED = f"{PREFIX}:rejected"
 TIMERS_WAKE = f"{PREFIX}:timers:wake"
 UNSUBSCRIBED = f"{PREFIX}:unsubscribed"
 HEARTBEATS = f"{PREFIX}:heartbeats"
+
+LATENESS_BUCKETS_MS = (500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000)
+"""Upper bounds of the lateness histogram kept in ``counters`` (``lua/finish_send.lua`` has them too)."""
 
 REJECTED_KEEP = 10_000
 """How many rejected events are kept for review."""
@@ -118,3 +123,11 @@ def comm(comm_id: str) -> str:
 
 def feedback(incident_id: str) -> str:
     return f"{_tag(shard_of(incident_id))}:feedback:{incident_id}"
+
+
+def incident_comms(incident_id: str) -> str:
+    return f"{_tag(shard_of(incident_id))}:comms:{incident_id}"
+
+
+def counters(shard: int) -> str:
+    return f"{_tag(shard)}:counters"

@@ -40,6 +40,7 @@ from scheduler.storage.port import (
     WAIT_RECHECK_MS,
     Builder,
     Claim,
+    Counters,
     Cursor,
     check_finish,
     new_comm,
@@ -66,6 +67,7 @@ class MemoryStore:
         self._inflight: dict[str, int] = {}
         self._heartbeats: dict[str, dict[str, Any]] = {}
         self._feedback: dict[tuple[str, str], Feedback] = {}
+        self._counts: dict[str, int] = {}
         self._opt_outs: dict[str, datetime] = {}
 
     def apply_event(
@@ -180,6 +182,7 @@ class MemoryStore:
             if "prev" in record and str(record["prev"]) in self._comms:
                 self._comms[str(record["prev"])]["next"] = comm_id
             self._log.append((int(record["created_ms"]), comm_id))
+            self._count(f"created:{use_kind}", f"n:{use_kind}:{Status.SCHEDULED}")
             self._inflight[comm_id] = int(record["created_ms"]) + DISPATCH_GRACE_MS
             return comm_id, True
 
@@ -208,6 +211,7 @@ class MemoryStore:
                 return Claim("waiting")
             following = comm.get("next")
             if following and comm.get("no_news") == "1":
+                self._moved(comm, Status.CANCELLED)
                 comm.update(
                     status="cancelled", last_error=f"superseded by {following}", updated_ms=str(now_ms)
                 )
@@ -216,6 +220,8 @@ class MemoryStore:
                 self._inflight.pop(comm_id, None)
                 self._wake(following, now_ms)
                 return Claim("superseded", following)
+            if status != Status.SENDING:
+                self._moved(comm, Status.SENDING)
             comm.update(
                 status="sending", lease_until_ms=str(now_ms + lease_ms), token=token, updated_ms=str(now_ms)
             )
@@ -248,8 +254,11 @@ class MemoryStore:
             comm = self._comms.get(comm_id)
             if comm is None or comm["status"] != "sending" or comm.get("token") != token:
                 return False, None
+            self._moved(comm, status)
             comm["status"] = str(status)
             comm.update({name: str(value) for name, value in fields.items()})
+            if status == Status.SENT:
+                self._count_lateness(int(comm.get("sent_ms", now_ms)) - int(comm["promised_ms"]))
             comm.pop("lease_until_ms", None)
             comm.pop("token", None)
             if status == "retrying":
@@ -314,6 +323,34 @@ class MemoryStore:
                 Communication.from_hash(dict(self._comms[c])) for ms, c in ordered if low is None or ms >= low
             ]
         yield from records
+
+    def _count(self, *fields: str, by: int = 1) -> None:
+        for field in fields:
+            self._counts[field] = self._counts.get(field, 0) + by
+
+    def _moved(self, comm: dict[str, str], status: str) -> None:
+        self._count(f"n:{comm['kind']}:{comm['status']}", by=-1)
+        self._count(f"n:{comm['kind']}:{status}")
+
+    def _count_lateness(self, late_ms: int) -> None:
+        late_ms = max(0, late_ms)
+        self._count(
+            *(f"late:le:{bound}" for bound in keys.LATENESS_BUCKETS_MS if late_ms <= bound), "late:count"
+        )
+        self._count("late:sum_ms", by=late_ms)
+
+    def incident_comms(self, incident_id: str) -> list[Communication]:
+        with self._lock:
+            ordered = sorted(self._log)
+            return [
+                Communication.from_hash(dict(self._comms[c]))
+                for _, c in ordered
+                if self._comms[c]["incident_id"] == incident_id
+            ]
+
+    def counters(self) -> Counters:
+        with self._lock:
+            return Counters.summed([dict(self._counts)])
 
     def record_rating(self, incident_id: str, stakeholder_id: str, rating: int, now: datetime) -> Feedback:
         changes = {"rating": check_rating(rating), "rated_at": now}

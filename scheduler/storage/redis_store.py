@@ -38,6 +38,7 @@ from scheduler.storage.port import (
     WAIT_RECHECK_MS,
     Builder,
     Claim,
+    Counters,
     Cursor,
     check_finish,
     new_comm,
@@ -263,6 +264,9 @@ class RedisStore(RedisAnswers):
                 pipe.hset(keys.comm(str(record["prev"])), "next", comm_id)
             shard = keys.shard_of(incident_id)
             pipe.zadd(keys.log(shard), {comm_id: int(record["created_ms"])})
+            pipe.zadd(keys.incident_comms(incident_id), {comm_id: int(record["created_ms"])})
+            pipe.hincrby(keys.counters(shard), f"created:{use_kind}", 1)
+            pipe.hincrby(keys.counters(shard), f"n:{use_kind}:{Status.SCHEDULED}", 1)
             # Until it ends, the sweep looks at it again if nobody takes it for sending.
             pipe.zadd(keys.inflight(shard), {comm_id: int(record["created_ms"]) + DISPATCH_GRACE_MS})
             return comm_id, True
@@ -283,7 +287,11 @@ class RedisStore(RedisAnswers):
     def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim:
         """Take ``comm_id`` for sending (see ``lua/begin_send.lua`` for every answer)."""
         answer = self._begin_send(
-            keys=[keys.comm(comm_id), keys.inflight(shard := keys.shard_of_comm(comm_id))],
+            keys=[
+                keys.comm(comm_id),
+                keys.inflight(shard := keys.shard_of_comm(comm_id)),
+                keys.counters(shard),
+            ],
             args=[now_ms, lease_ms, token, WAIT_RECHECK_MS, keys.comm_prefix(shard)],
         )
         state = _text(answer[0])
@@ -310,8 +318,9 @@ class RedisStore(RedisAnswers):
                 args += ["message_z", zlib.compress(str(value).encode(), 6)]
             else:
                 args += [name, value]
-        inflight = keys.inflight(keys.shard_of_comm(comm_id))
-        written, following = self._finish_send(keys=[keys.comm(comm_id), inflight], args=args)
+        shard = keys.shard_of_comm(comm_id)
+        shard_keys = [keys.comm(comm_id), keys.inflight(shard), keys.counters(shard)]
+        written, following = self._finish_send(keys=shard_keys, args=args)
         return bool(written), (_text(following) or None)
 
     def sweep(self, now_ms: int, recheck_ms: int, limit: int) -> list[str]:
@@ -329,6 +338,21 @@ class RedisStore(RedisAnswers):
         for shard in range(keys.SHARDS):
             pipe.zcard(keys.inflight(shard))
         return sum(int(n) for n in pipe.execute())
+
+    def incident_comms(self, incident_id: str) -> list[Communication]:
+        """The incident's communications, oldest first, read through its own index."""
+        ids = self.client.zrange(keys.incident_comms(incident_id), 0, -1)
+        pipe = self.client.pipeline(transaction=False)
+        for comm_id in ids:
+            pipe.hgetall(keys.comm(_text(comm_id)))
+        return [Communication.from_hash(raw) for raw in pipe.execute() if raw]
+
+    def counters(self) -> Counters:
+        """The figures kept as things happen, summed over the shards."""
+        pipe = self.client.pipeline(transaction=False)
+        for shard in range(keys.SHARDS):
+            pipe.hgetall(keys.counters(shard))
+        return Counters.summed({_text(k): int(v) for k, v in raw.items()} for raw in pipe.execute())
 
     def heartbeat(self, name: str, role: str, now_ms: int) -> None:
         self.client.hset(keys.HEARTBEATS, name, json.dumps({"role": role, "at_ms": now_ms}))

@@ -206,6 +206,13 @@ class RedisTimerStore:
         with _translated("count armed timers"):
             return self._count(keys.timers)
 
+    def overdue_count(self, before_ms: int) -> int:
+        with _translated("count overdue timers"):
+            pipe = self._client.pipeline(transaction=False)
+            for shard in range(keys.SHARDS):
+                pipe.zcount(keys.timers(shard), "-inf", f"({int(before_ms)}")
+            return sum(int(n) for n in pipe.execute())
+
     def leased_count(self) -> int:
         """How many claims are handed out and not acked yet."""
         with _translated("count leased timers"):
@@ -317,6 +324,10 @@ class MemoryTimerStore:
         with self._nudge:
             if self._nudge.wait_for(lambda: self._nudged, timeout_s):
                 self._nudged = False
+
+    def overdue_count(self, before_ms: int) -> int:
+        with self._lock:
+            return sum(1 for due in self._armed.values() if due < before_ms)
 
     def armed_count(self) -> int:
         with self._lock:

@@ -2,6 +2,7 @@
 --
 -- KEYS[1]  amends:{NN}:comm:{comm_id}   hash  the communication
 -- KEYS[2]  amends:{NN}:inflight         zset  unfinished communication id -> when to look at it again (ms)
+-- KEYS[3]  amends:{NN}:counters         hash  "n:{kind}:{status}" -> communications now in that status
 -- ARGV[1]  now_ms                       epoch milliseconds
 -- ARGV[2]  lease_ms                     how long the `sending` claim holds
 -- ARGV[3]  token                        identifies this attempt for finish_send.lua
@@ -23,6 +24,7 @@
 
 local comm = KEYS[1]
 local inflight = KEYS[2]
+local counters = KEYS[3]
 local now = tonumber(ARGV[1])
 local lease_ms = tonumber(ARGV[2])
 local id = redis.call("HGET", comm, "id")
@@ -61,6 +63,9 @@ end
 
 local following = redis.call("HGET", comm, "next")
 if following and redis.call("HGET", comm, "no_news") == "1" then
+    local kind = redis.call("HGET", comm, "kind")
+    redis.call("HINCRBY", counters, "n:" .. kind .. ":" .. status, -1)
+    redis.call("HINCRBY", counters, "n:" .. kind .. ":cancelled", 1)
     redis.call("HSET", comm, "status", "cancelled", "last_error", "superseded by " .. following,
         "updated_ms", ARGV[1])
     redis.call("HDEL", comm, "lease_until_ms", "token", "next_attempt_ms")
@@ -69,6 +74,11 @@ if following and redis.call("HGET", comm, "no_news") == "1" then
     return {"superseded", following}
 end
 
+if status ~= "sending" then
+    local kind = redis.call("HGET", comm, "kind")
+    redis.call("HINCRBY", counters, "n:" .. kind .. ":" .. status, -1)
+    redis.call("HINCRBY", counters, "n:" .. kind .. ":sending", 1)
+end
 redis.call("HSET", comm,
     "status", "sending",
     "lease_until_ms", tostring(now + lease_ms),
