@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import redis
 
-from scheduler.core.model import Action, Draft, EventRecord, Incident, Kind, Status, Thread
+from scheduler.core.model import Action, Draft, EventRecord, Incident, IncidentState, Kind, Status, Thread
 from scheduler.storage.memory_store import MemoryStore
-from scheduler.storage.port import DISPATCH_GRACE_MS, Claim, Store
+from scheduler.storage.port import DISPATCH_GRACE_MS, Claim, Removed, Store
 from scheduler.storage.redis_store import RedisStore
 from tests.helpers import draft_builder
 
@@ -236,3 +236,38 @@ def test_an_incidents_communications_are_read_through_its_own_index(store: Store
     found = store.incident_comms("INC-1")
     assert [c.stakeholder_id for c in found] == ["acme", "globex"]
     assert store.incident_comms("INC-9") == []
+
+
+def _incident(store: Store, incident_id: str, resolved_ms: int | None) -> None:
+    """An incident opened at 1 000 ms, resolved at ``resolved_ms`` (None: still open), with
+    one communication to acme and its event."""
+
+    def apply(current: Incident | None) -> EventRecord:
+        state = IncidentState.RESOLVED if resolved_ms else IncidentState.OPEN
+        incident = Incident(
+            id=incident_id, opened_ms=1_000, state=state, resolved_ms=resolved_ms, stakeholders=["acme"]
+        )
+        return EventRecord(f"{incident_id}-e", incident=incident, action=Action.OPEN)
+
+    store.apply_event(f"{incident_id}-e", incident_id, apply)
+    store.create_comm(incident_id, "acme", Kind.ACKNOWLEDGMENT, "event:e", draft_builder(1_000))
+    store.record_rating(incident_id, "acme", 5, datetime(2026, 11, 26, tzinfo=UTC))
+
+
+def test_retention_removes_old_resolved_incidents_with_everything_of_theirs(store: Store) -> None:
+    _incident(store, "INC-old", resolved_ms=2_000)
+    _incident(store, "INC-recent", resolved_ms=9_000)
+    _incident(store, "INC-open", resolved_ms=None)
+
+    removed = store.remove_resolved_before(5_000, now_ms=10_000)
+
+    assert (removed.incidents, removed.communications) == (1, 1)
+    assert store.incident("INC-old") is None and store.incident_comms("INC-old") == []
+    assert store.feedback_for("INC-old") == {} and store.thread("INC-old", "acme").seq == 0
+    assert sorted(store.incident_ids()) == ["INC-open", "INC-recent"]
+    assert {c.incident_id for c in store.communications()} == {"INC-open", "INC-recent"}
+    assert store.counters().current[("acknowledgment", "scheduled")] == 2
+    # its event id is forgotten with it; the kept incidents' are remembered
+    assert store.apply_event("INC-recent-e", "INC-recent", lambda _: EventRecord("x")).duplicate
+    assert store.removed() == Removed(1, 1, 10_000, 5_000)
+    assert store.remove_resolved_before(5_000, now_ms=11_000) == Removed(0, 0)

@@ -17,6 +17,8 @@ not found with another.
 | ``amends:{NN}:comm:{comm_id}`` | hash | one communication: status, times, rendered message |
 | ``amends:{NN}:log`` | zset | the shard's communication ids scored by creation time (ms) |
 | ``amends:{NN}:inflight`` | zset | the shard's unfinished communication ids scored by when to look at them again (ms) |
+| ``amends:{NN}:events:{incident_id}`` | set | the ids of the incident's applied events (removed with it) |
+| ``amends:{NN}:resolved`` | zset | the shard's resolved incidents scored by resolution time (ms), for retention |
 | ``amends:{NN}:comms:{incident_id}`` | zset | the incident's communication ids scored by creation time (ms) |
 | ``amends:{NN}:counters`` | hash | the shard's figures kept as things happen: ``created:{kind}``, ``n:{kind}:{status}``, ``late:le:{ms}``, ``late:count``, ``late:sum_ms`` |
 | ``amends:{NN}:feedback:{incident_id}`` | hash | stakeholder id -> JSON of its feedback: rating, comment, when given |
@@ -24,6 +26,7 @@ not found with another.
 | ``amends:{NN}:timers:leased`` | zset | claimed timers scored by lease expiry (epoch ms) |
 | ``amends:{NN}:timers:due`` | hash | claimed timer -> the due time it was claimed at (ms) |
 | ``amends:timers:wake`` | list | a nudge for sleeping schedulers when an earlier timer is armed |
+| ``amends:retention`` | hash | what retention removed so far: incidents, communications, the last pass |
 | ``amends:rejected`` | list | JSON records of rejected events, newest first |
 | ``amends:heartbeats`` | hash | process name -> JSON of its role and last heartbeat (ms) |
 | ``amends:unsubscribed`` | hash | ``stakeholder`` (all mail) or ``stakeholder:incident`` -> when it opted out (ISO 8601, UTC) |
@@ -41,6 +44,7 @@ SHARDS = 16
 """How many slots of a Redis Cluster the incidents and the indexes spread over."""
 
 REJECTED = f"{PREFIX}:rejected"
+RETENTION = f"{PREFIX}:retention"
 TIMERS_WAKE = f"{PREFIX}:timers:wake"
 UNSUBSCRIBED = f"{PREFIX}:unsubscribed"
 HEARTBEATS = f"{PREFIX}:heartbeats"
@@ -131,3 +135,11 @@ def incident_comms(incident_id: str) -> str:
 
 def counters(shard: int) -> str:
     return f"{_tag(shard)}:counters"
+
+
+def incident_events(incident_id: str) -> str:
+    return f"{_tag(shard_of(incident_id))}:events:{incident_id}"
+
+
+def resolved(shard: int) -> str:
+    return f"{_tag(shard)}:resolved"

@@ -42,6 +42,7 @@ from scheduler.storage.port import (
     Claim,
     Counters,
     Cursor,
+    Removed,
     check_finish,
     new_comm,
 )
@@ -68,6 +69,7 @@ class MemoryStore:
         self._heartbeats: dict[str, dict[str, Any]] = {}
         self._feedback: dict[tuple[str, str], Feedback] = {}
         self._counts: dict[str, int] = {}
+        self._removed = Removed(0, 0)
         self._opt_outs: dict[str, datetime] = {}
 
     def apply_event(
@@ -351,6 +353,43 @@ class MemoryStore:
     def counters(self) -> Counters:
         with self._lock:
             return Counters.summed([dict(self._counts)])
+
+    def remove_resolved_before(self, before_ms: int, now_ms: int) -> Removed:
+        with self._lock:
+            old = [
+                i
+                for i, incident in self._incidents.items()
+                if not incident.is_open and (incident.resolved_ms or 0) < before_ms
+            ]
+            comms = sum(self._remove(incident_id) for incident_id in old)
+            if old:
+                total = self._removed
+                self._removed = Removed(
+                    total.incidents + len(old), total.communications + comms, now_ms, before_ms
+                )
+            return Removed(len(old), comms)
+
+    def _remove(self, incident_id: str) -> int:
+        del self._incidents[incident_id]
+        self._opened.pop(incident_id, None)
+        for event_id in [e for e, r in self._events.items() if r.incident and r.incident.id == incident_id]:
+            del self._events[event_id]
+        for pair in [p for p in (*self._threads, *self._triggers) if p[0] == incident_id]:
+            self._threads.pop(pair, None)
+            self._triggers.pop(pair, None)
+        for pair in [p for p in self._feedback if p[0] == incident_id]:
+            del self._feedback[pair]
+        gone = {c for c, comm in self._comms.items() if comm["incident_id"] == incident_id}
+        for comm_id in gone:
+            comm = self._comms.pop(comm_id)
+            self._count(f"n:{comm['kind']}:{comm['status']}", by=-1)
+            self._inflight.pop(comm_id, None)
+        self._log = [(ms, c) for ms, c in self._log if c not in gone]
+        return len(gone)
+
+    def removed(self) -> Removed:
+        with self._lock:
+            return self._removed
 
     def record_rating(self, incident_id: str, stakeholder_id: str, rating: int, now: datetime) -> Feedback:
         changes = {"rating": check_rating(rating), "rated_at": now}

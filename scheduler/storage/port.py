@@ -25,6 +25,7 @@ __all__ = [
     "Claim",
     "Counters",
     "Cursor",
+    "Removed",
     "Store",
     "TimerStore",
     "check_finish",
@@ -99,6 +100,17 @@ class Counters:
         return cls(created, current, late, count, total)
 
 
+@dataclass(frozen=True)
+class Removed:
+    """What retention removed: incidents and their communications (and, for the running
+    total, when it last removed something and the resolution time it removed up to)."""
+
+    incidents: int
+    communications: int
+    last_ms: int | None = None
+    before_ms: int | None = None
+
+
 Builder = Callable[[Thread, Incident | None], tuple[Draft, Thread] | None]
 """``build(thread, incident)``: the new communication and the thread after it, from the
 thread and the incident as they are inside the creating transaction; None: nothing to send."""
@@ -168,6 +180,10 @@ class Store(Protocol):
     def sweep(self, now_ms: int, recheck_ms: int, limit: int) -> list[str]: ...
     def incident_comms(self, incident_id: str) -> list[Communication]: ...
     def counters(self) -> Counters: ...
+
+    # retention
+    def remove_resolved_before(self, before_ms: int, now_ms: int) -> Removed: ...
+    def removed(self) -> Removed: ...
     def unfinished_count(self) -> int: ...
     def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]: ...
     def page(

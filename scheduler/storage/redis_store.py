@@ -44,6 +44,7 @@ from scheduler.storage.port import (
     new_comm,
 )
 from scheduler.storage.redis_answers import RedisAnswers
+from scheduler.storage.redis_retention import RedisRetention
 
 __all__ = ["RedisStore"]
 
@@ -57,9 +58,10 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class RedisStore(RedisAnswers):
+class RedisStore(RedisAnswers, RedisRetention):
     """Redis persistence for events, incidents, threads and the communications log (and,
-    from :class:`RedisAnswers`, what stakeholders answer)."""
+    from :class:`RedisAnswers`, what stakeholders answer; from :class:`RedisRetention`,
+    the removal of old resolved incidents)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
@@ -92,10 +94,16 @@ class RedisStore(RedisAnswers):
                 return record
             pipe.multi()
             pipe.set(event_key, json.dumps(record.to_json()))
+            pipe.sadd(keys.incident_events(incident_id), event_id)
             if record.incident is not None:
+                shard = keys.shard_of(incident_id)
                 pipe.set(incident_key, json.dumps(record.incident.to_json()))
-                index = keys.incidents(keys.shard_of(incident_id))
-                pipe.zadd(index, {incident_id: record.incident.opened_ms}, nx=True)
+                pipe.zadd(keys.incidents(shard), {incident_id: record.incident.opened_ms}, nx=True)
+                if record.incident.is_open:
+                    pipe.zrem(keys.resolved(shard), incident_id)
+                else:
+                    resolved_ms = record.incident.resolved_ms or record.incident.updated_ms
+                    pipe.zadd(keys.resolved(shard), {incident_id: resolved_ms})
             return record
 
         result = self.client.transaction(
