@@ -245,7 +245,10 @@ class Amends:
 
     def counts(self) -> tuple[int, int]:
         """(communications logged, communications still unfinished)."""
-        return int(self.client.zcard(keys.LOG)), int(self.client.zcard(keys.INFLIGHT))
+        pipe = self.client.pipeline(transaction=False)
+        for shard in range(keys.SHARDS):
+            pipe.zcard(keys.log(shard))
+        return sum(int(n) for n in pipe.execute()), self.store.unfinished_count()
 
     def rss_mb(self) -> float:
         pids = [self.workers.pid or 0]

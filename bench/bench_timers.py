@@ -224,8 +224,8 @@ def _describe(client: redis.Redis, url: str, members: list[str]) -> Iterator[str
         f"Redis {server['redis_version']} at {url.split('?')[0]}, hz={client.config_get('hz')['hz']}; "
         f"Python {platform.python_version()}"
     )
-    encoding: bytes = client.object("encoding", keys.TIMERS)
-    usage = client.memory_usage(keys.TIMERS, samples=0) or 0
+    encoding: bytes = client.object("encoding", keys.timers(0))
+    usage = sum(client.memory_usage(keys.timers(s), samples=0) or 0 for s in range(keys.SHARDS))
     yield (
         f"{len(members):,} timers: member length avg {sum(map(len, members)) / len(members):.1f} "
         f"bytes, zset encoding {encoding.decode()} "

@@ -67,7 +67,7 @@ from scheduler import emit
 from scheduler.core.config import parse_config
 from scheduler.errors import RedisUnavailableError
 from scheduler.service.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE, build_broker
-from scheduler.storage import keys
+from scheduler.storage.timers import RedisTimerStore
 from tests.realservers import REPO_ROOT, AmendsProcess, FaultySmtp, RedisServer
 
 PENDING = ("scheduled", "sending", "retrying")
@@ -246,6 +246,7 @@ class Soak:
             process.wait_ready(timeout_s=60)
         self.broker = build_broker(self.redis.url)
         self.client = self.redis.client(socket_timeout=5)
+        self.timers = RedisTimerStore(self.client)
 
     def stop(self) -> None:
         for process in self.processes:
@@ -413,8 +414,8 @@ class Soak:
     def in_flight(self) -> dict[str, int]:
         """Armed and leased timers; messages waiting in, or taken from, each queue."""
         counts = {
-            "timers armed": int(self.client.zcard(keys.TIMERS)),
-            "timers leased": int(self.client.zcard(keys.TIMERS_LEASED)),
+            "timers armed": self.timers.armed_count(),
+            "timers leased": self.timers.leased_count(),
         }
         for queue in (EVENTS_QUEUE, TIMERS_QUEUE, DELIVER_QUEUE):
             counts[f"queue {queue}"] = int(self.broker.do_qsize(queue))

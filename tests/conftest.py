@@ -53,6 +53,46 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+_CLUSTER_SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "redis-cluster"
+
+
+@pytest.fixture(scope="session")
+def cluster_url() -> Iterator[str]:
+    """URL of a Redis Cluster (3 masters, 3 replicas): ``AMENDS_TEST_CLUSTER_URL`` when set,
+    otherwise one started for the session with ``.ci/redis-cluster`` (needs redis-server)."""
+    import shutil
+    import subprocess
+
+    configured = os.environ.get("AMENDS_TEST_CLUSTER_URL")
+    if configured:
+        yield configured
+        return
+    if not shutil.which("redis-server") or not shutil.which("redis-cli"):
+        pytest.skip("a Redis Cluster needs redis-server and redis-cli (apt-get install redis-server)")
+    from tests.realservers import _free_port_range
+
+    first = _free_port_range(6)
+    data = tempfile.mkdtemp(prefix="amends-test-cluster-")
+    started = subprocess.run(
+        [str(_CLUSTER_SCRIPT), "start", str(first), data], capture_output=True, text=True, timeout=60
+    )
+    assert started.returncode == 0, started.stderr
+    yield started.stdout.strip().splitlines()[-1]
+    subprocess.run([str(_CLUSTER_SCRIPT), "stop", str(first), data], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def cluster_client(cluster_url: str) -> Iterator[redis.Redis]:
+    """A client on the Redis Cluster, flushed before and after."""
+    from scheduler.storage.connection import client_for
+
+    client = client_for(cluster_url)
+    client.flushall()
+    yield client
+    client.flushall()
+    client.close()
+
+
 _skipped_real: list[str] = []
 
 
@@ -149,6 +189,14 @@ class FakeClock:
             self.moment = moment
 
 
+def _next_look_ms(client: redis.Redis) -> int | None:
+    """When the sweep next looks at an unfinished communication, over every shard."""
+    pipe = client.pipeline(transaction=False)
+    for shard in range(keys.SHARDS):
+        pipe.zrange(keys.inflight(shard), 0, 0, withscores=True)
+    return min((int(score) for entries in pipe.execute() for _, score in entries), default=None)
+
+
 @dataclass
 class App:
     settings: Settings
@@ -186,12 +234,12 @@ class App:
         store = self.runtime.store
         for _ in range(max_steps):
             self.tick()
-            due = store.client.zrange(keys.INFLIGHT, 0, 0, withscores=True)
-            if not due:
+            due = _next_look_ms(store.client)
+            if due is None:
                 return
-            self.clock.set(max(self.clock(), datetime.fromtimestamp(due[0][1] / 1000, tz=UTC)))
+            self.clock.set(max(self.clock(), datetime.fromtimestamp(due / 1000, tz=UTC)))
         raise AssertionError(
-            f"still unfinished after {max_steps} steps: {store.client.zrange(keys.INFLIGHT, 0, -1)}"
+            f"still unfinished after {max_steps} steps: {store.unfinished_count()} communications"
         )
 
     def advance_to(self, moment: datetime, max_steps: int = 300) -> None:
@@ -199,7 +247,7 @@ class App:
         store = self.runtime.store
         for _ in range(max_steps):
             due = [self.loop.timers.next_wakeup_ms()]
-            due += [int(score) for _, score in store.client.zrange(keys.INFLIGHT, 0, 0, withscores=True)]
+            due += [_next_look_ms(store.client)]
             upcoming = min((d for d in due if d is not None), default=None)
             if upcoming is None or upcoming > int(moment.timestamp() * 1000):
                 break

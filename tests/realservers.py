@@ -5,6 +5,7 @@
   port and folder, so what the AOF holds comes back.
 - :class:`AmendsProcess`: ``amends worker`` / ``amends scheduler`` as a subprocess logging
   to a file; ``kill()`` (SIGKILL) and ``start()`` again.
+- :class:`RedisClusterServers`: a private Redis Cluster whose masters can be SIGKILLed.
 - :class:`FaultySmtp`: a real aiosmtpd server in a background thread that keeps what it
   receives and fails on demand: ``mode = "ok" | "tempfail" | "drop" | "drop_after_data" | "down"``.
 
@@ -40,6 +41,7 @@ __all__ = [
     "AmendsProcess",
     "FaultyMail",
     "FaultySmtp",
+    "RedisClusterServers",
     "RedisServer",
     "SmtpCounters",
     "free_port",
@@ -499,3 +501,97 @@ class FaultySmtp(_Managed):
         with self._lock:
             self._lock.wait_for(lambda: len(self.received) >= count, timeout=timeout_s)
             return list(self.received)
+
+
+class RedisClusterServers:
+    """A private Redis Cluster (3 masters with a replica each) started with ``.ci/redis-cluster``
+    on six free loopback ports; ``kill_master_of(key)`` SIGKILLs the master serving a key so
+    that its replica is promoted."""
+
+    def __init__(self) -> None:
+        self.first_port = _free_port_range(6)
+        self.data_dir = Path(tempfile.mkdtemp(prefix="amends-cluster-"))
+        started = subprocess.run(
+            [str(REPO_ROOT / ".ci" / "redis-cluster"), "start", str(self.first_port), str(self.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if started.returncode != 0:
+            raise RuntimeError(f"the cluster did not start: {started.stderr}")
+        self.url = started.stdout.strip().splitlines()[-1]
+
+    def node_client(self, port: int) -> redis.Redis:
+        return redis.Redis(host=HOST, port=port, socket_timeout=5)
+
+    def master_port_of(self, key: str, via: int | None = None) -> int:
+        """The port of the master serving ``key``'s slot now (asking the node on ``via``)."""
+        probe = self.node_client(via or self.first_port)
+        slot = int(probe.execute_command("CLUSTER", "KEYSLOT", key))
+        for low, high, master, *_ in probe.execute_command("CLUSTER", "SLOTS"):
+            if int(low) <= slot <= int(high):
+                return int(master[1])
+        raise LookupError(f"no master serves slot {slot}")
+
+    def kill_master_of(self, key: str) -> int:
+        """SIGKILL the master serving ``key``; return its port."""
+        port = self.master_port_of(key)
+        pid = int((self.data_dir / str(port) / "redis.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        return port
+
+    def wait_until_healed(self, key: str, dead_port: int, timeout_s: float = 30) -> int:
+        """Block until a live master serves ``key`` again and the cluster is ok; its port."""
+        live = next(p for p in range(self.first_port, self.first_port + 6) if p != dead_port)
+
+        def healed() -> bool:
+            try:
+                node = self.node_client(live)
+                info = node.execute_command("CLUSTER", "INFO").decode()
+                return "cluster_state:ok" in info and self.master_port_of(key, via=live) != dead_port
+            except redis.RedisError:
+                return False
+
+        wait_until(healed, timeout_s, f"a replica to take over from the master on port {dead_port}")
+        return self.master_port_of(key, via=live)
+
+    def wait_for_replicas(self) -> None:
+        """Block until every master's writes so far reached its replica (``WAIT 1``)."""
+        for port in range(self.first_port, self.first_port + 6):
+            node = self.node_client(port)
+            try:
+                if node.execute_command("ROLE")[0] == b"master":
+                    node.execute_command("WAIT", 1, 5_000)
+            except redis.ConnectionError:
+                continue
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        subprocess.run(
+            [str(REPO_ROOT / ".ci" / "redis-cluster"), "stop", str(self.first_port), str(self.data_dir)],
+            capture_output=True,
+            timeout=60,
+        )
+
+
+def _free_port_range(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports."""
+    for _ in range(100):
+        first = free_port()
+        if first + count < 65_000 and all(_is_free(p) for p in range(first, first + count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+        return True

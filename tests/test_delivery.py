@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from scheduler import emit
+from scheduler.storage import keys
 from scheduler.storage.port import Store
 from tests.conftest import App, event
 
@@ -223,7 +224,7 @@ def test_a_message_that_cannot_be_composed_fails_visibly(app: App) -> None:
     app.drain()
     comm_id = "INC-1:globex:acknowledgment:1"
     store = app.runtime.store
-    store.client.hset(f"amends:comm:{comm_id}", mapping={"status": "retrying", "context": '{"incident": {}}'})
+    store.client.hset(keys.comm(comm_id), mapping={"status": "retrying", "context": '{"incident": {}}'})
     app.sink.rcpt_reply = None
     app.settle()  # the retry is due: the sweep dispatches it
     comm = store.comm(comm_id)

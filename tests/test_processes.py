@@ -71,7 +71,12 @@ def _stop(process: subprocess.Popen[str]) -> str:
 
 
 def _waiting(client: redis.Redis) -> set[str]:
-    members = client.zrange(keys.TIMERS, 0, -1) + client.zrange(keys.TIMERS_LEASED, 0, -1)
+    members = [
+        m
+        for shard in range(keys.SHARDS)
+        for index in (keys.timers(shard), keys.timers_leased(shard))
+        for m in client.zrange(index, 0, -1)
+    ]
     return {m.decode() for m in members}
 
 

@@ -17,6 +17,7 @@ import pytest
 from scheduler import emit
 from scheduler.core.model import ms_of
 from scheduler.service.loop import SchedulerLoop
+from scheduler.service.processes import remove_expired
 from scheduler.service.queues import TIMERS_QUEUE, enqueue
 from scheduler.storage.timers import RedisTimerStore
 from tests.conftest import BASE_CONFIG, App, event
@@ -266,3 +267,23 @@ def test_promises_overdue_while_nothing_runs_are_reported(
     assert main(["log", "--promises", "--stakeholder", "globex"]) == 0
     # the command reads the real clock, long past globex's 14:34 promise on the test's day
     assert "overdue and unsent: 1" in capsys.readouterr().out
+
+
+def test_retention_removes_an_incident_resolved_longer_ago_than_configured(app: App) -> None:
+    """With ``retention: 1d``, a day after its resolution the incident and its messages go;
+    an incident still open stays, however old."""
+    app.write_config({**BASE_CONFIG, "retention": "1d"})
+    emit(event(), broker=app.broker)
+    emit(event(incident_id="INC-2", at=at(14, 3)), broker=app.broker)
+    app.drain()
+    app.advance_to(at(14, 30))
+    emit(event("resolved", at=at(14, 30)), broker=app.broker)
+    app.drain()
+    store = app.runtime.store
+    config = app.runtime.config()
+    assert remove_expired(store, config.retention, at(23, 0)) == 0
+    assert remove_expired(store, config.retention, at(14, 31) + timedelta(days=1)) == 1
+    assert store.incident("INC-1") is None and store.incident_comms("INC-1") == []
+    assert store.incident("INC-2") is not None and store.incident_comms("INC-2")
+    assert {c.incident_id for c in store.communications()} == {"INC-2"}
+    assert store.removed().incidents == 1

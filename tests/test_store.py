@@ -9,18 +9,24 @@ from typing import Any
 import pytest
 import redis
 
-from scheduler.core.model import Action, Draft, EventRecord, Incident, Kind, Thread
+from scheduler.core.model import Action, Draft, EventRecord, Incident, IncidentState, Kind, Status, Thread
 from scheduler.storage.memory_store import MemoryStore
-from scheduler.storage.port import DISPATCH_GRACE_MS, Claim, Store
+from scheduler.storage.port import DISPATCH_GRACE_MS, Claim, Removed, Store
 from scheduler.storage.redis_store import RedisStore
 from tests.helpers import draft_builder
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.real)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.real),
+        pytest.param("cluster", marks=pytest.mark.real),
+    ]
+)
 def store(request: pytest.FixtureRequest) -> Store:
     if request.param == "memory":
         return MemoryStore()
-    client: redis.Redis = request.getfixturevalue("redis_client")
+    client: redis.Redis = request.getfixturevalue(f"{request.param}_client")
     return RedisStore(client)
 
 
@@ -197,3 +203,71 @@ def test_the_log_pages_newest_first_with_a_cursor_through_equal_times(store: Sto
         lambda c: c.stakeholder_id != "s3", 10, None, datetime.fromtimestamp(1.5, tz=UTC)
     )
     assert [c.stakeholder_id for c in found] == ["s4"] and cursor is None
+
+
+def test_counters_follow_each_communication_through_its_statuses(store: Store) -> None:
+    """What /metrics reads is kept as sends start and end: created, current status, lateness."""
+    sent, _ = store.create_comm("INC-1", "acme", Kind.ACKNOWLEDGMENT, "event:e", draft_builder(1_000))
+    failed, _ = store.create_comm("INC-2", "acme", Kind.ACKNOWLEDGMENT, "event:e", draft_builder(1_000))
+    store.create_comm("INC-3", "acme", Kind.ACKNOWLEDGMENT, "event:e", draft_builder(1_000))
+    assert store.begin_send(sent, 2_000, 60_000, "a").state == "ok"
+    store.finish_send(sent, "a", Status.SENT, 2_500, sent_ms=2_500)
+    assert store.begin_send(failed, 2_000, 60_000, "b").state == "ok"
+    store.finish_send(failed, "b", Status.RETRYING, 2_100, next_attempt_ms=3_000)
+    assert store.begin_send(failed, 3_000, 60_000, "c").state == "ok"
+    store.finish_send(failed, "c", Status.FAILED, 3_100)
+
+    counters = store.counters()
+    assert counters.created == {"acknowledgment": 3}
+    now = {status: n for (kind, status), n in counters.current.items() if n}
+    assert now == {"sent": 1, "failed": 1, "scheduled": 1}
+    assert (counters.late_count, counters.late_sum_ms) == (1, 1_500)
+    assert {b: counters.late_le_ms.get(b, 0) for b in (1_000, 2_000, 300_000)} == {
+        1_000: 0,
+        2_000: 1,
+        300_000: 1,
+    }
+
+
+def test_an_incidents_communications_are_read_through_its_own_index(store: Store) -> None:
+    store.create_comm("INC-1", "acme", Kind.ACKNOWLEDGMENT, "event:e", draft_builder(1_000))
+    store.create_comm("INC-2", "acme", Kind.ACKNOWLEDGMENT, "event:e", draft_builder(1_500))
+    store.create_comm("INC-1", "globex", Kind.ACKNOWLEDGMENT, "event:e", draft_builder(2_000))
+    found = store.incident_comms("INC-1")
+    assert [c.stakeholder_id for c in found] == ["acme", "globex"]
+    assert store.incident_comms("INC-9") == []
+
+
+def _incident(store: Store, incident_id: str, resolved_ms: int | None) -> None:
+    """An incident opened at 1 000 ms, resolved at ``resolved_ms`` (None: still open), with
+    one communication to acme and its event."""
+
+    def apply(current: Incident | None) -> EventRecord:
+        state = IncidentState.RESOLVED if resolved_ms else IncidentState.OPEN
+        incident = Incident(
+            id=incident_id, opened_ms=1_000, state=state, resolved_ms=resolved_ms, stakeholders=["acme"]
+        )
+        return EventRecord(f"{incident_id}-e", incident=incident, action=Action.OPEN)
+
+    store.apply_event(f"{incident_id}-e", incident_id, apply)
+    store.create_comm(incident_id, "acme", Kind.ACKNOWLEDGMENT, "event:e", draft_builder(1_000))
+    store.record_rating(incident_id, "acme", 5, datetime(2026, 11, 26, tzinfo=UTC))
+
+
+def test_retention_removes_old_resolved_incidents_with_everything_of_theirs(store: Store) -> None:
+    _incident(store, "INC-old", resolved_ms=2_000)
+    _incident(store, "INC-recent", resolved_ms=9_000)
+    _incident(store, "INC-open", resolved_ms=None)
+
+    removed = store.remove_resolved_before(5_000, now_ms=10_000)
+
+    assert (removed.incidents, removed.communications) == (1, 1)
+    assert store.incident("INC-old") is None and store.incident_comms("INC-old") == []
+    assert store.feedback_for("INC-old") == {} and store.thread("INC-old", "acme").seq == 0
+    assert sorted(store.incident_ids()) == ["INC-open", "INC-recent"]
+    assert {c.incident_id for c in store.communications()} == {"INC-open", "INC-recent"}
+    assert store.counters().current[("acknowledgment", "scheduled")] == 2
+    # its event id is forgotten with it; the kept incidents' are remembered
+    assert store.apply_event("INC-recent-e", "INC-recent", lambda _: EventRecord("x")).duplicate
+    assert store.removed() == Removed(1, 1, 10_000, 5_000)
+    assert store.remove_resolved_before(5_000, now_ms=11_000) == Removed(0, 0)

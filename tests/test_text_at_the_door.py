@@ -164,7 +164,7 @@ def _store_incident_with_a_surrogate(client: redis.Redis) -> None:
         "stakeholders": ["acme-finance"],
     }
     client.set(keys.incident("INC-X"), json.dumps(state))  # JSON escapes it: this is how it was kept
-    client.zadd(keys.INCIDENTS, {"INC-X": 1})
+    client.zadd(keys.incidents(keys.shard_of("INC-X")), {"INC-X": 1})
 
 
 @pytest.mark.real

@@ -23,11 +23,17 @@ HOUR = 3_600 * SECOND
 LEASE = 30 * SECOND
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.real)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.real),
+        pytest.param("cluster", marks=pytest.mark.real),
+    ]
+)
 def store(request: pytest.FixtureRequest) -> TimerStore:
     if request.param == "memory":
         return MemoryTimerStore()
-    return RedisTimerStore(request.getfixturevalue("redis_client"))
+    return RedisTimerStore(request.getfixturevalue(f"{request.param}_client"))
 
 
 @pytest.fixture
@@ -43,6 +49,16 @@ def test_claim_hands_out_due_timers_earliest_first_up_to_limit(store: TimerStore
 
     assert store.claim(NOW, LEASE, limit=2) == [("a", NOW - 3 * SECOND), ("b", NOW - 2 * SECOND)]
     assert store.claim(NOW, LEASE, limit=2) == [("c", NOW - 1 * SECOND)]
+
+
+def test_overdue_counts_armed_timers_due_before_a_moment(store: TimerStore) -> None:
+    store.arm("a", NOW - HOUR)
+    store.arm("b", NOW - SECOND)
+    store.arm("c", NOW + SECOND)
+    assert store.overdue_count(NOW - SECOND) == 1
+    assert store.overdue_count(NOW) == 2
+    store.claim(NOW, LEASE, limit=1)
+    assert store.overdue_count(NOW) == 1
 
 
 def test_timer_due_exactly_now_is_claimed(store: TimerStore) -> None:
@@ -349,18 +365,20 @@ def test_memory_and_redis_stores_agree_on_any_history(redis_client: redis.Redis,
 def test_only_an_earlier_timer_leaves_a_nudge_and_never_more_than_one(
     redis_client: redis.Redis, redis_store: RedisTimerStore
 ) -> None:
-    """Arming leaves a nudge only when the timer is the new earliest, and at most one nudge is kept."""
-    redis_store.arm("a", NOW + HOUR)
-    redis_store.arm("b", NOW + 2 * HOUR)
+    """Arming leaves a nudge only when the timer is the new earliest of its shard (one
+    incident's timers share a shard), and at most one nudge is kept."""
+    a, b, c, d, e = (f"u|INC-1|{s}" for s in "abcde")
+    redis_store.arm(a, NOW + HOUR)
+    redis_store.arm(b, NOW + 2 * HOUR)
     assert redis_client.llen(keys.TIMERS_WAKE) == 1
 
     redis_store.wait(30)
-    redis_store.arm("c", NOW + 3 * HOUR)
-    redis_store.arm("a", NOW + HOUR)
+    redis_store.arm(c, NOW + 3 * HOUR)
+    redis_store.arm(a, NOW + HOUR)
     assert redis_client.llen(keys.TIMERS_WAKE) == 0
 
-    redis_store.arm("d", NOW)
-    redis_store.arm("e", NOW - 1)
+    redis_store.arm(d, NOW)
+    redis_store.arm(e, NOW - 1)
     assert redis_client.llen(keys.TIMERS_WAKE) == 1
 
 

@@ -219,7 +219,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
     client = redis.Redis.from_url(settings.resolved_redis_url())
     seen: set[str] = set()
     for event in events:
-        if event.event_id in seen or already_accepted(client, event.event_id):
+        if event.event_id in seen or already_accepted(client, event.event_id, event.incident_id):
             print(f"duplicate {event.event_id}: an event with this id was already accepted; nothing enqueued")
             continue
         emit(event.model_dump(mode="json", by_alias=True, exclude_none=True))

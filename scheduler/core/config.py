@@ -239,6 +239,8 @@ class Config(_Model):
     audiences: dict[Identifier, Audience] = Field(default_factory=dict)
     kept_within: Seconds = 60
     """A message sent this long after the time promised still keeps the promise."""
+    retention: Seconds = 90 * 86_400
+    """A resolved incident is removed, with everything of its, this long after its resolution."""
     defaults: Defaults = Field(default_factory=Defaults)
     stakeholders: list[Stakeholder] = Field(default_factory=list)
     integrations: Integrations = Field(default_factory=Integrations)

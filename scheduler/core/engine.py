@@ -129,7 +129,7 @@ class Engine:
         if record.duplicate and record.done:
             return Outcome(duplicate=True)
         comms = self._follow_up(record, now)
-        self.store.mark_event_done(event.event_id)
+        self.store.mark_event_done(event.incident_id, event.event_id)
         return Outcome(duplicate=record.duplicate, communications=tuple(comms))
 
     def _follow_up(self, record: EventRecord, now: datetime) -> list[str]:

@@ -49,7 +49,7 @@ def emit(
     return parsed
 
 
-def already_accepted(client: redis.Redis, event_id: str) -> bool:
+def already_accepted(client: redis.Redis, event_id: str, incident_id: str) -> bool:
     """Whether a worker has already applied an event with this id, so that sending it again
     changes nothing. An event still waiting in the queue is not known yet: False."""
-    return bool(client.exists(keys.event(event_id)))
+    return bool(client.exists(keys.event(incident_id, event_id)))

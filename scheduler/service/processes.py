@@ -16,6 +16,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from scheduler.core.config import ConfigSource
+from scheduler.core.durations import format_duration
 from scheduler.core.model import ms_of
 from scheduler.errors import ConfigError, StorageError
 from scheduler.service.loop import SchedulerLoop
@@ -33,6 +34,7 @@ __all__ = [
     "broker_for",
     "deliver_sender",
     "process_name",
+    "remove_expired",
     "run_worker_processes",
     "scheduler_loop",
     "start_scheduler",
@@ -149,6 +151,23 @@ def sweeper(store: Store, send: Callable[[list[str]], None], recheck_ms: int) ->
     return sweep
 
 
+RETENTION_EVERY_S = 60.0
+"""How often a scheduler removes resolved incidents older than ``retention``."""
+
+
+def remove_expired(store: Store, retention_s: int, now: datetime) -> int:
+    """Remove the incidents resolved more than ``retention_s`` before ``now``; how many went."""
+    removed = store.remove_resolved_before(ms_of(now) - retention_s * 1000, ms_of(now))
+    if removed.incidents:
+        logger.info(
+            "retention: removed %d incidents resolved more than %s ago, with %d communications",
+            removed.incidents,
+            format_duration(retention_s),
+            removed.communications,
+        )
+    return removed.incidents
+
+
 _SWEEP_BATCH = 500
 _SWEEP_GROUP = 25
 
@@ -174,12 +193,17 @@ def scheduler_loop(settings: Settings, broker: RedisBroker | None = None) -> Sch
 
     send = timer_sender(broker)
 
+    last_retention = [0.0]
+
     def watch_config() -> None:
         if time.monotonic() - last_beat[0] >= HEARTBEAT_EVERY_S:
             last_beat[0] = time.monotonic()
             _beat(store, name, "scheduler", clock)
         if source is None:
             return
+        if time.monotonic() - last_retention[0] >= RETENTION_EVERY_S:
+            last_retention[0] = time.monotonic()
+            remove_expired(store, source.current().retention, clock())
         source.current()
         if source.generation != generation[0]:
             generation[0] = source.generation

@@ -1,63 +1,145 @@
 """Every Redis key amends uses, in one place, all under one prefix.
 
+An incident's keys carry the hash tag of its shard (``amends:{07}:…``), so that every
+multi-key step of one incident (a Lua script, a WATCH transaction) stays in one slot of a
+Redis Cluster. The indexes that would otherwise take every write (the log, the unfinished
+sends, the incidents, the timers) are kept per shard, in the same slot as the incidents
+they index; readers merge the shards. ``SHARDS`` is fixed: data written with one count is
+not found with another.
+
 | key | type | holds |
 |---|---|---|
-| ``amends:event:{event_id}`` | string | JSON of an accepted event's record (idempotency) |
-| ``amends:incident:{incident_id}`` | string | JSON of the incident's current state |
-| ``amends:incidents`` | zset | incident ids scored by opening time (ms) |
-| ``amends:thread:{incident_id}:{stakeholder_id}`` | hash | one stakeholder's thread: seq, last message, promise |
-| ``amends:trigger:{incident_id}:{stakeholder_id}`` | hash | trigger token -> communication id (idempotent creation) |
-| ``amends:comm:{comm_id}`` | hash | one communication: status, times, rendered message |
-| ``amends:log`` | zset | communication ids scored by creation time (ms) |
-| ``amends:rejected`` | list | JSON records of rejected events, newest first |
-| ``amends:timers`` | zset | armed timers scored by due time (epoch ms) |
-| ``amends:timers:leased`` | zset | claimed timers scored by lease expiry (epoch ms) |
-| ``amends:timers:due`` | hash | claimed timer -> the due time it was claimed at (ms) |
+| ``amends:{NN}:event:{incident_id}:{event_id}`` | string | JSON of an accepted event's record (idempotency) |
+| ``amends:{NN}:incident:{incident_id}`` | string | JSON of the incident's current state |
+| ``amends:{NN}:incidents`` | zset | the shard's incident ids scored by opening time (ms) |
+| ``amends:{NN}:thread:{incident_id}:{stakeholder_id}`` | hash | one stakeholder's thread: seq, last message, promise |
+| ``amends:{NN}:trigger:{incident_id}:{stakeholder_id}`` | hash | trigger token -> communication id (idempotent creation) |
+| ``amends:{NN}:comm:{comm_id}`` | hash | one communication: status, times, rendered message |
+| ``amends:{NN}:log`` | zset | the shard's communication ids scored by creation time (ms) |
+| ``amends:{NN}:inflight`` | zset | the shard's unfinished communication ids scored by when to look at them again (ms) |
+| ``amends:{NN}:events:{incident_id}`` | set | the ids of the incident's applied events (removed with it) |
+| ``amends:{NN}:resolved`` | zset | the shard's resolved incidents scored by resolution time (ms), for retention |
+| ``amends:{NN}:comms:{incident_id}`` | zset | the incident's communication ids scored by creation time (ms) |
+| ``amends:{NN}:counters`` | hash | the shard's figures kept as things happen: ``created:{kind}``, ``n:{kind}:{status}``, ``late:le:{ms}``, ``late:count``, ``late:sum_ms`` |
+| ``amends:{NN}:feedback:{incident_id}`` | hash | stakeholder id -> JSON of its feedback: rating, comment, when given |
+| ``amends:{NN}:timers`` | zset | the shard's armed timers scored by due time (epoch ms) |
+| ``amends:{NN}:timers:leased`` | zset | claimed timers scored by lease expiry (epoch ms) |
+| ``amends:{NN}:timers:due`` | hash | claimed timer -> the due time it was claimed at (ms) |
 | ``amends:timers:wake`` | list | a nudge for sleeping schedulers when an earlier timer is armed |
-| ``amends:feedback:{incident_id}`` | hash | stakeholder id -> JSON of its feedback: rating, comment, when given |
-| ``amends:inflight`` | zset | unfinished communication ids scored by when to look at them again (ms) |
+| ``amends:retention`` | hash | what retention removed so far: incidents, communications, the last pass |
+| ``amends:rejected`` | list | JSON records of rejected events, newest first |
 | ``amends:heartbeats`` | hash | process name -> JSON of its role and last heartbeat (ms) |
 | ``amends:unsubscribed`` | hash | ``stakeholder`` (all mail) or ``stakeholder:incident`` -> when it opted out (ISO 8601, UTC) |
+
+``NN`` is the incident's shard, two digits: :func:`shard_of`.
 """
 
 from __future__ import annotations
 
+import zlib
+
 PREFIX = "amends"
 
-INCIDENTS = f"{PREFIX}:incidents"
-LOG = f"{PREFIX}:log"
+SHARDS = 16
+"""How many slots of a Redis Cluster the incidents and the indexes spread over."""
+
 REJECTED = f"{PREFIX}:rejected"
-TIMERS = f"{PREFIX}:timers"
-TIMERS_LEASED = f"{PREFIX}:timers:leased"
-TIMERS_DUE = f"{PREFIX}:timers:due"
+RETENTION = f"{PREFIX}:retention"
 TIMERS_WAKE = f"{PREFIX}:timers:wake"
 UNSUBSCRIBED = f"{PREFIX}:unsubscribed"
-INFLIGHT = f"{PREFIX}:inflight"
 HEARTBEATS = f"{PREFIX}:heartbeats"
+
+LATENESS_BUCKETS_MS = (500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000)
+"""Upper bounds of the lateness histogram kept in ``counters`` (``lua/finish_send.lua`` has them too)."""
 
 REJECTED_KEEP = 10_000
 """How many rejected events are kept for review."""
 
 
-def event(event_id: str) -> str:
-    return f"{PREFIX}:event:{event_id}"
+def shard_of(incident_id: str) -> int:
+    """The incident's shard: the same in every process and on every machine."""
+    return zlib.crc32(incident_id.encode()) % SHARDS
+
+
+def shard_of_comm(comm_id: str) -> int:
+    """A communication's shard, from the incident id its id starts with (``INC-1:acme:update:3``)."""
+    return shard_of(comm_id.split(":", 1)[0])
+
+
+def shard_of_timer(member: str) -> int:
+    """A timer's shard: its incident's (``u|INC-1|acme``), or the member's own for other shapes."""
+    parts = member.split("|")
+    return shard_of(parts[1] if len(parts) == 3 else member)
+
+
+def _tag(shard: int) -> str:
+    return f"{PREFIX}:{{{shard:02d}}}"
+
+
+def incidents(shard: int) -> str:
+    return f"{_tag(shard)}:incidents"
+
+
+def log(shard: int) -> str:
+    return f"{_tag(shard)}:log"
+
+
+def inflight(shard: int) -> str:
+    return f"{_tag(shard)}:inflight"
+
+
+def timers(shard: int) -> str:
+    return f"{_tag(shard)}:timers"
+
+
+def timers_leased(shard: int) -> str:
+    return f"{_tag(shard)}:timers:leased"
+
+
+def timers_due(shard: int) -> str:
+    return f"{_tag(shard)}:timers:due"
+
+
+def event(incident_id: str, event_id: str) -> str:
+    return f"{_tag(shard_of(incident_id))}:event:{incident_id}:{event_id}"
 
 
 def incident(incident_id: str) -> str:
-    return f"{PREFIX}:incident:{incident_id}"
+    return f"{_tag(shard_of(incident_id))}:incident:{incident_id}"
 
 
 def thread(incident_id: str, stakeholder_id: str) -> str:
-    return f"{PREFIX}:thread:{incident_id}:{stakeholder_id}"
+    return f"{_tag(shard_of(incident_id))}:thread:{incident_id}:{stakeholder_id}"
 
 
 def trigger(incident_id: str, stakeholder_id: str) -> str:
-    return f"{PREFIX}:trigger:{incident_id}:{stakeholder_id}"
+    return f"{_tag(shard_of(incident_id))}:trigger:{incident_id}:{stakeholder_id}"
+
+
+def comm_prefix(shard: int) -> str:
+    """What a communication's id is appended to, for a Lua step that reads a neighbour by id."""
+    return f"{_tag(shard)}:comm:"
 
 
 def comm(comm_id: str) -> str:
-    return f"{PREFIX}:comm:{comm_id}"
+    return comm_prefix(shard_of_comm(comm_id)) + comm_id
 
 
 def feedback(incident_id: str) -> str:
-    return f"{PREFIX}:feedback:{incident_id}"
+    return f"{_tag(shard_of(incident_id))}:feedback:{incident_id}"
+
+
+def incident_comms(incident_id: str) -> str:
+    return f"{_tag(shard_of(incident_id))}:comms:{incident_id}"
+
+
+def counters(shard: int) -> str:
+    return f"{_tag(shard)}:counters"
+
+
+def incident_events(incident_id: str) -> str:
+    return f"{_tag(shard_of(incident_id))}:events:{incident_id}"
+
+
+def resolved(shard: int) -> str:
+    return f"{_tag(shard)}:resolved"

@@ -40,7 +40,9 @@ from scheduler.storage.port import (
     WAIT_RECHECK_MS,
     Builder,
     Claim,
+    Counters,
     Cursor,
+    Removed,
     check_finish,
     new_comm,
 )
@@ -66,6 +68,8 @@ class MemoryStore:
         self._inflight: dict[str, int] = {}
         self._heartbeats: dict[str, dict[str, Any]] = {}
         self._feedback: dict[tuple[str, str], Feedback] = {}
+        self._counts: dict[str, int] = {}
+        self._removed = Removed(0, 0)
         self._opt_outs: dict[str, datetime] = {}
 
     def apply_event(
@@ -83,7 +87,7 @@ class MemoryStore:
                 self._opened.setdefault(incident_id, record.incident.opened_ms)
             return record
 
-    def mark_event_done(self, event_id: str) -> None:
+    def mark_event_done(self, incident_id: str, event_id: str) -> None:
         with self._lock:
             if event_id in self._events:
                 self._events[event_id].done = True
@@ -180,6 +184,7 @@ class MemoryStore:
             if "prev" in record and str(record["prev"]) in self._comms:
                 self._comms[str(record["prev"])]["next"] = comm_id
             self._log.append((int(record["created_ms"]), comm_id))
+            self._count(f"created:{use_kind}", f"n:{use_kind}:{Status.SCHEDULED}")
             self._inflight[comm_id] = int(record["created_ms"]) + DISPATCH_GRACE_MS
             return comm_id, True
 
@@ -208,6 +213,7 @@ class MemoryStore:
                 return Claim("waiting")
             following = comm.get("next")
             if following and comm.get("no_news") == "1":
+                self._moved(comm, Status.CANCELLED)
                 comm.update(
                     status="cancelled", last_error=f"superseded by {following}", updated_ms=str(now_ms)
                 )
@@ -216,6 +222,8 @@ class MemoryStore:
                 self._inflight.pop(comm_id, None)
                 self._wake(following, now_ms)
                 return Claim("superseded", following)
+            if status != Status.SENDING:
+                self._moved(comm, Status.SENDING)
             comm.update(
                 status="sending", lease_until_ms=str(now_ms + lease_ms), token=token, updated_ms=str(now_ms)
             )
@@ -248,8 +256,11 @@ class MemoryStore:
             comm = self._comms.get(comm_id)
             if comm is None or comm["status"] != "sending" or comm.get("token") != token:
                 return False, None
+            self._moved(comm, status)
             comm["status"] = str(status)
             comm.update({name: str(value) for name, value in fields.items()})
+            if status == Status.SENT:
+                self._count_lateness(int(comm.get("sent_ms", now_ms)) - int(comm["promised_ms"]))
             comm.pop("lease_until_ms", None)
             comm.pop("token", None)
             if status == "retrying":
@@ -314,6 +325,71 @@ class MemoryStore:
                 Communication.from_hash(dict(self._comms[c])) for ms, c in ordered if low is None or ms >= low
             ]
         yield from records
+
+    def _count(self, *fields: str, by: int = 1) -> None:
+        for field in fields:
+            self._counts[field] = self._counts.get(field, 0) + by
+
+    def _moved(self, comm: dict[str, str], status: str) -> None:
+        self._count(f"n:{comm['kind']}:{comm['status']}", by=-1)
+        self._count(f"n:{comm['kind']}:{status}")
+
+    def _count_lateness(self, late_ms: int) -> None:
+        late_ms = max(0, late_ms)
+        self._count(
+            *(f"late:le:{bound}" for bound in keys.LATENESS_BUCKETS_MS if late_ms <= bound), "late:count"
+        )
+        self._count("late:sum_ms", by=late_ms)
+
+    def incident_comms(self, incident_id: str) -> list[Communication]:
+        with self._lock:
+            ordered = sorted(self._log)
+            return [
+                Communication.from_hash(dict(self._comms[c]))
+                for _, c in ordered
+                if self._comms[c]["incident_id"] == incident_id
+            ]
+
+    def counters(self) -> Counters:
+        with self._lock:
+            return Counters.summed([dict(self._counts)])
+
+    def remove_resolved_before(self, before_ms: int, now_ms: int) -> Removed:
+        with self._lock:
+            old = [
+                i
+                for i, incident in self._incidents.items()
+                if not incident.is_open and (incident.resolved_ms or 0) < before_ms
+            ]
+            comms = sum(self._remove(incident_id) for incident_id in old)
+            if old:
+                total = self._removed
+                self._removed = Removed(
+                    total.incidents + len(old), total.communications + comms, now_ms, before_ms
+                )
+            return Removed(len(old), comms)
+
+    def _remove(self, incident_id: str) -> int:
+        del self._incidents[incident_id]
+        self._opened.pop(incident_id, None)
+        for event_id in [e for e, r in self._events.items() if r.incident and r.incident.id == incident_id]:
+            del self._events[event_id]
+        for pair in [p for p in (*self._threads, *self._triggers) if p[0] == incident_id]:
+            self._threads.pop(pair, None)
+            self._triggers.pop(pair, None)
+        for pair in [p for p in self._feedback if p[0] == incident_id]:
+            del self._feedback[pair]
+        gone = {c for c, comm in self._comms.items() if comm["incident_id"] == incident_id}
+        for comm_id in gone:
+            comm = self._comms.pop(comm_id)
+            self._count(f"n:{comm['kind']}:{comm['status']}", by=-1)
+            self._inflight.pop(comm_id, None)
+        self._log = [(ms, c) for ms, c in self._log if c not in gone]
+        return len(gone)
+
+    def removed(self) -> Removed:
+        with self._lock:
+            return self._removed
 
     def record_rating(self, incident_id: str, stakeholder_id: str, rating: int, now: datetime) -> Feedback:
         changes = {"rating": check_rating(rating), "rated_at": now}

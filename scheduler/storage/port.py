@@ -8,10 +8,10 @@ against both). Nothing here imports a client library.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from scheduler.core.feedback import Feedback, OptOut
 from scheduler.core.model import Communication, Draft, EventRecord, Incident, Kind, Status, Thread
@@ -23,7 +23,9 @@ __all__ = [
     "WAIT_RECHECK_MS",
     "Builder",
     "Claim",
+    "Counters",
     "Cursor",
+    "Removed",
     "Store",
     "TimerStore",
     "check_finish",
@@ -60,6 +62,55 @@ class Claim:
     prev_sent_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Counters:
+    """What ``/metrics`` reports, kept as things happen rather than counted from the log:
+    communications created per kind, how many are in each (kind, status) now, and the
+    lateness of those sent (a cumulative histogram in ms, its count and sum)."""
+
+    created: dict[str, int]
+    current: dict[tuple[str, str], int]
+    late_le_ms: dict[int, int]
+    late_count: int = 0
+    late_sum_ms: int = 0
+
+    @classmethod
+    def summed(cls, raws: Iterable[Mapping[str, int]]) -> Counters:
+        """Counters from the stored ``field -> count`` form (``created:update``,
+        ``n:update:sent``, ``late:le:500``, ``late:count``, ``late:sum_ms``), shards added up."""
+        created: dict[str, int] = {}
+        current: dict[tuple[str, str], int] = {}
+        late: dict[int, int] = {}
+        count = total = 0
+        for raw in raws:
+            for field, value in raw.items():
+                kind, _, rest = field.partition(":")
+                if kind == "created":
+                    created[rest] = created.get(rest, 0) + value
+                elif kind == "n":
+                    pair = cast("tuple[str, str]", tuple(rest.split(":", 1)))
+                    current[pair] = current.get(pair, 0) + value
+                elif field.startswith("late:le:"):
+                    bound = int(field.removeprefix("late:le:"))
+                    late[bound] = late.get(bound, 0) + value
+                elif field == "late:count":
+                    count += value
+                elif field == "late:sum_ms":
+                    total += value
+        return cls(created, current, late, count, total)
+
+
+@dataclass(frozen=True)
+class Removed:
+    """What retention removed: incidents and their communications (and, for the running
+    total, when it last removed something and the resolution time it removed up to)."""
+
+    incidents: int
+    communications: int
+    last_ms: int | None = None
+    before_ms: int | None = None
+
+
 Builder = Callable[[Thread, Incident | None], tuple[Draft, Thread] | None]
 """``build(thread, incident)``: the new communication and the thread after it, from the
 thread and the incident as they are inside the creating transaction; None: nothing to send."""
@@ -88,7 +139,7 @@ class Store(Protocol):
     def apply_event(
         self, event_id: str, incident_id: str, apply: Callable[[Incident | None], EventRecord]
     ) -> EventRecord: ...
-    def mark_event_done(self, event_id: str) -> None: ...
+    def mark_event_done(self, incident_id: str, event_id: str) -> None: ...
     def reject(self, payload: Any, errors: list[tuple[str, str]], now: datetime, source: str) -> None: ...
     def rejected(self, limit: int = 100) -> list[dict[str, Any]]: ...
     def incident(self, incident_id: str) -> Incident | None: ...
@@ -127,6 +178,12 @@ class Store(Protocol):
         **fields: str | int,
     ) -> tuple[bool, str | None]: ...
     def sweep(self, now_ms: int, recheck_ms: int, limit: int) -> list[str]: ...
+    def incident_comms(self, incident_id: str) -> list[Communication]: ...
+    def counters(self) -> Counters: ...
+
+    # retention
+    def remove_resolved_before(self, before_ms: int, now_ms: int) -> Removed: ...
+    def removed(self) -> Removed: ...
     def unfinished_count(self) -> int: ...
     def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]: ...
     def page(
@@ -216,6 +273,10 @@ class TimerStore(Protocol):
 
     def armed_count(self) -> int:
         """How many timers are armed (claims in flight not counted)."""
+        ...
+
+    def overdue_count(self, before_ms: int) -> int:
+        """How many armed timers were due before ``before_ms`` and are still not claimed."""
         ...
 
 

@@ -8,6 +8,7 @@ sent|failed|retrying`` by compare-and-set in Lua.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
 import zlib
@@ -37,11 +38,13 @@ from scheduler.storage.port import (
     WAIT_RECHECK_MS,
     Builder,
     Claim,
+    Counters,
     Cursor,
     check_finish,
     new_comm,
 )
 from scheduler.storage.redis_answers import RedisAnswers
+from scheduler.storage.redis_retention import RedisRetention
 
 __all__ = ["RedisStore"]
 
@@ -55,9 +58,10 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class RedisStore(RedisAnswers):
+class RedisStore(RedisAnswers, RedisRetention):
     """Redis persistence for events, incidents, threads and the communications log (and,
-    from :class:`RedisAnswers`, what stakeholders answer)."""
+    from :class:`RedisAnswers`, what stakeholders answer; from :class:`RedisRetention`,
+    the removal of old resolved incidents)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
@@ -78,7 +82,7 @@ class RedisStore(RedisAnswers):
         ``apply`` is not called. A record that is ``waiting`` (the event cannot apply yet)
         is returned and not kept.
         """
-        event_key, incident_key = keys.event(event_id), keys.incident(incident_id)
+        event_key, incident_key = keys.event(incident_id, event_id), keys.incident(incident_id)
 
         def transaction(pipe: Any) -> EventRecord:
             seen = pipe.get(event_key)
@@ -90,9 +94,16 @@ class RedisStore(RedisAnswers):
                 return record
             pipe.multi()
             pipe.set(event_key, json.dumps(record.to_json()))
+            pipe.sadd(keys.incident_events(incident_id), event_id)
             if record.incident is not None:
+                shard = keys.shard_of(incident_id)
                 pipe.set(incident_key, json.dumps(record.incident.to_json()))
-                pipe.zadd(keys.INCIDENTS, {incident_id: record.incident.opened_ms}, nx=True)
+                pipe.zadd(keys.incidents(shard), {incident_id: record.incident.opened_ms}, nx=True)
+                if record.incident.is_open:
+                    pipe.zrem(keys.resolved(shard), incident_id)
+                else:
+                    resolved_ms = record.incident.resolved_ms or record.incident.updated_ms
+                    pipe.zadd(keys.resolved(shard), {incident_id: resolved_ms})
             return record
 
         result = self.client.transaction(
@@ -103,12 +114,13 @@ class RedisStore(RedisAnswers):
         )
         return cast(EventRecord, result)
 
-    def mark_event_done(self, event_id: str) -> None:
-        raw = self.client.get(keys.event(event_id))
+    def mark_event_done(self, incident_id: str, event_id: str) -> None:
+        key = keys.event(incident_id, event_id)
+        raw = self.client.get(key)
         if raw is not None:
             record = json.loads(raw)
             record["done"] = True
-            self.client.set(keys.event(event_id), json.dumps(record))
+            self.client.set(key, json.dumps(record))
 
     def reject(self, payload: Any, errors: list[tuple[str, str]], now: datetime, source: str) -> None:
         """Keep a rejected event with its reasons, for ``amends log --rejected``."""
@@ -135,18 +147,29 @@ class RedisStore(RedisAnswers):
         return Incident.from_json(json.loads(raw)) if raw else None
 
     def incident_ids(self) -> list[str]:
-        return [_text(i) for i in self.client.zrange(keys.INCIDENTS, 0, -1)]
+        """Every incident id, oldest opened first."""
+        pipe = self.client.pipeline(transaction=False)
+        for shard in range(keys.SHARDS):
+            pipe.zrange(keys.incidents(shard), 0, -1, withscores=True)
+        found = [(int(score), _text(i)) for entries in pipe.execute() for i, score in entries]
+        return [i for _, i in sorted(found)]
 
     def incident_page(self, limit: int, before: Cursor | None = None) -> tuple[list[str], Cursor | None]:
         """Up to ``limit`` incident ids, newest opened first, after ``before``; and the next cursor."""
-        picked = list(itertools.islice(self._newest_first(keys.INCIDENTS, before), limit + 1))
+        picked = list(itertools.islice(self._newest_first(keys.incidents, before), limit + 1))
         following = picked[limit - 1] if len(picked) > limit else None
         return [i for _, i in picked[:limit]], following
 
-    def _newest_first(self, key: str, before: Cursor | None, since_ms: int | None = None) -> Iterator[Cursor]:
-        """A sorted set's (score, member) pairs from the highest score down, strictly after
-        ``before`` (equal scores go by member, also descending), down to ``since_ms``; read in
-        slices of ``_PAGE_SLICE`` per round trip."""
+    def _newest_first(
+        self, index: Callable[[int], str], before: Cursor | None, since_ms: int | None = None
+    ) -> Iterator[Cursor]:
+        """A sharded sorted set's (score, member) pairs from the highest score down, strictly
+        after ``before`` (equal scores go by member, also descending), down to ``since_ms``:
+        the shards ``index(shard)`` merged, each read in slices of ``_PAGE_SLICE``."""
+        shards = (self._shard_newest_first(index(s), before, since_ms) for s in range(keys.SHARDS))
+        return heapq.merge(*shards, reverse=True)
+
+    def _shard_newest_first(self, key: str, before: Cursor | None, since_ms: int | None) -> Iterator[Cursor]:
         high: int | str = before[0] if before else "+inf"
         low: int | str = since_ms if since_ms is not None else "-inf"
         offset = 0
@@ -247,9 +270,13 @@ class RedisStore(RedisAnswers):
             pipe.hset(keys.comm(comm_id), mapping=record)
             if "prev" in record:
                 pipe.hset(keys.comm(str(record["prev"])), "next", comm_id)
-            pipe.zadd(keys.LOG, {comm_id: int(record["created_ms"])})
+            shard = keys.shard_of(incident_id)
+            pipe.zadd(keys.log(shard), {comm_id: int(record["created_ms"])})
+            pipe.zadd(keys.incident_comms(incident_id), {comm_id: int(record["created_ms"])})
+            pipe.hincrby(keys.counters(shard), f"created:{use_kind}", 1)
+            pipe.hincrby(keys.counters(shard), f"n:{use_kind}:{Status.SCHEDULED}", 1)
             # Until it ends, the sweep looks at it again if nobody takes it for sending.
-            pipe.zadd(keys.INFLIGHT, {comm_id: int(record["created_ms"]) + DISPATCH_GRACE_MS})
+            pipe.zadd(keys.inflight(shard), {comm_id: int(record["created_ms"]) + DISPATCH_GRACE_MS})
             return comm_id, True
 
         result = self.client.transaction(
@@ -268,8 +295,12 @@ class RedisStore(RedisAnswers):
     def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim:
         """Take ``comm_id`` for sending (see ``lua/begin_send.lua`` for every answer)."""
         answer = self._begin_send(
-            keys=[keys.comm(comm_id), keys.INFLIGHT],
-            args=[now_ms, lease_ms, token, WAIT_RECHECK_MS, keys.comm("")],
+            keys=[
+                keys.comm(comm_id),
+                keys.inflight(shard := keys.shard_of_comm(comm_id)),
+                keys.counters(shard),
+            ],
+            args=[now_ms, lease_ms, token, WAIT_RECHECK_MS, keys.comm_prefix(shard)],
         )
         state = _text(answer[0])
         if state != "ok":
@@ -295,16 +326,41 @@ class RedisStore(RedisAnswers):
                 args += ["message_z", zlib.compress(str(value).encode(), 6)]
             else:
                 args += [name, value]
-        written, following = self._finish_send(keys=[keys.comm(comm_id), keys.INFLIGHT], args=args)
+        shard = keys.shard_of_comm(comm_id)
+        shard_keys = [keys.comm(comm_id), keys.inflight(shard), keys.counters(shard)]
+        written, following = self._finish_send(keys=shard_keys, args=args)
         return bool(written), (_text(following) or None)
 
     def sweep(self, now_ms: int, recheck_ms: int, limit: int) -> list[str]:
         """Unfinished communications due a look, each pushed ``recheck_ms`` ahead (``lua/sweep.lua``)."""
-        found = self._sweep(keys=[keys.INFLIGHT], args=[now_ms, recheck_ms, limit])
-        return [_text(c) for c in found]
+        found: list[str] = []
+        for shard in range(keys.SHARDS):
+            if len(found) >= limit:
+                break
+            due = self._sweep(keys=[keys.inflight(shard)], args=[now_ms, recheck_ms, limit - len(found)])
+            found += [_text(c) for c in due]
+        return found
 
     def unfinished_count(self) -> int:
-        return int(self.client.zcard(keys.INFLIGHT))
+        pipe = self.client.pipeline(transaction=False)
+        for shard in range(keys.SHARDS):
+            pipe.zcard(keys.inflight(shard))
+        return sum(int(n) for n in pipe.execute())
+
+    def incident_comms(self, incident_id: str) -> list[Communication]:
+        """The incident's communications, oldest first, read through its own index."""
+        ids = self.client.zrange(keys.incident_comms(incident_id), 0, -1)
+        pipe = self.client.pipeline(transaction=False)
+        for comm_id in ids:
+            pipe.hgetall(keys.comm(_text(comm_id)))
+        return [Communication.from_hash(raw) for raw in pipe.execute() if raw]
+
+    def counters(self) -> Counters:
+        """The figures kept as things happen, summed over the shards."""
+        pipe = self.client.pipeline(transaction=False)
+        for shard in range(keys.SHARDS):
+            pipe.hgetall(keys.counters(shard))
+        return Counters.summed({_text(k): int(v) for k, v in raw.items()} for raw in pipe.execute())
 
     def heartbeat(self, name: str, role: str, now_ms: int) -> None:
         self.client.hset(keys.HEARTBEATS, name, json.dumps({"role": role, "at_ms": now_ms}))
@@ -323,7 +379,7 @@ class RedisStore(RedisAnswers):
         (a cursor from the page before) and not before ``since``; and the cursor of the next
         page, None when there is no more. Reads the log index backwards in slices."""
         found: list[Communication] = []
-        entries = self._newest_first(keys.LOG, before, ms_of(since) if since else None)
+        entries = self._newest_first(keys.log, before, ms_of(since) if since else None)
         while batch := list(itertools.islice(entries, _PAGE_SLICE)):
             pipe = self.client.pipeline(transaction=False)
             for _, comm_id in batch:
@@ -338,15 +394,22 @@ class RedisStore(RedisAnswers):
     def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]:
         """Every communication in creation order, oldest first, from ``since`` on."""
         low: int | str = ms_of(since) if since else "-inf"
-        start = 0
-        while True:
-            ids = self.client.zrangebyscore(keys.LOG, low, "+inf", start=start, num=batch)
-            if not ids:
-                return
+        shards = (self._shard_oldest_first(keys.log(s), low, batch) for s in range(keys.SHARDS))
+        entries = heapq.merge(*shards)
+        while ids := [comm_id for _, comm_id in itertools.islice(entries, batch)]:
             pipe = self.client.pipeline(transaction=False)
             for comm_id in ids:
-                pipe.hgetall(keys.comm(_text(comm_id)))
+                pipe.hgetall(keys.comm(comm_id))
             for raw in pipe.execute():
                 if raw:
                     yield Communication.from_hash(raw)
-            start += len(ids)
+
+    def _shard_oldest_first(self, key: str, low: int | str, batch: int) -> Iterator[Cursor]:
+        start = 0
+        while chunk := cast(
+            "list[tuple[bytes, float]]",
+            self.client.zrangebyscore(key, low, "+inf", start=start, num=batch, withscores=True),
+        ):
+            start += len(chunk)
+            for member, score in chunk:
+                yield int(score), _text(member)

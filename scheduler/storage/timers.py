@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import redis
 
@@ -70,78 +70,124 @@ def _translated(action: str) -> Iterator[None]:
 
 
 class RedisTimerStore:
-    """Timers in Redis: the store the product runs, shared by every scheduler process."""
+    """Timers in Redis: the store the product runs, shared by every scheduler process.
+
+    Each timer lives in its incident's shard (``keys.shard_of_timer``); a claim takes the
+    earliest due timers across the shards, each shard's part in one atomic step.
+    """
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._arm_script = client.register_script((_LUA_DIR / "arm.lua").read_text())
         self._claim_script = client.register_script((_LUA_DIR / "claim.lua").read_text())
         self._ack_script = client.register_script((_LUA_DIR / "ack.lua").read_text())
-        socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        socket_timeout = _socket_timeout(client)
         self._block_slice_s = min(_BLOCK_SLICE_S, socket_timeout / 2) if socket_timeout else _BLOCK_SLICE_S
+
+    def _nudge(self, due_ms: int) -> None:
+        # One pending nudge is as good as many: a woken scheduler re-reads the store.
+        pipe = self._client.pipeline(transaction=False)
+        pipe.lpush(keys.TIMERS_WAKE, due_ms)
+        pipe.ltrim(keys.TIMERS_WAKE, 0, 0)
+        pipe.execute()
 
     def arm(self, member: str, due_ms: int) -> None:
         with _translated(f"arm timer {member!r}"):
-            self._arm_script(keys=[keys.TIMERS, keys.TIMERS_WAKE], args=[member, int(due_ms)])
+            shard = keys.shard_of_timer(member)
+            if self._arm_script(keys=[keys.timers(shard)], args=[member, int(due_ms)]):
+                self._nudge(int(due_ms))
 
     def arm_many(self, items: Iterable[tuple[str, int]]) -> None:
         with _translated("arm timers"):
             for chunk in _chunks(items, _PIPELINE_CHUNK):
                 pipe = self._client.pipeline(transaction=False)
                 for member, due_ms in chunk:
-                    self._arm_script(
-                        keys=[keys.TIMERS, keys.TIMERS_WAKE], args=[member, int(due_ms)], client=pipe
-                    )
+                    pipe.zadd(keys.timers(keys.shard_of_timer(member)), {member: int(due_ms)})
                 pipe.execute()
+                self._nudge(min(int(due_ms) for _, due_ms in chunk))
 
     def cancel(self, member: str) -> bool:
         with _translated(f"cancel timer {member!r}"):
-            return bool(self._client.zrem(keys.TIMERS, member))
+            return bool(self._client.zrem(keys.timers(keys.shard_of_timer(member)), member))
 
     def due_ms(self, member: str) -> int | None:
         with _translated(f"read timer {member!r}"):
-            score = self._client.zscore(keys.TIMERS, member)
+            score = self._client.zscore(keys.timers(keys.shard_of_timer(member)), member)
         return None if score is None else int(score)
 
     def claim(self, now_ms: int, lease_ms: int, limit: int) -> list[tuple[str, int]]:
         _check_claim(lease_ms, limit)
         with _translated("claim due timers"):
-            flat = self._claim_script(
-                keys=[keys.TIMERS, keys.TIMERS_LEASED, keys.TIMERS_DUE],
-                args=[int(now_ms), int(lease_ms), int(limit)],
-            )
-        return [(_text(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+            claimed: list[tuple[str, int]] = []
+            for shard, wanted in self._choose(now_ms, limit).items():
+                flat = self._claim_script(
+                    keys=[keys.timers(shard), keys.timers_leased(shard), keys.timers_due(shard)],
+                    args=[int(now_ms), int(lease_ms), int(limit), *wanted],
+                )
+                claimed += [(_text(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return sorted(claimed, key=lambda c: (c[1], c[0]))
+
+    def _choose(self, now_ms: int, limit: int) -> dict[int, list[str]]:
+        """The timers a claim hands out, chosen across the shards as one store would: up to
+        ``limit`` lease-expired claims (earliest expiry first) and up to ``limit`` due timers
+        (earliest due first), then the earliest ``limit`` of both by due time and member."""
+        pipe = self._client.pipeline(transaction=False)
+        for shard in range(keys.SHARDS):
+            pipe.zrangebyscore(keys.timers_leased(shard), "-inf", now_ms, start=0, num=limit, withscores=True)
+            pipe.zrangebyscore(keys.timers(shard), "-inf", now_ms, start=0, num=limit, withscores=True)
+        answers = pipe.execute()
+        expired = sorted(
+            (int(at), _text(m), shard) for shard in range(keys.SHARDS) for m, at in answers[2 * shard]
+        )[:limit]
+        due = sorted(
+            (int(at), _text(m), shard) for shard in range(keys.SHARDS) for m, at in answers[2 * shard + 1]
+        )[:limit]
+        picked: dict[str, tuple[int, int]] = {}  # member -> (due, shard)
+        if expired:
+            pipe = self._client.pipeline(transaction=False)
+            for _at, member, shard in expired:
+                pipe.hget(keys.timers_due(shard), member)
+            for (at, member, shard), first_due in zip(expired, pipe.execute(), strict=True):
+                picked[member] = (int(first_due) if first_due is not None else at, shard)
+        for at, member, shard in due:
+            picked[member] = (min(at, picked.get(member, (at, shard))[0]), shard)
+        chosen: dict[int, list[str]] = {}
+        for _, member, shard in sorted((d, m, s) for m, (d, s) in picked.items())[:limit]:
+            chosen.setdefault(shard, []).append(member)
+        return chosen
 
     def ack(self, member: str) -> None:
         self.ack_many([member])
 
     def ack_many(self, members: Iterable[str]) -> None:
         with _translated("ack timers"):
-            for chunk in _chunks(members, _PIPELINE_CHUNK):
+            for shard, chunk in _by_shard(members):
                 # One transaction so that a lease and its due time never outlive each other.
                 pipe = self._client.pipeline(transaction=True)
-                pipe.zrem(keys.TIMERS_LEASED, *chunk)
-                pipe.hdel(keys.TIMERS_DUE, *chunk)
+                pipe.zrem(keys.timers_leased(shard), *chunk)
+                pipe.hdel(keys.timers_due(shard), *chunk)
                 pipe.execute()
 
     def ack_claims(self, claims: Iterable[tuple[str, int]]) -> int:
         dropped = 0
+        by_member = dict(claims)
         with _translated("ack timers"):
-            for chunk in _chunks(claims, _PIPELINE_CHUNK):
+            for shard, chunk in _by_shard(by_member):
                 args: list[str | int] = []
-                for member, due_ms in chunk:
-                    args += [member, int(due_ms)]
-                dropped += int(self._ack_script(keys=[keys.TIMERS_LEASED, keys.TIMERS_DUE], args=args))
+                for member in chunk:
+                    args += [member, int(by_member[member])]
+                leases = [keys.timers_leased(shard), keys.timers_due(shard)]
+                dropped += int(self._ack_script(keys=leases, args=args))
         return dropped
 
     def next_wakeup_ms(self) -> int | None:
         with _translated("read the next wake-up"):
             pipe = self._client.pipeline(transaction=False)
-            pipe.zrange(keys.TIMERS, 0, 0, withscores=True)
-            pipe.zrange(keys.TIMERS_LEASED, 0, 0, withscores=True)
-            earliest_due, earliest_expiry = pipe.execute()
-        scores = [int(score) for _, score in (*earliest_due, *earliest_expiry)]
-        return min(scores, default=None)
+            for shard in range(keys.SHARDS):
+                pipe.zrange(keys.timers(shard), 0, 0, withscores=True)
+                pipe.zrange(keys.timers_leased(shard), 0, 0, withscores=True)
+            earliest = pipe.execute()
+        return min((int(score) for entries in earliest for _, score in entries), default=None)
 
     def wait(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -158,7 +204,43 @@ class RedisTimerStore:
 
     def armed_count(self) -> int:
         with _translated("count armed timers"):
-            return int(self._client.zcard(keys.TIMERS))
+            return self._count(keys.timers)
+
+    def overdue_count(self, before_ms: int) -> int:
+        with _translated("count overdue timers"):
+            pipe = self._client.pipeline(transaction=False)
+            for shard in range(keys.SHARDS):
+                pipe.zcount(keys.timers(shard), "-inf", f"({int(before_ms)}")
+            return sum(int(n) for n in pipe.execute())
+
+    def leased_count(self) -> int:
+        """How many claims are handed out and not acked yet."""
+        with _translated("count leased timers"):
+            return self._count(keys.timers_leased)
+
+    def _count(self, index: Callable[[int], str]) -> int:
+        pipe = self._client.pipeline(transaction=False)
+        for shard in range(keys.SHARDS):
+            pipe.zcard(index(shard))
+        return sum(int(n) for n in pipe.execute())
+
+
+def _by_shard(members: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
+    """The members grouped by shard, in chunks of at most ``_PIPELINE_CHUNK``."""
+    grouped: dict[int, list[str]] = {}
+    for member in members:
+        grouped.setdefault(keys.shard_of_timer(member), []).append(member)
+    for shard, group in sorted(grouped.items()):
+        for chunk in _chunks(group, _PIPELINE_CHUNK):
+            yield shard, chunk
+
+
+def _socket_timeout(client: redis.Redis) -> float | None:
+    """The client's socket timeout (a cluster client keeps it in its node settings)."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        return cast("float | None", pool.connection_kwargs.get("socket_timeout"))
+    return cast("float | None", getattr(client, "socket_timeout", None))
 
 
 class MemoryTimerStore:
@@ -242,6 +324,10 @@ class MemoryTimerStore:
         with self._nudge:
             if self._nudge.wait_for(lambda: self._nudged, timeout_s):
                 self._nudged = False
+
+    def overdue_count(self, before_ms: int) -> int:
+        with self._lock:
+            return sum(1 for due in self._armed.values() if due < before_ms)
 
     def armed_count(self) -> int:
         with self._lock:

@@ -101,7 +101,7 @@ def _accept(web: Web, documents: list[Any], kept: Any = None) -> list[dict[str, 
         raise _AllRejected("invalid events", errors)
     answers, seen = [], set()
     for event in events:
-        if event.event_id in seen or already_accepted(web.client, event.event_id):
+        if event.event_id in seen or already_accepted(web.client, event.event_id, event.incident_id):
             answers.append({"event_id": event.event_id, "status": "duplicate"})
             continue
         emit(event.model_dump(mode="json", by_alias=True, exclude_none=True), broker=web.broker, now=now)

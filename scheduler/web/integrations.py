@@ -90,7 +90,9 @@ async def _accept(
         accepted = []
         for event in translation.events:
             # A tool's repeat of what was already applied is answered as such, not enqueued.
-            if await run_in_threadpool(already_accepted, web.client, str(event["event_id"])):
+            if await run_in_threadpool(
+                already_accepted, web.client, str(event["event_id"]), str(event["incident_id"])
+            ):
                 accepted.append(
                     {
                         "event_id": event["event_id"],

@@ -4,8 +4,8 @@
 -- one that was handed out for that due time. A timer re-armed and claimed again meanwhile
 -- keeps its newer lease, so the first claimer cannot drop the second one's wake-up.
 --
--- KEYS[1] leased  amends:timers:leased  zset  member -> lease expiry (epoch ms)
--- KEYS[2] due     amends:timers:due     hash  member -> due time it was claimed at (epoch ms)
+-- KEYS[1] leased  amends:{NN}:timers:leased  zset  member -> lease expiry (epoch ms)
+-- KEYS[2] due     amends:{NN}:timers:due     hash  member -> due time it was claimed at (epoch ms)
 --
 -- ARGV  pairs of (member, due_ms as claimed)
 --

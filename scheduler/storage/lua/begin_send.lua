@@ -1,13 +1,14 @@
 -- Move a communication to `sending` if it may go out now.
 --
--- KEYS[1]  amends:comm:{comm_id}        hash  the communication
--- KEYS[2]  amends:inflight              zset  unfinished communication id -> when to look at it again (ms)
+-- KEYS[1]  amends:{NN}:comm:{comm_id}   hash  the communication
+-- KEYS[2]  amends:{NN}:inflight         zset  unfinished communication id -> when to look at it again (ms)
+-- KEYS[3]  amends:{NN}:counters         hash  "n:{kind}:{status}" -> communications now in that status
 -- ARGV[1]  now_ms                       epoch milliseconds
 -- ARGV[2]  lease_ms                     how long the `sending` claim holds
 -- ARGV[3]  token                        identifies this attempt for finish_send.lua
 -- ARGV[4]  wait_recheck_ms              when a message waiting for its predecessor is looked at again
 --                                       at the latest (finish_send.lua wakes it sooner)
--- ARGV[5]  comm_prefix                  "amends:comm:": the thread's previous communication,
+-- ARGV[5]  comm_prefix                  "amends:{NN}:comm:": the thread's previous communication,
 --                                       named by the `prev` field, is read at ARGV[5] .. prev
 --                                       (the caller cannot know it without a round trip; it
 --                                       belongs to the same incident and thread)
@@ -23,6 +24,7 @@
 
 local comm = KEYS[1]
 local inflight = KEYS[2]
+local counters = KEYS[3]
 local now = tonumber(ARGV[1])
 local lease_ms = tonumber(ARGV[2])
 local id = redis.call("HGET", comm, "id")
@@ -61,6 +63,9 @@ end
 
 local following = redis.call("HGET", comm, "next")
 if following and redis.call("HGET", comm, "no_news") == "1" then
+    local kind = redis.call("HGET", comm, "kind")
+    redis.call("HINCRBY", counters, "n:" .. kind .. ":" .. status, -1)
+    redis.call("HINCRBY", counters, "n:" .. kind .. ":cancelled", 1)
     redis.call("HSET", comm, "status", "cancelled", "last_error", "superseded by " .. following,
         "updated_ms", ARGV[1])
     redis.call("HDEL", comm, "lease_until_ms", "token", "next_attempt_ms")
@@ -69,6 +74,11 @@ if following and redis.call("HGET", comm, "no_news") == "1" then
     return {"superseded", following}
 end
 
+if status ~= "sending" then
+    local kind = redis.call("HGET", comm, "kind")
+    redis.call("HINCRBY", counters, "n:" .. kind .. ":" .. status, -1)
+    redis.call("HINCRBY", counters, "n:" .. kind .. ":sending", 1)
+end
 redis.call("HSET", comm,
     "status", "sending",
     "lease_until_ms", tostring(now + lease_ms),

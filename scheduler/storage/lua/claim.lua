@@ -13,13 +13,15 @@
 -- earlier of its two due times. Timers already leased but re-armed for a due time that has
 -- passed are handed out again (the re-arm asked for another delivery).
 --
--- KEYS[1] timers  amends:timers         zset  member -> due time (epoch ms)
--- KEYS[2] leased  amends:timers:leased  zset  member -> lease expiry (epoch ms)
--- KEYS[3] due     amends:timers:due     hash  member -> due time it was claimed at (epoch ms)
+-- KEYS[1] timers  amends:{NN}:timers         zset  member -> due time (epoch ms)
+-- KEYS[2] leased  amends:{NN}:timers:leased  zset  member -> lease expiry (epoch ms)
+-- KEYS[3] due     amends:{NN}:timers:due     hash  member -> due time it was claimed at (epoch ms)
 --
 -- ARGV[1] now_ms    the caller's clock, epoch ms (the Redis clock is never read)
 -- ARGV[2] lease_ms  how long a claim stays with its claimer before it is handed out again
 -- ARGV[3] limit     the most timers to hand out (>= 1)
+-- ARGV[4..] wanted  optional: only these members may be handed out (the caller chose them
+--                   across shards; each is among this shard's first `limit` candidates)
 --
 -- Returns a flat array [member, due_ms, member, due_ms, ...], earliest due first
 -- (ties by member).
@@ -33,10 +35,21 @@ local lease_ms = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local expires_ms = now_ms + lease_ms
 
+local wanted = nil
+if #ARGV > 3 then
+    wanted = {}
+    for i = 4, #ARGV do
+        wanted[ARGV[i]] = true
+    end
+end
+
 local picked = {}  -- member -> entry
 local entries = {} -- {member, due_ms, armed}
 
 local function consider(member, due_ms, armed)
+    if wanted ~= nil and not wanted[member] then
+        return
+    end
     local entry = picked[member]
     if entry == nil then
         entry = {member, due_ms, armed}

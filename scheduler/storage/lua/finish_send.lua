@@ -1,7 +1,9 @@
 -- Record how a send attempt ended, if the attempt still owns the communication.
 --
--- KEYS[1]  amends:comm:{comm_id}   hash  the communication
--- KEYS[2]  amends:inflight         zset  unfinished communication id -> when to look at it again (ms)
+-- KEYS[1]  amends:{NN}:comm:{comm_id}   hash  the communication
+-- KEYS[2]  amends:{NN}:inflight    zset  unfinished communication id -> when to look at it again (ms)
+-- KEYS[3]  amends:{NN}:counters    hash  "n:{kind}:{status}" -> how many are in that status now;
+--                                        "late:le:{ms}", "late:count", "late:sum_ms" -> lateness of sent ones
 -- ARGV[1]  token                   the token begin_send.lua handed to this attempt
 -- ARGV[2]  status                  "sent", "failed", "cancelled" or "retrying"
 -- ARGV[3]  now_ms                  epoch milliseconds
@@ -15,14 +17,33 @@
 
 local comm = KEYS[1]
 local inflight = KEYS[2]
+local counters = KEYS[3]
+-- Upper bounds of the lateness histogram (ms); scheduler.storage.keys.LATENESS_BUCKETS_MS
+local BUCKETS = {500, 1000, 2000, 5000, 10000, 30000, 60000, 300000}
 if redis.call("HGET", comm, "status") ~= "sending" or redis.call("HGET", comm, "token") ~= ARGV[1] then
     return {0, ""}
 end
 local id = redis.call("HGET", comm, "id")
 local status = ARGV[2]
+local kind = redis.call("HGET", comm, "kind")
 redis.call("HSET", comm, "status", status)
 for i = 5, #ARGV, 2 do
     redis.call("HSET", comm, ARGV[i], ARGV[i + 1])
+end
+redis.call("HINCRBY", counters, "n:" .. kind .. ":sending", -1)
+redis.call("HINCRBY", counters, "n:" .. kind .. ":" .. status, 1)
+if status == "sent" then
+    local late_ms = tonumber(redis.call("HGET", comm, "sent_ms") or ARGV[3]) - tonumber(redis.call("HGET", comm, "promised_ms"))
+    if late_ms < 0 then
+        late_ms = 0
+    end
+    for _, bound in ipairs(BUCKETS) do
+        if late_ms <= bound then
+            redis.call("HINCRBY", counters, "late:le:" .. bound, 1)
+        end
+    end
+    redis.call("HINCRBY", counters, "late:count", 1)
+    redis.call("HINCRBY", counters, "late:sum_ms", late_ms)
 end
 redis.call("HDEL", comm, "lease_until_ms", "token")
 if status == "retrying" then

@@ -6,7 +6,7 @@
 -- hand out the same one twice in a row. A communication leaves the set only when it ends
 -- (finish_send.lua, or begin_send.lua finding it ended).
 --
--- KEYS[1] inflight  amends:inflight  zset  communication id -> when to look at it (epoch ms)
+-- KEYS[1] inflight  amends:{NN}:inflight  zset  communication id -> when to look at it (epoch ms)
 --
 -- ARGV[1] now_ms      the caller's clock, epoch ms
 -- ARGV[2] recheck_ms  how far ahead the next look is pushed
