@@ -233,6 +233,11 @@ def test_incidents_newest_first_and_one_with_its_threads(live: TestClient, app: 
     assert [c["kind"] for c in detail["communications"]["globex"]] == ["acknowledgment"]
     assert detail["feedback"] == {}
     assert live.get("/v1/incidents/INC-404").status_code == 404
+    first = live.get("/v1/incidents", params={"limit": 1}).json()
+    assert [i["id"] for i in first["incidents"]] == ["INC-2"] and first["next_cursor"]
+    rest = live.get("/v1/incidents", params={"limit": 1, "cursor": first["next_cursor"]}).json()
+    assert [i["id"] for i in rest["incidents"]] == ["INC-1"] and rest["next_cursor"] is None
+    assert live.get("/v1/incidents", params={"cursor": "nonsense"}).status_code == 422
 
 
 # -- feedback links -------------------------------------------------------------------------
@@ -500,7 +505,7 @@ def test_the_api_refuses_to_start_without_its_secrets(redis_url: str) -> None:
 def test_the_demo_runs_open_without_a_token(redis_url: str, redis_client: redis.Redis) -> None:
     """With demo=True and no token, the API starts and its endpoints need no token."""
     with TestClient(create_app(Settings(redis_url=redis_url, secret_key=SECRET), demo=True)) as client:
-        assert client.get("/v1/incidents").json() == {"incidents": []}
+        assert client.get("/v1/incidents").json() == {"incidents": [], "next_cursor": None}
         assert client.get("/").status_code == 200
         assert client.get("/metrics").status_code == 200
 

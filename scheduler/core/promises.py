@@ -93,17 +93,20 @@ class OpenPromise:
 
 
 def open_promises(
-    store: Store, incident: str | None = None, stakeholder: str | None = None
+    store: Store,
+    incident: str | None = None,
+    stakeholder: str | None = None,
+    among: Iterable[str] | None = None,
 ) -> list[OpenPromise]:
-    """The next update (open incidents) or feedback request (resolved ones) of every thread.
+    """The next update (open incidents) or feedback request (resolved ones) of every thread
+    of ``incident``, or of the incidents ``among`` names, or else of every incident.
 
     These live in the threads until their timer fires; counting them shows promises that
     are overdue while no worker or scheduler runs.
     """
     found = []
-    for incident_id in store.incident_ids():
-        if incident is not None and incident_id != incident:
-            continue
+    ids = [incident] if incident is not None else list(among) if among is not None else store.incident_ids()
+    for incident_id in ids:
         state = store.incident(incident_id)
         for stakeholder_id in state.stakeholders if state else []:
             if stakeholder is not None and stakeholder_id != stakeholder:

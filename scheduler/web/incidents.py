@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
 
 from scheduler.core.model import Incident, iso_z, utc_of
-from scheduler.web._http import SafeJSONResponse
+from scheduler.storage.port import format_cursor, parse_cursor
+from scheduler.web._http import SafeJSONResponse, invalid
 from scheduler.web.auth import require_reader
 from scheduler.web.deps import WebDep
 
@@ -26,10 +27,23 @@ def incident_json(incident: Incident) -> dict[str, Any]:
 
 
 @router.get("/v1/incidents", dependencies=[Depends(require_reader)])
-def incidents(web: WebDep) -> JSONResponse:
-    """Every incident's current state, newest first."""
-    states = (web.store.incident(i) for i in reversed(web.store.incident_ids()))
-    return SafeJSONResponse({"incidents": [incident_json(s) for s in states if s is not None]})
+def incidents(
+    web: WebDep, limit: int = Query(100, ge=1, le=1_000), cursor: str | None = None
+) -> JSONResponse:
+    """The incidents' current state, newest opened first, one page of ``limit``;
+    ``next_cursor`` (null on the last page) is passed back as ``cursor`` for the next one."""
+    try:
+        after = parse_cursor(cursor) if cursor is not None else None
+    except ValueError as e:
+        return invalid([("cursor", str(e))])
+    ids, following = web.store.incident_page(limit, after)
+    states = (web.store.incident(i) for i in ids)
+    return SafeJSONResponse(
+        {
+            "incidents": [incident_json(s) for s in states if s is not None],
+            "next_cursor": format_cursor(following) if following else None,
+        }
+    )
 
 
 @router.get("/v1/incidents/{incident_id}", dependencies=[Depends(require_reader)])
@@ -39,9 +53,8 @@ def incident(incident_id: str, web: WebDep) -> JSONResponse:
     if state is None:
         raise HTTPException(404, f"no incident {incident_id!r}")
     grouped: dict[str, list[dict[str, Any]]] = {sid: [] for sid in state.stakeholders}
-    for comm in web.store.communications():
-        if comm.incident_id == incident_id:
-            grouped.setdefault(comm.stakeholder_id, []).append(comm.as_json())
+    for comm in web.store.incident_comms(incident_id):
+        grouped.setdefault(comm.stakeholder_id, []).append(comm.as_json())
     answers = {sid: f.as_json() for sid, f in web.store.feedback_for(incident_id).items()}
     return SafeJSONResponse(
         {"incident": incident_json(state), "communications": grouped, "feedback": answers}

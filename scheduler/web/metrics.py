@@ -2,35 +2,33 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
-
 from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
-from scheduler.core.model import Communication, Kind, Status
-from scheduler.core.promises import open_promises, promise_report
+from scheduler.core.model import Kind, Status, ms_of
 from scheduler.core.text import scrub
 from scheduler.storage import keys
 from scheduler.storage.keys import REJECTED_KEEP
+from scheduler.storage.port import Counters
 from scheduler.web.auth import require_reader
 from scheduler.web.deps import WebDep
 
-__all__ = ["LATENESS_BUCKETS_S", "metrics_text", "router"]
-
-LATENESS_BUCKETS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
-"""Upper bounds of the lateness histogram's buckets; ``+Inf`` follows."""
+__all__ = ["metrics_text", "router"]
 
 router = APIRouter()
 
 
 @router.get("/metrics", dependencies=[Depends(require_reader)])
 def metrics(web: WebDep) -> PlainTextResponse:
-    """Prometheus text format: communications by kind and status, lateness, timers, rejects."""
-    comms: list[Communication] = list(web.store.communications())
-    overdue = promise_report([], web.clock(), open_promises(web.store), web.grace_s()).overdue_unsent
+    """Prometheus text format: communications by kind and status, lateness, timers, rejects.
+
+    Every figure is kept as things happen (counters, index sizes), so a scrape costs the
+    same with ten communications stored or ten million."""
+    overdue_before = ms_of(web.clock()) - int(web.grace_s() * 1000)
     rejected = int(web.client.llen(keys.REJECTED))
-    text = metrics_text(comms, web.timers.armed_count(), rejected, overdue)
+    text = metrics_text(
+        web.store.counters(), web.timers.armed_count(), rejected, web.timers.overdue_count(overdue_before)
+    )
     return PlainTextResponse(scrub(text), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -39,7 +37,7 @@ def _label(value: str) -> str:
 
 
 def metrics_text(
-    comms: Iterable[Communication], armed_timers: int, rejected_events: int, overdue_promises: int = 0
+    counters: Counters, armed_timers: int, rejected_events: int, overdue_promises: int = 0
 ) -> str:
     """The figures for ``/metrics`` in Prometheus' text format (version 0.0.4).
 
@@ -47,33 +45,32 @@ def metrics_text(
     created per kind is a counter. Lateness is over sent messages, sending early
     counting as 0, as in ``amends log --promises``.
     """
-    comms = list(comms)
-    by_status = Counter((str(c.kind), str(c.status)) for c in comms)
-    created = Counter(str(c.kind) for c in comms)
-    lateness = [max(0.0, c.lateness_s) for c in comms if c.lateness_s is not None]
+    kinds = list(dict.fromkeys([*map(str, Kind), *counters.created, *(k for k, _ in counters.current)]))
+    statuses = list(dict.fromkeys([*map(str, Status), *(s for _, s in counters.current)]))
     lines = [
         "# HELP amends_communications Communications in the log, by kind and current status.",
         "# TYPE amends_communications gauge",
     ]
-    kinds = list(dict.fromkeys([*map(str, Kind), *created]))
-    statuses = list(dict.fromkeys([*map(str, Status), *(s for _, s in by_status)]))
     for kind in kinds:
         for status in statuses:
             labels = f'kind="{_label(kind)}",status="{_label(status)}"'
-            lines.append(f"amends_communications{{{labels}}} {by_status[(kind, status)]}")
+            lines.append(f"amends_communications{{{labels}}} {counters.current.get((kind, status), 0)}")
     lines += [
         "# HELP amends_communications_created_total Communications created, by kind.",
         "# TYPE amends_communications_created_total counter",
-        *(f'amends_communications_created_total{{kind="{_label(k)}"}} {created[k]}' for k in kinds),
+        *(
+            f'amends_communications_created_total{{kind="{_label(k)}"}} {counters.created.get(k, 0)}'
+            for k in kinds
+        ),
         "# HELP amends_lateness_seconds How long after its promised time each sent message went out.",
         "# TYPE amends_lateness_seconds histogram",
         *(
-            f'amends_lateness_seconds_bucket{{le="{bound}"}} {sum(1 for s in lateness if s <= bound)}'
-            for bound in LATENESS_BUCKETS_S
+            f'amends_lateness_seconds_bucket{{le="{bound_ms / 1000}"}} {counters.late_le_ms.get(bound_ms, 0)}'
+            for bound_ms in keys.LATENESS_BUCKETS_MS
         ),
-        f'amends_lateness_seconds_bucket{{le="+Inf"}} {len(lateness)}',
-        f"amends_lateness_seconds_sum {sum(lateness)!r}",
-        f"amends_lateness_seconds_count {len(lateness)}",
+        f'amends_lateness_seconds_bucket{{le="+Inf"}} {counters.late_count}',
+        f"amends_lateness_seconds_sum {counters.late_sum_ms / 1000!r}",
+        f"amends_lateness_seconds_count {counters.late_count}",
         "# HELP amends_promises_overdue Promised messages not yet composed, past their time and the grace.",
         "# TYPE amends_promises_overdue gauge",
         f"amends_promises_overdue {overdue_promises}",

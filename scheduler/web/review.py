@@ -43,7 +43,7 @@ def _pending(
     """Each thread's promise not composed yet, with its words for the review page."""
     found: dict[tuple[str, str], tuple[datetime, str]] = {}
     severity = {s.id: s.severity for s in states}
-    for promise in open_promises(store):
+    for promise in open_promises(store, among=[s.id for s in states]):
         stakeholder = config.stakeholder(promise.stakeholder_id) if config else None
         tz = config.timezone_of(stakeholder) if config and stakeholder else "UTC"
         quiet = config.quiet_hours_of(stakeholder) if config and stakeholder else None
@@ -83,10 +83,9 @@ def review(request: Request, web: WebDep, before: str | None = None) -> Response
     store = web.store
     ids, following = store.incident_page(REVIEW_PAGE, after)
     states = [s for s in (store.incident(i) for i in ids) if s is not None]
-    shown = set(ids)
     view = review_view(
         [s.to_json() for s in states],
-        (c for c in store.communications() if c.incident_id in shown),
+        (c for incident_id in ids for c in store.incident_comms(incident_id)),
         {i: store.feedback_for(i) for i in ids},
         {o.id: o.since for o in store.opt_outs()},
         now,
