@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, overload
+from typing import Any, ClassVar, overload
 
 __all__ = [
     "CONTENT_FIELDS",
@@ -328,6 +328,13 @@ class Communication:
     first_attempt_at: datetime | None = None
     no_news: bool = False
     channel: str = "email"
+
+    LISTED_FIELDS: ClassVar[tuple[str, ...]] = (
+        *("id", "incident_id", "stakeholder_id", "kind", "seq", "status", "recipient", "created_ms"),
+        *("promised_ms", "next_update_ms", "sent_ms", "attempts", "last_error", "subject", "message_id"),
+        *("context", "prev", "next", "next_attempt_ms", "first_attempt_ms", "no_news", "channel"),
+    )
+    """The stored fields ``from_hash`` reads, but the message as sent (``message_z``)."""
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> Communication:

@@ -113,6 +113,10 @@ class MemoryStore:
         with self._lock:
             return copy.deepcopy(self._incidents.get(incident_id))
 
+    def incidents(self, incident_ids: list[str]) -> list[Incident]:
+        with self._lock:
+            return [copy.deepcopy(self._incidents[i]) for i in incident_ids if i in self._incidents]
+
     def incident_ids(self) -> list[str]:
         with self._lock:
             return sorted(self._opened, key=lambda i: (self._opened[i], i))

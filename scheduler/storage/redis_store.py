@@ -58,6 +58,16 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_LISTED = Communication.LISTED_FIELDS
+"""What a list of communications reads of each: everything but the message as sent, which
+only ``comm()`` (one message in full) reads and unpacks."""
+
+
+def _listed(values: list[Any]) -> Communication | None:
+    found = {name: value for name, value in zip(_LISTED, values, strict=True) if value is not None}
+    return Communication.from_hash(found) if found else None
+
+
 class RedisStore(RedisAnswers, RedisRetention):
     """Redis persistence for events, incidents, threads and the communications log (and,
     from :class:`RedisAnswers`, what stakeholders answer; from :class:`RedisRetention`,
@@ -146,6 +156,13 @@ class RedisStore(RedisAnswers, RedisRetention):
         raw = self.client.get(keys.incident(incident_id))
         return Incident.from_json(json.loads(raw)) if raw else None
 
+    def incidents(self, incident_ids: list[str]) -> list[Incident]:
+        """The incidents of ``incident_ids`` that exist, in that order, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for incident_id in incident_ids:
+            pipe.get(keys.incident(incident_id))
+        return [Incident.from_json(json.loads(raw)) for raw in pipe.execute() if raw]
+
     def incident_ids(self) -> list[str]:
         """Every incident id, oldest opened first."""
         pipe = self.client.pipeline(transaction=False)
@@ -156,35 +173,44 @@ class RedisStore(RedisAnswers, RedisRetention):
 
     def incident_page(self, limit: int, before: Cursor | None = None) -> tuple[list[str], Cursor | None]:
         """Up to ``limit`` incident ids, newest opened first, after ``before``; and the next cursor."""
-        picked = list(itertools.islice(self._newest_first(keys.incidents, before), limit + 1))
+        picked = list(
+            itertools.islice(self._newest_first(keys.incidents, before, slice_=limit + 1), limit + 1)
+        )
         following = picked[limit - 1] if len(picked) > limit else None
         return [i for _, i in picked[:limit]], following
 
     def _newest_first(
-        self, index: Callable[[int], str], before: Cursor | None, since_ms: int | None = None
+        self, index: Callable[[int], str], before: Cursor | None, since_ms: int | None = None, slice_: int = 0
     ) -> Iterator[Cursor]:
         """A sharded sorted set's (score, member) pairs from the highest score down, strictly
         after ``before`` (equal scores go by member, also descending), down to ``since_ms``:
-        the shards ``index(shard)`` merged, each read in slices of ``_PAGE_SLICE``."""
-        shards = (self._shard_newest_first(index(s), before, since_ms) for s in range(keys.SHARDS))
-        return heapq.merge(*shards, reverse=True)
-
-    def _shard_newest_first(self, key: str, before: Cursor | None, since_ms: int | None) -> Iterator[Cursor]:
+        the shards ``index(shard)`` merged, each read in slices of ``slice_`` (default
+        ``_PAGE_SLICE``), the first slice of every shard in one round trip."""
         high: int | str = before[0] if before else "+inf"
         low: int | str = since_ms if since_ms is not None else "-inf"
+        size = slice_ or _PAGE_SLICE
+        pipe = self.client.pipeline(transaction=False)
+        for shard in range(keys.SHARDS):
+            pipe.zrevrangebyscore(index(shard), high, low, start=0, num=size, withscores=True)
+        firsts = pipe.execute()
+        shards = (
+            self._shard_newest_first(index(s), high, low, before, size, firsts[s]) for s in range(keys.SHARDS)
+        )
+        return heapq.merge(*shards, reverse=True)
+
+    def _shard_newest_first(
+        self, key: str, high: int | str, low: int | str, before: Cursor | None, size: int, chunk: Any
+    ) -> Iterator[Cursor]:
         offset = 0
-        while True:
-            chunk = cast(
-                "list[tuple[bytes, float]]",
-                self.client.zrevrangebyscore(key, high, low, start=offset, num=_PAGE_SLICE, withscores=True),
-            )
-            if not chunk:
-                return
+        while chunk:
             offset += len(chunk)
             for member, score in chunk:
                 entry = (int(score), _text(member))
                 if before is None or entry < before:
                     yield entry
+            if len(chunk) < size:
+                return
+            chunk = self.client.zrevrangebyscore(key, high, low, start=offset, num=size, withscores=True)
 
     def set_incident_stakeholders(self, incident_id: str, update: Callable[[list[str]], list[str]]) -> None:
         key = keys.incident(incident_id)
@@ -352,8 +378,8 @@ class RedisStore(RedisAnswers, RedisRetention):
         ids = self.client.zrange(keys.incident_comms(incident_id), 0, -1)
         pipe = self.client.pipeline(transaction=False)
         for comm_id in ids:
-            pipe.hgetall(keys.comm(_text(comm_id)))
-        return [Communication.from_hash(raw) for raw in pipe.execute() if raw]
+            pipe.hmget(keys.comm(_text(comm_id)), _LISTED)
+        return [c for raw in pipe.execute() if (c := _listed(raw))]
 
     def counters(self) -> Counters:
         """The figures kept as things happen, summed over the shards."""
@@ -379,13 +405,14 @@ class RedisStore(RedisAnswers, RedisRetention):
         (a cursor from the page before) and not before ``since``; and the cursor of the next
         page, None when there is no more. Reads the log index backwards in slices."""
         found: list[Communication] = []
-        entries = self._newest_first(keys.log, before, ms_of(since) if since else None)
-        while batch := list(itertools.islice(entries, _PAGE_SLICE)):
+        first = min(limit, _PAGE_SLICE)  # unfiltered, the first slice is the page
+        entries = self._newest_first(keys.log, before, ms_of(since) if since else None, slice_=first)
+        while batch := list(itertools.islice(entries, first if not found else _PAGE_SLICE)):
             pipe = self.client.pipeline(transaction=False)
             for _, comm_id in batch:
-                pipe.hgetall(keys.comm(comm_id))
+                pipe.hmget(keys.comm(comm_id), _LISTED)
             for entry, raw in zip(batch, pipe.execute(), strict=True):
-                if raw and keep(comm := Communication.from_hash(raw)):
+                if (comm := _listed(raw)) and keep(comm):
                     found.append(comm)
                     if len(found) == limit:
                         return found, entry  # the log's own score: no round trip through a float
@@ -399,10 +426,10 @@ class RedisStore(RedisAnswers, RedisRetention):
         while ids := [comm_id for _, comm_id in itertools.islice(entries, batch)]:
             pipe = self.client.pipeline(transaction=False)
             for comm_id in ids:
-                pipe.hgetall(keys.comm(comm_id))
+                pipe.hmget(keys.comm(comm_id), _LISTED)
             for raw in pipe.execute():
-                if raw:
-                    yield Communication.from_hash(raw)
+                if comm := _listed(raw):
+                    yield comm
 
     def _shard_oldest_first(self, key: str, low: int | str, batch: int) -> Iterator[Cursor]:
         start = 0

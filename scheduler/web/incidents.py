@@ -37,10 +37,9 @@ def incidents(
     except ValueError as e:
         return invalid([("cursor", str(e))])
     ids, following = web.store.incident_page(limit, after)
-    states = (web.store.incident(i) for i in ids)
     return SafeJSONResponse(
         {
-            "incidents": [incident_json(s) for s in states if s is not None],
+            "incidents": [incident_json(s) for s in web.store.incidents(ids)],
             "next_cursor": format_cursor(following) if following else None,
         }
     )

@@ -82,7 +82,7 @@ def review(request: Request, web: WebDep, before: str | None = None) -> Response
         return RedirectResponse("/", status_code=303)
     store = web.store
     ids, following = store.incident_page(REVIEW_PAGE, after)
-    states = [s for s in (store.incident(i) for i in ids) if s is not None]
+    states = store.incidents(ids)
     view = review_view(
         [s.to_json() for s in states],
         (c for incident_id in ids for c in store.incident_comms(incident_id)),

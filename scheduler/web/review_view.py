@@ -119,7 +119,7 @@ def _row(comm: Communication, now: datetime, grace_s: float) -> TimelineRow:
         lateness=f"{lateness:+.1f}s" if lateness is not None else "",
         badge=badge(comm, now, grace_s),
         last_error=comm.last_error if comm.status != "sent" else "",
-        href=message_href(comm.id) if comm.message or comm.status == "failed" else "",
+        href=message_href(comm.id) if comm.status in ("sent", "failed") else "",
     )
 
 
