@@ -14,14 +14,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from scheduler.core.feedback import (
-    Feedback,
-    OptOut,
-    check_rating,
-    clean_comment,
-    opt_out_id,
-    parse_opt_out_id,
-)
 from scheduler.core.model import (
     Communication,
     EventRecord,
@@ -34,6 +26,7 @@ from scheduler.core.model import (
     utc_of,
 )
 from scheduler.storage import keys
+from scheduler.storage.memory_answers import MemoryAnswers
 from scheduler.storage.port import (
     DISPATCH_GRACE_MS,
     SKIPPED,
@@ -52,10 +45,11 @@ __all__ = ["MemoryStore"]
 _UNFINISHED = (Status.SCHEDULED, Status.SENDING, Status.RETRYING)
 
 
-class MemoryStore:
+class MemoryStore(MemoryAnswers):
     """Events, incidents, threads and communications in dictionaries, behind one lock."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.RLock()
         self._events: dict[str, EventRecord] = {}
         self._incidents: dict[str, Incident] = {}
@@ -67,10 +61,8 @@ class MemoryStore:
         self._rejected: list[dict[str, Any]] = []
         self._inflight: dict[str, int] = {}
         self._heartbeats: dict[str, dict[str, Any]] = {}
-        self._feedback: dict[tuple[str, str], Feedback] = {}
         self._counts: dict[str, int] = {}
         self._removed = Removed(0, 0)
-        self._opt_outs: dict[str, datetime] = {}
 
     def apply_event(
         self, event_id: str, incident_id: str, apply: Callable[[Incident | None], EventRecord]
@@ -394,39 +386,3 @@ class MemoryStore:
     def removed(self) -> Removed:
         with self._lock:
             return self._removed
-
-    def record_rating(self, incident_id: str, stakeholder_id: str, rating: int, now: datetime) -> Feedback:
-        changes = {"rating": check_rating(rating), "rated_at": now}
-        return self._change_feedback(incident_id, stakeholder_id, changes)
-
-    def record_comment(self, incident_id: str, stakeholder_id: str, comment: str, now: datetime) -> Feedback:
-        changes = {"comment": clean_comment(comment), "commented_at": now}
-        return self._change_feedback(incident_id, stakeholder_id, changes)
-
-    def _change_feedback(self, incident_id: str, stakeholder_id: str, changes: dict[str, Any]) -> Feedback:
-        with self._lock:
-            merged = replace(self._feedback.get((incident_id, stakeholder_id), Feedback()), **changes)
-            self._feedback[incident_id, stakeholder_id] = merged
-            return merged
-
-    def feedback_for(self, incident_id: str) -> dict[str, Feedback]:
-        with self._lock:
-            return {s: f for (i, s), f in sorted(self._feedback.items()) if i == incident_id}
-
-    def record_opt_out(self, stakeholder_id: str, now: datetime, incident_id: str | None = None) -> datetime:
-        with self._lock:
-            return self._opt_outs.setdefault(opt_out_id(stakeholder_id, incident_id), now)
-
-    def is_opted_out(self, stakeholder_id: str, incident_id: str | None = None) -> bool:
-        with self._lock:
-            return opt_out_id(stakeholder_id) in self._opt_outs or (
-                incident_id is not None and opt_out_id(stakeholder_id, incident_id) in self._opt_outs
-            )
-
-    def opt_outs(self) -> list[OptOut]:
-        with self._lock:
-            return [OptOut(*parse_opt_out_id(i), since) for i, since in sorted(self._opt_outs.items())]
-
-    def remove_opt_out(self, opt_out_id: str) -> bool:
-        with self._lock:
-            return self._opt_outs.pop(opt_out_id, None) is not None

@@ -8,11 +8,9 @@ sent|failed|retrying`` by compare-and-set in Lua.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import json
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +26,6 @@ from scheduler.core.model import (
     Status,
     Thread,
     iso_z,
-    ms_of,
     utc_of,
 )
 from scheduler.storage import keys
@@ -38,40 +35,26 @@ from scheduler.storage.port import (
     WAIT_RECHECK_MS,
     Builder,
     Claim,
-    Counters,
-    Cursor,
     check_finish,
     new_comm,
 )
 from scheduler.storage.redis_answers import RedisAnswers
+from scheduler.storage.redis_reading import RedisReading
 from scheduler.storage.redis_retention import RedisRetention
 
 __all__ = ["RedisStore"]
 
 _LUA = Path(__file__).parent / "lua"
 
-_PAGE_SLICE = 200
-"""Log entries read per round trip while a page is filled."""
-
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-_LISTED = Communication.LISTED_FIELDS
-"""What a list of communications reads of each: everything but the message as sent, which
-only ``comm()`` (one message in full) reads and unpacks."""
-
-
-def _listed(values: list[Any]) -> Communication | None:
-    found = {name: value for name, value in zip(_LISTED, values, strict=True) if value is not None}
-    return Communication.from_hash(found) if found else None
-
-
-class RedisStore(RedisAnswers, RedisRetention):
-    """Redis persistence for events, incidents, threads and the communications log (and,
-    from :class:`RedisAnswers`, what stakeholders answer; from :class:`RedisRetention`,
-    the removal of old resolved incidents)."""
+class RedisStore(RedisReading, RedisAnswers, RedisRetention):
+    """Redis persistence for events, incidents, threads and the communications log; reading
+    the log and its figures comes from :class:`RedisReading`, what stakeholders answer from
+    :class:`RedisAnswers`, the removal of old resolved incidents from :class:`RedisRetention`."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
@@ -155,62 +138,6 @@ class RedisStore(RedisAnswers, RedisRetention):
     def incident(self, incident_id: str) -> Incident | None:
         raw = self.client.get(keys.incident(incident_id))
         return Incident.from_json(json.loads(raw)) if raw else None
-
-    def incidents(self, incident_ids: list[str]) -> list[Incident]:
-        """The incidents of ``incident_ids`` that exist, in that order, in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for incident_id in incident_ids:
-            pipe.get(keys.incident(incident_id))
-        return [Incident.from_json(json.loads(raw)) for raw in pipe.execute() if raw]
-
-    def incident_ids(self) -> list[str]:
-        """Every incident id, oldest opened first."""
-        pipe = self.client.pipeline(transaction=False)
-        for shard in range(keys.SHARDS):
-            pipe.zrange(keys.incidents(shard), 0, -1, withscores=True)
-        found = [(int(score), _text(i)) for entries in pipe.execute() for i, score in entries]
-        return [i for _, i in sorted(found)]
-
-    def incident_page(self, limit: int, before: Cursor | None = None) -> tuple[list[str], Cursor | None]:
-        """Up to ``limit`` incident ids, newest opened first, after ``before``; and the next cursor."""
-        picked = list(
-            itertools.islice(self._newest_first(keys.incidents, before, slice_=limit + 1), limit + 1)
-        )
-        following = picked[limit - 1] if len(picked) > limit else None
-        return [i for _, i in picked[:limit]], following
-
-    def _newest_first(
-        self, index: Callable[[int], str], before: Cursor | None, since_ms: int | None = None, slice_: int = 0
-    ) -> Iterator[Cursor]:
-        """A sharded sorted set's (score, member) pairs from the highest score down, strictly
-        after ``before`` (equal scores go by member, also descending), down to ``since_ms``:
-        the shards ``index(shard)`` merged, each read in slices of ``slice_`` (default
-        ``_PAGE_SLICE``), the first slice of every shard in one round trip."""
-        high: int | str = before[0] if before else "+inf"
-        low: int | str = since_ms if since_ms is not None else "-inf"
-        size = slice_ or _PAGE_SLICE
-        pipe = self.client.pipeline(transaction=False)
-        for shard in range(keys.SHARDS):
-            pipe.zrevrangebyscore(index(shard), high, low, start=0, num=size, withscores=True)
-        firsts = pipe.execute()
-        shards = (
-            self._shard_newest_first(index(s), high, low, before, size, firsts[s]) for s in range(keys.SHARDS)
-        )
-        return heapq.merge(*shards, reverse=True)
-
-    def _shard_newest_first(
-        self, key: str, high: int | str, low: int | str, before: Cursor | None, size: int, chunk: Any
-    ) -> Iterator[Cursor]:
-        offset = 0
-        while chunk:
-            offset += len(chunk)
-            for member, score in chunk:
-                entry = (int(score), _text(member))
-                if before is None or entry < before:
-                    yield entry
-            if len(chunk) < size:
-                return
-            chunk = self.client.zrevrangebyscore(key, high, low, start=offset, num=size, withscores=True)
 
     def set_incident_stakeholders(self, incident_id: str, update: Callable[[list[str]], list[str]]) -> None:
         key = keys.incident(incident_id)
@@ -373,70 +300,8 @@ class RedisStore(RedisAnswers, RedisRetention):
             pipe.zcard(keys.inflight(shard))
         return sum(int(n) for n in pipe.execute())
 
-    def incident_comms(self, incident_id: str) -> list[Communication]:
-        """The incident's communications, oldest first, read through its own index."""
-        ids = self.client.zrange(keys.incident_comms(incident_id), 0, -1)
-        pipe = self.client.pipeline(transaction=False)
-        for comm_id in ids:
-            pipe.hmget(keys.comm(_text(comm_id)), _LISTED)
-        return [c for raw in pipe.execute() if (c := _listed(raw))]
-
-    def counters(self) -> Counters:
-        """The figures kept as things happen, summed over the shards."""
-        pipe = self.client.pipeline(transaction=False)
-        for shard in range(keys.SHARDS):
-            pipe.hgetall(keys.counters(shard))
-        return Counters.summed({_text(k): int(v) for k, v in raw.items()} for raw in pipe.execute())
-
     def heartbeat(self, name: str, role: str, now_ms: int) -> None:
         self.client.hset(keys.HEARTBEATS, name, json.dumps({"role": role, "at_ms": now_ms}))
 
     def heartbeats(self) -> dict[str, dict[str, Any]]:
         return {_text(k): json.loads(v) for k, v in self.client.hgetall(keys.HEARTBEATS).items()}
-
-    def page(
-        self,
-        keep: Callable[[Communication], bool],
-        limit: int,
-        before: Cursor | None = None,
-        since: datetime | None = None,
-    ) -> tuple[list[Communication], Cursor | None]:
-        """Up to ``limit`` communications that ``keep``, newest first, created before ``before``
-        (a cursor from the page before) and not before ``since``; and the cursor of the next
-        page, None when there is no more. Reads the log index backwards in slices."""
-        found: list[Communication] = []
-        first = min(limit, _PAGE_SLICE)  # unfiltered, the first slice is the page
-        entries = self._newest_first(keys.log, before, ms_of(since) if since else None, slice_=first)
-        while batch := list(itertools.islice(entries, first if not found else _PAGE_SLICE)):
-            pipe = self.client.pipeline(transaction=False)
-            for _, comm_id in batch:
-                pipe.hmget(keys.comm(comm_id), _LISTED)
-            for entry, raw in zip(batch, pipe.execute(), strict=True):
-                if (comm := _listed(raw)) and keep(comm):
-                    found.append(comm)
-                    if len(found) == limit:
-                        return found, entry  # the log's own score: no round trip through a float
-        return found, None
-
-    def communications(self, since: datetime | None = None, batch: int = 500) -> Iterator[Communication]:
-        """Every communication in creation order, oldest first, from ``since`` on."""
-        low: int | str = ms_of(since) if since else "-inf"
-        shards = (self._shard_oldest_first(keys.log(s), low, batch) for s in range(keys.SHARDS))
-        entries = heapq.merge(*shards)
-        while ids := [comm_id for _, comm_id in itertools.islice(entries, batch)]:
-            pipe = self.client.pipeline(transaction=False)
-            for comm_id in ids:
-                pipe.hmget(keys.comm(comm_id), _LISTED)
-            for raw in pipe.execute():
-                if comm := _listed(raw):
-                    yield comm
-
-    def _shard_oldest_first(self, key: str, low: int | str, batch: int) -> Iterator[Cursor]:
-        start = 0
-        while chunk := cast(
-            "list[tuple[bytes, float]]",
-            self.client.zrangebyscore(key, low, "+inf", start=start, num=batch, withscores=True),
-        ):
-            start += len(chunk)
-            for member, score in chunk:
-                yield int(score), _text(member)
