@@ -106,19 +106,17 @@ def open_promises(
     """
     found = []
     ids = [incident] if incident is not None else list(among) if among is not None else store.incident_ids()
-    for incident_id in ids:
-        state = store.incident(incident_id)
-        for stakeholder_id in state.stakeholders if state else []:
-            if stakeholder is not None and stakeholder_id != stakeholder:
-                continue
-            thread = store.thread(incident_id, stakeholder_id)
-            for due_ms, kind in (
-                (thread.promised_ms, Kind.UPDATE),
-                (thread.feedback_ms, Kind.FEEDBACK_REQUEST),
-            ):
-                due = utc_of(due_ms)
-                if due is not None:
-                    found.append(OpenPromise(incident_id, stakeholder_id, kind, due))
+    pairs = [
+        (state.id, stakeholder_id)
+        for state in store.incidents(ids)
+        for stakeholder_id in state.stakeholders
+        if stakeholder is None or stakeholder_id == stakeholder
+    ]
+    for (incident_id, stakeholder_id), thread in zip(pairs, store.threads(pairs), strict=True):
+        for due_ms, kind in ((thread.promised_ms, Kind.UPDATE), (thread.feedback_ms, Kind.FEEDBACK_REQUEST)):
+            due = utc_of(due_ms)
+            if due is not None:
+                found.append(OpenPromise(incident_id, stakeholder_id, kind, due))
     return found
 
 

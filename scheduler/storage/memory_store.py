@@ -337,14 +337,18 @@ class MemoryStore(MemoryAnswers):
         )
         self._count("late:sum_ms", by=late_ms)
 
-    def incident_comms(self, incident_id: str) -> list[Communication]:
+    def incident_comms(self, *incident_ids: str) -> list[Communication]:
         with self._lock:
             ordered = sorted(self._log)
             return [
                 Communication.from_hash(dict(self._comms[c]))
+                for incident_id in incident_ids
                 for _, c in ordered
                 if self._comms[c]["incident_id"] == incident_id
             ]
+
+    def threads(self, pairs: list[tuple[str, str]]) -> list[Thread]:
+        return [self.thread(incident_id, stakeholder_id) for incident_id, stakeholder_id in pairs]
 
     def counters(self) -> Counters:
         with self._lock:

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import redis
 
-from scheduler.core.model import Communication, Incident, ms_of
+from scheduler.core.model import Communication, Incident, Thread, ms_of
 from scheduler.storage import keys
 from scheduler.storage.port import Counters, Cursor
 
@@ -96,13 +96,24 @@ class RedisReading:
                 return
             chunk = self.client.zrevrangebyscore(key, high, low, start=offset, num=size, withscores=True)
 
-    def incident_comms(self, incident_id: str) -> list[Communication]:
-        """The incident's communications, oldest first, read through its own index."""
-        ids = self.client.zrange(keys.incident_comms(incident_id), 0, -1)
+    def incident_comms(self, *incident_ids: str) -> list[Communication]:
+        """The incidents' communications, each incident's oldest first, read through their
+        own indexes in two round trips."""
+        pipe = self.client.pipeline(transaction=False)
+        for incident_id in incident_ids:
+            pipe.zrange(keys.incident_comms(incident_id), 0, -1)
+        ids = [_text(c) for found in pipe.execute() for c in found]
         pipe = self.client.pipeline(transaction=False)
         for comm_id in ids:
-            pipe.hmget(keys.comm(_text(comm_id)), _LISTED)
+            pipe.hmget(keys.comm(comm_id), _LISTED)
         return [c for raw in pipe.execute() if (c := _listed(raw))]
+
+    def threads(self, pairs: list[tuple[str, str]]) -> list[Thread]:
+        """The threads of (incident, stakeholder) ``pairs``, in that order, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for incident_id, stakeholder_id in pairs:
+            pipe.hgetall(keys.thread(incident_id, stakeholder_id))
+        return [Thread.from_hash(raw) for raw in pipe.execute()]
 
     def counters(self) -> Counters:
         """The figures kept as things happen, summed over the shards."""

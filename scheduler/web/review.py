@@ -85,7 +85,7 @@ def review(request: Request, web: WebDep, before: str | None = None) -> Response
     states = store.incidents(ids)
     view = review_view(
         [s.to_json() for s in states],
-        (c for incident_id in ids for c in store.incident_comms(incident_id)),
+        store.incident_comms(*ids),
         {i: store.feedback_for(i) for i in ids},
         {o.id: o.since for o in store.opt_outs()},
         now,
