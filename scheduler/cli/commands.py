@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
 import uuid
@@ -12,10 +11,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from scheduler.cli._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    config_or_none,
+    config_path,
+    load_settings,
+    redis_store,
+    redis_warning,
+    require_own_config,
+    stop_on_signals,
+)
 from scheduler.core._validation import bounded_duration_s
 from scheduler.core.events import Event, check_not_ahead, decode_json, parse_event, parse_event_json
 from scheduler.core.text import decode_utf8, scrub
-from scheduler.errors import ConfigError, EventError, SettingsError
+from scheduler.errors import ConfigError, EventError
 from scheduler.service.settings import Settings
 
 __all__ = [
@@ -34,50 +45,8 @@ __all__ = [
     "cmd_worker",
 ]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_PREVIEW_S = 366 * 86_400
 """How far past the last event a preview may follow the timeline (--until)."""
-
-
-def _require_own_config(settings: Settings, command: str) -> None:
-    """Long-running processes must not quietly run on the shipped example."""
-    if settings.uses_example_config:
-        raise SettingsError(
-            f"{command} needs a configuration: set AMENDS_CONFIG or create config/amends.yaml "
-            f"(the shipped example to start from: {settings.config_path})"
-        )
-
-
-def _redis_warning(settings: Settings, command: str) -> None:
-    import redis
-
-    try:
-        redis.Redis.from_url(settings.resolved_redis_url(), socket_connect_timeout=2).ping()
-    except redis.RedisError as e:
-        print(
-            f"amends {command}: cannot reach Redis yet ({e}); it will keep trying",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
-def _settings(*, needs_config: bool = False) -> Settings:
-    settings = Settings.from_env()
-    if needs_config and settings.uses_example_config:
-        print(
-            f"amends: no config/amends.yaml here and AMENDS_CONFIG is not set; using the shipped example "
-            f"{settings.config_path}",
-            file=sys.stderr,
-        )
-    return settings
-
-
-def _store(settings: Settings) -> Any:
-    import redis
-
-    from scheduler.storage.redis_store import RedisStore
-
-    return RedisStore(redis.Redis.from_url(settings.resolved_redis_url()))
 
 
 # -- emit ------------------------------------------------------------------------------
@@ -231,12 +200,6 @@ def cmd_emit(args: argparse.Namespace) -> int:
 # -- config ----------------------------------------------------------------------------
 
 
-def _config_path(settings: Settings, explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit)
-    return settings.config_path
-
-
 def _raw_yaml(path: Path) -> Any:
     import yaml
 
@@ -252,8 +215,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     from scheduler.mail.preflight import audience_warnings, check_templates, thin_message_warnings
     from scheduler.mail.render import TemplateSet
 
-    settings = _settings(needs_config=not args.file)
-    path = _config_path(settings, args.file)
+    settings = load_settings(needs_config=not args.file)
+    path = config_path(settings, args.file)
     folder = settings.templates_dir
     try:
         config = load_config(path)
@@ -300,15 +263,6 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _config_or_none(settings: Settings) -> Any:
-    from scheduler.core.config import load_config
-
-    try:
-        return load_config(settings.config_path)
-    except ConfigError:
-        return None
-
-
 # -- log -------------------------------------------------------------------------------
 
 
@@ -324,8 +278,8 @@ def cmd_log(args: argparse.Namespace) -> int:
     )
     from scheduler.core.promises import ON_TIME_GRACE_S, open_promises, promise_report
 
-    settings = _settings()
-    store = _store(settings)
+    settings = load_settings()
+    store = redis_store(settings)
     if args.target:
         if args.target[0] != "show" or len(args.target) != 2:
             print("amends log: use 'amends log show COMM_ID'", file=sys.stderr)
@@ -347,9 +301,7 @@ def cmd_log(args: argparse.Namespace) -> int:
         else:
             from scheduler.mail.composed import composed_text
 
-            sys.stdout.write(
-                scrub(composed_text(comm, _config_or_none(settings), settings.templates_dir, ""))
-            )
+            sys.stdout.write(scrub(composed_text(comm, config_or_none(settings), settings.templates_dir, "")))
             sys.stdout.flush()
         return EXIT_OK
     since = None
@@ -382,7 +334,7 @@ def cmd_log(args: argparse.Namespace) -> int:
             pending = [p for p in pending if p.kind == args.kind]
         if args.status not in (None, "scheduled"):
             pending = []  # promises not yet composed have no other status
-        config = _config_or_none(settings)
+        config = config_or_none(settings)
         grace_s = float(config.kept_within) if config else ON_TIME_GRACE_S
         report = promise_report(comms, datetime.now(UTC), pending, grace_s)
         if args.json:
@@ -411,7 +363,7 @@ def cmd_opt_outs(args: argparse.Namespace) -> int:
     from scheduler.cli.logview import format_table
     from scheduler.storage.redis_store import RedisStore
 
-    store = RedisStore(redis.Redis.from_url(_settings().resolved_redis_url()))
+    store = RedisStore(redis.Redis.from_url(load_settings().resolved_redis_url()))
     if args.action:
         if args.action[0] != "remove" or len(args.action) != 2:
             print("amends opt-outs: use 'amends opt-outs' or 'amends opt-outs remove ID'", file=sys.stderr)
@@ -440,33 +392,22 @@ def cmd_opt_outs(args: argparse.Namespace) -> int:
 # -- processes -------------------------------------------------------------------------
 
 
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return stop
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
     from scheduler.service.processes import run_worker_processes, start_worker
 
-    settings = _settings()
-    _require_own_config(settings, "worker")
+    settings = load_settings()
+    require_own_config(settings, "worker")
     settings.require_worker()
-    _redis_warning(settings, "worker")
+    redis_warning(settings, "worker")
     if args.processes > 1:
-        return run_worker_processes(args.processes, args.threads, _stop_on_signals())
+        return run_worker_processes(args.processes, args.threads, stop_on_signals())
     worker = start_worker(settings, threads=args.threads)
     print(
         f"amends worker: consuming from {worker.broker_url_redacted} with {args.threads} threads; "
         f"sending through {settings.smtp.redacted() if settings.smtp else '-'}",
         flush=True,
     )
-    _stop_on_signals().wait()
+    stop_on_signals().wait()
     worker.stop()
     return EXIT_OK
 
@@ -474,10 +415,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_scheduler(args: argparse.Namespace) -> int:
     from scheduler.service.processes import start_scheduler
 
-    settings = _settings()
-    _require_own_config(settings, "scheduler")
-    _redis_warning(settings, "scheduler")
-    stop = _stop_on_signals()
+    settings = load_settings()
+    require_own_config(settings, "scheduler")
+    redis_warning(settings, "scheduler")
+    stop = stop_on_signals()
     loop = start_scheduler(settings, stop)
     print("amends scheduler: waiting for due timers", flush=True)
     stop.wait()
@@ -496,7 +437,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     from scheduler.mail.preflight import thin_event_warnings
     from scheduler.mail.render import TemplateSet
 
-    settings = _settings(needs_config=True)
+    settings = load_settings(needs_config=True)
     try:
         after_last = timedelta(seconds=bounded_duration_s(args.until, MAX_PREVIEW_S))
     except (ValueError, OverflowError) as e:
@@ -505,7 +446,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     events = _load_events("preview", args.file)
     if events is None:
         return EXIT_USAGE
-    config = load_config(_config_path(settings, args.config))
+    config = load_config(config_path(settings, args.config))
     for warning in thin_event_warnings(events):
         print(f"amends preview: warning: {warning}", file=sys.stderr)
     try:
@@ -555,7 +496,7 @@ def cmd_mailsink(args: argparse.Namespace, stop: threading.Event | None = None) 
         f"use AMENDS_SMTP_URL='smtp://{args.host}:{args.port}?tls=none'",
         flush=True,
     )
-    (stop or _stop_on_signals()).wait()
+    (stop or stop_on_signals()).wait()
     sink.stop()
     return EXIT_OK
 
@@ -571,7 +512,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from scheduler.web.app import create_app, server_config
 
-    app = create_app(_settings())  # refuses to start without its settings
+    app = create_app(load_settings())  # refuses to start without its settings
     print(
         f"amends serve: http://{args.host}:{args.port}/ (the review page; sign in with a token)", flush=True
     )
