@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,11 @@ from scheduler.cli._common import (
     require_own_config,
     stop_on_signals,
 )
+from scheduler.cli.emit import cmd_emit
+from scheduler.cli.event_input import load_events
 from scheduler.core._validation import bounded_duration_s
-from scheduler.core.events import Event, check_not_ahead, decode_json, parse_event, parse_event_json
-from scheduler.core.text import decode_utf8, scrub
-from scheduler.errors import ConfigError, EventError
-from scheduler.service.settings import Settings
+from scheduler.core.text import scrub
+from scheduler.errors import ConfigError
 
 __all__ = [
     "EXIT_FAILED",
@@ -47,154 +46,6 @@ __all__ = [
 
 MAX_PREVIEW_S = 366 * 86_400
 """How far past the last event a preview may follow the timeline (--until)."""
-
-
-# -- emit ------------------------------------------------------------------------------
-
-
-def _event_from_flags(args: argparse.Namespace) -> dict[str, Any]:
-    incident: dict[str, Any] = {}
-    names = ("title", "severity", "status", "summary", "impact", "plan", "owner", "workaround", "prevention")
-    for name in (*names, "review_by"):
-        value = getattr(args, name, None)
-        if value is not None:
-            incident[name] = value
-    if args.service:
-        incident["services"] = args.service
-    event: dict[str, Any] = {
-        "schema": 1,
-        "event_id": args.event_id or str(uuid.uuid4()),
-        "type": f"incident.{args.type}",
-        "occurred_at": args.occurred_at or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "source": args.source,
-        "incident": incident,
-    }
-    if args.incident is not None:
-        event["incident_id"] = args.incident
-    return event
-
-
-_FLAGS = {
-    "incident_id": "--incident",
-    "event_id": "--event-id",
-    "occurred_at": "--occurred-at",
-    "source": "--source",
-    "incident.services": "--service",
-    "incident.review_by": "--review-by",
-}
-
-
-def _flag_of(place: str) -> str:
-    """The command-line flag that sets an event field (``incident.title`` -> ``--title``)."""
-    if place in _FLAGS or place.startswith("incident.services["):
-        return _FLAGS.get(place, "--service")
-    return "--" + place.removeprefix("incident.") if place.startswith("incident.") else ""
-
-
-def _stdin_bytes() -> bytes:
-    if hasattr(sys.stdin, "buffer"):
-        return bytes(sys.stdin.buffer.read())
-    # a text stream: lone surrogates come back as bytes that the strict decoding refuses
-    return sys.stdin.read().encode("utf-8", "surrogatepass")
-
-
-def _read_events(path: str) -> list[Any]:
-    """The events in a file or stdin, read as bytes and decoded strictly: undecodable bytes
-    are refused here, never carried on as lone surrogates. EventError holds one (where, why)."""
-    where = "stdin" if path == "-" else path
-    raw = _stdin_bytes() if path == "-" else Path(path).read_bytes()
-    try:
-        text = decode_utf8(raw)
-    except ValueError as e:
-        raise EventError("unreadable events", [(where, str(e))]) from None
-    try:
-        data = decode_json(text)
-    except EventError as e:
-        detail = e.errors[0][1].removeprefix("not valid JSON: ")
-        raise EventError("unreadable events", [(where, f"is not JSON: {detail}")]) from None
-    return data if isinstance(data, list) else [data]
-
-
-def _load_events(command: str, path: str, now: datetime | None = None) -> list[Event] | None:
-    """Read and validate a file (or stdin) of events; on a problem print it and return None.
-
-    Every event is checked before any is used, and each problem is named
-    ``events[i].field`` when the file holds a list.
-    """
-    try:
-        documents = _read_events(path)
-    except OSError as e:
-        print(f"amends {command}: cannot read {path}: {e.strerror}", file=sys.stderr)
-        return None
-    except EventError as e:
-        where, reason = e.errors[0]
-        print(f"amends {command}: {scrub(where)} {scrub(reason)}", file=sys.stderr)
-        return None
-    if not documents:
-        print(f"amends {command}: {path if path != '-' else 'stdin'} holds no events", file=sys.stderr)
-        return None
-    return _validated(command, documents, now)
-
-
-def _validated(
-    command: str, documents: list[Any], now: datetime | None, *, flags: bool = False
-) -> list[Event] | None:
-    """Every document as an event (not dated ahead of ``now``, when given), or None after
-    printing each problem of each document (with the flag that sets each field, for ``flags``)."""
-    events, problems = [], []
-    for index, document in enumerate(documents):
-        try:
-            parse_event(document)  # first: a document too deep to serialise is refused here
-            event = parse_event_json(json.dumps(document))
-            events.append(check_not_ahead(event, now) if now is not None else event)
-        except EventError as e:
-            prefix = f"events[{index}]" if len(documents) > 1 else ""
-            for place, why in e.errors:
-                where = ".".join(p for p in (prefix, place) if p) or "event"
-                flag = _flag_of(place) if flags else ""
-                problems.append(f"{where} ({flag}): {why}" if flag else f"{where}: {why}")
-    if problems:
-        lines = "".join(f"\n  {scrub(p)}" for p in problems)
-        print(f"amends {command}: invalid event:{lines}", file=sys.stderr)
-        return None
-    return events
-
-
-def cmd_emit(args: argparse.Namespace) -> int:
-    from scheduler.service.emitting import already_accepted, emit
-
-    from_flags = args.type is not None and args.type != "-"
-    if from_flags and args.file:
-        print(f"amends emit: give either '{args.type}' with flags or --file, not both", file=sys.stderr)
-        return EXIT_USAGE
-    if from_flags:
-        events = _validated("emit", [_event_from_flags(args)], datetime.now(UTC), flags=True)
-    elif args.file or args.type == "-":
-        events = _load_events("emit", args.file or "-", datetime.now(UTC))
-    else:
-        print("amends emit: give --file FILE, - for stdin, or a type such as 'opened'", file=sys.stderr)
-        return EXIT_USAGE
-    if events is None:
-        return EXIT_USAGE
-    settings = Settings.from_env()
-    if settings.redis_url is None:
-        print(
-            f"amends emit: AMENDS_REDIS_URL is not set; enqueueing on the embedded Redis under "
-            f"{settings.data_dir / 'redis'}, which only a worker started here without AMENDS_REDIS_URL reads",
-            file=sys.stderr,
-        )
-    import redis
-
-    client = redis.Redis.from_url(settings.resolved_redis_url())
-    seen: set[str] = set()
-    for event in events:
-        if event.event_id in seen or already_accepted(client, event.event_id):
-            print(f"duplicate {event.event_id}: an event with this id was already accepted; nothing enqueued")
-            continue
-        emit(event.model_dump(mode="json", by_alias=True, exclude_none=True))
-        seen.add(event.event_id)
-        print(f"enqueued {event.event_id} ({event.type} {event.incident_id})")
-    return EXIT_OK
 
 
 # -- config ----------------------------------------------------------------------------
@@ -443,7 +294,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     except (ValueError, OverflowError) as e:
         print(f"amends preview: --until: {e}", file=sys.stderr)
         return EXIT_USAGE
-    events = _load_events("preview", args.file)
+    events = load_events("preview", args.file)
     if events is None:
         return EXIT_USAGE
     config = load_config(config_path(settings, args.config))
