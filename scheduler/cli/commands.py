@@ -8,7 +8,6 @@ import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from scheduler.cli._common import (
     EXIT_FAILED,
@@ -22,11 +21,11 @@ from scheduler.cli._common import (
     require_own_config,
     stop_on_signals,
 )
+from scheduler.cli.config_cmd import cmd_config_check
 from scheduler.cli.emit import cmd_emit
 from scheduler.cli.event_input import load_events
 from scheduler.core._validation import bounded_duration_s
 from scheduler.core.text import scrub
-from scheduler.errors import ConfigError
 
 __all__ = [
     "EXIT_FAILED",
@@ -46,72 +45,6 @@ __all__ = [
 
 MAX_PREVIEW_S = 366 * 86_400
 """How far past the last event a preview may follow the timeline (--until)."""
-
-
-# -- config ----------------------------------------------------------------------------
-
-
-def _raw_yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-
-
-def cmd_config_check(args: argparse.Namespace) -> int:
-    from scheduler.core.config import load_config
-    from scheduler.mail.channels import check_channel_templates
-    from scheduler.mail.preflight import audience_warnings, check_templates, thin_message_warnings
-    from scheduler.mail.render import TemplateSet
-
-    settings = load_settings(needs_config=not args.file)
-    path = config_path(settings, args.file)
-    folder = settings.templates_dir
-    try:
-        config = load_config(path)
-    except ConfigError as e:
-        print(e, file=sys.stderr)
-        # an unknown audience is worth knowing however the rest of the file fares
-        for warning in audience_warnings(_raw_yaml(path), folder):
-            print(f"  warning: {warning}", file=sys.stderr)
-        return EXIT_FAILED
-    warnings = audience_warnings(config, folder)
-    if not folder.is_dir():
-        for warning in warnings:
-            print(f"  warning: {warning}", file=sys.stderr)
-        print(f"{path}: the template folder {folder} does not exist (AMENDS_TEMPLATES)", file=sys.stderr)
-        return EXIT_FAILED
-    if not config.stakeholders:
-        warnings.append("no stakeholders: no incident will inform anyone")
-    if config.contact is None and any(config.contact_of(s) is None for s in config.stakeholders):
-        warnings.append(
-            "no contact: messages name only the sender and carry no Reply-To; add "
-            "contact: {name: ..., email: ...} (per stakeholder or audience too)"
-        )
-    template_errors = check_templates(config, folder)
-    if not template_errors:
-        warnings += thin_message_warnings(TemplateSet(folder), config, datetime.now(UTC))
-    for warning in warnings:
-        print(f"  warning: {warning}", file=sys.stderr)
-    if not settings.webhook_secret:
-        for index, stakeholder in enumerate(config.stakeholders):
-            if stakeholder.channel == "webhook":
-                print(
-                    f"  warning: stakeholders[{index}]: channel webhook needs AMENDS_WEBHOOK_SECRET "
-                    "(whsec_…) in the worker's environment to sign its deliveries",
-                    file=sys.stderr,
-                )
-    template_errors += check_channel_templates(config, folder)
-    for error in template_errors:
-        print(f"  {error}", file=sys.stderr)
-    if template_errors:
-        print(f"{path}: {len(template_errors)} problem(s)", file=sys.stderr)
-        return EXIT_FAILED
-    noted = f", {len(warnings)} warning(s) above" if warnings else ""
-    print(f"{path}: OK ({len(config.stakeholders)} stakeholders, templates in {folder}{noted})")
-    return EXIT_OK
 
 
 # -- log -------------------------------------------------------------------------------
