@@ -6,17 +6,15 @@ import argparse
 import json
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from scheduler.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    config_or_none,
     config_path,
     load_settings,
-    redis_store,
     redis_warning,
     require_own_config,
     stop_on_signals,
@@ -24,6 +22,7 @@ from scheduler.cli._common import (
 from scheduler.cli.config_cmd import cmd_config_check
 from scheduler.cli.emit import cmd_emit
 from scheduler.cli.event_input import load_events
+from scheduler.cli.log import cmd_log
 from scheduler.core._validation import bounded_duration_s
 from scheduler.core.text import scrub
 
@@ -45,97 +44,6 @@ __all__ = [
 
 MAX_PREVIEW_S = 366 * 86_400
 """How far past the last event a preview may follow the timeline (--until)."""
-
-
-# -- log -------------------------------------------------------------------------------
-
-
-def cmd_log(args: argparse.Namespace) -> int:
-    from scheduler.cli.logview import (
-        REJECTED_COLUMNS,
-        LogFilter,
-        format_table,
-        rejected_records,
-        rejected_row,
-        row_json,
-        table_row,
-    )
-    from scheduler.core.promises import ON_TIME_GRACE_S, open_promises, promise_report
-
-    settings = load_settings()
-    store = redis_store(settings)
-    if args.target:
-        if args.target[0] != "show" or len(args.target) != 2:
-            print("amends log: use 'amends log show COMM_ID'", file=sys.stderr)
-            return EXIT_USAGE
-        filters = [args.incident, args.stakeholder, args.kind, args.status, args.since, args.limit]
-        if any(f is not None for f in filters) or args.rejected or args.promises:
-            print("amends log show: takes a communication id and --json only", file=sys.stderr)
-            return EXIT_USAGE
-        comm = store.comm(args.target[1])
-        if comm is None:
-            print(f"amends log: no communication {args.target[1]!r}", file=sys.stderr)
-            return EXIT_FAILED
-        if args.json:
-            print(scrub(json.dumps({**comm.as_json(), "message": comm.message}, ensure_ascii=False)))
-        elif comm.message:
-            # exactly what the SMTP server received: CRLF line ends, nothing added
-            sys.stdout.write(scrub(comm.message))
-            sys.stdout.flush()
-        else:
-            from scheduler.mail.composed import composed_text
-
-            sys.stdout.write(scrub(composed_text(comm, config_or_none(settings), settings.templates_dir, "")))
-            sys.stdout.flush()
-        return EXIT_OK
-    since = None
-    if args.since:
-        try:
-            since = datetime.now(UTC) - timedelta(seconds=bounded_duration_s(args.since))
-        except (ValueError, OverflowError) as e:
-            print(f"amends log: --since: {e}", file=sys.stderr)
-            return EXIT_USAGE
-    if args.rejected:
-        if args.stakeholder or args.kind or args.status or args.promises:
-            print(
-                "amends log: --rejected takes only --incident, --since, --limit and --json", file=sys.stderr
-            )
-            return EXIT_USAGE
-        records = rejected_records(store.rejected(args.limit or 100), args.incident, since)
-        if args.json:
-            for record in records:
-                print(scrub(json.dumps(record, ensure_ascii=False, default=str)))
-        elif records:
-            print(scrub(format_table((rejected_row(r) for r in records), REJECTED_COLUMNS)))
-        else:
-            print("no rejected events")
-        return EXIT_OK
-    keep = LogFilter(args.incident, args.stakeholder, args.kind, args.status)
-    comms = [c for c in store.communications(since) if keep.keeps(c)]
-    if args.promises:
-        pending = open_promises(store, args.incident, args.stakeholder)
-        if args.kind:
-            pending = [p for p in pending if p.kind == args.kind]
-        if args.status not in (None, "scheduled"):
-            pending = []  # promises not yet composed have no other status
-        config = config_or_none(settings)
-        grace_s = float(config.kept_within) if config else ON_TIME_GRACE_S
-        report = promise_report(comms, datetime.now(UTC), pending, grace_s)
-        if args.json:
-            print(json.dumps(report.as_json()))
-        else:
-            print("\n".join(report.lines()))
-        return EXIT_OK
-    if args.limit is not None:
-        comms = comms[-args.limit :]  # the newest
-    if args.json:
-        for comm in comms:
-            print(scrub(row_json(comm)))
-    elif comms:
-        print(scrub(format_table(table_row(c) for c in comms)))
-    else:
-        print("no communications match")
-    return EXIT_OK
 
 
 # -- opt-outs --------------------------------------------------------------------------
