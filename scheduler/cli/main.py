@@ -11,20 +11,16 @@ import sys
 
 import redis
 
-from scheduler.cli.commands import (
-    EXIT_FAILED,
-    EXIT_USAGE,
-    cmd_config_check,
-    cmd_demo,
-    cmd_emit,
-    cmd_log,
-    cmd_mailsink,
-    cmd_opt_outs,
-    cmd_preview,
-    cmd_scheduler,
-    cmd_serve,
-    cmd_worker,
-)
+from scheduler.cli._common import EXIT_FAILED, EXIT_USAGE
+from scheduler.cli.config_cmd import cmd_config_check
+from scheduler.cli.demo import cmd_demo
+from scheduler.cli.emit import cmd_emit
+from scheduler.cli.log import cmd_log
+from scheduler.cli.mailsink import cmd_mailsink
+from scheduler.cli.opt_outs import cmd_opt_outs
+from scheduler.cli.preview_cmd import cmd_preview
+from scheduler.cli.serve import cmd_serve
+from scheduler.cli.worker import cmd_scheduler, cmd_worker
 from scheduler.core.events import EVENT_TYPES
 from scheduler.errors import AmendsError, SettingsError
 
