@@ -11,6 +11,7 @@ from typing import Any
 from scheduler.cli._common import EXIT_OK, EXIT_USAGE, refuse
 from scheduler.cli.event_input import load_events, validated
 from scheduler.core.events import Event
+from scheduler.core.model import iso_z
 from scheduler.service.settings import Settings
 
 __all__ = ["cmd_emit"]
@@ -45,7 +46,7 @@ def _event_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         "schema": 1,
         "event_id": args.event_id or str(uuid.uuid4()),
         "type": f"incident.{args.type}",
-        "occurred_at": args.occurred_at or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "occurred_at": args.occurred_at or iso_z(datetime.now(UTC)),
         "source": args.source,
         "incident": incident,
     }

@@ -13,7 +13,7 @@ import html
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pendulum
@@ -23,7 +23,7 @@ from scheduler.core.delivery import as_received, cancel_reason
 from scheduler.core.engine import Engine
 from scheduler.core.events import Event
 from scheduler.core.loop import SchedulerLoop
-from scheduler.core.model import Status, ms_of, utc_of
+from scheduler.core.model import Status, iso_z, ms_of, utc_of
 from scheduler.core.promises import OpenPromise, open_promises
 from scheduler.mail.channels import compose_channel
 from scheduler.mail.messages import compose_email
@@ -232,7 +232,7 @@ def timeline_json(messages: list[PreviewMessage]) -> Iterable[str]:
             {
                 "stakeholder": message.stakeholder_id,
                 "kind": message.kind,
-                "at": message.at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                "at": iso_z(message.at),
                 "local": message.local.isoformat(),
                 "subject": message.subject,
                 "channel": message.channel,
