@@ -1,4 +1,7 @@
-"""The ``amends`` command line. Exit status: 0 done, 1 failed, 2 bad input or usage."""
+"""The ``amends`` command line: its parser, and running the chosen command.
+
+Exit status: 0 done, 1 failed, 2 bad input or usage.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``amends preview``: what each stakeholder would receive, on a simulated clock.
+"""The simulation behind ``amends preview``: what each stakeholder would receive, on a simulated clock.
 
 The preview runs the product's own engine, cadence policy, timer loop and templates over
 an in-memory store and timer store; only the clock and the SMTP server are simulated.
