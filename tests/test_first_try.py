@@ -131,7 +131,7 @@ def test_mailsink_creates_its_maildir_and_keeps_what_it_receives(tmp_path: Path)
     import socket
     import threading
 
-    from scheduler.cli.commands import cmd_mailsink
+    from scheduler.cli.mailsink import cmd_mailsink
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

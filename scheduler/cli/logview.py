@@ -1,4 +1,4 @@
-"""Reading the communications log: filters, the table, and the promise figures."""
+"""The log as text: filters, the ``amends log`` table and JSON lines, rejected events, the demo's rows."""
 
 from __future__ import annotations
 
@@ -13,9 +13,16 @@ import pendulum
 from scheduler.core.model import Communication
 
 __all__ = [
+    "COLUMNS",
+    "REJECTED_COLUMNS",
     "LogFilter",
     "format_table",
+    "rejected_records",
+    "rejected_row",
     "row_json",
+    "stream_header",
+    "stream_row",
+    "table_row",
 ]
 
 

@@ -1,30 +1,22 @@
-"""The ``amends`` command line. Exit status: 0 done, 1 failed, 2 bad input or usage."""
+"""The ``amends`` command line: its parser, and running the chosen command.
+
+Exit status: 0 done, 1 failed, 2 bad input or usage.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import logging
 import os
 import signal
 import sys
+from typing import Any, TypeAlias
 
 import redis
 
-from scheduler.cli.commands import (
-    EXIT_FAILED,
-    EXIT_USAGE,
-    cmd_config_check,
-    cmd_demo,
-    cmd_emit,
-    cmd_log,
-    cmd_mailsink,
-    cmd_opt_outs,
-    cmd_preview,
-    cmd_scheduler,
-    cmd_serve,
-    cmd_worker,
-)
+from scheduler.cli._common import EXIT_FAILED, EXIT_USAGE
 from scheduler.core.events import EVENT_TYPES
 from scheduler.errors import AmendsError, SettingsError
 
@@ -60,22 +52,23 @@ def _port(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="amends",
-        description="Keep every stakeholder of an incident informed: acknowledgment, updates on "
-        "their cadence, resolution, feedback request.",
-        epilog="Environment: AMENDS_REDIS_URL, AMENDS_SMTP_URL, AMENDS_CONFIG, AMENDS_TEMPLATES, "
-        "AMENDS_SECRET_KEY, AMENDS_API_TOKEN, AMENDS_READ_TOKEN, AMENDS_PAGERDUTY_SECRET, "
-        "AMENDS_WEBHOOK_SECRET, AMENDS_RETRY_WINDOW, AMENDS_HOME (see README.md). "
-        "Exit status: 0 done, 1 failed, 2 bad input or usage.",
-    )
-    parser.add_argument("--version", action="version", version=f"amends {_version()}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+_Subcommands: TypeAlias = (
+    "argparse._SubParsersAction[argparse.ArgumentParser]"  # what add_subparsers() returns
+)
 
-    emit = sub.add_parser(
+
+def _command(sub: _Subcommands, name: str, run: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """Add the subcommand ``name``, done by ``run`` (``module:function``), imported when it runs."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, **kwargs)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _add_emit(sub: _Subcommands) -> None:
+    emit = _command(
+        sub,
         "emit",
+        "scheduler.cli.emit:cmd_emit",
         help="validate and enqueue an incident event",
         description="Emit an event from a JSON file (an object or a list of them), from stdin "
         "('-'), or built from flags: amends emit opened --incident INC-1 --title ... --severity sev1 "
@@ -103,22 +96,31 @@ def build_parser() -> argparse.ArgumentParser:
     emit.add_argument("--source", default="cli", help="who emits the event (default: cli)")
     emit.add_argument("--event-id", help="idempotency key (default: a new UUID)")
     emit.add_argument("--occurred-at", help="ISO 8601 with a zone (default: now)")
-    emit.set_defaults(func=cmd_emit)
 
+
+def _add_config(sub: _Subcommands) -> None:
     config = sub.add_parser("config", help="work with the configuration file")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    check = config_sub.add_parser(
+    check = _command(
+        config_sub,
         "check",
+        "scheduler.cli.config_cmd:cmd_config_check",
         help="validate the configuration and every template",
         description="Print each problem with its place and exit 1 if there is one.",
     )
     check.add_argument(
         "--file", "-f", help="configuration file (default: $AMENDS_CONFIG or config/amends.yaml)"
     )
-    check.set_defaults(func=cmd_config_check)
 
-    log = sub.add_parser(
+
+def _add_log(sub: _Subcommands) -> None:
+    # imported here, not at the top: the model's dataclasses take longer to import than the rest of main
+    from scheduler.core.model import Kind, Status
+
+    log = _command(
+        sub,
         "log",
+        "scheduler.cli.log:cmd_log",
         help="review the communications log",
         usage="amends log [filters] [--json | --promises | --rejected]\n       amends log show COMM_ID [--json]",
         description="A table of communications: time, incident, stakeholder, kind, status, recipient, "
@@ -128,17 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("target", nargs="*", metavar="show COMM_ID", help=argparse.SUPPRESS)
     log.add_argument("--incident")
     log.add_argument("--stakeholder")
-    log.add_argument("--kind", choices=["acknowledgment", "update", "resolution", "feedback_request"])
-    log.add_argument("--status", choices=["scheduled", "sending", "retrying", "sent", "failed", "cancelled"])
+    log.add_argument("--kind", choices=[k.value for k in Kind])
+    log.add_argument("--status", choices=[s.value for s in Status])
     log.add_argument("--since", help="only the last DURATION, e.g. 2h or 30m")
     log.add_argument("--json", action="store_true", help="one JSON object per line")
     log.add_argument("--rejected", action="store_true", help="show rejected events and why")
     log.add_argument("--promises", action="store_true", help="how many promised times were kept; lateness")
     log.add_argument("--limit", type=_positive, help="only the newest N rows (with --rejected: default 100)")
-    log.set_defaults(func=cmd_log)
 
-    opt_outs = sub.add_parser(
+
+def _add_opt_outs(sub: _Subcommands) -> None:
+    opt_outs = _command(
+        sub,
         "opt-outs",
+        "scheduler.cli.opt_outs:cmd_opt_outs",
         help="list stakeholders' opt-outs, or undo one",
         usage="amends opt-outs [--json]\n       amends opt-outs remove ID",
         description="Opt-outs come from unsubscribe links: from one incident's mail (id "
@@ -147,10 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     opt_outs.add_argument("action", nargs="*", metavar="remove ID", help=argparse.SUPPRESS)
     opt_outs.add_argument("--json", action="store_true", help="one JSON object per line")
-    opt_outs.set_defaults(func=cmd_opt_outs)
 
-    worker = sub.add_parser(
+
+def _add_worker_and_scheduler(sub: _Subcommands) -> None:
+    worker = _command(
+        sub,
         "worker",
+        "scheduler.cli.worker:cmd_worker",
         help="run a Dramatiq worker (events, timers, delivery)",
         description="Consume the events, timers and deliver queues on AMENDS_REDIS_URL and send mail "
         "through AMENDS_SMTP_URL. Needs AMENDS_SECRET_KEY and a configuration. Run as many as you like; "
@@ -163,19 +171,23 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"worker processes, each with its own threads and SMTP connections (default: one per core, {os.cpu_count() or 1} here)",
     )
     worker.add_argument("--threads", type=_positive, default=8, help="worker threads per process (default 8)")
-    worker.set_defaults(func=cmd_worker)
 
-    sched = sub.add_parser(
+    _command(
+        sub,
         "scheduler",
+        "scheduler.cli.worker:cmd_scheduler",
         help="run the timer loop that enqueues due updates and feedback requests",
         description="Claim due timers from Redis (atomically, under a lease) and enqueue them for the "
         "workers; wake when an earlier timer is armed. Several schedulers may run at once. When the "
         "configuration file changes it asks the workers to acknowledge newly concerned stakeholders.",
     )
-    sched.set_defaults(func=cmd_scheduler)
 
-    serve = sub.add_parser(
+
+def _add_serve(sub: _Subcommands) -> None:
+    serve = _command(
+        sub,
         "serve",
+        "scheduler.cli.serve:cmd_serve",
         help="the HTTP API: events, the log, incidents, feedback links, the review page, /metrics",
         description="POST /v1/events, GET /v1/communications, /v1/incidents, the review page at /, "
         "/v1/opt-outs, /metrics and /healthz, and the feedback and unsubscribe links sent in emails. "
@@ -184,10 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
-    serve.set_defaults(func=cmd_serve)
 
-    preview = sub.add_parser(
+
+def _add_preview(sub: _Subcommands) -> None:
+    preview = _command(
+        sub,
         "preview",
+        "scheduler.cli.preview_cmd:cmd_preview",
         help="show what each stakeholder would receive for a list of timed events",
         description="Run a JSON list of events (each at its occurred_at) on a simulated clock, "
         "with no Redis and no SMTP, through the same cadence, quiet-hours and business-hours code "
@@ -206,10 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long to follow the timeline after the last event (default 3d); "
         "it stops earlier once nothing more is due",
     )
-    preview.set_defaults(func=cmd_preview)
 
-    mailsink = sub.add_parser(
+
+def _add_mailsink(sub: _Subcommands) -> None:
+    mailsink = _command(
+        sub,
         "mailsink",
+        "scheduler.cli.mailsink:cmd_mailsink",
         help="a local SMTP server that keeps what it receives in a Maildir, for trying amends",
         description="Listen for SMTP (no TLS, no authentication) and write every message into DIR, "
         "a Maildir it creates; print one line per message. Point amends at it with "
@@ -218,10 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     mailsink.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     mailsink.add_argument("--port", type=_port, default=1025, help="port (default 1025)")
     mailsink.add_argument("--maildir", required=True, metavar="DIR", help="the Maildir to keep messages in")
-    mailsink.set_defaults(func=cmd_mailsink)
 
-    demo = sub.add_parser(
+
+def _add_demo(sub: _Subcommands) -> None:
+    demo = _command(
+        sub,
         "demo",
+        "scheduler.cli.demo:cmd_demo",
         help="run everything on embedded services and show an incident's life",
         description="Start an embedded Redis, a local SMTP server, a worker and a scheduler; emit a sev1 "
         "incident concerning three stakeholders of config/demo.yaml; print the log as messages are sent "
@@ -230,7 +251,31 @@ def build_parser() -> argparse.ArgumentParser:
         "The review page of the HTTP API is served on 127.0.0.1 while it runs.",
     )
     demo.add_argument("--keep", action="store_true", help="keep the review page up afterwards, until Ctrl-C")
-    demo.set_defaults(func=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amends",
+        description="Keep every stakeholder of an incident informed: acknowledgment, updates on "
+        "their cadence, resolution, feedback request.",
+        epilog="Environment: AMENDS_REDIS_URL, AMENDS_SMTP_URL, AMENDS_CONFIG, AMENDS_TEMPLATES, "
+        "AMENDS_SECRET_KEY, AMENDS_API_TOKEN, AMENDS_READ_TOKEN, AMENDS_PAGERDUTY_SECRET, "
+        "AMENDS_WEBHOOK_SECRET, AMENDS_RETRY_WINDOW, AMENDS_HOME (see README.md). "
+        "Exit status: 0 done, 1 failed, 2 bad input or usage.",
+    )
+    parser.add_argument("--version", action="version", version=f"amends {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _add_emit(sub)
+    _add_config(sub)
+    _add_log(sub)
+    _add_opt_outs(sub)
+    _add_worker_and_scheduler(sub)
+    _add_serve(sub)
+    _add_preview(sub)
+    _add_mailsink(sub)
+    _add_demo(sub)
     return parser
 
 
@@ -239,6 +284,12 @@ def _tolerant_output() -> None:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
+
+
+def _run(spec: str, args: argparse.Namespace) -> int:
+    """Run the command's function; its module (and what it needs) is imported only now."""
+    module, function = spec.split(":")
+    return int(getattr(importlib.import_module(module), function)(args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,14 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:
         logging.getLogger("mail.log").setLevel(logging.WARNING)
-    if not hasattr(args, "func"):
+    if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_USAGE
     if args.command in ("log", "preview", "emit", "config", "opt-outs"):
         # `amends log | head` should stop quietly, like other command-line tools
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
-        return int(args.func(args))
+        return _run(args.run, args)
     except SettingsError as e:
         print(f"amends: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,4 +1,4 @@
-"""``amends preview``: what each stakeholder would receive, on a simulated clock.
+"""The simulation behind ``amends preview``: what each stakeholder would receive, on a simulated clock.
 
 The preview runs the product's own engine, cadence policy, timer loop and templates over
 an in-memory store and timer store; only the clock and the SMTP server are simulated.
@@ -13,7 +13,7 @@ import html
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pendulum
@@ -22,7 +22,7 @@ from scheduler.core.config import Config
 from scheduler.core.delivery import as_received, cancel_reason
 from scheduler.core.engine import Engine
 from scheduler.core.events import Event
-from scheduler.core.model import Status, ms_of, utc_of
+from scheduler.core.model import Status, iso_z, ms_of, utc_of
 from scheduler.core.promises import OpenPromise, open_promises
 from scheduler.mail.channels import compose_channel
 from scheduler.mail.messages import compose_email
@@ -232,7 +232,7 @@ def timeline_json(messages: list[PreviewMessage]) -> Iterable[str]:
             {
                 "stakeholder": message.stakeholder_id,
                 "kind": message.kind,
-                "at": message.at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                "at": iso_z(message.at),
                 "local": message.local.isoformat(),
                 "subject": message.subject,
                 "channel": message.channel,

@@ -1,0 +1,89 @@
+"""Events read from a file or stdin for ``emit`` and ``preview``, validated, each problem printed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from scheduler.core.events import Event, check_not_ahead, decode_json, parse_event, parse_event_json
+from scheduler.core.text import decode_utf8, scrub
+from scheduler.errors import EventError
+
+__all__ = ["load_events", "validated"]
+
+
+def _stdin_bytes() -> bytes:
+    if hasattr(sys.stdin, "buffer"):
+        return bytes(sys.stdin.buffer.read())
+    # a text stream: lone surrogates come back as bytes that the strict decoding refuses
+    return sys.stdin.read().encode("utf-8", "surrogatepass")
+
+
+def _read_events(path: str) -> list[Any]:
+    """The events in a file or stdin, read as bytes and decoded strictly: undecodable bytes
+    are refused here, never carried on as lone surrogates. EventError holds one (where, why)."""
+    where = "stdin" if path == "-" else path
+    raw = _stdin_bytes() if path == "-" else Path(path).read_bytes()
+    try:
+        text = decode_utf8(raw)
+    except ValueError as e:
+        raise EventError("unreadable events", [(where, str(e))]) from None
+    try:
+        data = decode_json(text)
+    except EventError as e:
+        detail = e.errors[0][1].removeprefix("not valid JSON: ")
+        raise EventError("unreadable events", [(where, f"is not JSON: {detail}")]) from None
+    return data if isinstance(data, list) else [data]
+
+
+def load_events(command: str, path: str, now: datetime | None = None) -> list[Event] | None:
+    """Read and validate a file (or stdin) of events; on a problem print it and return None.
+
+    Every event is checked before any is used, and each problem is named
+    ``events[i].field`` when the file holds a list.
+    """
+    try:
+        documents = _read_events(path)
+    except OSError as e:
+        print(f"amends {command}: cannot read {path}: {e.strerror}", file=sys.stderr)
+        return None
+    except EventError as e:
+        where, reason = e.errors[0]
+        print(f"amends {command}: {scrub(where)} {scrub(reason)}", file=sys.stderr)
+        return None
+    if not documents:
+        print(f"amends {command}: {path if path != '-' else 'stdin'} holds no events", file=sys.stderr)
+        return None
+    return validated(command, documents, now)
+
+
+def validated(
+    command: str,
+    documents: list[Any],
+    now: datetime | None,
+    *,
+    flag_of: Callable[[str], str] | None = None,
+) -> list[Event] | None:
+    """Every document as an event (not dated ahead of ``now``, when given), or None after
+    printing each problem of each document (naming the flag that sets each field, with ``flag_of``)."""
+    events, problems = [], []
+    for index, document in enumerate(documents):
+        try:
+            parse_event(document)  # first: a document too deep to serialise is refused here
+            event = parse_event_json(json.dumps(document))
+            events.append(check_not_ahead(event, now) if now is not None else event)
+        except EventError as e:
+            prefix = f"events[{index}]" if len(documents) > 1 else ""
+            for place, why in e.errors:
+                where = ".".join(p for p in (prefix, place) if p) or "event"
+                flag = flag_of(place) if flag_of else ""
+                problems.append(f"{where} ({flag}): {why}" if flag else f"{where}: {why}")
+    if problems:
+        lines = "".join(f"\n  {scrub(p)}" for p in problems)
+        print(f"amends {command}: invalid event:{lines}", file=sys.stderr)
+        return None
+    return events
