@@ -78,6 +78,29 @@ def test_log_table_filters_and_json(cli_env: App, capsys: pytest.CaptureFixture[
     assert "no communications match" in capsys.readouterr().out
 
 
+def test_log_pages_newest_first_with_a_cursor(cli_env: App, capsys: pytest.CaptureFixture[str]) -> None:
+    """--limit rows a page, newest first; stderr names the command for the next page, which
+    repeats the filters; the last page names none."""
+    from scheduler import emit
+
+    emit(event(), broker=cli_env.broker)
+    cli_env.drain()
+    capsys.readouterr()
+    seen: list[str] = []
+    args = ["log", "--json", "--limit", "2"]
+    for _ in range(3):
+        assert main(args) == 0
+        out, err = capsys.readouterr()
+        seen += [json.loads(line)["stakeholder_id"] for line in out.splitlines()]
+        if not err:
+            break
+        assert err.startswith("older: amends log --limit 2 --json --cursor ")
+        args = ["log", *err.split()[3:]]
+    assert sorted(seen) == ["acme-finance", "globex", "payments-eng"] and not err
+    assert main(["log", "--cursor", "nonsense"]) == 2
+    assert "--cursor" in capsys.readouterr().err
+
+
 def test_log_show_prints_the_message_as_sent(cli_env: App, capsys: pytest.CaptureFixture[str]) -> None:
     """`amends log show COMM_ID` prints the full message with its headers."""
     from scheduler import emit

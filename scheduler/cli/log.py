@@ -13,33 +13,45 @@ from scheduler.core._validation import bounded_duration_s
 from scheduler.core.model import Status
 from scheduler.core.text import scrub
 from scheduler.service.settings import Settings
+from scheduler.storage.port import format_cursor, parse_cursor
 
 if TYPE_CHECKING:
     from scheduler.core.model import Communication
+    from scheduler.storage.port import Cursor
     from scheduler.storage.redis_store import RedisStore
 
 __all__ = ["cmd_log"]
 
 
+DEFAULT_LIMIT = 100
+"""Rows of one page of the table when ``--limit`` is not given."""
+
+PROMISES_WINDOW = "7d"
+"""What ``--promises`` covers without ``--since``."""
+
+
 def cmd_log(args: argparse.Namespace) -> int:
     """Dispatch to one of the modes: ``show COMM_ID``, ``--rejected``, ``--promises``, or the table."""
-    from scheduler.cli.logview import LogFilter
+    from scheduler.core.promises import LogFilter
 
     settings = load_settings()
     store = redis_store(settings)
     if args.target:
         return _show(args, settings, store)
     try:
-        since = _since(args.since)
+        since = _since(args.since or (PROMISES_WINDOW if args.promises else None))
     except (ValueError, OverflowError) as e:
         return refuse("log", f"--since: {e}")
     if args.rejected:
         return _rejected(args, store, since)
     keep = LogFilter(args.incident, args.stakeholder, args.kind, args.status)
-    comms = [c for c in store.communications(since) if keep.keeps(c)]
     if args.promises:
-        return _promises(args, settings, store, comms)
-    return _table(args, comms)
+        return _promises(args, settings, store, [c for c in store.communications(since) if keep.keeps(c)])
+    try:
+        after = parse_cursor(args.cursor) if args.cursor else None
+    except ValueError as e:
+        return refuse("log", f"--cursor: {e}")
+    return _table(args, store, *store.page(keep.keeps, args.limit or DEFAULT_LIMIT, after, since))
 
 
 def _since(duration: str | None) -> datetime | None:
@@ -53,7 +65,7 @@ def _show(args: argparse.Namespace, settings: Settings, store: RedisStore) -> in
     """``amends log show COMM_ID``: one message in full, as the SMTP server received it."""
     if args.target[0] != "show" or len(args.target) != 2:
         return refuse("log", "use 'amends log show COMM_ID'")
-    filters = [args.incident, args.stakeholder, args.kind, args.status, args.since, args.limit]
+    filters = [args.incident, args.stakeholder, args.kind, args.status, args.since, args.limit, args.cursor]
     if any(f is not None for f in filters) or args.rejected or args.promises:
         return refuse("log show", "takes a communication id and --json only")
     comm = store.comm(args.target[1])
@@ -96,7 +108,9 @@ def _promises(
     """``amends log --promises``: how many promised times were kept, and how late the rest were."""
     from scheduler.core.promises import ON_TIME_GRACE_S, open_promises, promise_report
 
-    pending = open_promises(store, args.incident, args.stakeholder)
+    # the incidents with a message in the window: a thread that promised more has one
+    among = sorted({c.incident_id for c in comms})
+    pending = open_promises(store, args.incident, args.stakeholder, among=among)
     if args.kind:
         pending = [p for p in pending if p.kind == args.kind]
     if args.status not in (None, Status.SCHEDULED):
@@ -107,16 +121,19 @@ def _promises(
     if args.json:
         print(json.dumps(report.as_json()))
     else:
+        print(f"the last {args.since or PROMISES_WINDOW} (--since changes it):")
         print("\n".join(report.lines()))
+        _removed_note(store)
     return EXIT_OK
 
 
-def _table(args: argparse.Namespace, comms: list[Communication]) -> int:
-    """``amends log``: the communications that pass the filters, oldest first, as a table or JSON lines."""
+def _table(
+    args: argparse.Namespace, store: RedisStore, comms: list[Communication], following: Cursor | None
+) -> int:
+    """``amends log``: one page of the communications that pass the filters, newest first,
+    as a table or JSON lines; the command for the next page goes to stderr."""
     from scheduler.cli.logview import format_table, row_json, table_row
 
-    if args.limit is not None:
-        comms = comms[-args.limit :]  # the newest
     if args.json:
         for comm in comms:
             print(scrub(row_json(comm)))
@@ -124,4 +141,29 @@ def _table(args: argparse.Namespace, comms: list[Communication]) -> int:
         print(scrub(format_table(table_row(c) for c in comms)))
     else:
         print("no communications match")
+    if following is not None:
+        print(f"older: amends log {_again(args)}--cursor {format_cursor(following)}", file=sys.stderr)
+    if not args.json:
+        _removed_note(store)
     return EXIT_OK
+
+
+def _again(args: argparse.Namespace) -> str:
+    """The filters of this call, to repeat them for the next page."""
+    given = [
+        f"--{name} {value} "
+        for name in ("incident", "stakeholder", "kind", "status", "since", "limit")
+        if (value := getattr(args, name)) is not None
+    ]
+    return "".join(given) + ("--json " if args.json else "")
+
+
+def _removed_note(store: RedisStore) -> None:
+    """Say what retention removed, so a shorter log is not a surprise."""
+    removed = store.removed()
+    if removed.incidents and removed.last_ms is not None:
+        when = datetime.fromtimestamp(removed.last_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+        print(
+            f"retention removed {removed.incidents} resolved incidents with {removed.communications} "
+            f"communications so far (last on {when}; 'retention' in the configuration)"
+        )

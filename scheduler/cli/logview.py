@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +14,6 @@ from scheduler.core.model import Communication
 __all__ = [
     "COLUMNS",
     "REJECTED_COLUMNS",
-    "LogFilter",
     "format_table",
     "rejected_records",
     "rejected_row",
@@ -24,22 +22,6 @@ __all__ = [
     "stream_row",
     "table_row",
 ]
-
-
-@dataclass(frozen=True)
-class LogFilter:
-    incident: str | None = None
-    stakeholder: str | None = None
-    kind: str | None = None
-    status: str | None = None
-
-    def keeps(self, comm: Communication) -> bool:
-        return (
-            (self.incident is None or comm.incident_id == self.incident)
-            and (self.stakeholder is None or comm.stakeholder_id == self.stakeholder)
-            and (self.kind is None or comm.kind == self.kind)
-            and (self.status is None or comm.status == self.status)
-        )
 
 
 def _local(moment: datetime | None, comm: Communication) -> str:

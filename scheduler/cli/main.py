@@ -135,8 +135,13 @@ def _add_log(sub: _Subcommands) -> None:
     log.add_argument("--since", help="only the last DURATION, e.g. 2h or 30m")
     log.add_argument("--json", action="store_true", help="one JSON object per line")
     log.add_argument("--rejected", action="store_true", help="show rejected events and why")
-    log.add_argument("--promises", action="store_true", help="how many promised times were kept; lateness")
-    log.add_argument("--limit", type=_positive, help="only the newest N rows (with --rejected: default 100)")
+    log.add_argument(
+        "--promises",
+        action="store_true",
+        help="how many promised times were kept, lateness (last 7d unless --since)",
+    )
+    log.add_argument("--limit", type=_positive, help="rows per page, newest first (default 100)")
+    log.add_argument("--cursor", help="the next page: what the previous page printed after --cursor")
 
 
 def _add_opt_outs(sub: _Subcommands) -> None:

@@ -1,5 +1,5 @@
-"""What counts as a kept promise: the product's rule, used by the CLI, the API, /metrics,
-the review page, the demo and the preview alike."""
+"""What counts as a kept promise, and which communications a review asks for: the
+product's rules, used by the CLI, the API, the review page, the demo and the preview alike."""
 
 from __future__ import annotations
 
@@ -12,11 +12,29 @@ from typing import Any
 from scheduler.core.model import Communication, Kind, Status, utc_of
 from scheduler.storage.port import Store
 
-__all__ = ["ON_TIME_GRACE_S", "OpenPromise", "PromiseReport", "open_promises", "promise_report"]
+__all__ = ["ON_TIME_GRACE_S", "LogFilter", "OpenPromise", "PromiseReport", "open_promises", "promise_report"]
 
 ON_TIME_GRACE_S = 60.0
 """A promise "by 14:30" is kept by a message sent before 14:31 (``kept_within`` in the
 configuration changes it)."""
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """Which communications a review asks for (``amends log``, ``/v1/communications``)."""
+
+    incident: str | None = None
+    stakeholder: str | None = None
+    kind: str | None = None
+    status: str | None = None
+
+    def keeps(self, comm: Communication) -> bool:
+        return (
+            (self.incident is None or comm.incident_id == self.incident)
+            and (self.stakeholder is None or comm.stakeholder_id == self.stakeholder)
+            and (self.kind is None or comm.kind == self.kind)
+            and (self.status is None or comm.status == self.status)
+        )
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from datetime import timedelta
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
 
-from scheduler.cli.logview import LogFilter
 from scheduler.core._validation import bounded_duration_s
 from scheduler.core.model import Kind, Status
+from scheduler.core.promises import LogFilter
 from scheduler.storage.port import Cursor, format_cursor, parse_cursor
 from scheduler.web._http import SafeJSONResponse, invalid
 from scheduler.web.auth import require_reader
