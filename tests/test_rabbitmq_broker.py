@@ -4,10 +4,12 @@ builds it, and what a producer or a worker does when RabbitMQ does not answer.""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.errors import ConnectionClosed
 
 from scheduler import emit
 from scheduler.errors import RedisUnavailableError, SettingsError
@@ -19,7 +21,7 @@ from scheduler.service.queues import (
     is_rabbitmq_broker,
 )
 from scheduler.service.settings import Settings
-from tests.conftest import event
+from tests.conftest import App, event
 from tests.realservers import free_port
 
 AMQP = "amqp://amends:s3cret@rabbit.example:5672/amends"
@@ -98,3 +100,32 @@ def test_emit_says_rabbitmq_did_not_answer_and_enqueues_nothing() -> None:
         broker.close()
     assert isinstance(caught.value, RedisUnavailableError)
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.real
+def test_an_event_whose_dispatch_meets_a_lost_broker_connection_is_retried_not_rejected(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker connection drops as the worker hands the acknowledgments on: the event is tried
+    again (it is then already applied) and the sweep sends what it composed; nothing is rejected."""
+    import workers.actors
+
+    real_send = workers.actors.deliver_many.send
+    failures = iter([ConnectionClosed(OSError("Stream connection lost"))])
+
+    def send(*args: Any, **kwargs: Any) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real_send(*args, **kwargs)
+
+    monkeypatch.setattr(workers.actors.deliver_many, "send", send)
+    emit(event(), broker=app.broker)
+    app.drain()
+    app.settle()
+    assert app.runtime.store.rejected() == []
+    assert {m.rcpt_tos[0] for m in app.sink.received} == {
+        "finance@acme.example",
+        "support@globex.example",
+        "eng@acme.example",
+    }
