@@ -445,6 +445,7 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="amends-bench-"))
     results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, Python {platform.python_version()}"}
+    load_before = os.getloadavg()[0]
     with RedisServer(extra_args=("--appendonly", "no")) as server:
         smtp = SmtpSink()
         try:
@@ -478,6 +479,7 @@ def main() -> None:
     if not args.no_timers:
         results["timers"] = _timers()
     _progress("")
+    results["load_average"] = [load_before, os.getloadavg()[0]]
     results["ratio_to_raw_smtp"] = results["amends"]["per_s"] / results["raw_smtp_per_s"]
     if args.json:
         print(json.dumps(results))
@@ -544,7 +546,10 @@ def main() -> None:
                 f"p50 {t['p50_ms']:.0f} ms, {t['bytes_per_timer']:.0f} B per armed timer",
             )
         )
-    print(f"Redis {results['redis']}, {results['machine']}")
+    before, after = results["load_average"]
+    print(
+        f"Redis {results['redis']}, {results['machine']}, load average {before:.1f} at the start, {after:.1f} at the end"
+    )
     print("| measure | result | notes |")
     print("|---|---:|---|")
     for row in rows:
