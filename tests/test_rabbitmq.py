@@ -140,7 +140,12 @@ def test_emit_the_cli_and_the_api_put_events_on_rabbitmq_not_on_redis(
     enqueue on RabbitMQ's ``events`` queue; Redis holds no queue."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    emit(event(event_id="emit-1", at=_now()))  # the broker named by AMENDS_BROKER_URL
+    try:
+        emit(event(event_id="emit-1", at=_now()))  # the broker named by AMENDS_BROKER_URL
+    finally:
+        for broker in emitting._brokers.values():
+            broker.close()
+        emitting._brokers.clear()
 
     flags = ["--incident", "INC-CLI", "--title", "Search down", "--severity", "sev2", "--service", "search"]
     cli = subprocess.run(
@@ -167,9 +172,6 @@ def test_emit_the_cli_and_the_api_put_events_on_rabbitmq_not_on_redis(
         ["emit-1", "cli-1", "api-1", alert_event_id]
     )
     assert _broker_keys_in_redis(redis_client) == []
-    for broker in emitting._brokers.values():  # the one emit() made from the environment
-        broker.close()
-    emitting._brokers.clear()
 
 
 @pytest.fixture
@@ -189,7 +191,7 @@ def test_an_incident_on_rabbitmq_reaches_every_reader_through_worker_and_schedul
 ) -> None:
     """Acknowledgments, regular updates fired by the scheduler's timers, resolutions: all through
     RabbitMQ's queues, each email once, every communication ended."""
-    assert worker.broker_url_redacted.startswith("amqp://127.0.0.1:5672/amends-test-")
+    assert worker.broker_url_redacted.startswith("amqp://") and "@" not in worker.broker_url_redacted
     stop = threading.Event()
     scheduler = start_scheduler(settings, stop)
     try:
