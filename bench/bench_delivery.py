@@ -11,12 +11,17 @@ In one process tree, one run (so the ratios hold on a noisy machine):
 - Redis bytes per logged communication (``INFO memory``, every key counted), on the fan-out
   (one message per thread) and on a long incident (``--updates`` messages per thread);
 - timer punctuality: ``bench/bench_timers.py`` (skip with ``--no-timers``);
-- the worker's RSS at the end.
+- the worker's RSS at the end;
+- with ``--broker-url amqp://…``: the fan-out, the no-op baseline and the latency again with
+  the queues on that RabbitMQ (Dramatiq's RabbitmqBroker), after the Redis broker's, in the
+  same run. amends' queues (and ``bench-noop``) on that vhost are deleted before and after:
+  give the bench a vhost of its own.
 
 The SMTP server is aiosmtpd's ``Sink`` in its own process. Redis is a private
 ``redis-server`` on a free port (no persistence).
 
     python bench/bench_delivery.py [--incidents 50] [--stakeholders 200] [--processes 2] [--json]
+    python bench/bench_delivery.py --broker-url amqp://guest:guest@127.0.0.1:5672/amends-bench
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scheduler import emit
-from scheduler.service.queues import build_broker
+from scheduler.service.queues import QUEUES, build_broker
 from scheduler.storage import keys
 from scheduler.storage.redis_store import RedisStore
 from tests.realservers import REPO_ROOT, AmendsProcess, RedisServer, free_port
@@ -153,11 +158,28 @@ async def _raw_smtp(port: int, count: int, size: int, connections: int = 8) -> f
 # -- baseline B: a Dramatiq no-op actor ---------------------------------------------------
 
 
-def _dramatiq_noop(redis_url: str, count: int, threads: int) -> float:
-    broker = build_broker(redis_url)
+_NOOP_QUEUE = "bench-noop"
+
+
+def _delete_rabbitmq_queues(url: str) -> None:
+    """amends' queues, with Dramatiq's delay and dead-letter queues, and the no-op baseline's."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for name in (*QUEUES, _NOOP_QUEUE):
+            for suffix in ("", ".DQ", ".XQ"):
+                channel.queue_delete(name + suffix)
+    finally:
+        connection.close()
+
+
+def _dramatiq_noop(broker_url: str, count: int, threads: int) -> float:
+    broker = build_broker(broker_url)
     done = [0]
 
-    @dramatiq.actor(broker=broker, queue_name="bench-noop")
+    @dramatiq.actor(broker=broker, queue_name=_NOOP_QUEUE)
     def noop(n: int) -> None:
         done[0] += 1
 
@@ -166,7 +188,7 @@ def _dramatiq_noop(redis_url: str, count: int, threads: int) -> float:
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
     start = time.perf_counter()
     worker.start()
-    broker.join("bench-noop", timeout=600_000)
+    broker.join(_NOOP_QUEUE, timeout=600_000)
     worker.join()
     elapsed = time.perf_counter() - start
     worker.stop()
@@ -221,12 +243,19 @@ class Amends:
     """Worker processes on a config, and the counts bench phases wait on."""
 
     def __init__(
-        self, redis: RedisServer, smtp: SmtpSink, folder: Path, stakeholders: int, args: Any
+        self,
+        redis: RedisServer,
+        smtp: SmtpSink,
+        folder: Path,
+        stakeholders: int,
+        args: Any,
+        broker_url: str | None = None,
     ) -> None:
         self.client = redis.client()
         self.client.flushall()
         self.env = {
             "AMENDS_REDIS_URL": redis.url,
+            "AMENDS_BROKER_URL": broker_url or "",
             "AMENDS_SMTP_URL": smtp.url,
             "AMENDS_CONFIG": str(_config(folder / f"bench-{stakeholders}.yaml", stakeholders)),
             "AMENDS_SECRET_KEY": "bench-secret",
@@ -236,11 +265,11 @@ class Amends:
         self.workers = AmendsProcess(
             ["worker", "--threads", str(args.threads), *extra],
             self.env,
-            folder / f"worker-{stakeholders}.log",
+            folder / f"worker-{stakeholders}{'-rabbitmq' if broker_url else ''}.log",
             ready_text="amends worker:",
         )
         self.workers.wait_ready()
-        self.broker = build_broker(redis.url)
+        self.broker = build_broker(broker_url or redis.url)
         self.store = RedisStore(self.client)
 
     def counts(self) -> tuple[int, int]:
@@ -364,6 +393,29 @@ def _timers() -> dict[str, float] | None:
     return None
 
 
+def _on_rabbitmq(server: RedisServer, smtp: SmtpSink, folder: Path, args: Any) -> dict[str, Any]:
+    """The fan-out, the no-op baseline and the latency again, with the queues on RabbitMQ."""
+    url = args.broker_url
+    results: dict[str, Any] = {"broker": url.split("@")[-1]}
+    _delete_rabbitmq_queues(url)
+    try:
+        amends = Amends(server, smtp, folder, args.stakeholders, args, broker_url=url)
+        try:
+            results["amends"] = _fan_out(amends, args.incidents, args.stakeholders)
+        finally:
+            amends.stop()
+        _progress("baseline B on RabbitMQ: Dramatiq no-op actor")
+        results["dramatiq_noop_per_s"] = _dramatiq_noop(url, args.incidents * args.stakeholders, args.threads)
+        amends = Amends(server, smtp, folder, 10, args, broker_url=url)
+        try:
+            results["latency"] = _latency(amends, args.rate, args.seconds)
+        finally:
+            amends.stop()
+    finally:
+        _delete_rabbitmq_queues(url)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -385,12 +437,18 @@ def main() -> None:
     parser.add_argument(
         "--updates", type=int, default=10, help="updates per thread on the long incident (default 10)"
     )
+    parser.add_argument(
+        "--broker-url",
+        help="also run the fan-out, the no-op baseline and the latency with the queues on this "
+        "RabbitMQ (amqp://user:pass@host:5672/vhost; amends' queues there are deleted)",
+    )
     parser.add_argument("--no-timers", action="store_true", help="skip the timer punctuality bench")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="amends-bench-"))
     results: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, Python {platform.python_version()}"}
+    load_before = os.getloadavg()[0]
     with RedisServer(extra_args=("--appendonly", "no")) as server:
         smtp = SmtpSink()
         try:
@@ -417,11 +475,14 @@ def main() -> None:
                 results["latency"] = _latency(amends, args.rate, args.seconds)
             finally:
                 amends.stop()
+            if args.broker_url:
+                results["rabbitmq"] = _on_rabbitmq(server, smtp, folder, args)
         finally:
             smtp.stop()
     if not args.no_timers:
         results["timers"] = _timers()
     _progress("")
+    results["load_average"] = [load_before, os.getloadavg()[0]]
     results["ratio_to_raw_smtp"] = results["amends"]["per_s"] / results["raw_smtp_per_s"]
     if args.json:
         print(json.dumps(results))
@@ -456,6 +517,29 @@ def main() -> None:
         ),
         ("worker RSS after the fan-out", f"{a['worker_rss_mb']:.0f} MB", "all worker processes"),
     ]
+    if results.get("rabbitmq"):
+        r = results["rabbitmq"]
+        ra, rl = r["amends"], r["latency"]
+        rows += [
+            (
+                "queues on RabbitMQ: baseline B, Dramatiq no-op actor",
+                f"{r['dramatiq_noop_per_s']:,.0f} messages/s",
+                r["broker"],
+            ),
+            (
+                f"queues on RabbitMQ: amends {args.incidents} x {args.stakeholders}",
+                f"{ra['per_s']:,.0f} emails/s",
+                f"{ra['per_s'] / results['raw_smtp_per_s']:.2f}x raw SMTP, "
+                f"{ra['per_s'] / a['per_s']:.2f}x on Redis; {ra['emails']:,} in {ra['seconds']:.1f} s, "
+                f"{ra['not_sent']} not sent",
+            ),
+            (
+                f"queues on RabbitMQ: acknowledgment latency at {args.rate:g} events/s x 10",
+                f"p99 {rl['p99_ms']:.0f} ms",
+                f"p50 {rl['p50_ms']:.0f} ms, max {rl['max_ms']:.0f} ms, {rl['emails']} emails",
+            ),
+            ("queues on RabbitMQ: worker RSS after the fan-out", f"{ra['worker_rss_mb']:.0f} MB", ""),
+        ]
     if results.get("timers"):
         t = results["timers"]
         rows.append(
@@ -465,7 +549,10 @@ def main() -> None:
                 f"p50 {t['p50_ms']:.0f} ms, {t['bytes_per_timer']:.0f} B per armed timer",
             )
         )
-    print(f"Redis {results['redis']}, {results['machine']}")
+    before, after = results["load_average"]
+    print(
+        f"Redis {results['redis']}, {results['machine']}, load average {before:.1f} at the start, {after:.1f} at the end"
+    )
     print("| measure | result | notes |")
     print("|---|---:|---|")
     for row in rows:

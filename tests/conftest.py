@@ -366,3 +366,94 @@ def app(
     yield App(settings, broker, worker, runtime, sink, clock, config_path, loop)
     worker.stop()
     broker.close()
+
+
+# -- RabbitMQ: a vhost of the session's own on a real RabbitMQ server ---------------------
+
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+from urllib.parse import quote  # noqa: E402
+
+from scheduler.service.queues import QUEUES  # noqa: E402
+
+RABBITMQ_TEST_URL = "amqp://guest:guest@127.0.0.1:5672/"
+"""The RabbitMQ the tests use unless ``AMENDS_TEST_RABBITMQ_URL`` names another."""
+
+
+def _rabbitmqctl(*args: str) -> bool:
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        return False
+    try:
+        return subprocess.run([ctl, *args], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def rabbitmq_queue_names() -> list[str]:
+    """amends' queues on RabbitMQ with Dramatiq's delay (``.DQ``) and dead-letter (``.XQ``) queues."""
+    return [name + suffix for name in QUEUES for suffix in ("", ".DQ", ".XQ")]
+
+
+def delete_rabbitmq_queues(url: str) -> None:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for name in rabbitmq_queue_names():
+            channel.queue_delete(name)  # deleting a queue that is not there is fine
+    finally:
+        connection.close()
+
+
+def _vhost_answers(url: str) -> bool:
+    import pika
+
+    try:
+        pika.BlockingConnection(pika.URLParameters(url)).close()
+        return True
+    except pika.exceptions.AMQPError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """``amqp://`` URL of a vhost of this checkout's own on the RabbitMQ at
+    ``AMENDS_TEST_RABBITMQ_URL`` (default guest on 127.0.0.1:5672).
+
+    The vhost (``amends-test-`` and a hash of the checkout's path) is made with rabbitmqctl
+    the first time and kept for the next runs, so runs from different checkouts never share
+    a queue. Where rabbitmqctl cannot make it, the URL's own vhost is used. Either way
+    ``rabbitmq_broker_url`` deletes amends' queues before and after each test. No RabbitMQ:
+    skipped.
+    """
+    import hashlib
+
+    import pika
+
+    base = os.environ.get("AMENDS_TEST_RABBITMQ_URL") or RABBITMQ_TEST_URL
+    parameters = pika.URLParameters(base)
+    try:
+        pika.BlockingConnection(parameters).close()
+    except pika.exceptions.AMQPError as e:
+        pytest.skip(f"no RabbitMQ at {parameters.host}:{parameters.port}: {e!r}")
+    checkout = str(Path(__file__).resolve().parents[1]).encode()
+    vhost = f"amends-test-{hashlib.sha256(checkout).hexdigest()[:10]}"
+    url = urlunsplit(urlsplit(base)._replace(path="/" + quote(vhost, safe="")))
+    if _vhost_answers(url):
+        return url
+    user = parameters.credentials.username
+    if _rabbitmqctl("add_vhost", vhost) and _rabbitmqctl(
+        "set_permissions", "-p", vhost, user, ".*", ".*", ".*"
+    ):
+        return url
+    return base
+
+
+@pytest.fixture
+def rabbitmq_broker_url(rabbitmq_url: str) -> Iterator[str]:
+    """``rabbitmq_url`` with amends' queues deleted before and after the test."""
+    delete_rabbitmq_queues(rabbitmq_url)
+    yield rabbitmq_url
+    delete_rabbitmq_queues(rabbitmq_url)

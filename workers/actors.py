@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import dramatiq
 import redis
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.errors import BrokerError
 from dramatiq.middleware import AsyncIO, CurrentMessage, Retries
 
 from scheduler.core.config import Stakeholder
@@ -87,8 +88,8 @@ def handle_event(payload: Any) -> None:
         return
     try:
         outcome = rt.engine.handle_event(event, now, now - _queue_delay())
-    except (redis.RedisError, StorageError):
-        raise  # Dramatiq retries the message with backoff once Redis answers again
+    except (redis.RedisError, StorageError, BrokerError):
+        raise  # Dramatiq retries the message with backoff once Redis (or RabbitMQ) answers again
     except Exception as e:
         # A bug must not cost the event: keep it where `amends log --rejected` shows it.
         logger.exception("event %s could not be applied", event.event_id)

@@ -8,10 +8,11 @@ from typing import Any
 
 import dramatiq
 import redis
+from dramatiq.errors import BrokerError
 
 from scheduler.core.events import Event, check_not_ahead, parse_event
 from scheduler.errors import RedisUnavailableError
-from scheduler.service.queues import EVENTS_QUEUE, build_broker, enqueue
+from scheduler.service.queues import EVENTS_QUEUE, BrokerUnavailableError, build_broker, enqueue
 from scheduler.service.settings import Settings
 from scheduler.storage import keys
 
@@ -22,7 +23,7 @@ _brokers: dict[str, dramatiq.Broker] = {}
 
 
 def _broker_for(settings: Settings) -> dramatiq.Broker:
-    url = settings.resolved_redis_url()
+    url = settings.resolved_broker_url()
     with _lock:
         if url not in _brokers:
             _brokers[url] = build_broker(url)
@@ -35,8 +36,9 @@ def emit(
     """Validate ``event`` (schema 1) and enqueue it on the ``events`` queue.
 
     Raises :class:`~scheduler.errors.EventError` naming each wrong field, or
-    :class:`~scheduler.errors.RedisUnavailableError`; nothing is enqueued then. The
-    broker defaults to the one ``AMENDS_REDIS_URL`` names.
+    :class:`~scheduler.errors.RedisUnavailableError` (:class:`BrokerUnavailableError` for
+    RabbitMQ); nothing is enqueued then. The broker defaults to the one ``AMENDS_BROKER_URL``
+    names (RabbitMQ), else the Redis of ``AMENDS_REDIS_URL``.
     """
     parsed = check_not_ahead(parse_event(event), now or datetime.now(UTC))
     document = parsed.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -45,6 +47,10 @@ def emit(
     except redis.RedisError as e:
         raise RedisUnavailableError(
             f"event {parsed.event_id} was not enqueued: Redis did not answer ({e})"
+        ) from e
+    except BrokerError as e:  # RabbitMQ, after Dramatiq's own attempts to reconnect
+        raise BrokerUnavailableError(
+            f"event {parsed.event_id} was not enqueued: RabbitMQ did not answer ({type(e).__name__}: {e})"
         ) from e
     return parsed
 

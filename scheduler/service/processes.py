@@ -13,14 +13,20 @@ from datetime import datetime
 
 import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker
 
 from scheduler.core.config import ConfigSource
 from scheduler.core.durations import format_duration
 from scheduler.core.model import ms_of
 from scheduler.errors import ConfigError, StorageError
 from scheduler.service.loop import SchedulerLoop
-from scheduler.service.queues import DELIVER_QUEUE, TIMERS_QUEUE, build_broker, enqueue
+from scheduler.service.queues import (
+    DELIVER_QUEUE,
+    TIMERS_QUEUE,
+    broker_location,
+    build_broker,
+    enqueue,
+    is_rabbitmq_broker,
+)
 from scheduler.service.settings import Settings
 from scheduler.storage.clock import ServerClock
 from scheduler.storage.connection import patient_client
@@ -41,14 +47,16 @@ __all__ = [
     "start_worker",
     "sweeper",
     "timer_sender",
+    "worker_timeout_ms",
 ]
 
 logger = logging.getLogger(__name__)
 
 
-def broker_for(settings: Settings, *, patient: bool = False) -> RedisBroker:
+def broker_for(settings: Settings, *, patient: bool = False) -> dramatiq.Broker:
+    """The broker of ``settings``: RabbitMQ for an ``amqp://`` AMENDS_BROKER_URL, else a Redis."""
     return build_broker(
-        settings.resolved_redis_url(),
+        settings.resolved_broker_url(),
         max_retries=settings.retry_max,
         min_backoff_ms=settings.retry_min_backoff_ms,
         max_backoff_ms=settings.retry_max_backoff_ms,
@@ -61,6 +69,15 @@ HEARTBEAT_EVERY_S = 5.0
 _POLL_MS = 20
 """How long an idle consumer waits before it asks Redis again: an acknowledgment passes two
 queues (events, then deliver), so this bounds what polling adds to its latency."""
+
+_RABBITMQ_IDLE_MS = 100
+"""RabbitMQ pushes messages to consumers, so nothing polls; an idle consumer wakes this often
+to hand on delayed messages that came due (an event waiting for its ``opened`` first waits 100 ms)."""
+
+
+def worker_timeout_ms(broker: dramatiq.Broker) -> int:
+    """Dramatiq's ``worker_timeout`` for ``broker``: a Redis poll, or RabbitMQ's idle wake-up."""
+    return _RABBITMQ_IDLE_MS if is_rabbitmq_broker(broker) else _POLL_MS
 
 
 def process_name(role: str) -> str:
@@ -77,16 +94,13 @@ def _beat(store: Store, name: str, role: str, clock: Callable[[], datetime]) -> 
 
 @dataclass
 class RunningWorker:
-    broker: RedisBroker
+    broker: dramatiq.Broker
     worker: dramatiq.Worker
     stop_beating: threading.Event = field(default_factory=threading.Event)
 
     @property
     def broker_url_redacted(self) -> str:
-        kwargs = self.broker.client.connection_pool.connection_kwargs
-        if "path" in kwargs:
-            return f"unix://{kwargs['path']}"
-        return f"redis://{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
+        return broker_location(self.broker)
 
     def stop(self) -> None:
         self.stop_beating.set()
@@ -94,15 +108,17 @@ class RunningWorker:
         self.broker.close()
 
 
-def start_worker(settings: Settings, *, threads: int = 8, broker: RedisBroker | None = None) -> RunningWorker:
-    """Bind the actors to a broker on ``settings``' Redis and start consuming."""
+def start_worker(
+    settings: Settings, *, threads: int = 8, broker: dramatiq.Broker | None = None
+) -> RunningWorker:
+    """Bind the actors to ``settings``' broker (RabbitMQ or Redis) and start consuming."""
     import workers
 
     broker = broker or broker_for(settings, patient=True)
     dramatiq.set_broker(broker)
     workers.bind(broker)
     runtime = workers.configure(settings)
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=_POLL_MS)
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=worker_timeout_ms(broker))
     worker.start()
     running = RunningWorker(broker, worker)
     name = process_name("worker")
@@ -172,7 +188,7 @@ _SWEEP_BATCH = 500
 _SWEEP_GROUP = 25
 
 
-def scheduler_loop(settings: Settings, broker: RedisBroker | None = None) -> SchedulerLoop:
+def scheduler_loop(settings: Settings, broker: dramatiq.Broker | None = None) -> SchedulerLoop:
     """A loop that enqueues due timers, sweeps unfinished communications, and reconciles config changes.
 
     It reads the Redis server's clock, so schedulers and workers on skewed hosts agree.
@@ -233,7 +249,7 @@ class RunningScheduler:
 
 
 def start_scheduler(
-    settings: Settings, stop: threading.Event, broker: RedisBroker | None = None
+    settings: Settings, stop: threading.Event, broker: dramatiq.Broker | None = None
 ) -> RunningScheduler:
     """Run the loop on a thread; if it dies of an error, ``stop`` is set and ``failure`` says why."""
     loop = scheduler_loop(settings, broker)

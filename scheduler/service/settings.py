@@ -23,11 +23,16 @@ def bundled_path(name: str) -> Path:
     raise SettingsError(f"the bundled {name}/ folder is missing from this installation of amends")
 
 
+_BROKER_SCHEMES = ("amqp://", "amqps://", "redis://", "rediss://", "unix://")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything amends reads from the environment (see the README's table)."""
 
     redis_url: str | None = None
+    broker_url: str | None = field(default=None, repr=False)
+    """AMENDS_BROKER_URL: ``amqp://`` puts the queues on RabbitMQ; unset, they are on the Redis above."""
     smtp: SmtpSettings | None = None
     config_path: Path = Path("config/amends.yaml")
     uses_example_config: bool = False
@@ -65,6 +70,12 @@ class Settings:
             raise SettingsError(
                 f"AMENDS_REDIS_URL must start with redis://, rediss:// or unix://, not {redis_url.split(':')[0]}:"
             )
+        broker_url = env.get("AMENDS_BROKER_URL") or None
+        if broker_url and not broker_url.startswith(_BROKER_SCHEMES):
+            raise SettingsError(
+                "AMENDS_BROKER_URL must start with amqp:// or amqps:// (RabbitMQ) or redis://, rediss:// "
+                f"or unix:// (a Redis of its own), not {broker_url.split(':')[0]}:"
+            )
         retry_window_ms = cls.retry_window_ms
         if env.get("AMENDS_RETRY_WINDOW"):
             from scheduler.core.durations import parse_duration
@@ -95,6 +106,7 @@ class Settings:
             templates_dir = bundled_path("templates")
         return cls(
             redis_url=redis_url,
+            broker_url=broker_url,
             uses_example_config=uses_example_config,
             smtp=SmtpSettings.from_url(smtp_url) if smtp_url else None,
             config_path=config_path,
@@ -135,3 +147,7 @@ class Settings:
         from scheduler.dev.embedded import ensure_embedded_redis
 
         return ensure_embedded_redis(self.data_dir / "redis")
+
+    def resolved_broker_url(self) -> str:
+        """Where the queues are: AMENDS_BROKER_URL, or else the Redis of :meth:`resolved_redis_url`."""
+        return self.broker_url or self.resolved_redis_url()
