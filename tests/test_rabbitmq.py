@@ -33,6 +33,7 @@ from scheduler.service.processes import RunningWorker, broker_for, start_schedul
 from scheduler.service.queues import EVENTS_QUEUE, is_rabbitmq_broker
 from scheduler.service.settings import Settings, bundled_path
 from scheduler.storage import keys
+from scheduler.storage.connection import client_for
 from scheduler.storage.redis_store import RedisStore
 from scheduler.web.app import create_app
 from tests.conftest import event
@@ -88,14 +89,28 @@ def _broker_keys_in_redis(client: redis.Redis) -> list[bytes]:
     return list(client.scan_iter("amends-dramatiq*"))
 
 
+@pytest.fixture(params=["redis", "cluster"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """Each test runs twice: state on a single Redis, and on a Redis Cluster (3 masters, 3
+    replicas), the queues on RabbitMQ either way."""
+    request.getfixturevalue(f"{request.param}_client")  # flushed before and after
+    return str(request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url"))
+
+
+@pytest.fixture
+def redis_client(store_url: str) -> redis.Redis:
+    """A client on the test's store, whichever it is."""
+    return client_for(store_url)
+
+
 @pytest.fixture
 def settings(
-    redis_url: str, redis_client: redis.Redis, rabbitmq_broker_url: str, sink: MailSink, tmp_path: Path
+    store_url: str, redis_client: redis.Redis, rabbitmq_broker_url: str, sink: MailSink, tmp_path: Path
 ) -> Settings:
     config = tmp_path / "amends.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
     return Settings(
-        redis_url=redis_url,
+        redis_url=store_url,
         broker_url=rabbitmq_broker_url,
         smtp=SmtpSettings.from_url(sink.url),
         config_path=config,
@@ -108,10 +123,10 @@ def settings(
 
 
 @pytest.fixture
-def env(settings: Settings, redis_url: str, rabbitmq_broker_url: str, sink: MailSink) -> dict[str, str]:
+def env(settings: Settings, store_url: str, rabbitmq_broker_url: str, sink: MailSink) -> dict[str, str]:
     """The environment of an amends process on the same Redis, RabbitMQ and SMTP server."""
     return {
-        "AMENDS_REDIS_URL": redis_url,
+        "AMENDS_REDIS_URL": store_url,
         "AMENDS_BROKER_URL": rabbitmq_broker_url,
         "AMENDS_SMTP_URL": sink.url,
         "AMENDS_CONFIG": str(settings.config_path),
@@ -332,7 +347,7 @@ def test_a_worker_killed_mid_burst_on_rabbitmq_loses_no_acknowledgment(
         worker.kill()
 
         def applied() -> int:
-            return sum(1 for event_id in ids if redis_client.exists(keys.event(event_id)))
+            return sum(1 for n, e in enumerate(ids) if redis_client.exists(keys.event(f"INC-{n}", e)))
 
         # Nothing is left in the dead worker's hands: each event is applied or waits on the queue.
         wait_until(

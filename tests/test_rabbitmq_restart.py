@@ -213,7 +213,7 @@ def test_worker_and_scheduler_ride_out_a_rabbitmq_crash_and_restart(
     for incident in incidents:
         record = store.incident(incident)
         assert record is not None and record.status == "resolved"
-        assert redis_client.exists(keys.event(f"{incident}-identified"))  # the update was applied
+        assert redis_client.exists(keys.event(incident, f"{incident}-identified"))  # the update was applied
     assert store.rejected() == []
     assert store.incident("INC-LATE") is None
     expected = {f"<amends.{i}.{s}@acme.example>" for i in incidents for s in ("fast", "slow")}

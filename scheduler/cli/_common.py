@@ -63,8 +63,10 @@ def redis_warning(settings: Settings, command: str) -> None:
     """Warn, without stopping, when Redis cannot be reached yet."""
     import redis
 
+    from scheduler.storage.connection import client_for
+
     try:
-        redis.Redis.from_url(settings.resolved_redis_url(), socket_connect_timeout=2).ping()
+        client_for(settings.resolved_redis_url(), socket_connect_timeout=2).ping()
     except redis.RedisError as e:
         print(
             f"amends {command}: cannot reach Redis yet ({e}); it will keep trying",
@@ -74,11 +76,10 @@ def redis_warning(settings: Settings, command: str) -> None:
 
 
 def redis_store(settings: Settings) -> RedisStore:
-    import redis
-
+    from scheduler.storage.connection import client_for
     from scheduler.storage.redis_store import RedisStore
 
-    return RedisStore(redis.Redis.from_url(settings.resolved_redis_url()))
+    return RedisStore(client_for(settings.resolved_redis_url()))
 
 
 def config_path(settings: Settings, explicit: str | None) -> Path:

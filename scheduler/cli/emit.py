@@ -57,9 +57,9 @@ def _event_from_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def _enqueue(events: list[Event]) -> None:
     """Enqueue each event not accepted before, saying which were and which were duplicates."""
-    import redis
 
     from scheduler.service.emitting import already_accepted, emit
+    from scheduler.storage.connection import client_for
 
     settings = Settings.from_env()
     if settings.redis_url is None:
@@ -68,7 +68,7 @@ def _enqueue(events: list[Event]) -> None:
             f"{settings.data_dir / 'redis'}, which only a worker started here without AMENDS_REDIS_URL reads",
             file=sys.stderr,
         )
-    client = redis.Redis.from_url(settings.resolved_redis_url())
+    client = client_for(settings.resolved_redis_url())
     seen: set[str] = set()
     for event in events:
         if event.event_id in seen or already_accepted(client, event.event_id, event.incident_id):

@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis
 import uvicorn
 
 from scheduler.cli.logview import stream_header, stream_row
@@ -35,6 +34,7 @@ from scheduler.mail.smtp import SmtpSettings
 from scheduler.service.emitting import emit
 from scheduler.service.processes import broker_for, start_scheduler, start_worker
 from scheduler.service.settings import Settings, bundled_path
+from scheduler.storage.connection import client_for
 from scheduler.storage.port import Store
 from scheduler.storage.redis_store import RedisStore
 
@@ -181,7 +181,7 @@ def run_demo(*, keep: bool = False) -> int:
     home = Settings.from_env().data_dir / "demo"
     settings, sink, port = _prepare(Settings.from_env(), home)
     incident_id = f"{INCIDENT_PREFIX}-{datetime.now(UTC):%H%M%S}"
-    printer = _LogPrinter(RedisStore(redis.Redis.from_url(settings.resolved_redis_url())), incident_id)
+    printer = _LogPrinter(RedisStore(client_for(settings.resolved_redis_url())), incident_id)
     broker = broker_for(settings)
     stop = threading.Event()
     worker = start_worker(settings, threads=4, broker=broker)

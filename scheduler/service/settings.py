@@ -9,6 +9,7 @@ from pathlib import Path
 
 from scheduler.errors import SettingsError
 from scheduler.mail.smtp import SmtpSettings
+from scheduler.storage.connection import is_cluster_url
 
 __all__ = ["Settings", "bundled_path"]
 
@@ -24,6 +25,7 @@ def bundled_path(name: str) -> Path:
 
 
 _BROKER_SCHEMES = ("amqp://", "amqps://", "redis://", "rediss://", "unix://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,17 @@ class Settings:
         env = os.environ if env is None else env
         smtp_url = env.get("AMENDS_SMTP_URL") or None
         redis_url = env.get("AMENDS_REDIS_URL") or None
-        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        if redis_url and not redis_url.startswith(_REDIS_SCHEMES):
             raise SettingsError(
-                f"AMENDS_REDIS_URL must start with redis://, rediss:// or unix://, not {redis_url.split(':')[0]}:"
+                "AMENDS_REDIS_URL must start with redis://, rediss://, unix:// or redis+cluster:// "
+                f"(a Redis Cluster), not {redis_url.split(':')[0]}:"
             )
         broker_url = env.get("AMENDS_BROKER_URL") or None
+        if redis_url and is_cluster_url(redis_url) and not broker_url:
+            raise SettingsError(
+                "AMENDS_REDIS_URL names a Redis Cluster, which cannot hold Dramatiq's queues: set "
+                "AMENDS_BROKER_URL to a RabbitMQ (amqp://…) or to a Redis of its own (redis://…)"
+            )
         if broker_url and not broker_url.startswith(_BROKER_SCHEMES):
             raise SettingsError(
                 "AMENDS_BROKER_URL must start with amqp:// or amqps:// (RabbitMQ) or redis://, rediss:// "
@@ -150,4 +158,8 @@ class Settings:
 
     def resolved_broker_url(self) -> str:
         """Where the queues are: AMENDS_BROKER_URL, or else the Redis of :meth:`resolved_redis_url`."""
-        return self.broker_url or self.resolved_redis_url()
+        if self.broker_url:
+            return self.broker_url
+        if is_cluster_url(store := self.resolved_redis_url()):
+            raise SettingsError("a Redis Cluster cannot hold Dramatiq's queues: set AMENDS_BROKER_URL")
+        return store

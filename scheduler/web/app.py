@@ -38,6 +38,7 @@ from fastapi.responses import JSONResponse, Response
 from scheduler.errors import SettingsError
 from scheduler.service.processes import broker_for
 from scheduler.service.settings import Settings
+from scheduler.storage.connection import client_for
 from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
 from scheduler.web import (
@@ -99,7 +100,7 @@ def _web(settings: Settings, clock: Callable[[], datetime]) -> Web:
     """The dependencies every route shares, on ``settings``' Redis."""
     secret = settings.secret_key or ""
     readers = tuple(t for t in (settings.api_token, settings.read_token) if t)
-    client = redis.Redis.from_url(settings.resolved_redis_url())
+    client = client_for(settings.resolved_redis_url())
     return Web(
         settings=settings,
         client=client,
