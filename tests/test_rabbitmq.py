@@ -90,11 +90,15 @@ def _broker_keys_in_redis(client: redis.Redis) -> list[bytes]:
 
 
 @pytest.fixture(params=["redis", "cluster"])
-def store_url(request: pytest.FixtureRequest) -> str:
+def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each test runs twice: state on a single Redis, and on a Redis Cluster (3 masters, 3
-    replicas), the queues on RabbitMQ either way."""
-    request.getfixturevalue(f"{request.param}_client")  # flushed before and after
-    return str(request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url"))
+    replicas), the queues on RabbitMQ either way; the store is emptied before and after."""
+    url = str(request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url"))
+    client = client_for(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
 
 
 @pytest.fixture
