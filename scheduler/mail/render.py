@@ -8,21 +8,24 @@ context data, never as template source. :mod:`scheduler.mail.mime` makes the ema
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jinja2
-import pendulum
 from jinja2.sandbox import SandboxedEnvironment
 
 from scheduler.core.text import scrub, strip_bidi
 from scheduler.errors import TemplateError
 
 __all__ = [
+    "DAYS",
+    "MONTHS",
     "PARTS",
     "RenderedMessage",
     "TemplateSet",
@@ -30,6 +33,7 @@ __all__ = [
     "local_time",
     "render_named",
     "sentence",
+    "zone",
 ]
 
 PARTS = ("subject", "txt", "html")
@@ -49,15 +53,25 @@ def sentence(text: object) -> str:
     return words if not words or words[-1] in ".!?…:;)\"'" else f"{words}."
 
 
+@functools.lru_cache(maxsize=512)
+def zone(timezone: str) -> ZoneInfo:
+    """The IANA time zone ``timezone`` (``Europe/Berlin``), loaded once."""
+    return ZoneInfo(timezone)
+
+
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def local_time(moment: datetime | None, timezone: str, reference: datetime | None = None) -> str:
     """``14:30 CET`` in the reader's zone; with the weekday and date when not on ``reference``'s day."""
     if moment is None:
         return ""
-    local = pendulum.instance(moment).in_tz(timezone)
-    clock = "HH:mm:ss" if local.second else "HH:mm"
-    if reference is not None and pendulum.instance(reference).in_tz(timezone).date() != local.date():
-        return local.format(f"ddd D MMM, {clock} zz")
-    return local.format(f"{clock} zz")
+    local = moment.astimezone(zone(timezone))
+    clock = f"{local:%H:%M:%S}" if local.second else f"{local:%H:%M}"
+    if reference is not None and reference.astimezone(local.tzinfo).date() != local.date():
+        return f"{DAYS[local.weekday()]} {local.day} {MONTHS[local.month - 1]}, {clock} {local.tzname()}"
+    return f"{clock} {local.tzname()}"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from scheduler.core.durations import TimeWindow
 from scheduler.core.feedback import Feedback
 from scheduler.core.model import Communication, utc_of
 from scheduler.core.promises import ON_TIME_GRACE_S
-from scheduler.mail.render import local_time
+from scheduler.mail.render import DAYS, MONTHS, local_time, zone
 from scheduler.web.timeline_svg import Lane, Mark, timeline_svg
 
 __all__ = [
@@ -38,11 +38,10 @@ def shown_time(moment: datetime | None, tz: str) -> str:
     """A moment as the pages show it, in ``tz``: "Fri 27 Nov 08:20:24 UTC"."""
     if moment is None:
         return ""
-    local = pendulum.instance(moment).in_tz(tz)
+    local = moment.astimezone(zone(tz))
     # the year only when it is not this year's, so that old or odd dates are not misread
-    return local.format(
-        "ddd D MMM HH:mm:ss zz" if local.year == pendulum.now(tz).year else "ddd D MMM YYYY HH:mm:ss zz"
-    )
+    year = "" if local.year == datetime.now(local.tzinfo).year else f" {local.year}"
+    return f"{DAYS[local.weekday()]} {local.day} {MONTHS[local.month - 1]}{year} {local:%H:%M:%S} {local.tzname()}"
 
 
 def badge(comm: Communication, now: datetime, grace_s: float = ON_TIME_GRACE_S) -> str:
