@@ -62,7 +62,7 @@ def _enqueue(events: list[Event]) -> None:
     from scheduler.storage.connection import client_for
 
     settings = Settings.from_env()
-    if settings.redis_url is None:
+    if settings.redis_url is None and settings.broker_url is None:
         print(
             f"amends emit: AMENDS_REDIS_URL is not set; enqueueing on the embedded Redis under "
             f"{settings.data_dir / 'redis'}, which only a worker started here without AMENDS_REDIS_URL reads",

@@ -23,6 +23,7 @@ __all__ = [
     "page",
     "read_capped",
     "read_form",
+    "unanswered",
 ]
 
 MAX_FORM_BYTES = 64 * 1024
@@ -86,3 +87,10 @@ async def read_form(request: Request) -> dict[str, str] | None:
     except (UnicodeDecodeError, ValueError):  # a form body is percent-encoded ASCII; too many fields
         return None
     return {name: scrub(value) for name, value in pairs}
+
+
+def unanswered(error: BaseException) -> str:
+    """Which store of queued events did not answer: "RabbitMQ did not answer" or Redis."""
+    from scheduler.service.queues import BrokerUnavailableError
+
+    return "RabbitMQ did not answer" if isinstance(error, BrokerUnavailableError) else "Redis did not answer"

@@ -22,7 +22,7 @@ from scheduler.core.events import (
 from scheduler.core.text import decode_utf8
 from scheduler.errors import EventError, RedisUnavailableError
 from scheduler.service.emitting import already_accepted, emit
-from scheduler.web._http import SafeJSONResponse, invalid, read_capped
+from scheduler.web._http import SafeJSONResponse, invalid, read_capped, unanswered
 from scheduler.web.auth import require_token
 from scheduler.web.deps import Web, WebDep
 
@@ -130,6 +130,6 @@ async def post_event(request: Request, web: WebDep) -> JSONResponse:
     except EventError as e:
         await run_in_threadpool(_keep_rejected, web, getattr(e, "kept", kept), e.errors)
         return invalid(e.errors)
-    except (RedisUnavailableError, redis.RedisError):
-        return SafeJSONResponse({"detail": "Redis did not answer; nothing was enqueued"}, status_code=503)
+    except (RedisUnavailableError, redis.RedisError) as e:
+        return SafeJSONResponse({"detail": f"{unanswered(e)}; nothing was enqueued"}, status_code=503)
     return SafeJSONResponse(answer, status_code=202 if answer["status"] == "enqueued" else 200)

@@ -27,7 +27,7 @@ from scheduler.errors import AmendsError, EventError, RedisUnavailableError
 from scheduler.mail.signing import pagerduty_signature_valid
 from scheduler.service.emitting import already_accepted, emit
 from scheduler.service.settings import Settings
-from scheduler.web._http import SafeJSONResponse, invalid, read_capped
+from scheduler.web._http import SafeJSONResponse, invalid, read_capped, unanswered
 from scheduler.web.auth import require_token
 from scheduler.web.deps import Web, WebDep
 
@@ -115,8 +115,8 @@ async def _accept(
         logger.warning("%s payload rejected: %s", via, e)
         await _keep(web, kept, e.errors, via)
         return invalid(e.errors)
-    except RedisUnavailableError:
-        return SafeJSONResponse({"detail": "Redis did not answer; nothing was enqueued"}, status_code=503)
+    except RedisUnavailableError as e:
+        return SafeJSONResponse({"detail": f"{unanswered(e)}; nothing was enqueued"}, status_code=503)
     if translation.ignored:
         return SafeJSONResponse({"status": "ignored", "reason": translation.ignored}, status_code=200)
     if accepted and all(a["status"] == "duplicate" for a in accepted):
