@@ -32,6 +32,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scheduler.dev.embedded import ensure_embedded_redis, stop_embedded_redis
+from scheduler.service.loop import CLAIM_BATCH
 from scheduler.storage import keys
 from scheduler.storage.timers import RedisTimerStore
 
@@ -246,7 +247,12 @@ def main() -> None:
     parser.add_argument(
         "--due", type=int, default=10_000, help="of which share one due moment (default 10000)"
     )
-    parser.add_argument("--batch", type=int, default=500, help="claim batch size (default 500)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=CLAIM_BATCH,
+        help=f"claim batch size (default {CLAIM_BATCH:,}, the scheduler's)",
+    )
     args = parser.parse_args()
     if not 0 < args.due <= args.armed:
         parser.error("--due must be between 1 and --armed")

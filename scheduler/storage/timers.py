@@ -78,6 +78,7 @@ class RedisTimerStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
+        self._cluster = isinstance(cast(object, client), redis.RedisCluster)
         self._arm_script = client.register_script((_LUA_DIR / "arm.lua").read_text())
         self._claim_script = client.register_script((_LUA_DIR / "claim.lua").read_text())
         self._ack_script = client.register_script((_LUA_DIR / "ack.lua").read_text())
@@ -118,30 +119,31 @@ class RedisTimerStore:
     def claim(self, now_ms: int, lease_ms: int, limit: int) -> list[tuple[str, int]]:
         _check_claim(lease_ms, limit)
         with _translated("claim due timers"):
-            claimed: list[tuple[str, int]] = []
-            for shard, wanted in self._choose(now_ms, limit).items():
-                flat = self._claim_script(
-                    keys=[keys.timers(shard), keys.timers_leased(shard), keys.timers_due(shard)],
-                    args=[int(now_ms), int(lease_ms), int(limit), *wanted],
+            chosen = self._choose(now_ms, limit)
+            # a cluster client cannot pipeline scripts: there, one call per shard
+            pipe = None if self._cluster else self._client.pipeline(transaction=False)
+            answers = []
+            for shard, wanted in chosen.items():
+                # a shard's chosen timers are the first of its due ones and of its expired
+                # leases, so the script need look no further than their count in either
+                answers.append(
+                    self._claim_script(
+                        keys=[keys.timers(shard), keys.timers_leased(shard), keys.timers_due(shard)],
+                        args=[int(now_ms), int(lease_ms), len(wanted), *wanted],
+                        client=pipe or self._client,
+                    )
                 )
-                claimed += [(_text(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+            if pipe is not None and chosen:
+                answers = pipe.execute()
+            claimed = [(_text(flat[i]), int(flat[i + 1])) for flat in answers for i in range(0, len(flat), 2)]
         return sorted(claimed, key=lambda c: (c[1], c[0]))
 
     def _choose(self, now_ms: int, limit: int) -> dict[int, list[str]]:
         """The timers a claim hands out, chosen across the shards as one store would: up to
         ``limit`` lease-expired claims (earliest expiry first) and up to ``limit`` due timers
         (earliest due first), then the earliest ``limit`` of both by due time and member."""
-        pipe = self._client.pipeline(transaction=False)
-        for shard in range(keys.SHARDS):
-            pipe.zrangebyscore(keys.timers_leased(shard), "-inf", now_ms, start=0, num=limit, withscores=True)
-            pipe.zrangebyscore(keys.timers(shard), "-inf", now_ms, start=0, num=limit, withscores=True)
-        answers = pipe.execute()
-        expired = sorted(
-            (int(at), _text(m), shard) for shard in range(keys.SHARDS) for m, at in answers[2 * shard]
-        )[:limit]
-        due = sorted(
-            (int(at), _text(m), shard) for shard in range(keys.SHARDS) for m, at in answers[2 * shard + 1]
-        )[:limit]
+        expired = self._earliest(keys.timers_leased, now_ms, limit)
+        due = self._earliest(keys.timers, now_ms, limit)
         picked: dict[str, tuple[int, int]] = {}  # member -> (due, shard)
         if expired:
             pipe = self._client.pipeline(transaction=False)
@@ -155,6 +157,32 @@ class RedisTimerStore:
         for _, member, shard in sorted((d, m, s) for m, (d, s) in picked.items())[:limit]:
             chosen.setdefault(shard, []).append(member)
         return chosen
+
+    def _earliest(self, index: Callable[[int], str], now_ms: int, limit: int) -> list[tuple[int, str, int]]:
+        """The ``limit`` entries of a sharded sorted set with the lowest (score, member) up to
+        ``now_ms``, as (score, member, shard). Each shard is read a slice at a time, and only
+        while its next entries could still be among the ``limit`` earliest, so a claim reads
+        about ``limit`` entries however many are due."""
+        size = 2 * limit // keys.SHARDS + 1
+        found: dict[int, list[tuple[int, str, int]]] = {shard: [] for shard in range(keys.SHARDS)}
+        more = set(found)  # shards that may hold further entries up to now_ms
+        while more:
+            asked = sorted(more)
+            pipe = self._client.pipeline(transaction=False)
+            for shard in asked:
+                pipe.zrangebyscore(
+                    index(shard), "-inf", now_ms, start=len(found[shard]), num=size, withscores=True
+                )
+            for shard, chunk in zip(asked, pipe.execute(), strict=True):
+                found[shard] += [(int(score), _text(m), shard) for m, score in chunk]
+                if len(chunk) < size:
+                    more.discard(shard)
+            merged = sorted(entry for entries in found.values() for entry in entries)
+            if len(merged) >= limit:
+                bound = merged[limit - 1][:2]
+                more = {s for s in more if found[s][-1][:2] < bound}
+            size *= 2
+        return sorted(entry for entries in found.values() for entry in entries)[:limit]
 
     def ack(self, member: str) -> None:
         self.ack_many([member])
