@@ -238,6 +238,10 @@ def test_incidents_newest_first_and_one_with_its_threads(live: TestClient, app: 
     rest = live.get("/v1/incidents", params={"limit": 1, "cursor": first["next_cursor"]}).json()
     assert [i["id"] for i in rest["incidents"]] == ["INC-1"] and rest["next_cursor"] is None
     assert live.get("/v1/incidents", params={"cursor": "nonsense"}).status_code == 422
+    recent = live.get("/v1/incidents", params={"since": "30d"}).json()["incidents"]
+    assert [i["id"] for i in recent] == ["INC-2", "INC-1"]
+    bad = live.get("/v1/incidents", params={"since": "soon"})
+    assert bad.status_code == 422 and "since" in bad.text
 
 
 # -- feedback links -------------------------------------------------------------------------

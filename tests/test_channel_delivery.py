@@ -47,8 +47,9 @@ def test_chat_and_webhook_stakeholders_are_acknowledged_and_logged_as_sent(
     assert payload["kind"] == "acknowledgment" and payload["incident"]["id"] == "INC-1"
     comms = {c.stakeholder_id: c for c in app.runtime.store.communications()}
     assert {c.status for c in comms.values()} == {"sent"}
-    assert comms["status-bot"].message.encode() == hook.body
-    assert comms["ops-chat"].message.encode() == slack.body
+    store = app.runtime.store  # a listing leaves the message out; one communication has it in full
+    assert store.comm(comms["status-bot"].id).message.encode() == hook.body
+    assert store.comm(comms["ops-chat"].id).message.encode() == slack.body
     assert "secret" not in comms["ops-chat"].recipient and "/slack/" not in comms["ops-chat"].recipient
 
 

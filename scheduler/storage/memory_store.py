@@ -113,9 +113,12 @@ class MemoryStore(MemoryAnswers):
         with self._lock:
             return sorted(self._opened, key=lambda i: (self._opened[i], i))
 
-    def incident_page(self, limit: int, before: Cursor | None = None) -> tuple[list[str], Cursor | None]:
+    def incident_page(
+        self, limit: int, before: Cursor | None = None, since_ms: int | None = None
+    ) -> tuple[list[str], Cursor | None]:
         with self._lock:
-            ordered = sorted(((ms, i) for i, ms in self._opened.items()), reverse=True)
+            opened = ((ms, i) for i, ms in self._opened.items() if since_ms is None or ms >= since_ms)
+            ordered = sorted(opened, reverse=True)
         picked = [entry for entry in ordered if before is None or entry < before][: limit + 1]
         following = picked[limit - 1] if len(picked) > limit else None
         return [i for _, i in picked[:limit]], following

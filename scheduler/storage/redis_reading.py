@@ -55,11 +55,13 @@ class RedisReading:
         found = [(int(score), _text(i)) for entries in pipe.execute() for i, score in entries]
         return [i for _, i in sorted(found)]
 
-    def incident_page(self, limit: int, before: Cursor | None = None) -> tuple[list[str], Cursor | None]:
-        """Up to ``limit`` incident ids, newest opened first, after ``before``; and the next cursor."""
-        picked = list(
-            itertools.islice(self._newest_first(keys.incidents, before, slice_=limit + 1), limit + 1)
-        )
+    def incident_page(
+        self, limit: int, before: Cursor | None = None, since_ms: int | None = None
+    ) -> tuple[list[str], Cursor | None]:
+        """Up to ``limit`` incident ids, newest opened first, after ``before`` and opened at
+        ``since_ms`` or later; and the next cursor."""
+        newest = self._newest_first(keys.incidents, before, since_ms, slice_=limit + 1)
+        picked = list(itertools.islice(newest, limit + 1))
         following = picked[limit - 1] if len(picked) > limit else None
         return [i for _, i in picked[:limit]], following
 
