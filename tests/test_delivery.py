@@ -57,8 +57,8 @@ def test_the_log_keeps_promised_and_actual_time_and_the_message_as_sent(app: App
     # promised when the event was enqueued: the queueing time counts as lateness
     assert timedelta(0) <= comm.sent_at - comm.promised_at < timedelta(seconds=2)
     assert comm.next_update_at is not None
-    assert "Message-ID: <amends.INC-1.globex@acme.example>" in comm.message
-    assert comm.subject in comm.message
+    kept = app.runtime.store.comm(comm.id).message  # a listing leaves the message out
+    assert "Message-ID: <amends.INC-1.globex@acme.example>" in kept and comm.subject in kept
 
 
 def test_same_event_id_twice_sends_nothing_more(app: App) -> None:

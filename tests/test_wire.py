@@ -69,7 +69,7 @@ def test_the_server_receives_byte_for_byte_what_the_log_keeps(
     for mail in thread:
         message_id = mail.message["Message-ID"]
         (comm,) = [c for c in app.runtime.store.communications() if c.message_id == message_id]
-        assert mail.raw == comm.message.encode("utf-8")
+        assert mail.raw == app.runtime.store.comm(comm.id).message.encode("utf-8")
         assert main(["log", "show", comm.id]) == 0
         assert capsys.readouterr().out.encode("utf-8") == mail.raw
         assert mail.raw.isascii() and all(len(line) <= 998 for line in mail.raw.split(b"\r\n"))
