@@ -53,15 +53,11 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-_CLUSTER_SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "redis-cluster"
-
-
 @pytest.fixture(scope="session")
 def cluster_url() -> Iterator[str]:
     """URL of a Redis Cluster (3 masters, 3 replicas): ``AMENDS_TEST_CLUSTER_URL`` when set,
     otherwise one started for the session with ``.ci/redis-cluster`` (needs redis-server)."""
     import shutil
-    import subprocess
 
     configured = os.environ.get("AMENDS_TEST_CLUSTER_URL")
     if configured:
@@ -69,16 +65,11 @@ def cluster_url() -> Iterator[str]:
         return
     if not shutil.which("redis-server") or not shutil.which("redis-cli"):
         pytest.skip("a Redis Cluster needs redis-server and redis-cli (apt-get install redis-server)")
-    from tests.realservers import _free_port_range
+    from tests.realservers import RedisClusterServers
 
-    first = _free_port_range(6)
-    data = tempfile.mkdtemp(prefix="amends-test-cluster-")
-    started = subprocess.run(
-        [str(_CLUSTER_SCRIPT), "start", str(first), data], capture_output=True, text=True, timeout=60
-    )
-    assert started.returncode == 0, started.stderr
-    yield started.stdout.strip().splitlines()[-1]
-    subprocess.run([str(_CLUSTER_SCRIPT), "stop", str(first), data], capture_output=True, timeout=60)
+    servers = RedisClusterServers()
+    yield servers.url
+    servers.stop()
 
 
 @pytest.fixture

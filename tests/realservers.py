@@ -509,15 +509,19 @@ class RedisClusterServers:
     that its replica is promoted."""
 
     def __init__(self) -> None:
-        self.first_port = _free_port_range(6)
         self.data_dir = Path(tempfile.mkdtemp(prefix="amends-cluster-"))
-        started = subprocess.run(
-            [str(REPO_ROOT / ".ci" / "redis-cluster"), "start", str(self.first_port), str(self.data_dir)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if started.returncode != 0:
+        for _ in range(3):  # a port taken between the check and the start: try other ports
+            self.first_port = _free_port_range(6)
+            started = subprocess.run(
+                [str(REPO_ROOT / ".ci" / "redis-cluster"), "start", str(self.first_port), str(self.data_dir)],
+                capture_output=True,
+                text=True,
+                timeout=90,
+            )
+            if started.returncode == 0:
+                break
+            self.stop()
+        else:
             raise RuntimeError(f"the cluster did not start: {started.stderr}")
         self.url = started.stdout.strip().splitlines()[-1]
 
@@ -580,10 +584,13 @@ class RedisClusterServers:
 
 
 def _free_port_range(count: int) -> int:
-    """The first of ``count`` consecutive free loopback ports."""
-    for _ in range(100):
-        first = free_port()
-        if first + count < 65_000 and all(_is_free(p) for p in range(first, first + count)):
+    """The first of ``count`` consecutive free loopback ports, below the kernel's ephemeral
+    range (32768 and up), where an outgoing connection could take one meanwhile."""
+    import random
+
+    for _ in range(200):
+        first = random.randrange(20_000, 32_000 - count)
+        if all(_is_free(p) for p in range(first, first + count)):
             return first
     raise RuntimeError(f"no {count} consecutive free ports")
 
