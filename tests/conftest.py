@@ -73,6 +73,19 @@ def cluster_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def cluster() -> Iterator[Any]:
+    """A private Redis Cluster of the test's own, whose masters it may kill."""
+    import shutil
+
+    if not shutil.which("redis-server") or not shutil.which("redis-cli"):
+        pytest.skip("a Redis Cluster needs redis-server and redis-cli (apt-get install redis-server)")
+    from tests.realservers import RedisClusterServers
+
+    with RedisClusterServers() as servers:
+        yield servers
+
+
+@pytest.fixture
 def cluster_client(cluster_url: str) -> Iterator[redis.Redis]:
     """A client on the Redis Cluster, flushed before and after."""
     from scheduler.storage.connection import client_for

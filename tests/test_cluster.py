@@ -3,8 +3,6 @@ takes over without losing what had reached it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
 
@@ -19,16 +17,6 @@ from tests.realservers import RedisClusterServers
 pytestmark = pytest.mark.real
 
 INCIDENTS = [f"INC-{n}" for n in range(40)]
-
-
-@pytest.fixture
-def cluster() -> Iterator[RedisClusterServers]:
-    try:
-        servers = RedisClusterServers()
-    except FileNotFoundError:
-        pytest.skip("a Redis Cluster needs redis-server and redis-cli (apt-get install redis-server)")
-    with servers:
-        yield servers
 
 
 def test_the_shards_spread_over_every_master(cluster_client: redis.Redis) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,16 +33,6 @@ CONFIG: dict[str, Any] = {
     ],
 }
 INCIDENTS = [f"INC-{n}" for n in range(12)]
-
-
-@pytest.fixture
-def cluster() -> Iterator[RedisClusterServers]:
-    try:
-        servers = RedisClusterServers()
-    except FileNotFoundError:
-        pytest.skip("a Redis Cluster needs redis-server and redis-cli (apt-get install redis-server)")
-    with servers:
-        yield servers
 
 
 def _subjects(smtp: FaultySmtp, text: str) -> int:

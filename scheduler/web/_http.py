@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from scheduler.core._validation import bounded_duration_s
 from scheduler.core.text import scrub
+from scheduler.storage.port import Cursor, parse_cursor
 from scheduler.web.pages import render_notice
 
 __all__ = [
@@ -21,6 +24,7 @@ __all__ = [
     "forbidden",
     "invalid",
     "page",
+    "page_window",
     "read_capped",
     "read_form",
     "unanswered",
@@ -94,3 +98,20 @@ def unanswered(error: BaseException) -> str:
     from scheduler.service.queues import BrokerUnavailableError
 
     return "RabbitMQ did not answer" if isinstance(error, BrokerUnavailableError) else "Redis did not answer"
+
+
+def page_window(
+    cursor: str | None, since: str | None, now: datetime, errors: list[tuple[str, str]]
+) -> tuple[Cursor | None, datetime | None]:
+    """A list's ``cursor`` (where the page before ended) and ``since`` (``2h``, ``7d``) as a
+    cursor and a moment; what cannot be read is added to ``errors`` with its parameter."""
+    after = start = None
+    try:
+        after = parse_cursor(cursor) if cursor is not None else None
+    except ValueError as e:
+        errors.append(("cursor", str(e)))
+    try:
+        start = now - timedelta(seconds=bounded_duration_s(since)) if since is not None else None
+    except (ValueError, OverflowError) as e:
+        errors.append(("since", str(e)))
+    return after, start

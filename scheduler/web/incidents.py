@@ -7,10 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
 
-from scheduler.core._validation import bounded_duration_s
 from scheduler.core.model import Incident, iso_z, ms_of, utc_of
-from scheduler.storage.port import Cursor, format_cursor, parse_cursor
-from scheduler.web._http import SafeJSONResponse, invalid
+from scheduler.storage.port import format_cursor
+from scheduler.web._http import SafeJSONResponse, invalid, page_window
 from scheduler.web.auth import require_reader
 from scheduler.web.deps import WebDep
 
@@ -34,20 +33,11 @@ def incidents(
     """The incidents' current state, newest opened first, one page of ``limit``, opened in
     the last ``since`` (``2h``, ``7d``) when given; ``next_cursor`` (null on the last page)
     is passed back as ``cursor`` for the next one."""
-    errors = []
-    after: Cursor | None = None
-    since_ms: int | None = None
-    try:
-        after = parse_cursor(cursor) if cursor is not None else None
-    except ValueError as e:
-        errors.append(("cursor", str(e)))
-    try:
-        since_ms = ms_of(web.clock()) - bounded_duration_s(since) * 1000 if since is not None else None
-    except (ValueError, OverflowError) as e:
-        errors.append(("since", str(e)))
+    errors: list[tuple[str, str]] = []
+    after, start = page_window(cursor, since, web.clock(), errors)
     if errors:
         return invalid(errors)
-    ids, following = web.store.incident_page(limit, after, since_ms)
+    ids, following = web.store.incident_page(limit, after, ms_of(start) if start else None)
     return SafeJSONResponse(
         {
             "incidents": [incident_json(s) for s in web.store.incidents(ids)],

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
 
-from scheduler.core._validation import bounded_duration_s
 from scheduler.core.model import Kind, Status
 from scheduler.core.promises import LogFilter
-from scheduler.storage.port import Cursor, format_cursor, parse_cursor
-from scheduler.web._http import SafeJSONResponse, invalid
+from scheduler.storage.port import format_cursor
+from scheduler.web._http import SafeJSONResponse, invalid, page_window
 from scheduler.web.auth import require_reader
 from scheduler.web.deps import WebDep
 
@@ -33,23 +30,12 @@ def communications(
 ) -> JSONResponse:
     """The log, newest first, one page of ``limit``; ``next_cursor`` (null on the last
     page) is passed back as ``cursor`` for the next one. Fields as ``amends log --json``."""
-    errors = []
-    after: Cursor | None = None
-    if cursor is not None:
-        try:
-            after = parse_cursor(cursor)
-        except ValueError as e:
-            errors.append(("cursor", str(e)))
+    errors: list[tuple[str, str]] = []
+    after, since_at = page_window(cursor, since, web.clock(), errors)
     if kind is not None and kind not in set(Kind):
         errors.append(("kind", f"must be one of {', '.join(Kind)}"))
     if status is not None and status not in set(Status):
         errors.append(("status", f"must be one of {', '.join(Status)}"))
-    since_at = None
-    if since is not None:
-        try:
-            since_at = web.clock() - timedelta(seconds=bounded_duration_s(since))
-        except (ValueError, OverflowError) as e:
-            errors.append(("since", str(e)))
     if errors:
         return invalid(errors)
     keep = LogFilter(incident, stakeholder, kind, status)
