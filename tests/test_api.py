@@ -14,6 +14,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from scheduler import emit
 from scheduler.core.model import Kind, ms_of
 from scheduler.errors import SettingsError
 from scheduler.mail.signing import feedback_links, feedback_page_link, sign, unsubscribe_link
@@ -242,6 +243,24 @@ def test_incidents_newest_first_and_one_with_its_threads(live: TestClient, app: 
     assert [i["id"] for i in recent] == ["INC-2", "INC-1"]
     bad = live.get("/v1/incidents", params={"since": "soon"})
     assert bad.status_code == 422 and "since" in bad.text
+
+
+def test_the_review_page_shows_ten_incidents_a_page_and_links_to_older_ones(app: App) -> None:
+    """Eleven incidents: the first page shows the newest ten and links to the next, which shows INC-0."""
+    for n in range(11):
+        emit(event(incident_id=f"INC-{n}", at=app.clock()), broker=app.broker)
+        app.drain()
+        app.clock.advance(minutes=1)
+    with _client(app.settings.with_(api_token=TOKEN), app.clock) as client:
+        first = client.get("/")
+        assert first.status_code == 200
+        shown = set(re.findall(r'data-incident="(INC-\d+)"', first.text))
+        assert shown == {f"INC-{n}" for n in range(1, 11)}
+        older = re.search(r'class="older" href="([^"]+)"', first.text)
+        assert older is not None
+        rest = client.get(html.unescape(older.group(1)))
+        assert set(re.findall(r'data-incident="(INC-\d+)"', rest.text)) == {"INC-0"}
+        assert 'class="older"' not in rest.text
 
 
 # -- feedback links -------------------------------------------------------------------------
