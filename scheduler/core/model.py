@@ -30,6 +30,7 @@ __all__ = [
     "TimerMember",
     "iso_z",
     "ms_of",
+    "text_of",
     "utc_of",
 ]
 
@@ -116,7 +117,8 @@ def iso_z(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
+    """A value read from Redis (bytes) or given in process (str, int) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -214,7 +216,7 @@ class Thread:
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> Thread:
-        h = {_text(k): _text(v) for k, v in raw.items()}
+        h = {text_of(k): text_of(v) for k, v in raw.items()}
         return cls(
             seq=int(h.get("seq") or 0),
             last_comm=h.get("last_comm", ""),
@@ -339,7 +341,7 @@ class Communication:
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> Communication:
         packed = raw.get(b"message_z", raw.get("message_z"))
-        h = {_text(k): _text(v) for k, v in raw.items() if k not in (b"message_z", "message_z")}
+        h = {text_of(k): text_of(v) for k, v in raw.items() if k not in (b"message_z", "message_z")}
         if packed is not None:
             h["message"] = zlib.decompress(packed).decode()
         return cls(

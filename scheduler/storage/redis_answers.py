@@ -18,14 +18,10 @@ from scheduler.core.feedback import (
     opt_out_id,
     parse_opt_out_id,
 )
-from scheduler.core.model import iso_z
+from scheduler.core.model import iso_z, text_of
 from scheduler.storage import keys
 
 __all__ = ["RedisAnswers"]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RedisAnswers:
@@ -60,7 +56,7 @@ class RedisAnswers:
     def feedback_for(self, incident_id: str) -> dict[str, Feedback]:
         """Every answer about the incident, by stakeholder id."""
         raw = self.client.hgetall(keys.feedback(incident_id))
-        return {_text(sid): Feedback.from_json(value) for sid, value in sorted(raw.items())}
+        return {text_of(sid): Feedback.from_json(value) for sid, value in sorted(raw.items())}
 
     def record_opt_out(self, stakeholder_id: str, now: datetime, incident_id: str | None = None) -> datetime:
         """Keep the stakeholder's opt-out from all incident mail (or, with ``incident_id``, from
@@ -68,7 +64,7 @@ class RedisAnswers:
         field = opt_out_id(stakeholder_id, incident_id)
         self.client.hsetnx(keys.UNSUBSCRIBED, field, iso_z(now) or "")
         first = self.client.hget(keys.UNSUBSCRIBED, field)
-        return (moment_of(_text(first)) if first is not None else None) or now
+        return (moment_of(text_of(first)) if first is not None else None) or now
 
     def is_opted_out(self, stakeholder_id: str, incident_id: str | None = None) -> bool:
         """Whether the stakeholder opted out of all incident messages, or of ``incident_id``'s."""
@@ -81,8 +77,8 @@ class RedisAnswers:
         """Every opt-out, ordered by id (so a stakeholder's come together, all-mail first)."""
         found = []
         for field, at in self.client.hgetall(keys.UNSUBSCRIBED).items():
-            stakeholder_id, incident_id = parse_opt_out_id(_text(field))
-            since = moment_of(_text(at))
+            stakeholder_id, incident_id = parse_opt_out_id(text_of(field))
+            since = moment_of(text_of(at))
             if since is not None:
                 found.append(OptOut(stakeholder_id, incident_id, since))
         return sorted(found, key=lambda o: o.id)

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import redis
 
-from scheduler.core.model import Communication, Incident, Thread, ms_of
+from scheduler.core.model import Communication, Incident, Thread, ms_of, text_of
 from scheduler.storage import keys
 from scheduler.storage.port import Counters, Cursor
 
@@ -24,10 +24,6 @@ _PAGE_SLICE = 200
 _LISTED = Communication.LISTED_FIELDS
 """What a list of communications reads of each: everything but the message as sent, which
 only ``comm()`` (one message in full) reads and unpacks."""
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _listed(values: list[Any]) -> Communication | None:
@@ -52,7 +48,7 @@ class RedisReading:
         pipe = self.client.pipeline(transaction=False)
         for shard in range(keys.SHARDS):
             pipe.zrange(keys.incidents(shard), 0, -1, withscores=True)
-        found = [(int(score), _text(i)) for entries in pipe.execute() for i, score in entries]
+        found = [(int(score), text_of(i)) for entries in pipe.execute() for i, score in entries]
         return [i for _, i in sorted(found)]
 
     def incident_page(
@@ -91,7 +87,7 @@ class RedisReading:
         while chunk:
             offset += len(chunk)
             for member, score in chunk:
-                entry = (int(score), _text(member))
+                entry = (int(score), text_of(member))
                 if before is None or entry < before:
                     yield entry
             if len(chunk) < size:
@@ -104,7 +100,7 @@ class RedisReading:
         pipe = self.client.pipeline(transaction=False)
         for incident_id in incident_ids:
             pipe.zrange(keys.incident_comms(incident_id), 0, -1)
-        ids = [_text(c) for found in pipe.execute() for c in found]
+        ids = [text_of(c) for found in pipe.execute() for c in found]
         pipe = self.client.pipeline(transaction=False)
         for comm_id in ids:
             pipe.hmget(keys.comm(comm_id), _LISTED)
@@ -122,7 +118,7 @@ class RedisReading:
         pipe = self.client.pipeline(transaction=False)
         for shard in range(keys.SHARDS):
             pipe.hgetall(keys.counters(shard))
-        return Counters.summed({_text(k): int(v) for k, v in raw.items()} for raw in pipe.execute())
+        return Counters.summed({text_of(k): int(v) for k, v in raw.items()} for raw in pipe.execute())
 
     def page(
         self,
@@ -169,4 +165,4 @@ class RedisReading:
         ):
             start += len(chunk)
             for member, score in chunk:
-                yield int(score), _text(member)
+                yield int(score), text_of(member)

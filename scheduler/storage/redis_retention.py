@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import redis
 
-from scheduler.core.model import Incident, TimerKind, TimerMember
+from scheduler.core.model import Incident, TimerKind, TimerMember, text_of
 from scheduler.storage import keys
 from scheduler.storage.port import Removed
 
@@ -15,10 +15,6 @@ __all__ = ["RedisRetention"]
 
 _BATCH = 100
 """Incidents looked at per shard and pass."""
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RedisRetention:
@@ -33,7 +29,7 @@ class RedisRetention:
         incidents = comms = 0
         for shard in range(keys.SHARDS):
             for raw in self.client.zrangebyscore(keys.resolved(shard), "-inf", f"({before_ms}", 0, _BATCH):
-                removed = self._remove(_text(raw), before_ms)
+                removed = self._remove(text_of(raw), before_ms)
                 if removed is not None:
                     incidents, comms = incidents + 1, comms + removed
         if incidents:
@@ -46,7 +42,7 @@ class RedisRetention:
 
     def removed(self) -> Removed:
         """What retention has removed so far, and when it last removed something."""
-        raw = {_text(k): int(v) for k, v in self.client.hgetall(keys.RETENTION).items()}
+        raw = {text_of(k): int(v) for k, v in self.client.hgetall(keys.RETENTION).items()}
         return Removed(
             raw.get("incidents", 0), raw.get("communications", 0), raw.get("last_ms"), raw.get("before_ms")
         )
@@ -62,9 +58,9 @@ class RedisRetention:
             incident = Incident.from_json(json.loads(raw)) if raw else None
             if incident is not None and (incident.is_open or (incident.resolved_ms or 0) >= before_ms):
                 return None
-            comm_ids = [_text(c) for c in pipe.zrange(keys.incident_comms(incident_id), 0, -1)]
+            comm_ids = [text_of(c) for c in pipe.zrange(keys.incident_comms(incident_id), 0, -1)]
             statuses = [pipe.hmget(keys.comm(c), "kind", "status") for c in comm_ids]
-            event_ids = [_text(e) for e in pipe.smembers(keys.incident_events(incident_id))]
+            event_ids = [text_of(e) for e in pipe.smembers(keys.incident_events(incident_id))]
             stakeholders = set(incident.stakeholders if incident else [])
             stakeholders |= {c.split(":")[1] for c in comm_ids}
             pipe.multi()
@@ -85,7 +81,7 @@ class RedisRetention:
                 pipe.zrem(keys.inflight(shard), *comm_ids)
             for kind, status in statuses:
                 if kind and status:
-                    pipe.hincrby(keys.counters(shard), f"n:{_text(kind)}:{_text(status)}", -1)
+                    pipe.hincrby(keys.counters(shard), f"n:{text_of(kind)}:{text_of(status)}", -1)
             pipe.zrem(keys.incidents(shard), incident_id)
             pipe.zrem(keys.resolved(shard), incident_id)
             return len(comm_ids)

@@ -26,6 +26,7 @@ from scheduler.core.model import (
     Status,
     Thread,
     iso_z,
+    text_of,
     utc_of,
 )
 from scheduler.storage import keys
@@ -45,10 +46,6 @@ from scheduler.storage.redis_retention import RedisRetention
 __all__ = ["RedisStore"]
 
 _LUA = Path(__file__).parent / "lua"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RedisStore(RedisReading, RedisAnswers, RedisRetention):
@@ -194,13 +191,13 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
         def transaction(pipe: Any) -> tuple[str, bool]:
             existing = pipe.hget(trigger_key, trigger)
             if existing is not None:
-                return ("" if _text(existing) == SKIPPED else _text(existing)), False
+                return ("" if text_of(existing) == SKIPPED else text_of(existing)), False
             thread = Thread.from_hash(pipe.hgetall(thread_key))
             use_kind, use_trigger = first if first and not thread.seq else (kind, trigger)
             if use_trigger != trigger and (folded := pipe.hget(trigger_key, use_trigger)) is not None:
                 pipe.multi()
-                pipe.hset(trigger_key, trigger, _text(folded))
-                return _text(folded), False
+                pipe.hset(trigger_key, trigger, text_of(folded))
+                return text_of(folded), False
             raw_incident = pipe.get(incident_key)
             made = new_comm(
                 incident_id,
@@ -255,12 +252,12 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
             ],
             args=[now_ms, lease_ms, token, WAIT_RECHECK_MS, keys.comm_prefix(shard)],
         )
-        state = _text(answer[0])
+        state = text_of(answer[0])
         if state != "ok":
-            return Claim(state, _text(answer[1]) if len(answer) > 1 else None)
+            return Claim(state, text_of(answer[1]) if len(answer) > 1 else None)
         fields = answer[3:]
         taken = Communication.from_hash(dict(zip(fields[::2], fields[1::2], strict=True)))
-        return Claim(state, None, taken, _text(answer[1]), utc_of(answer[2]))
+        return Claim(state, None, taken, text_of(answer[1]), utc_of(answer[2]))
 
     def finish_send(
         self,
@@ -282,7 +279,7 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
         shard = keys.shard_of_comm(comm_id)
         shard_keys = [keys.comm(comm_id), keys.inflight(shard), keys.counters(shard)]
         written, following = self._finish_send(keys=shard_keys, args=args)
-        return bool(written), (_text(following) or None)
+        return bool(written), (text_of(following) or None)
 
     def sweep(self, now_ms: int, recheck_ms: int, limit: int) -> list[str]:
         """Unfinished communications due a look, each pushed ``recheck_ms`` ahead (``lua/sweep.lua``)."""
@@ -291,7 +288,7 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
             if len(found) >= limit:
                 break
             due = self._sweep(keys=[keys.inflight(shard)], args=[now_ms, recheck_ms, limit - len(found)])
-            found += [_text(c) for c in due]
+            found += [text_of(c) for c in due]
         return found
 
     def unfinished_count(self) -> int:
@@ -304,4 +301,4 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
         self.client.hset(keys.HEARTBEATS, name, json.dumps({"role": role, "at_ms": now_ms}))
 
     def heartbeats(self) -> dict[str, dict[str, Any]]:
-        return {_text(k): json.loads(v) for k, v in self.client.hgetall(keys.HEARTBEATS).items()}
+        return {text_of(k): json.loads(v) for k, v in self.client.hgetall(keys.HEARTBEATS).items()}

@@ -22,6 +22,7 @@ from typing import TypeVar, cast
 
 import redis
 
+from scheduler.core.model import text_of
 from scheduler.errors import TimerStoreError
 from scheduler.storage import keys
 
@@ -55,10 +56,6 @@ def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @contextmanager
@@ -135,7 +132,9 @@ class RedisTimerStore:
                 )
             if pipe is not None and chosen:
                 answers = pipe.execute()
-            claimed = [(_text(flat[i]), int(flat[i + 1])) for flat in answers for i in range(0, len(flat), 2)]
+            claimed = [
+                (text_of(flat[i]), int(flat[i + 1])) for flat in answers for i in range(0, len(flat), 2)
+            ]
         return sorted(claimed, key=lambda c: (c[1], c[0]))
 
     def _choose(self, now_ms: int, limit: int) -> dict[int, list[str]]:
@@ -174,7 +173,7 @@ class RedisTimerStore:
                     index(shard), "-inf", now_ms, start=len(found[shard]), num=size, withscores=True
                 )
             for shard, chunk in zip(asked, pipe.execute(), strict=True):
-                found[shard] += [(int(score), _text(m), shard) for m, score in chunk]
+                found[shard] += [(int(score), text_of(m), shard) for m, score in chunk]
                 if len(chunk) < size:
                     more.discard(shard)
             merged = sorted(entry for entries in found.values() for entry in entries)
