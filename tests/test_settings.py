@@ -68,3 +68,20 @@ def test_secrets_stay_out_of_repr() -> None:
     """The API token and secret key never appear when settings are printed."""
     settings = Settings.from_env({"AMENDS_API_TOKEN": "tok-123", "AMENDS_SECRET_KEY": "sek-456"})
     assert "tok-123" not in repr(settings) and "sek-456" not in repr(settings)
+
+
+def test_a_redis_cluster_store_needs_a_broker_of_its_own() -> None:
+    """Dramatiq's queues cannot live on a cluster: without AMENDS_BROKER_URL amends says so and
+    names the variable; with one, the cluster URL is kept as the store and the broker is that one."""
+    with pytest.raises(SettingsError, match="AMENDS_BROKER_URL"):
+        Settings.from_env({"AMENDS_REDIS_URL": "redis+cluster://127.0.0.1:7000"})
+    with pytest.raises(SettingsError, match="AMENDS_BROKER_URL"):
+        Settings(redis_url="redis+cluster://127.0.0.1:7000").resolved_broker_url()
+    both = Settings.from_env(
+        {
+            "AMENDS_REDIS_URL": "redis+cluster://127.0.0.1:7000",
+            "AMENDS_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672/",
+        }
+    )
+    assert both.resolved_redis_url() == "redis+cluster://127.0.0.1:7000"
+    assert both.resolved_broker_url() == "amqp://guest:guest@127.0.0.1:5672/"

@@ -217,10 +217,10 @@ def scheduler_loop(settings: Settings, broker: dramatiq.Broker | None = None) ->
             _beat(store, name, "scheduler", clock)
         if source is None:
             return
+        config = source.current()
         if time.monotonic() - last_retention[0] >= RETENTION_EVERY_S:
             last_retention[0] = time.monotonic()
-            remove_expired(store, source.current().retention, clock())
-        source.current()
+            remove_expired(store, config.retention, clock())
         if source.generation != generation[0]:
             generation[0] = source.generation
             enqueue(broker, TIMERS_QUEUE, "reconcile")
