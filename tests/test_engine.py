@@ -214,6 +214,44 @@ def test_a_reconcile_that_dies_halfway_leaves_no_newcomer_unacknowledged() -> No
     assert "newco" in store.incident("INC-1").stakeholders  # type: ignore[union-attr]
 
 
+class DiesHandingOver(Outbox):
+    """A dispatch that holds ids until ``flush``, as Dramatiq's does, and dies in the first flush."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[str] = []
+        self.died = False
+
+    def deliver(self, comm_id: str) -> None:
+        self.held.append(comm_id)
+
+    def flush(self) -> None:
+        if not self.died:
+            self.died = True
+            self.held.clear()  # what the dead process held is gone with it
+            raise TimerStoreError("the worker was killed")
+        self.sent += self.held
+        self.held.clear()
+
+
+def test_an_event_whose_worker_dies_handing_over_is_redelivered_and_hands_over_again() -> None:
+    """The event counts as done only once its communications are handed over: a worker killed
+    in between leaves it not done, and the redelivered event dispatches every one of them
+    at once (not a minute later, when the sweep would find them)."""
+    outbox = DiesHandingOver()
+    config = parse_config(BASE_CONFIG)
+    e = Engine(MemoryStore(), MemoryTimerStore(), lambda: config, outbox)
+    opened = ev("opened", 0)
+    with pytest.raises(TimerStoreError):
+        e.handle_event(opened, T0)
+    assert outbox.sent == []
+    outcome = e.handle_event(opened, T0 + timedelta(seconds=1))
+    assert outcome.duplicate
+    acks = sorted(c.id for c in comms(e))
+    assert acks and sorted(outbox.sent) == acks
+    assert e.handle_event(opened, T0 + timedelta(seconds=2)) == type(outcome)(duplicate=True)
+
+
 def test_an_opted_out_stakeholder_gets_no_row_per_cadence() -> None:
     """Once a stakeholder opts out, its due updates compose nothing and its thread stops."""
     opted: set[str] = set()

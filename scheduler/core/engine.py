@@ -129,6 +129,10 @@ class Engine:
         if record.duplicate and record.done:
             return Outcome(duplicate=True)
         comms = self._follow_up(record, now)
+        # Hand the communications over before the event counts as done: a crash in between
+        # leaves it not done, and its redelivery dispatches them again (begin_send makes that
+        # harmless) instead of leaving them to the sweep a minute later.
+        self.dispatch.flush()
         self.store.mark_event_done(event.incident_id, event.event_id)
         return Outcome(duplicate=record.duplicate, communications=tuple(comms))
 
@@ -195,6 +199,7 @@ class Engine:
         comms = [
             c for s in newcomers for c in _some(self._acknowledge(config, incident, s, now, promised_ms))
         ]
+        self.dispatch.flush()  # before they stop being newcomers, for the same reason as events
         self.store.set_incident_stakeholders(
             incident.id, lambda ids: ids + [s.id for s in newcomers if s.id not in ids]
         )
