@@ -544,8 +544,12 @@ class RedisClusterServers:
         os.kill(pid, signal.SIGKILL)
         return port
 
-    def wait_until_healed(self, key: str, dead_port: int, timeout_s: float = 30) -> int:
-        """Block until a live master serves ``key`` again and the cluster is ok; its port."""
+    def wait_until_healed(self, key: str, dead_port: int, timeout_s: float = 60) -> int:
+        """Block until a live master serves ``key`` again and the cluster is ok; its port.
+
+        Redis takes 3 to 5 s here (a 2 s node timeout, then an election); a machine busy with
+        the whole suite has been seen to take longer, hence the minute. A timeout names what
+        every node says and logs."""
         live = next(p for p in range(self.first_port, self.first_port + 6) if p != dead_port)
 
         def healed() -> bool:
@@ -556,8 +560,24 @@ class RedisClusterServers:
             except redis.RedisError:
                 return False
 
-        wait_until(healed, timeout_s, f"a replica to take over from the master on port {dead_port}")
+        try:
+            wait_until(healed, timeout_s, f"a replica to take over from the master on port {dead_port}")
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}\n{self.diagnosis(live)}") from None
         return self.master_port_of(key, via=live)
+
+    def diagnosis(self, via: int) -> str:
+        """What the cluster says of itself, and the end of every node's log: for a failure message."""
+        try:
+            nodes = self.node_client(via).execute_command("CLUSTER", "NODES").decode()
+        except redis.RedisError as e:
+            nodes = f"CLUSTER NODES on {via} failed: {e}"
+        logs = []
+        for port in range(self.first_port, self.first_port + 6):
+            log = self.data_dir / str(port) / "redis.log"
+            tail = log.read_text(errors="replace").splitlines()[-25:] if log.exists() else []
+            logs.append(f"-- {port} redis.log\n" + "\n".join(tail))
+        return "CLUSTER NODES:\n" + nodes + "\n" + "\n".join(logs)
 
     def wait_for_replicas(self) -> None:
         """Block until every master's writes so far reached its replica (``WAIT 1``)."""
