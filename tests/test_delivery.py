@@ -224,7 +224,8 @@ def test_a_message_that_cannot_be_composed_fails_visibly(app: App) -> None:
     app.drain()
     comm_id = "INC-1:globex:acknowledgment:1"
     store = app.runtime.store
-    store.client.hset(keys.comm(comm_id), mapping={"status": "retrying", "context": '{"incident": {}}'})
+    store.client.hset(keys.comm(comm_id), "status", "retrying")
+    store.client.set(keys.comm_context(comm_id), store.texts.pack("INC-1", "ctx", b'{"incident": {}}'))
     app.sink.rcpt_reply = None
     app.settle()  # the retry is due: the sweep dispatches it
     comm = store.comm(comm_id)

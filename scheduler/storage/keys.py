@@ -14,7 +14,11 @@ not found with another.
 | ``amends:{NN}:incidents`` | zset | the shard's incident ids scored by opening time (ms) |
 | ``amends:{NN}:thread:{incident_id}:{stakeholder_id}`` | hash | one stakeholder's thread: seq, last message, promise |
 | ``amends:{NN}:trigger:{incident_id}:{stakeholder_id}`` | hash | trigger token -> communication id (idempotent creation) |
-| ``amends:{NN}:comm:{comm_id}`` | hash | one communication: status, times, rendered message |
+| ``amends:{NN}:comm:{comm_id}`` | hash | one communication's short fields: status, times, ids |
+| ``amends:{NN}:ctx:{comm_id}`` | string | its template context, compressed against a reference (:mod:`~scheduler.storage.texts`) |
+| ``amends:{NN}:msg:{comm_id}`` | string | its subject, Message-ID, server reply and message as sent, compressed likewise |
+| ``amends:{NN}:ref:{incident_id}:{token}`` | string | a text the incident's communications are compressed against (never changed) |
+| ``amends:{NN}:refs:{incident_id}`` | set | the tokens of the incident's references (removed with it) |
 | ``amends:{NN}:log`` | zset | the shard's communication ids scored by creation time (ms) |
 | ``amends:{NN}:inflight`` | zset | the shard's unfinished communication ids scored by when to look at them again (ms) |
 | ``amends:{NN}:events:{incident_id}`` | set | the ids of the incident's applied events (removed with it) |
@@ -123,6 +127,26 @@ def comm_prefix(shard: int) -> str:
 
 def comm(comm_id: str) -> str:
     return comm_prefix(shard_of_comm(comm_id)) + comm_id
+
+
+def comm_context(comm_id: str) -> str:
+    """The template context of a communication (see :mod:`scheduler.storage.texts`)."""
+    return f"{_tag(shard_of_comm(comm_id))}:ctx:{comm_id}"
+
+
+def comm_message(comm_id: str) -> str:
+    """The subject, Message-ID, server reply and message as sent (see :mod:`scheduler.storage.texts`)."""
+    return f"{_tag(shard_of_comm(comm_id))}:msg:{comm_id}"
+
+
+def text_reference(incident_id: str, token: str) -> str:
+    """A text the incident's communications are compressed against; never changed."""
+    return f"{_tag(shard_of(incident_id))}:ref:{incident_id}:{token}"
+
+
+def text_references(incident_id: str) -> str:
+    """The tokens of the incident's text references, for retention."""
+    return f"{_tag(shard_of(incident_id))}:refs:{incident_id}"
 
 
 def feedback(incident_id: str) -> str:

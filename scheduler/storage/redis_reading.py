@@ -15,6 +15,7 @@ import redis
 from scheduler.core.model import Communication, Incident, Thread, ms_of, text_of
 from scheduler.storage import keys
 from scheduler.storage.port import Counters, Cursor
+from scheduler.storage.texts import Texts, unpack_message
 
 __all__ = ["RedisReading"]
 
@@ -22,19 +23,47 @@ _PAGE_SLICE = 200
 """Log entries read per round trip while a page is filled."""
 
 _LISTED = Communication.LISTED_FIELDS
-"""What a list of communications reads of each: everything but the message as sent, which
-only ``comm()`` (one message in full) reads and unpacks."""
+"""What a list of communications reads of each hash."""
 
 
-def _listed(values: list[Any]) -> Communication | None:
-    found = {name: value for name, value in zip(_LISTED, values, strict=True) if value is not None}
-    return Communication.from_hash(found) if found else None
+def with_texts(
+    fields: dict[Any, Any], context: bytes | None, message: bytes | None, *, whole: bool
+) -> dict[Any, Any]:
+    """A communication's hash fields with its texts (:mod:`~scheduler.storage.texts`) added,
+    as :meth:`Communication.from_hash` reads them; the message as sent only when ``whole``."""
+    if context is not None:
+        fields["context"] = context
+    for name, value in unpack_message(message).items():
+        if whole or name != "message":
+            fields[name] = value
+    return fields
 
 
 class RedisReading:
     """The read side of :class:`~scheduler.storage.redis_store.RedisStore`."""
 
     client: redis.Redis
+    texts: Texts
+
+    def listed(self, comm_ids: list[str]) -> list[Communication | None]:
+        """Each communication as a list shows it (all but the message as sent), None where it
+        is gone; in one round trip, and one more for references this process has not read."""
+        pipe = self.client.pipeline(transaction=False)
+        for comm_id in comm_ids:
+            pipe.hmget(keys.comm(comm_id), _LISTED)
+            pipe.get(keys.comm_context(comm_id))
+            pipe.get(keys.comm_message(comm_id))
+        replies = pipe.execute()
+        incident_ids = [c.split(":", 1)[0] for c in comm_ids]
+        contexts = self.texts.unpack_many(incident_ids, replies[1::3])
+        messages = self.texts.unpack_many(incident_ids, replies[2::3])
+        out: list[Communication | None] = []
+        for values, context, message in zip(replies[0::3], contexts, messages, strict=True):
+            found = {name: value for name, value in zip(_LISTED, values, strict=True) if value is not None}
+            out.append(
+                Communication.from_hash(with_texts(found, context, message, whole=False)) if found else None
+            )
+        return out
 
     def incidents(self, incident_ids: list[str]) -> list[Incident]:
         """The incidents of ``incident_ids`` that exist, in that order, in one round trip."""
@@ -101,10 +130,7 @@ class RedisReading:
         for incident_id in incident_ids:
             pipe.zrange(keys.incident_comms(incident_id), 0, -1)
         ids = [text_of(c) for found in pipe.execute() for c in found]
-        pipe = self.client.pipeline(transaction=False)
-        for comm_id in ids:
-            pipe.hmget(keys.comm(comm_id), _LISTED)
-        return [c for raw in pipe.execute() if (c := _listed(raw))]
+        return [c for c in self.listed(ids) if c is not None]
 
     def threads(self, pairs: list[tuple[str, str]]) -> list[Thread]:
         """The threads of (incident, stakeholder) ``pairs``, in that order, in one round trip."""
@@ -134,11 +160,8 @@ class RedisReading:
         first = min(limit, _PAGE_SLICE)  # unfiltered, the first slice is the page
         entries = self._newest_first(keys.log, before, ms_of(since) if since else None, slice_=first)
         while batch := list(itertools.islice(entries, first if not found else _PAGE_SLICE)):
-            pipe = self.client.pipeline(transaction=False)
-            for _, comm_id in batch:
-                pipe.hmget(keys.comm(comm_id), _LISTED)
-            for entry, raw in zip(batch, pipe.execute(), strict=True):
-                if (comm := _listed(raw)) and keep(comm):
+            for entry, comm in zip(batch, self.listed([comm_id for _, comm_id in batch]), strict=True):
+                if comm is not None and keep(comm):
                     found.append(comm)
                     if len(found) == limit:
                         return found, entry  # the log's own score: no round trip through a float
@@ -150,12 +173,7 @@ class RedisReading:
         shards = (self._shard_oldest_first(keys.log(s), low, batch) for s in range(keys.SHARDS))
         entries = heapq.merge(*shards)
         while ids := [comm_id for _, comm_id in itertools.islice(entries, batch)]:
-            pipe = self.client.pipeline(transaction=False)
-            for comm_id in ids:
-                pipe.hmget(keys.comm(comm_id), _LISTED)
-            for raw in pipe.execute():
-                if comm := _listed(raw):
-                    yield comm
+            yield from (comm for comm in self.listed(ids) if comm is not None)
 
     def _shard_oldest_first(self, key: str, low: int | str, batch: int) -> Iterator[Cursor]:
         start = 0

@@ -61,13 +61,16 @@ class RedisRetention:
             comm_ids = [text_of(c) for c in pipe.zrange(keys.incident_comms(incident_id), 0, -1)]
             statuses = [pipe.hmget(keys.comm(c), "kind", "status") for c in comm_ids]
             event_ids = [text_of(e) for e in pipe.smembers(keys.incident_events(incident_id))]
+            references = [text_of(t) for t in pipe.smembers(keys.text_references(incident_id))]
             stakeholders = set(incident.stakeholders if incident else [])
             stakeholders |= {c.split(":")[1] for c in comm_ids}
             pipe.multi()
             pipe.delete(incident_key, keys.incident_comms(incident_id), keys.incident_events(incident_id))
-            pipe.delete(keys.feedback(incident_id))
+            pipe.delete(keys.feedback(incident_id), keys.text_references(incident_id))
             for comm_id in comm_ids:
-                pipe.delete(keys.comm(comm_id))
+                pipe.delete(keys.comm(comm_id), keys.comm_context(comm_id), keys.comm_message(comm_id))
+            for token in references:
+                pipe.delete(keys.text_reference(incident_id, token))
             for event_id in event_ids:
                 pipe.delete(keys.event(incident_id, event_id))
             for stakeholder_id in stakeholders:

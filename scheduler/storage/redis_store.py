@@ -9,7 +9,6 @@ sent|failed|retrying`` by compare-and-set in Lua.
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -40,8 +39,9 @@ from scheduler.storage.port import (
     new_comm,
 )
 from scheduler.storage.redis_answers import RedisAnswers
-from scheduler.storage.redis_reading import RedisReading
+from scheduler.storage.redis_reading import RedisReading, with_texts
 from scheduler.storage.redis_retention import RedisRetention
+from scheduler.storage.texts import MESSAGE_FIELDS, Texts
 
 __all__ = ["RedisStore"]
 
@@ -55,6 +55,7 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self.texts = Texts(client)
         self._begin_send = client.register_script((_LUA / "begin_send.lua").read_text())
         self._finish_send = client.register_script((_LUA / "finish_send.lua").read_text())
         self._sweep = client.register_script((_LUA / "sweep.lua").read_text())
@@ -213,11 +214,13 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
                 pipe.hset(trigger_key, trigger, SKIPPED)
                 return "", False
             comm_id, record, after = made
+            context = self.texts.pack(incident_id, "ctx", str(record.pop("context")).encode())
             pipe.multi()
             pipe.hset(trigger_key, use_trigger, comm_id)
             pipe.hset(trigger_key, trigger, comm_id)
             pipe.hset(thread_key, mapping=after.to_hash())
             pipe.hset(keys.comm(comm_id), mapping=record)
+            pipe.set(keys.comm_context(comm_id), context)
             if "prev" in record:
                 pipe.hset(keys.comm(str(record["prev"])), "next", comm_id)
             shard = keys.shard_of(incident_id)
@@ -239,8 +242,15 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
         return cast(tuple[str, bool], result)
 
     def comm(self, comm_id: str) -> Communication | None:
-        raw = self.client.hgetall(keys.comm(comm_id))
-        return Communication.from_hash(raw) if raw else None
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(keys.comm(comm_id))
+        pipe.get(keys.comm_context(comm_id))
+        pipe.get(keys.comm_message(comm_id))
+        raw, *texts = pipe.execute()
+        if not raw:
+            return None
+        context, message = self.texts.unpack_many([comm_id.split(":", 1)[0]] * 2, texts)
+        return Communication.from_hash(with_texts(raw, context, message, whole=True))
 
     def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim:
         """Take ``comm_id`` for sending (see ``lua/begin_send.lua`` for every answer)."""
@@ -249,14 +259,18 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
                 keys.comm(comm_id),
                 keys.inflight(shard := keys.shard_of_comm(comm_id)),
                 keys.counters(shard),
+                keys.comm_context(comm_id),
             ],
             args=[now_ms, lease_ms, token, WAIT_RECHECK_MS, keys.comm_prefix(shard)],
         )
         state = text_of(answer[0])
         if state != "ok":
             return Claim(state, text_of(answer[1]) if len(answer) > 1 else None)
-        fields = answer[3:]
-        taken = Communication.from_hash(dict(zip(fields[::2], fields[1::2], strict=True)))
+        (context,) = self.texts.unpack_many([comm_id.split(":", 1)[0]], [answer[3] or None])
+        fields = answer[4:]
+        taken = Communication.from_hash(
+            with_texts(dict(zip(fields[::2], fields[1::2], strict=True)), context, None, whole=False)
+        )
         return Claim(state, None, taken, text_of(answer[1]), utc_of(answer[2]))
 
     def finish_send(
@@ -270,14 +284,18 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
     ) -> tuple[bool, str | None]:
         """Record an attempt's end; return (written, the thread's next message to dispatch)."""
         check_finish(status, next_attempt_ms)
-        args: list[str | int | bytes] = [token, str(status), now_ms, next_attempt_ms or 0]
+        texts = {name: fields.pop(name) for name in MESSAGE_FIELDS if name in fields}
+        packed = self.texts.pack_message(comm_id.split(":", 1)[0], texts) if texts else b""
+        args: list[str | int | bytes] = [token, str(status), now_ms, next_attempt_ms or 0, packed]
         for name, value in fields.items():
-            if name == "message":  # kept compressed: a fraction of its size (see Communication.from_hash)
-                args += ["message_z", zlib.compress(str(value).encode(), 6)]
-            else:
-                args += [name, value]
+            args += [name, value]
         shard = keys.shard_of_comm(comm_id)
-        shard_keys = [keys.comm(comm_id), keys.inflight(shard), keys.counters(shard)]
+        shard_keys = [
+            keys.comm(comm_id),
+            keys.inflight(shard),
+            keys.counters(shard),
+            keys.comm_message(comm_id),
+        ]
         written, following = self._finish_send(keys=shard_keys, args=args)
         return bool(written), (text_of(following) or None)
 

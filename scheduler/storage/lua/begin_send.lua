@@ -3,6 +3,7 @@
 -- KEYS[1]  amends:{NN}:comm:{comm_id}   hash  the communication
 -- KEYS[2]  amends:{NN}:inflight         zset  unfinished communication id -> when to look at it again (ms)
 -- KEYS[3]  amends:{NN}:counters         hash  "n:{kind}:{status}" -> communications now in that status
+-- KEYS[4]  amends:{NN}:ctx:{comm_id}    string  its template context, packed (scheduler/storage/texts.py)
 -- ARGV[1]  now_ms                       epoch milliseconds
 -- ARGV[2]  lease_ms                     how long the `sending` claim holds
 -- ARGV[3]  token                        identifies this attempt for finish_send.lua
@@ -13,8 +14,8 @@
 --                                       (the caller cannot know it without a round trip; it
 --                                       belongs to the same incident and thread)
 --
--- Returns {"ok", prev_status, prev_sent_ms, field, value, ...} when the caller may send (the
--- communication's fields, as taken); otherwise {why}:
+-- Returns {"ok", prev_status, prev_sent_ms, context, field, value, ...} when the caller may
+-- send (its packed context, "" if none, and the communication's fields, as taken); otherwise {why}:
 --   "missing", "sent", "failed", "cancelled"  nothing to do
 --   "sending"     another attempt holds a live lease (the sweep looks again when it expires)
 --   "early"       a retry whose next attempt is not due yet
@@ -89,6 +90,7 @@ redis.call("HINCRBY", comm, "attempts", 1)
 -- A worker that dies while sending leaves the lease to expire; the sweep then looks again.
 redis.call("ZADD", inflight, now + lease_ms, id)
 local taken = redis.call("HGETALL", comm)
+table.insert(taken, 1, redis.call("GET", KEYS[4]) or "")
 table.insert(taken, 1, before_sent)
 table.insert(taken, 1, before)
 table.insert(taken, 1, "ok")

@@ -4,11 +4,13 @@
 -- KEYS[2]  amends:{NN}:inflight    zset  unfinished communication id -> when to look at it again (ms)
 -- KEYS[3]  amends:{NN}:counters    hash  "n:{kind}:{status}" -> how many are in that status now;
 --                                        "late:le:{ms}", "late:count", "late:sum_ms" -> lateness of sent ones
+-- KEYS[4]  amends:{NN}:msg:{comm_id}    string  subject, Message-ID, reply and message, packed
 -- ARGV[1]  token                   the token begin_send.lua handed to this attempt
 -- ARGV[2]  status                  "sent", "failed", "cancelled" or "retrying"
 -- ARGV[3]  now_ms                  epoch milliseconds
 -- ARGV[4]  next_attempt_ms         with "retrying": when to try again (ignored otherwise)
--- ARGV[5..] field, value, ...      more fields to set with the status
+-- ARGV[5]  packed                  what to keep at KEYS[4] ("": leave it as it is)
+-- ARGV[6..] field, value, ...      more fields to set with the status
 --
 -- A final status takes the communication off the inflight set and wakes the thread's next
 -- message (it may have been waiting for this one); "retrying" schedules the next attempt.
@@ -27,7 +29,10 @@ local id = redis.call("HGET", comm, "id")
 local status = ARGV[2]
 local kind = redis.call("HGET", comm, "kind")
 redis.call("HSET", comm, "status", status)
-for i = 5, #ARGV, 2 do
+if ARGV[5] ~= "" then
+    redis.call("SET", KEYS[4], ARGV[5])
+end
+for i = 6, #ARGV, 2 do
     redis.call("HSET", comm, ARGV[i], ARGV[i + 1])
 end
 redis.call("HINCRBY", counters, "n:" .. kind .. ":sending", -1)
