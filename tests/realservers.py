@@ -538,8 +538,17 @@ class RedisClusterServers:
         raise LookupError(f"no master serves slot {slot}")
 
     def kill_master_of(self, key: str) -> int:
-        """SIGKILL the master serving ``key``; return its port."""
+        """SIGKILL the master serving ``key`` once its replica is in sync; return its port."""
         port = self.master_port_of(key)
+        master = self.node_client(port)
+        wait_until(
+            lambda: any(
+                isinstance(replica, dict) and replica.get("state") == "online"
+                for replica in master.info("replication").values()
+            ),
+            30,
+            f"the replica of the master on port {port} in sync",
+        )
         pid = int((self.data_dir / str(port) / "redis.pid").read_text())
         os.kill(pid, signal.SIGKILL)
         return port
