@@ -11,7 +11,7 @@ import redis
 
 from scheduler.core.model import Action, Draft, EventRecord, Incident, IncidentState, Kind, Status, Thread
 from scheduler.storage.memory_store import MemoryStore
-from scheduler.storage.port import DISPATCH_GRACE_MS, Claim, Removed, Store
+from scheduler.storage.port import DISPATCH_GRACE_MS, Claim, CommRequest, Removed, Store
 from scheduler.storage.redis_store import RedisStore
 from tests.helpers import draft_builder
 
@@ -271,3 +271,67 @@ def test_retention_removes_old_resolved_incidents_with_everything_of_theirs(stor
     assert store.apply_event("INC-recent-e", "INC-recent", lambda _: EventRecord("x")).duplicate
     assert store.removed() == Removed(1, 1, 10_000, 5_000)
     assert store.remove_resolved_before(5_000, now_ms=11_000) == Removed(0, 0)
+
+
+def test_many_communications_created_at_once_are_what_one_by_one_would_make(store: Store) -> None:
+    """A fan-out's batch: new threads, a thread twice, an existing trigger, a fold into the
+    acknowledgment, nothing to send; and more threads than one transaction takes."""
+    existing, _ = store.create_comm("INC-1", "s-000", Kind.ACKNOWLEDGMENT, "acknowledgment", draft_builder(1))
+    requests = [
+        CommRequest(f"s-{n:03d}", Kind.ACKNOWLEDGMENT, "acknowledgment", draft_builder(2)) for n in range(120)
+    ]
+    requests += [
+        CommRequest(
+            "s-001", Kind.UPDATE, "event:e2", draft_builder(3)
+        ),  # s-001 again, after its acknowledgment
+        CommRequest(
+            "new", Kind.UPDATE, "event:e2", draft_builder(3), (Kind.ACKNOWLEDGMENT, "acknowledgment")
+        ),
+        CommRequest("quiet", Kind.UPDATE, "event:e2", lambda thread, incident: None),
+    ]
+
+    made = store.create_comms("INC-1", requests)
+
+    assert made[0] == (existing, False)
+    assert made[1:120] == [(f"INC-1:s-{n:03d}:acknowledgment:1", True) for n in range(1, 120)]
+    assert made[120:] == [("INC-1:s-001:update:2", True), ("INC-1:new:acknowledgment:1", True), ("", False)]
+    assert store.create_comms("INC-1", requests) == [(c, False) for c, _ in made]  # once per trigger
+    assert store.thread("INC-1", "s-001").seq == 2 and store.thread("INC-1", "s-119").seq == 1
+    update = store.comm("INC-1:s-001:update:2")
+    assert update is not None and update.prev_id == "INC-1:s-001:acknowledgment:1"
+    assert store.unfinished_count() == 122
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("server", ["redis", "cluster"])
+def test_a_batch_whose_thread_another_writer_changed_meanwhile_is_done_again(
+    server: str, request: pytest.FixtureRequest
+) -> None:
+    """The batch reads after WATCH: a message another worker creates for one of its threads
+    in between makes the transaction start over, so the batch numbers after it."""
+    store = RedisStore(request.getfixturevalue(f"{server}_client"))
+    other = RedisStore(request.getfixturevalue(f"{server}_client"))
+    calls = []
+
+    def racing(thread: Thread, incident: Incident | None) -> tuple[Draft, Thread]:
+        calls.append(thread.seq)
+        if len(calls) == 1:  # another worker acknowledges this thread first
+            other.create_comm("INC-1", "acme", Kind.ACKNOWLEDGMENT, "acknowledgment", draft_builder(1))
+        return draft_builder(2)(thread, incident)
+
+    made = store.create_comms(
+        "INC-1",
+        [
+            CommRequest("globex", Kind.ACKNOWLEDGMENT, "acknowledgment", draft_builder(2)),
+            CommRequest("acme", Kind.UPDATE, "event:e2", racing, (Kind.ACKNOWLEDGMENT, "acknowledgment")),
+        ],
+    )
+
+    assert calls == [0, 1]
+    assert made == [("INC-1:globex:acknowledgment:1", True), ("INC-1:acme:update:2", True)]
+    assert store.thread("INC-1", "acme").seq == 2
+    assert {c.id for c in store.incident_comms("INC-1")} == {
+        "INC-1:acme:acknowledgment:1",
+        "INC-1:globex:acknowledgment:1",
+        "INC-1:acme:update:2",
+    }

@@ -32,7 +32,7 @@ from scheduler.core.model import (
     ms_of,
     utc_of,
 )
-from scheduler.storage.port import Store, TimerStore
+from scheduler.storage.port import CommRequest, Store, TimerStore
 
 __all__ = ["Dispatch", "Engine", "Outcome"]
 
@@ -68,10 +68,6 @@ class Outcome:
     """Why the event cannot apply yet (its incident's ``opened`` has not arrived): try again."""
 
 
-def _some(comm_id: str | None) -> list[str]:
-    return [comm_id] if comm_id is not None else []
-
-
 def _newcomers(config: Config, incident: Incident) -> list[Stakeholder]:
     """Stakeholders the incident concerns who have not been told of it yet."""
     informed = set(incident.stakeholders)
@@ -93,6 +89,7 @@ class Engine:
         self.timers = timers
         self.config = config
         self.dispatch = dispatch
+        self._opted_out = opted_out
         self.opted_out = opted_out or (
             lambda stakeholder_id, incident_id: store.is_opted_out(stakeholder_id, incident_id)
         )
@@ -152,6 +149,7 @@ class Engine:
                 assert stakeholder is not None
                 comms += self._resolve_thread(config, incident, stakeholder, trigger, now, promised_ms)
             return comms
+        wanted: list[tuple[Stakeholder, Kind, str]] = []
         if action in (Action.UPDATE, Action.REOPEN):
             for sid in informed:
                 found = config.stakeholder(sid)
@@ -160,27 +158,13 @@ class Engine:
                     self.timers.cancel(_timer(TimerKind.FEEDBACK, incident.id, sid))
                     self.store.clear_promises(incident.id, sid, feedback=True)
                 if action == Action.REOPEN or record.material:
-                    comms += _some(
-                        self._compose(config, incident, found, Kind.UPDATE, trigger, now, promised_ms)
-                    )
+                    wanted.append((found, Kind.UPDATE, trigger))
         for sid in record.newcomers:
             stakeholder = config.stakeholder(sid)
             if stakeholder is not None:
-                comms += _some(self._acknowledge(config, incident, stakeholder, now, promised_ms))
-        return comms
-
-    def _acknowledge(
-        self,
-        config: Config,
-        incident: Incident,
-        stakeholder: Stakeholder,
-        now: datetime,
-        promised_ms: int | None,
-    ) -> str | None:
-        # One acknowledgment per thread whichever event or configuration change causes it.
-        return self._compose(
-            config, incident, stakeholder, Kind.ACKNOWLEDGMENT, "acknowledgment", now, promised_ms
-        )
+                # One acknowledgment per thread whichever event or configuration change causes it.
+                wanted.append((stakeholder, Kind.ACKNOWLEDGMENT, "acknowledgment"))
+        return comms + self._compose_many(config, incident, wanted, now, promised_ms)
 
     def acknowledge_new(
         self, config: Config, incident: Incident, now: datetime, promised_ms: int | None = None
@@ -196,9 +180,8 @@ class Engine:
         newcomers = _newcomers(config, incident)
         if not newcomers:
             return []
-        comms = [
-            c for s in newcomers for c in _some(self._acknowledge(config, incident, s, now, promised_ms))
-        ]
+        wanted = [(s, Kind.ACKNOWLEDGMENT, "acknowledgment") for s in newcomers]
+        comms = self._compose_many(config, incident, wanted, now, promised_ms)
         self.dispatch.flush()  # before they stop being newcomers, for the same reason as events
         self.store.set_incident_stakeholders(
             incident.id, lambda ids: ids + [s.id for s in newcomers if s.id not in ids]
@@ -299,26 +282,63 @@ class Engine:
         now: datetime,
         promised_ms: int | None = None,
     ) -> str | None:
-        """Create (once per trigger) one communication, then keep the thread's promise and
-        dispatch it (:meth:`_settle`). Nothing is composed for a stakeholder who opted out:
-        the thread stops instead."""
+        """:meth:`_compose_many` for one thread."""
+        made = self._compose_many(config, incident, [(stakeholder, kind, trigger)], now, promised_ms)
+        return made[0] if made else None
+
+    def _compose_many(
+        self,
+        config: Config,
+        incident: Incident,
+        wanted: list[tuple[Stakeholder, Kind, str]],
+        now: datetime,
+        promised_ms: int | None = None,
+    ) -> list[str]:
+        """Create (once per trigger) a communication of ``kind`` for each (stakeholder, kind,
+        trigger), all in as few round trips as the store can; then keep each thread's promise
+        and dispatch it (:meth:`_settle`). Nothing is composed for a stakeholder who opted
+        out: the thread stops instead. Returns the ids of what was created or found."""
+        if not wanted:
+            return []
         now = now.astimezone(UTC)
-        if self.opted_out(stakeholder.id, incident.id):
-            self.stop_thread(incident.id, stakeholder.id)
-            return None
-        build = _Composer(
-            cadence.policy_for(config, stakeholder), incident, stakeholder, kind, trigger, now, promised_ms
-        )
+        out = self._opted_out_among(incident.id, [s.id for s, _, _ in wanted])
+        for stakeholder_id in sorted(out):
+            self.stop_thread(incident.id, stakeholder_id)
+        kept = [(s, kind, trigger) for s, kind, trigger in wanted if s.id not in out]
+        builds = [
+            _Composer(cadence.policy_for(config, s), incident, s, kind, trigger, now, promised_ms)
+            for s, kind, trigger in kept
+        ]
         # An update whose thread has no acknowledgment yet is the acknowledgment (the other
         # event's acknowledgment then folds into it); the store decides that atomically.
-        first = (Kind.ACKNOWLEDGMENT, "acknowledgment") if kind == Kind.UPDATE else None
-        comm_id, created = self.store.create_comm(incident.id, stakeholder.id, kind, trigger, build, first)
-        if not comm_id:
-            return None  # nothing new to tell this stakeholder
-        self._settle(incident.id, stakeholder.id, kind, comm_id, created, build.planned_next_ms)
-        if created:
-            logger.info("%s composed for %s (%s)", kind, stakeholder.id, comm_id)
-        return comm_id
+        requests = [
+            CommRequest(
+                s.id,
+                kind,
+                trigger,
+                build,
+                (Kind.ACKNOWLEDGMENT, "acknowledgment") if kind == Kind.UPDATE else None,
+            )
+            for (s, kind, trigger), build in zip(kept, builds, strict=True)
+        ]
+        made = self.store.create_comms(incident.id, requests)
+        comms: list[str] = []
+        arms: list[tuple[str, int]] = []
+        for (s, kind, _), build, (comm_id, created) in zip(kept, builds, made, strict=True):
+            if not comm_id:
+                continue  # nothing new to tell this stakeholder
+            arms += self._settle(incident.id, s.id, kind, comm_id, created, build.planned_next_ms)
+            if created:
+                logger.info("%s composed for %s (%s)", kind, s.id, comm_id)
+            comms.append(comm_id)
+        if arms:
+            self.timers.arm_many(arms)
+        return comms
+
+    def _opted_out_among(self, incident_id: str, stakeholder_ids: list[str]) -> set[str]:
+        if self._opted_out is not None:
+            return {s for s in stakeholder_ids if self._opted_out(s, incident_id)}
+        return self.store.opted_out_among(incident_id, stakeholder_ids)
 
     def _settle(
         self,
@@ -328,20 +348,23 @@ class Engine:
         comm_id: str,
         created: bool,
         planned_next_ms: int | None,
-    ) -> None:
+    ) -> list[tuple[str, int]]:
         """After a communication is composed (``created``: just now, planning that next
-        update) or found (a retry, a duplicate: read what was stored then), clear or arm the
-        thread's promise, and dispatch it if it is still to send."""
+        update) or found (a retry, a duplicate: read what was stored then), clear the
+        thread's promise or return the update timer to arm, and dispatch it if it is still
+        to send."""
         status, promised = (Status.SCHEDULED, planned_next_ms) if created else self._stored(comm_id)
+        arm: list[tuple[str, int]] = []
         if kind in (Kind.RESOLUTION, Kind.FEEDBACK_REQUEST):
             feedback = kind == Kind.FEEDBACK_REQUEST
             self.store.clear_promises(incident_id, stakeholder_id, update=True, feedback=feedback)
         elif promised is not None and (
             created or self.store.thread(incident_id, stakeholder_id).promised_ms == promised
         ):
-            self.timers.arm(_timer(TimerKind.UPDATE, incident_id, stakeholder_id), promised)
+            arm.append((_timer(TimerKind.UPDATE, incident_id, stakeholder_id), promised))
         if status == Status.SCHEDULED:
             self.dispatch.deliver(comm_id)
+        return arm
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -55,6 +56,9 @@ class MemoryAnswers:
             return opt_out_id(stakeholder_id) in self._opt_outs or (
                 incident_id is not None and opt_out_id(stakeholder_id, incident_id) in self._opt_outs
             )
+
+    def opted_out_among(self, incident_id: str, stakeholder_ids: Sequence[str]) -> set[str]:
+        return {s for s in stakeholder_ids if self.is_opted_out(s, incident_id)}
 
     def opt_outs(self) -> list[OptOut]:
         with self._lock:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -33,6 +33,7 @@ from scheduler.storage.port import (
     WAIT_RECHECK_MS,
     Builder,
     Claim,
+    CommRequest,
     Counters,
     Cursor,
     Removed,
@@ -186,6 +187,12 @@ class MemoryStore(MemoryAnswers):
             self._count(f"created:{use_kind}", f"n:{use_kind}:{Status.SCHEDULED}")
             self._inflight[comm_id] = int(record["created_ms"]) + DISPATCH_GRACE_MS
             return comm_id, True
+
+    def create_comms(self, incident_id: str, requests: Sequence[CommRequest]) -> list[tuple[str, bool]]:
+        return [
+            self.create_comm(incident_id, r.stakeholder_id, r.kind, r.trigger, r.build, r.first)
+            for r in requests
+        ]
 
     def comm(self, comm_id: str) -> Communication | None:
         with self._lock:

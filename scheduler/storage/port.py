@@ -8,7 +8,7 @@ against both). Nothing here imports a client library.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol, cast
@@ -23,6 +23,7 @@ __all__ = [
     "WAIT_RECHECK_MS",
     "Builder",
     "Claim",
+    "CommRequest",
     "Counters",
     "Cursor",
     "Removed",
@@ -115,6 +116,19 @@ Builder = Callable[[Thread, Incident | None], tuple[Draft, Thread] | None]
 """``build(thread, incident)``: the new communication and the thread after it, from the
 thread and the incident as they are inside the creating transaction; None: nothing to send."""
 
+
+@dataclass(frozen=True)
+class CommRequest:
+    """One communication to create with :meth:`Store.create_comms`: what ``create_comm``
+    takes but the incident."""
+
+    stakeholder_id: str
+    kind: Kind
+    trigger: str
+    build: Builder
+    first: tuple[Kind, str] | None = None
+
+
 Cursor = tuple[int, str]
 """Where a page of the log ends: the last communication's creation time (ms) and id."""
 
@@ -170,6 +184,11 @@ class Store(Protocol):
         build: Builder,
         first: tuple[Kind, str] | None = None,
     ) -> tuple[str, bool]: ...
+    def create_comms(self, incident_id: str, requests: Sequence[CommRequest]) -> list[tuple[str, bool]]:
+        """``create_comm`` for each request, in order, in as few round trips as the store can
+        (a fan-out's acknowledgments in one transaction per batch of stakeholders)."""
+        ...
+
     def comm(self, comm_id: str) -> Communication | None: ...
     def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim: ...
     def finish_send(
@@ -214,6 +233,10 @@ class Store(Protocol):
         self, stakeholder_id: str, now: datetime, incident_id: str | None = None
     ) -> datetime: ...
     def is_opted_out(self, stakeholder_id: str, incident_id: str | None = None) -> bool: ...
+    def opted_out_among(self, incident_id: str, stakeholder_ids: Sequence[str]) -> set[str]:
+        """Which of ``stakeholder_ids`` opted out of all mail or of ``incident_id``'s."""
+        ...
+
     def opt_outs(self) -> list[OptOut]: ...
     def remove_opt_out(self, opt_out_id: str) -> bool: ...
 

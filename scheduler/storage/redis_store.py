@@ -9,7 +9,7 @@ sent|failed|retrying`` by compare-and-set in Lua.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from scheduler.storage.port import (
     WAIT_RECHECK_MS,
     Builder,
     Claim,
+    CommRequest,
     check_finish,
     new_comm,
 )
@@ -46,6 +47,9 @@ from scheduler.storage.texts import MESSAGE_FIELDS, Texts
 __all__ = ["RedisStore"]
 
 _LUA = Path(__file__).parent / "lua"
+
+CREATE_BATCH = 50
+"""Threads whose communications :meth:`RedisStore.create_comms` creates in one transaction."""
 
 
 class RedisStore(RedisReading, RedisAnswers, RedisRetention):
@@ -185,61 +189,86 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
         in the same transaction, so that the update can never fold into an acknowledgment
         composed a moment earlier from older facts.
         """
-        trigger_key = keys.trigger(incident_id, stakeholder_id)
-        thread_key = keys.thread(incident_id, stakeholder_id)
-        incident_key = keys.incident(incident_id)
+        (made,) = self.create_comms(incident_id, [CommRequest(stakeholder_id, kind, trigger, build, first)])
+        return made
 
-        def transaction(pipe: Any) -> tuple[str, bool]:
-            existing = pipe.hget(trigger_key, trigger)
-            if existing is not None:
-                return ("" if text_of(existing) == SKIPPED else text_of(existing)), False
-            thread = Thread.from_hash(pipe.hgetall(thread_key))
-            use_kind, use_trigger = first if first and not thread.seq else (kind, trigger)
-            if use_trigger != trigger and (folded := pipe.hget(trigger_key, use_trigger)) is not None:
-                pipe.multi()
-                pipe.hset(trigger_key, trigger, text_of(folded))
-                return text_of(folded), False
-            raw_incident = pipe.get(incident_key)
-            made = new_comm(
-                incident_id,
-                stakeholder_id,
-                use_kind,
-                use_trigger,
-                thread,
-                build,
-                Incident.from_json(json.loads(raw_incident)) if raw_incident else None,
-            )
-            if made is None:
-                pipe.multi()
-                pipe.hset(trigger_key, trigger, SKIPPED)
-                return "", False
-            comm_id, record, after = made
-            context = self.texts.pack(incident_id, "ctx", str(record.pop("context")).encode())
-            pipe.multi()
-            pipe.hset(trigger_key, use_trigger, comm_id)
-            pipe.hset(trigger_key, trigger, comm_id)
-            pipe.hset(thread_key, mapping=after.to_hash())
-            pipe.hset(keys.comm(comm_id), mapping=record)
-            pipe.set(keys.comm_context(comm_id), context)
-            if "prev" in record:
-                pipe.hset(keys.comm(str(record["prev"])), "next", comm_id)
+    def create_comms(self, incident_id: str, requests: Sequence[CommRequest]) -> list[tuple[str, bool]]:
+        """:meth:`create_comm` for each request, in order: one transaction per batch of up to
+        ``CREATE_BATCH`` threads, watching their trigger and thread keys and the incident,
+        its reads in one round trip (the keys of one incident share a slot)."""
+        made: list[tuple[str, bool]] = []
+        batch: list[CommRequest] = []
+        for request in requests:
+            # a thread twice in one batch would be read once for two messages: start another
+            if len(batch) == CREATE_BATCH or any(r.stakeholder_id == request.stakeholder_id for r in batch):
+                made += self._create_batch(incident_id, batch)
+                batch = []
+            batch.append(request)
+        return made + (self._create_batch(incident_id, batch) if batch else [])
+
+    def _create_batch(self, incident_id: str, requests: list[CommRequest]) -> list[tuple[str, bool]]:
+        incident_key = keys.incident(incident_id)
+        trigger_keys = [keys.trigger(incident_id, r.stakeholder_id) for r in requests]
+        thread_keys = [keys.thread(incident_id, r.stakeholder_id) for r in requests]
+
+        def transaction(pipe: Any) -> list[tuple[str, bool]]:
+            # Read after WATCH (on another connection, all at once): a write by anyone in
+            # between makes EXEC fail, and the whole batch is done again.
+            reads = self.client.pipeline(transaction=False)
+            reads.get(incident_key)
+            for r, trigger_key, thread_key in zip(requests, trigger_keys, thread_keys, strict=True):
+                reads.hmget(trigger_key, [r.trigger, r.first[1] if r.first else r.trigger])
+                reads.hgetall(thread_key)
+            raw_incident, *replies = reads.execute()
+            incident = Incident.from_json(json.loads(raw_incident)) if raw_incident else None
             shard = keys.shard_of(incident_id)
-            pipe.zadd(keys.log(shard), {comm_id: int(record["created_ms"])})
-            pipe.zadd(keys.incident_comms(incident_id), {comm_id: int(record["created_ms"])})
-            pipe.hincrby(keys.counters(shard), f"created:{use_kind}", 1)
-            pipe.hincrby(keys.counters(shard), f"n:{use_kind}:{Status.SCHEDULED}", 1)
-            # Until it ends, the sweep looks at it again if nobody takes it for sending.
-            pipe.zadd(keys.inflight(shard), {comm_id: int(record["created_ms"]) + DISPATCH_GRACE_MS})
-            return comm_id, True
+            pipe.multi()
+            made: list[tuple[str, bool]] = []
+            for n, r in enumerate(requests):
+                (existing, folded), raw_thread = replies[2 * n], replies[2 * n + 1]
+                trigger_key, thread_key = trigger_keys[n], thread_keys[n]
+                if existing is not None:
+                    made.append((("" if text_of(existing) == SKIPPED else text_of(existing)), False))
+                    continue
+                thread = Thread.from_hash(raw_thread)
+                use_kind, use_trigger = r.first if r.first and not thread.seq else (r.kind, r.trigger)
+                if use_trigger != r.trigger and folded is not None:
+                    pipe.hset(trigger_key, r.trigger, text_of(folded))
+                    made.append((text_of(folded), False))
+                    continue
+                new = new_comm(
+                    incident_id, r.stakeholder_id, use_kind, use_trigger, thread, r.build, incident
+                )
+                if new is None:
+                    pipe.hset(trigger_key, r.trigger, SKIPPED)
+                    made.append(("", False))
+                    continue
+                comm_id, record, after = new
+                context = self.texts.pack(incident_id, "ctx", str(record.pop("context")).encode())
+                pipe.hset(trigger_key, mapping={use_trigger: comm_id, r.trigger: comm_id})
+                pipe.hset(thread_key, mapping=after.to_hash())
+                pipe.hset(keys.comm(comm_id), mapping=record)
+                pipe.set(keys.comm_context(comm_id), context)
+                if "prev" in record:
+                    pipe.hset(keys.comm(str(record["prev"])), "next", comm_id)
+                created_ms = int(record["created_ms"])
+                pipe.zadd(keys.log(shard), {comm_id: created_ms})
+                pipe.zadd(keys.incident_comms(incident_id), {comm_id: created_ms})
+                pipe.hincrby(keys.counters(shard), f"created:{use_kind}", 1)
+                pipe.hincrby(keys.counters(shard), f"n:{use_kind}:{Status.SCHEDULED}", 1)
+                # Until it ends, the sweep looks at it again if nobody takes it for sending.
+                pipe.zadd(keys.inflight(shard), {comm_id: created_ms + DISPATCH_GRACE_MS})
+                made.append((comm_id, True))
+            return made
 
         result = self.client.transaction(
             transaction,  # type: ignore[arg-type]
-            trigger_key,
-            thread_key,
             incident_key,
+            *trigger_keys,
+            *thread_keys,
             value_from_callable=True,
         )
-        return cast(tuple[str, bool], result)
+        return cast("list[tuple[str, bool]]", result)
 
     def comm(self, comm_id: str) -> Communication | None:
         pipe = self.client.pipeline(transaction=False)
