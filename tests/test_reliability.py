@@ -107,17 +107,17 @@ def test_a_redis_error_after_the_servers_250_ends_sent_with_one_documented_dupli
 def test_a_redis_error_between_taking_and_sending_retries_and_sends_once(app: App) -> None:
     """A Redis error in the reads after `begin_send` makes the message `retrying`, never stuck; it is sent once."""
     engine = app.runtime.engine
-    real_opted_out = engine.opted_out
+    real_opted_out_among = engine.opted_out_among
     failed = threading.Event()
 
-    def opted_out_failing_once(stakeholder_id: str, incident_id: str) -> bool:
+    def opted_out_failing_once(incident_id: str, stakeholder_ids: list[str]) -> set[str]:
         sending = threading.current_thread().name.startswith("asyncio")  # the deliver actor's reads
-        if sending and stakeholder_id == "payments-eng" and not failed.is_set():
+        if sending and "payments-eng" in stakeholder_ids and not failed.is_set():
             failed.set()
             raise redis.ConnectionError("Error 111 connecting to redis. Connection refused.")
-        return real_opted_out(stakeholder_id, incident_id)
+        return real_opted_out_among(incident_id, stakeholder_ids)
 
-    engine.opted_out = opted_out_failing_once
+    engine.opted_out_among = opted_out_failing_once  # type: ignore[method-assign]
     emit(event(), broker=app.broker)
     app.drain()
     (eng,) = comms(app, stakeholder_id="payments-eng")

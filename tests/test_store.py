@@ -335,3 +335,25 @@ def test_a_batch_whose_thread_another_writer_changed_meanwhile_is_done_again(
         "INC-1:globex:acknowledgment:1",
         "INC-1:acme:update:2",
     }
+
+
+def test_a_group_is_taken_for_sending_as_each_would_be_alone(store: Store) -> None:
+    first, _ = store.create_comm("INC-1", "acme", Kind.ACKNOWLEDGMENT, "acknowledgment", draft_builder(1_000))
+    second, _ = store.create_comm("INC-1", "acme", Kind.UPDATE, "event:e2", draft_builder(2_000))
+    other, _ = store.create_comm(
+        "INC-1", "globex", Kind.ACKNOWLEDGMENT, "acknowledgment", draft_builder(1_000)
+    )
+
+    claims = store.begin_sends(
+        [(first, "t1"), (second, "t2"), (other, "t3"), ("INC-1:nobody:update:9", "t4")], 5_000, 60_000
+    )
+
+    assert [c.state for c in claims] == [
+        "ok",
+        "waiting",
+        "ok",
+        "missing",
+    ]  # the update waits for its acknowledgment
+    assert claims[0].comm is not None and claims[0].comm.id == first and claims[0].comm.attempts == 1
+    assert claims[2].comm is not None and claims[2].comm.recipient == "a@acme.example"
+    assert store.begin_send(first, 5_000, 60_000, "t5").state == "sending"  # t1 holds it

@@ -161,7 +161,7 @@ def _retries() -> int:
 @dramatiq.actor(queue_name=DELIVER_QUEUE, broker=_placeholder)
 async def deliver(comm_id: str) -> None:
     """Send one communication at most once, in its thread's order (see :func:`_deliver_one`)."""
-    await _deliver_one(runtime.current(), comm_id)
+    await _deliver_group(runtime.current(), [comm_id])
 
 
 @dramatiq.actor(queue_name=DELIVER_QUEUE, broker=_placeholder)
@@ -171,25 +171,61 @@ async def deliver_many(comm_ids: list[str]) -> None:
     A fan-out hands its communications over in groups: one message per group instead of
     one per email, while each communication keeps its own status, lease, retries and order.
     """
-    rt = runtime.current()
-    await asyncio.gather(*(_deliver_one(rt, str(comm_id)) for comm_id in comm_ids))
+    await _deliver_group(runtime.current(), [str(comm_id) for comm_id in comm_ids])
 
 
-async def _deliver_one(rt: runtime.Runtime, comm_id: str) -> None:
+async def _deliver_group(rt: runtime.Runtime, comm_ids: list[str]) -> None:
+    """Take the group for sending in one step off the event loop (each communication by its
+    own compare-and-set, and who among their readers opted out), then send each."""
+    now = rt.clock()
+    attempts = [(comm_id, uuid.uuid4().hex) for comm_id in comm_ids]
+    try:
+        claims, opted_out = await _in_thread(_take, rt, attempts, ms_of(now))
+    except (redis.RedisError, StorageError) as e:
+        logger.warning(
+            "%s: Redis did not answer (%s); the sweep will dispatch them again", ", ".join(comm_ids), e
+        )
+        return
+    await asyncio.gather(
+        *(
+            _deliver_one(rt, comm_id, token, claim, now, opted_out)
+            for (comm_id, token), claim in zip(attempts, claims, strict=True)
+        )
+    )
+
+
+def _take(
+    rt: runtime.Runtime, attempts: list[tuple[str, str]], now_ms: int
+) -> tuple[list[Claim], set[tuple[str, str]] | Exception]:
+    """The claims of ``attempts``, and the (incident, stakeholder) pairs among those taken
+    whose stakeholder opted out: or the error that read met, once they are taken (each
+    attempt then ends ``retrying`` with it, rather than wait for its lease)."""
+    claims = rt.store.begin_sends(attempts, now_ms, rt.settings.send_lease_ms)
+    readers: dict[str, list[str]] = {}
+    for claim in claims:
+        if claim.comm is not None:
+            readers.setdefault(claim.comm.incident_id, []).append(claim.comm.stakeholder_id)
+    try:
+        return claims, {(i, s) for i, among in readers.items() for s in rt.engine.opted_out_among(i, among)}
+    except (redis.RedisError, StorageError) as e:
+        return claims, e
+
+
+async def _deliver_one(
+    rt: runtime.Runtime,
+    comm_id: str,
+    token: str,
+    claim: Claim,
+    now: datetime,
+    opted_out: set[tuple[str, str]] | Exception,
+) -> None:
     """Send one communication at most once, in its thread's order.
 
-    The store's compare-and-set decides whether this attempt may send (see
+    The store's compare-and-set decided whether this attempt may send (``claim``, see
     ``lua/begin_send.lua``). Whatever happens after that ends in ``sent``, ``failed``,
     ``cancelled`` or ``retrying`` with a next attempt; if even that cannot be written
     (Redis is away), the lease expires and the scheduler's sweep dispatches it again.
     """
-    now = rt.clock()
-    token = uuid.uuid4().hex
-    try:
-        claim = await _in_thread(rt.store.begin_send, comm_id, ms_of(now), rt.settings.send_lease_ms, token)
-    except (redis.RedisError, StorageError) as e:
-        logger.warning("%s: Redis did not answer (%s); the sweep will dispatch it again", comm_id, e)
-        return
     if claim.following:
         await _in_thread(deliver.send, claim.following)
     if claim.state != "ok" or claim.comm is None:
@@ -197,7 +233,9 @@ async def _deliver_one(rt: runtime.Runtime, comm_id: str) -> None:
         return
     comm = claim.comm
     try:
-        status, fields = await _attempt(rt, claim, now)
+        if isinstance(opted_out, Exception):
+            raise opted_out
+        status, fields = await _attempt(rt, claim, now, (comm.incident_id, comm.stakeholder_id) in opted_out)
     except Exception as e:
         logger.exception("%s: the attempt failed unexpectedly", comm_id)
         status, fields = Status.RETRYING, {"last_error": f"{type(e).__name__}: {e}"}
@@ -232,16 +270,16 @@ async def _deliver_one(rt: runtime.Runtime, comm_id: str) -> None:
         await _in_thread(deliver.send, following)
 
 
-async def _attempt(rt: runtime.Runtime, claim: Claim, now: datetime) -> tuple[Status, dict[str, str | int]]:
+async def _attempt(
+    rt: runtime.Runtime, claim: Claim, now: datetime, reader_opted_out: bool
+) -> tuple[Status, dict[str, str | int]]:
     """Compose and send one taken communication; return its new status and the fields to record."""
     comm = claim.comm
     assert comm is not None
     config = rt.config()
     stakeholder = config.stakeholder(comm.stakeholder_id)
     incident = await _in_thread(rt.store.incident, comm.incident_id) if comm.kind == Kind.UPDATE else None
-    opted_out = stakeholder is not None and await _in_thread(
-        rt.engine.opted_out, stakeholder.id, comm.incident_id
-    )
+    opted_out = stakeholder is not None and reader_opted_out
     reason = cancel_reason(comm, stakeholder, incident, opted_out)
     if reason is not None:
         if opted_out:

@@ -301,7 +301,7 @@ class Engine:
         if not wanted:
             return []
         now = now.astimezone(UTC)
-        out = self._opted_out_among(incident.id, [s.id for s, _, _ in wanted])
+        out = self.opted_out_among(incident.id, [s.id for s, _, _ in wanted])
         for stakeholder_id in sorted(out):
             self.stop_thread(incident.id, stakeholder_id)
         kept = [(s, kind, trigger) for s, kind, trigger in wanted if s.id not in out]
@@ -335,7 +335,8 @@ class Engine:
             self.timers.arm_many(arms)
         return comms
 
-    def _opted_out_among(self, incident_id: str, stakeholder_ids: list[str]) -> set[str]:
+    def opted_out_among(self, incident_id: str, stakeholder_ids: list[str]) -> set[str]:
+        """Which of ``stakeholder_ids`` opted out of ``incident_id`` (or of all mail)."""
         if self._opted_out is not None:
             return {s for s in stakeholder_ids if self._opted_out(s, incident_id)}
         return self.store.opted_out_among(incident_id, stakeholder_ids)

@@ -199,6 +199,9 @@ class MemoryStore(MemoryAnswers):
             raw = self._comms.get(comm_id)
             return Communication.from_hash(raw) if raw else None
 
+    def begin_sends(self, attempts: Sequence[tuple[str, str]], now_ms: int, lease_ms: int) -> list[Claim]:
+        return [self.begin_send(comm_id, now_ms, lease_ms, token) for comm_id, token in attempts]
+
     def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim:
         with self._lock:
             comm = self._comms.get(comm_id)

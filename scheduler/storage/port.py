@@ -191,6 +191,10 @@ class Store(Protocol):
 
     def comm(self, comm_id: str) -> Communication | None: ...
     def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim: ...
+    def begin_sends(self, attempts: Sequence[tuple[str, str]], now_ms: int, lease_ms: int) -> list[Claim]:
+        """``begin_send`` for each (communication id, token), in as few round trips as the store can."""
+        ...
+
     def finish_send(
         self,
         comm_id: str,

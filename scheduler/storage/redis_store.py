@@ -52,6 +52,18 @@ CREATE_BATCH = 50
 """Threads whose communications :meth:`RedisStore.create_comms` creates in one transaction."""
 
 
+def _claim(answer: list[Any], context: bytes | None) -> Claim:
+    """What ``lua/begin_send.lua`` answered, as a claim."""
+    state = text_of(answer[0])
+    if state != "ok":
+        return Claim(state, text_of(answer[1]) if len(answer) > 1 else None)
+    fields = answer[4:]
+    taken = Communication.from_hash(
+        with_texts(dict(zip(fields[::2], fields[1::2], strict=True)), context, None, whole=False)
+    )
+    return Claim(state, None, taken, text_of(answer[1]), utc_of(answer[2]))
+
+
 class RedisStore(RedisReading, RedisAnswers, RedisRetention):
     """Redis persistence for events, incidents, threads and the communications log; reading
     the log and its figures comes from :class:`RedisReading`, what stakeholders answer from
@@ -283,24 +295,33 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
 
     def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim:
         """Take ``comm_id`` for sending (see ``lua/begin_send.lua`` for every answer)."""
-        answer = self._begin_send(
-            keys=[
+        (claim,) = self.begin_sends([(comm_id, token)], now_ms, lease_ms)
+        return claim
+
+    def begin_sends(self, attempts: Sequence[tuple[str, str]], now_ms: int, lease_ms: int) -> list[Claim]:
+        """:meth:`begin_send` for each (communication id, token), in one round trip on a
+        single Redis (a cluster client cannot pipeline scripts: there, one call each)."""
+        pipe = (
+            None if isinstance(cast(object, self.client), redis.RedisCluster) else self.client.pipeline(False)
+        )
+        answers = []
+        for comm_id, token in attempts:
+            shard = keys.shard_of_comm(comm_id)
+            comm_keys = [
                 keys.comm(comm_id),
-                keys.inflight(shard := keys.shard_of_comm(comm_id)),
+                keys.inflight(shard),
                 keys.counters(shard),
                 keys.comm_context(comm_id),
-            ],
-            args=[now_ms, lease_ms, token, WAIT_RECHECK_MS, keys.comm_prefix(shard)],
+            ]
+            args: list[str | int] = [now_ms, lease_ms, token, WAIT_RECHECK_MS, keys.comm_prefix(shard)]
+            answers.append(self._begin_send(keys=comm_keys, args=args, client=pipe or self.client))
+        if pipe is not None:
+            answers = pipe.execute()
+        incident_ids = [comm_id.split(":", 1)[0] for comm_id, _ in attempts]
+        contexts = self.texts.unpack_many(
+            incident_ids, [a[3] or None if text_of(a[0]) == "ok" else None for a in answers]
         )
-        state = text_of(answer[0])
-        if state != "ok":
-            return Claim(state, text_of(answer[1]) if len(answer) > 1 else None)
-        (context,) = self.texts.unpack_many([comm_id.split(":", 1)[0]], [answer[3] or None])
-        fields = answer[4:]
-        taken = Communication.from_hash(
-            with_texts(dict(zip(fields[::2], fields[1::2], strict=True)), context, None, whole=False)
-        )
-        return Claim(state, None, taken, text_of(answer[1]), utc_of(answer[2]))
+        return [_claim(answer, context) for answer, context in zip(answers, contexts, strict=True)]
 
     def finish_send(
         self,
