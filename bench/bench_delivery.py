@@ -11,6 +11,7 @@ In one process tree, one run (so the ratios hold on a noisy machine):
 - Redis bytes per logged communication (``INFO memory``, every key counted), on the fan-out
   (one message per thread) and on a long incident (``--updates`` messages per thread);
 - timer punctuality: ``bench/bench_timers.py`` (skip with ``--no-timers``);
+- CPU time per email during the fan-out: the workers', Redis' and the SMTP server's (``/proc``);
 - the worker's RSS at the end;
 - with ``--broker-url amqp://…``: the fan-out, the no-op baseline and the latency again with
   the queues on that RabbitMQ (Dramatiq's RabbitmqBroker), after the Redis broker's, in the
@@ -271,6 +272,10 @@ class Amends:
         self.workers.wait_ready()
         self.broker = build_broker(broker_url or redis.url)
         self.store = RedisStore(self.client)
+        self.server_pids = {
+            "redis": redis.process.pid if redis.process else 0,
+            "smtp_server": smtp.process.pid,
+        }
 
     def counts(self) -> tuple[int, int]:
         """(communications logged, communications still unfinished)."""
@@ -279,16 +284,21 @@ class Amends:
             pipe.zcard(keys.log(shard))
         return sum(int(n) for n in pipe.execute()), self.store.unfinished_count()
 
+    def worker_pids(self) -> list[int]:
+        """The supervisor and its worker processes."""
+        children = subprocess.run(["pgrep", "-P", str(self.workers.pid)], capture_output=True, text=True)
+        return [self.workers.pid or 0, *(int(p) for p in children.stdout.split())]
+
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds used so far by the workers, Redis and the SMTP server (user + system)."""
+        return {
+            "worker": sum(_cpu_seconds(p) for p in self.worker_pids()),
+            **{name: _cpu_seconds(pid) for name, pid in self.server_pids.items()},
+        }
+
     def rss_mb(self) -> float:
-        pids = [self.workers.pid or 0]
-        pids += [
-            int(p)
-            for p in subprocess.run(
-                ["pgrep", "-P", str(self.workers.pid)], capture_output=True, text=True
-            ).stdout.split()
-        ]
         total = 0
-        for pid in pids:
+        for pid in self.worker_pids():
             status = Path(f"/proc/{pid}/status")
             if status.exists():
                 match = re.search(r"VmRSS:\s+(\d+) kB", status.read_text())
@@ -303,9 +313,18 @@ class Amends:
         self.broker.close()
 
 
-def _fan_out(amends: Amends, incidents: int, stakeholders: int) -> dict[str, float]:
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _fan_out(amends: Amends, incidents: int, stakeholders: int) -> dict[str, Any]:
     total = incidents * stakeholders
     before = amends.used_memory()
+    cpu_before = amends.cpu_s()
     start = time.monotonic()
     for n in range(incidents):
         emit(_event(f"INC-{n}"), broker=amends.broker)
@@ -316,6 +335,7 @@ def _fan_out(amends: Amends, incidents: int, stakeholders: int) -> dict[str, flo
 
     _wait(check, 1800, "amends fan-out")
     elapsed = time.monotonic() - start
+    cpu = {name: used - cpu_before[name] for name, used in amends.cpu_s().items()}
     failed = sum(1 for c in amends.store.communications() if c.status != "sent")
     return {
         "emails": total,
@@ -324,6 +344,7 @@ def _fan_out(amends: Amends, incidents: int, stakeholders: int) -> dict[str, flo
         "not_sent": failed,
         "bytes_per_comm": (amends.used_memory() - before) / total,
         "worker_rss_mb": amends.rss_mb(),
+        "cpu_ms_per_email": {name: 1000 * used / total for name, used in cpu.items()},
     }
 
 
@@ -516,6 +537,12 @@ def main() -> None:
             f"Redis bytes per communication, {args.updates} per thread",
             f"{results['long_incident_bytes_per_comm']:,.0f} B",
             "",
+        ),
+        (
+            "CPU per email in the fan-out",
+            f"{a['cpu_ms_per_email']['worker']:.2f} ms",
+            f"the workers; Redis {a['cpu_ms_per_email']['redis']:.2f} ms, "
+            f"the SMTP server {a['cpu_ms_per_email']['smtp_server']:.2f} ms",
         ),
         ("worker RSS after the fan-out", f"{a['worker_rss_mb']:.0f} MB", "all worker processes"),
     ]
