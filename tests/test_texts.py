@@ -79,6 +79,8 @@ def test_a_sent_communication_keeps_a_listpack_hash_and_compact_texts(client: re
 
     for comm_id in comm_ids:
         assert client.object("encoding", keys.comm(comm_id)) == b"listpack"
+    # a sibling's context, packed against the first one's, is short enough to stay in the hash
+    assert not any(client.exists(keys.comm_context(c)) for c in comm_ids[1:])
     sizes = [int(client.strlen(keys.comm_message(c))) for c in comm_ids[1:]]
     assert max(sizes) * 8 < len(_message(1).encode()), sizes
 

@@ -15,7 +15,7 @@ not found with another.
 | ``amends:{NN}:thread:{incident_id}:{stakeholder_id}`` | hash | one stakeholder's thread: seq, last message, promise |
 | ``amends:{NN}:trigger:{incident_id}:{stakeholder_id}`` | hash | trigger token -> communication id (idempotent creation) |
 | ``amends:{NN}:comm:{comm_id}`` | hash | one communication's short fields: status, times, ids |
-| ``amends:{NN}:ctx:{comm_id}`` | string | its template context, compressed against a reference (:mod:`~scheduler.storage.texts`) |
+| ``amends:{NN}:ctx:{comm_id}`` | string | its template context, compressed against a reference (:mod:`~scheduler.storage.texts`), when too long for the hash's ``ctx_z`` |
 | ``amends:{NN}:msg:{comm_id}`` | string | its subject, Message-ID, server reply and message as sent, compressed likewise |
 | ``amends:{NN}:ref:{incident_id}:{token}`` | string | a text the incident's communications are compressed against (never changed) |
 | ``amends:{NN}:refs:{incident_id}`` | set | the tokens of the incident's references (removed with it) |

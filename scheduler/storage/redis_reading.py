@@ -15,15 +15,15 @@ import redis
 from scheduler.core.model import Communication, Incident, Thread, ms_of, text_of
 from scheduler.storage import keys
 from scheduler.storage.port import Counters, Cursor
-from scheduler.storage.texts import Texts, unpack_message
+from scheduler.storage.texts import INLINE_CONTEXT, Texts, context_blob, unpack_message
 
 __all__ = ["RedisReading"]
 
 _PAGE_SLICE = 200
 """Log entries read per round trip while a page is filled."""
 
-_LISTED = Communication.LISTED_FIELDS
-"""What a list of communications reads of each hash."""
+_LISTED = (*Communication.LISTED_FIELDS, INLINE_CONTEXT)
+"""What a list of communications reads of each hash (and its context, when kept there)."""
 
 
 def with_texts(
@@ -31,6 +31,8 @@ def with_texts(
 ) -> dict[Any, Any]:
     """A communication's hash fields with its texts (:mod:`~scheduler.storage.texts`) added,
     as :meth:`Communication.from_hash` reads them; the message as sent only when ``whole``."""
+    fields.pop(INLINE_CONTEXT, None)
+    fields.pop(INLINE_CONTEXT.encode(), None)
     if context is not None:
         fields["context"] = context
     for name, value in unpack_message(message).items():
@@ -55,7 +57,13 @@ class RedisReading:
             pipe.get(keys.comm_message(comm_id))
         replies = pipe.execute()
         incident_ids = [c.split(":", 1)[0] for c in comm_ids]
-        contexts = self.texts.unpack_many(incident_ids, replies[1::3])
+        contexts = self.texts.unpack_many(
+            incident_ids,
+            [
+                context_blob({INLINE_CONTEXT: v[-1]}, c)
+                for v, c in zip(replies[0::3], replies[1::3], strict=True)
+            ],
+        )
         messages = self.texts.unpack_many(incident_ids, replies[2::3])
         out: list[Communication | None] = []
         for values, context, message in zip(replies[0::3], contexts, messages, strict=True):

@@ -42,7 +42,7 @@ from scheduler.storage.port import (
 from scheduler.storage.redis_answers import RedisAnswers
 from scheduler.storage.redis_reading import RedisReading, with_texts
 from scheduler.storage.redis_retention import RedisRetention
-from scheduler.storage.texts import MESSAGE_FIELDS, Texts
+from scheduler.storage.texts import INLINE_CONTEXT, INLINE_MAX, MESSAGE_FIELDS, Texts, context_blob
 
 __all__ = ["RedisStore"]
 
@@ -257,10 +257,14 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
                     continue
                 comm_id, record, after = new
                 context = self.texts.pack(incident_id, "ctx", str(record.pop("context")).encode())
+                stored: dict[str, str | int | bytes] = dict(record)
+                if len(context) <= INLINE_MAX:
+                    stored[INLINE_CONTEXT] = context
                 pipe.hset(trigger_key, mapping={use_trigger: comm_id, r.trigger: comm_id})
                 pipe.hset(thread_key, mapping=after.to_hash())
-                pipe.hset(keys.comm(comm_id), mapping=record)
-                pipe.set(keys.comm_context(comm_id), context)
+                pipe.hset(keys.comm(comm_id), mapping=stored)
+                if len(context) > INLINE_MAX:
+                    pipe.set(keys.comm_context(comm_id), context)
                 if "prev" in record:
                     pipe.hset(keys.comm(str(record["prev"])), "next", comm_id)
                 created_ms = int(record["created_ms"])
@@ -290,7 +294,9 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
         raw, *texts = pipe.execute()
         if not raw:
             return None
-        context, message = self.texts.unpack_many([comm_id.split(":", 1)[0]] * 2, texts)
+        context, message = self.texts.unpack_many(
+            [comm_id.split(":", 1)[0]] * 2, [context_blob(raw, texts[0]), texts[1]]
+        )
         return Communication.from_hash(with_texts(raw, context, message, whole=True))
 
     def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim:
@@ -318,9 +324,13 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
         if pipe is not None:
             answers = pipe.execute()
         incident_ids = [comm_id.split(":", 1)[0] for comm_id, _ in attempts]
-        contexts = self.texts.unpack_many(
-            incident_ids, [a[3] or None if text_of(a[0]) == "ok" else None for a in answers]
-        )
+        blobs = [
+            context_blob(dict(zip(a[4::2], a[5::2], strict=True)), a[3] or None)
+            if text_of(a[0]) == "ok"
+            else None
+            for a in answers
+        ]
+        contexts = self.texts.unpack_many(incident_ids, blobs)
         return [_claim(answer, context) for answer, context in zip(answers, contexts, strict=True)]
 
     def finish_send(

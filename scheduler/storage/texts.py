@@ -4,7 +4,8 @@ A communication's hash holds short fields only (ids, status, times), so Redis ke
 compact listpack; one value over 64 bytes would turn it into a hashtable of about 80 bytes
 per field. Its long texts live in two strings of the same slot:
 
-- ``ctx:{comm_id}``, written when it is created: the template context (``context``);
+- ``ctx:{comm_id}``, written when it is created: the template context (``context``), or in
+  the hash as ``ctx_z`` when it packs into 64 bytes, as a sibling's usually does;
 - ``msg:{comm_id}``, written when an attempt ends: ``subject``, ``message_id``,
   ``server_reply`` and the message as sent (``message``).
 
@@ -35,7 +36,13 @@ import redis
 from scheduler.errors import StorageError
 from scheduler.storage import keys
 
-__all__ = ["MESSAGE_FIELDS", "Texts", "unpack_message"]
+__all__ = ["INLINE_CONTEXT", "INLINE_MAX", "MESSAGE_FIELDS", "Texts", "context_blob", "unpack_message"]
+
+INLINE_CONTEXT = "ctx_z"
+INLINE_MAX = 64
+"""A packed context this short (most are, against a sibling's) is kept in the hash itself as
+``ctx_z``, which a listpack holds in a few bytes more than its length: a key of its own would
+cost about 150 bytes."""
 
 MESSAGE_FIELDS = ("subject", "message_id", "server_reply", "message")
 """What ``msg:{comm_id}`` keeps: the fields of a communication that an attempt writes and
@@ -145,3 +152,8 @@ class Texts:
 def unpack_message(plain: bytes | None) -> dict[str, Any]:
     """The fields of a message part as :meth:`Texts.pack_message` packed them."""
     return cast("dict[str, Any]", json.loads(plain)) if plain else {}
+
+
+def context_blob(fields: Mapping[Any, Any], stored: bytes | None) -> bytes | None:
+    """A communication's packed context: at ``ctx:{comm_id}`` (``stored``) or in its hash."""
+    return stored or fields.get(INLINE_CONTEXT.encode()) or fields.get(INLINE_CONTEXT)
