@@ -9,7 +9,8 @@ In one process tree, one run (so the ratios hold on a noisy machine):
 - acknowledgment latency at a steady ``--rate`` events/s x 10 stakeholders: enqueue to the
   server's 250 (``sent_at - promised_at``: the promise of an acknowledgment is its enqueue time);
 - Redis bytes per logged communication (``INFO memory``, every key counted), on the fan-out
-  (one message per thread) and on a long incident (``--updates`` messages per thread);
+  (one message per thread) and on a long incident (``--stakeholders`` threads, ``--updates``
+  messages after the acknowledgment in each);
 - timer punctuality: ``bench/bench_timers.py`` (skip with ``--no-timers``);
 - CPU time per email during the fan-out: the workers', Redis' and the SMTP server's (``/proc``);
 - the worker's RSS at the end;
@@ -349,7 +350,8 @@ def _fan_out(amends: Amends, incidents: int, stakeholders: int) -> dict[str, Any
 
 
 def _long_incident(amends: Amends, stakeholders: int, updates: int) -> float:
-    """Bytes per communication when each thread holds many: one incident, ``updates`` material changes."""
+    """Bytes per communication when each thread holds many: one incident that concerns all
+    ``stakeholders`` configured, ``updates`` material changes after its opening."""
     base = amends.counts()[0]
     emit(_event("LONG-1"), broker=amends.broker)
 
@@ -482,7 +484,7 @@ def main() -> None:
                 assert sample is not None and sample.message, "the log kept no message as sent"
                 size = len(sample.message.encode())
                 results["long_incident_bytes_per_comm"] = _long_incident(
-                    amends, args.stakeholders // 20 or 1, args.updates
+                    amends, args.stakeholders, args.updates
                 )
             finally:
                 amends.stop()
