@@ -48,6 +48,7 @@ def test_redis_data_survives_sigkill_and_restart(appendfsync: str) -> None:
         client = server.client()
         client.set("kept", "yes")
         client.rpush("queue", "a", "b")
+        server.aof_written()  # with everysec, a write may wait for a slow fsync: see RedisServer
         pid = server.process.pid if server.process else None
         server.kill()
         assert not server.running
@@ -67,6 +68,7 @@ def test_redis_data_survives_sigkill_and_restart(appendfsync: str) -> None:
 def test_restart_of_a_running_redis_kills_it_first() -> None:
     with RedisServer() as server:
         server.client().set("k", "v")
+        server.aof_written()
         server.restart()
         assert server.starts == 2
         assert server.client().get("k") == b"v"
