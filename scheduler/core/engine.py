@@ -90,11 +90,8 @@ class Engine:
         self.config = config
         self.dispatch = dispatch
         self._opted_out = opted_out
-        self.opted_out = opted_out or (
-            lambda stakeholder_id, incident_id: store.is_opted_out(stakeholder_id, incident_id)
-        )
-        """``opted_out(stakeholder_id, incident_id)``: True when that stakeholder opted out of it
-        (by default, what the store keeps)."""
+        """``opted_out(stakeholder_id, incident_id)``: True when that stakeholder opted out of it;
+        None: what the store keeps (see :meth:`opted_out_among`)."""
 
     # -- events ------------------------------------------------------------------------
 
@@ -231,7 +228,7 @@ class Engine:
         if stakeholder is None or incident is None:
             logger.info("timer %s dropped: stakeholder or incident no longer exists", member)
             return None
-        if self.opted_out(stakeholder_id, incident_id):
+        if self.opted_out_among(incident_id, [stakeholder_id]):
             self.stop_thread(incident_id, stakeholder_id)
             return None
         thread = self.store.thread(incident_id, stakeholder_id)

@@ -65,9 +65,14 @@ def shard_of(incident_id: str) -> int:
     return zlib.crc32(incident_id.encode()) % SHARDS
 
 
+def incident_of_comm(comm_id: str) -> str:
+    """The incident a communication belongs to: what its id starts with (``INC-1:acme:update:3``)."""
+    return comm_id.split(":", 1)[0]
+
+
 def shard_of_comm(comm_id: str) -> int:
-    """A communication's shard, from the incident id its id starts with (``INC-1:acme:update:3``)."""
-    return shard_of(comm_id.split(":", 1)[0])
+    """A communication's shard: its incident's."""
+    return shard_of(incident_of_comm(comm_id))
 
 
 def shard_of_timer(member: str) -> int:

@@ -56,7 +56,7 @@ class RedisReading:
             pipe.get(keys.comm_context(comm_id))
             pipe.get(keys.comm_message(comm_id))
         replies = pipe.execute()
-        incident_ids = [c.split(":", 1)[0] for c in comm_ids]
+        incident_ids = [keys.incident_of_comm(c) for c in comm_ids]
         contexts = self.texts.unpack_many(
             incident_ids,
             [

@@ -52,16 +52,17 @@ CREATE_BATCH = 50
 """Threads whose communications :meth:`RedisStore.create_comms` creates in one transaction."""
 
 
-def _claim(answer: list[Any], context: bytes | None) -> Claim:
-    """What ``lua/begin_send.lua`` answered, as a claim."""
-    state = text_of(answer[0])
-    if state != "ok":
-        return Claim(state, text_of(answer[1]) if len(answer) > 1 else None)
-    fields = answer[4:]
-    taken = Communication.from_hash(
-        with_texts(dict(zip(fields[::2], fields[1::2], strict=True)), context, None, whole=False)
-    )
-    return Claim(state, None, taken, text_of(answer[1]), utc_of(answer[2]))
+def _taken(answer: list[Any]) -> dict[Any, Any] | None:
+    """The communication's fields ``lua/begin_send.lua`` answers "ok" with; None for another answer."""
+    return dict(zip(answer[4::2], answer[5::2], strict=True)) if text_of(answer[0]) == "ok" else None
+
+
+def _claim(answer: list[Any], taken: dict[Any, Any] | None, context: bytes | None) -> Claim:
+    """What ``lua/begin_send.lua`` answered, as a claim (``taken``: see :func:`_taken`)."""
+    if taken is None:
+        return Claim(text_of(answer[0]), text_of(answer[1]) if len(answer) > 1 else None)
+    comm = Communication.from_hash(with_texts(taken, context, None, whole=False))
+    return Claim("ok", None, comm, text_of(answer[1]), utc_of(answer[2]))
 
 
 class RedisStore(RedisReading, RedisAnswers, RedisRetention):
@@ -258,13 +259,13 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
                 comm_id, record, after = new
                 context = self.texts.pack(incident_id, "ctx", str(record.pop("context")).encode())
                 stored: dict[str, str | int | bytes] = dict(record)
-                if len(context) <= INLINE_MAX:
-                    stored[INLINE_CONTEXT] = context
                 pipe.hset(trigger_key, mapping={use_trigger: comm_id, r.trigger: comm_id})
                 pipe.hset(thread_key, mapping=after.to_hash())
-                pipe.hset(keys.comm(comm_id), mapping=stored)
-                if len(context) > INLINE_MAX:
+                if len(context) <= INLINE_MAX:
+                    stored[INLINE_CONTEXT] = context
+                else:
                     pipe.set(keys.comm_context(comm_id), context)
+                pipe.hset(keys.comm(comm_id), mapping=stored)
                 if "prev" in record:
                     pipe.hset(keys.comm(str(record["prev"])), "next", comm_id)
                 created_ms = int(record["created_ms"])
@@ -295,7 +296,7 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
         if not raw:
             return None
         context, message = self.texts.unpack_many(
-            [comm_id.split(":", 1)[0]] * 2, [context_blob(raw, texts[0]), texts[1]]
+            [keys.incident_of_comm(comm_id)] * 2, [context_blob(raw, texts[0]), texts[1]]
         )
         return Communication.from_hash(with_texts(raw, context, message, whole=True))
 
@@ -323,15 +324,14 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
             answers.append(self._begin_send(keys=comm_keys, args=args, client=pipe or self.client))
         if pipe is not None:
             answers = pipe.execute()
-        incident_ids = [comm_id.split(":", 1)[0] for comm_id, _ in attempts]
+        incident_ids = [keys.incident_of_comm(comm_id) for comm_id, _ in attempts]
+        taken = [_taken(a) for a in answers]
         blobs = [
-            context_blob(dict(zip(a[4::2], a[5::2], strict=True)), a[3] or None)
-            if text_of(a[0]) == "ok"
-            else None
-            for a in answers
+            context_blob(t, a[3] or None) if t is not None else None
+            for a, t in zip(answers, taken, strict=True)
         ]
         contexts = self.texts.unpack_many(incident_ids, blobs)
-        return [_claim(answer, context) for answer, context in zip(answers, contexts, strict=True)]
+        return [_claim(*claimed) for claimed in zip(answers, taken, contexts, strict=True)]
 
     def finish_send(
         self,
@@ -345,7 +345,7 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
         """Record an attempt's end; return (written, the thread's next message to dispatch)."""
         check_finish(status, next_attempt_ms)
         texts = {name: fields.pop(name) for name in MESSAGE_FIELDS if name in fields}
-        packed = self.texts.pack_message(comm_id.split(":", 1)[0], texts) if texts else b""
+        packed = self.texts.pack_message(keys.incident_of_comm(comm_id), texts) if texts else b""
         args: list[str | int | bytes] = [token, str(status), now_ms, next_attempt_ms or 0, packed]
         for name, value in fields.items():
             args += [name, value]
