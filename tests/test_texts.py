@@ -3,10 +3,13 @@ compressed against a sibling's, read back exactly by any process, removed with t
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import redis
 
 from scheduler.core.model import Action, Draft, EventRecord, Incident, IncidentState, Kind, Status, Thread
+from scheduler.errors import StorageError
 from scheduler.storage import keys
 from scheduler.storage.redis_store import RedisStore
 
@@ -108,8 +111,23 @@ def test_retention_leaves_no_key_of_a_removed_incident(client: redis.Redis) -> N
 
     store.apply_event("e-resolved", INCIDENT, resolve)
     assert any(client.scan_iter(match=f"*:ref:{INCIDENT}:*"))
+    # a worker killed after writing a new reference, before the message it was for: listed all the same
+    RedisStore(client).texts.pack(INCIDENT, "msg", b"a text no sibling has " * 40)
 
     assert store.remove_resolved_before(5_000, now_ms=10_000).communications == 3
 
     left = [k for k in client.scan_iter(match=f"*{INCIDENT}*")]
     assert left == []
+
+
+def test_a_text_whose_reference_is_gone_is_a_storage_error_naming_it(client: redis.Redis) -> None:
+    """Never a wrong message: reading a text without what it was compressed against fails
+    with the key that is missing, and the communication itself is still there."""
+    store = RedisStore(client)
+    comm_id = _send(store, 0)
+    (reference,) = list(client.scan_iter(match=f"*:ref:{INCIDENT}:*"))[:1]
+    client.delete(reference)
+
+    with pytest.raises(StorageError, match=re.escape(reference.decode())):
+        RedisStore(client).comm(comm_id)  # a process that has not cached it
+    assert client.hget(keys.comm(comm_id), "status") == b"sent"
