@@ -82,7 +82,7 @@ def _run(jobs: list[Job], templates: render.TemplateSet) -> tuple[float, list[by
         message, _ = messages.compose_email(comm, stakeholder, CONFIG, templates, NOW, "bench-secret")
         _envelope(message)
         wire.append(_wire_bytes(message))
-        str(message["Message-ID"])
+        mime.written_header(message, "Message-ID")
     return time.perf_counter() - start, wire
 
 

@@ -176,3 +176,45 @@ def test_next_update_on_another_day_names_the_day() -> None:
     assert stakeholder is not None
     _, rendered = compose_email(comm, stakeholder, CONFIG, TEMPLATES, NOW, "k")
     assert "Mon 26 Oct, 02:30 EDT" in rendered.text
+
+
+def test_an_edited_or_added_template_is_used_once_its_recheck_time_has_passed(tmp_path: Path) -> None:
+    """A running worker picks up template edits: a template looked up is kept for RECHECK_S,
+    then its file (and whether the audience now has a template of its own) is checked again."""
+    import os
+    import shutil
+
+    from scheduler.mail.render import RECHECK_S
+
+    folder = tmp_path / "templates"
+    shutil.copytree(bundled_path("templates"), folder)
+    ticks = [100.0]
+    templates = TemplateSet(folder, clock=lambda: ticks[0])
+    context = _context()
+    title = context["incident"]["title"]
+    subject = folder / "default" / "update.subject.j2"
+
+    def subject_now() -> str:
+        return templates.render("partners", "update", context).subject
+
+    assert title in subject_now()
+    subject.write_text("Edited: {{ incident.title }}")
+    os.utime(subject, (1_000, 1_000))  # a different mtime, however fast the test runs
+    ticks[0] += RECHECK_S / 2
+    assert not subject_now().startswith("Edited:")  # still the one looked up
+    ticks[0] += RECHECK_S / 2
+    assert subject_now() == f"Edited: {title}"
+    (folder / "partners").mkdir()
+    (folder / "partners" / "update.subject.j2").write_text("Partners: {{ incident.title }}")
+    assert subject_now() == f"Edited: {title}"
+    ticks[0] += RECHECK_S
+    assert subject_now() == f"Partners: {title}"
+
+
+def _context() -> dict[str, Any]:
+    """A full template context for an update to the engineering stakeholder."""
+    from scheduler.mail.messages import template_context
+
+    stakeholder = CONFIG.stakeholder("eng")
+    assert stakeholder is not None
+    return template_context(_comm("update", "eng"), stakeholder, CONFIG, NOW, "k")

@@ -38,6 +38,7 @@ from scheduler.errors import (
 from scheduler.mail.channels import compose_channel
 from scheduler.mail.channels import send as send_to_channel
 from scheduler.mail.messages import compose_email
+from scheduler.mail.mime import written_header
 from scheduler.service.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE
 from scheduler.storage.port import Claim
 from workers import runtime
@@ -316,7 +317,13 @@ async def _attempt(
             "updated_ms": ms_of(now),
         }
     return await _sent(
-        rt, comm, now, rendered.subject, rt.pool().send(email), str(email["Message-ID"]), email.as_string()
+        rt,
+        comm,
+        now,
+        rendered.subject,
+        rt.pool().send(email),
+        written_header(email, "Message-ID") or "",
+        email.as_string(),
     )
 
 

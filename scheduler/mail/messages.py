@@ -5,6 +5,7 @@ The context is documented in ``templates/README.md``; keep the two in step.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formataddr
@@ -49,12 +50,15 @@ def thread_id_for(incident_id: str, stakeholder_id: str, config: Config) -> str:
 
 def _review_date(value: object) -> str:
     """``2026-12-01`` as ``Tuesday 1 December 2026``; anything else as it is."""
-    if not value:
-        return ""
+    return _long_date(str(value)) if value else ""
+
+
+@functools.lru_cache(maxsize=256)
+def _long_date(value: str) -> str:
     try:
-        return pendulum.parse(str(value)).format("dddd D MMMM YYYY")  # type: ignore[union-attr]
+        return pendulum.parse(value).format("dddd D MMMM YYYY")  # type: ignore[union-attr]
     except (ValueError, pendulum.parsing.exceptions.ParserError):
-        return str(value)
+        return value
 
 
 def contact_context(stakeholder: Stakeholder, config: Config) -> dict[str, Any]:

@@ -7,6 +7,7 @@ and the path for headers that need encoding or folding).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from datetime import datetime
@@ -27,6 +28,7 @@ __all__ = [
     "build_email",
     "message_id_for",
     "reference_email",
+    "written_header",
 ]
 
 VERBATIM_HEADERS = frozenset(
@@ -295,9 +297,20 @@ def _address_of(mailbox: str) -> str:
 
 
 def _quoted_printable(text: str) -> str:
-    """``text`` as ``set_content(text, cte="quoted-printable")`` stores it (lines end in ``\\n``)."""
-    lines = text.encode("utf-8").splitlines()
-    return quoprimime.body_encode((b"\n".join(lines) + b"\n").decode("latin-1"), _FOLD_AT)
+    """``text`` as ``set_content(text, cte="quoted-printable")`` stores it (lines end in ``\\n``).
+
+    That is ``quoprimime.body_encode`` of the lines joined by ``\\n``, which encodes each
+    line on its own: so each line is encoded once, and the lines a fan-out's messages
+    share (most of a template's) come from a cache.
+    """
+    lines = text.encode("utf-8").splitlines() or [b""]
+    return "".join([_quoted_line(line.decode("latin-1")) for line in lines])
+
+
+@functools.lru_cache(maxsize=8192)
+def _quoted_line(line: str) -> str:
+    """One line (no line break in it) as ``quoprimime.body_encode`` writes it, line break included."""
+    return quoprimime.body_encode(line + "\n", _FOLD_AT)
 
 
 _PLAIN_PART = (
@@ -404,6 +417,16 @@ class ComposedEmail(EmailMessage):
             return None
         sender, recipient = self._envelope
         return sender, [recipient]
+
+
+def written_header(message: Message, name: str) -> str | None:
+    """The value of header ``name`` as the message holds it, without parsing it again
+    (``message[name]`` parses it each time it is read); None if it has none."""
+    wanted = name.lower()
+    for key, value in message.raw_items():
+        if key.lower() == wanted:
+            return str(value)
+    return None
 
 
 def message_id_for(key: str, domain: str) -> str:

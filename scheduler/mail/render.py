@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -81,10 +82,20 @@ class RenderedMessage:
     html: str
 
 
-class TemplateSet:
-    """The template folder, compiled once per process."""
+RECHECK_S = 1.0
+"""How long a looked-up template is used before its file is checked again: an edited
+template is picked up by the next message at most this much later."""
 
-    def __init__(self, folder: Path) -> None:
+
+class TemplateSet:
+    """The template folder, compiled once per process.
+
+    Which file serves an audience's kind and part, and that file's compiled template, are
+    looked up once and then used for ``RECHECK_S`` before being checked on disk again: a
+    worker composing hundreds of messages a second does not stat six files for each.
+    """
+
+    def __init__(self, folder: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
         if not folder.is_dir():
             raise TemplateError(f"the template folder {folder} does not exist (AMENDS_TEMPLATES)")
         if not (folder / "default").is_dir():
@@ -98,6 +109,8 @@ class TemplateSet:
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
+        self._clock = clock
+        self._held: dict[tuple[str, str, str], tuple[str, jinja2.Template, float]] = {}
         self.env.filters["sentence"] = sentence
 
     def name_of(self, audience: str, kind: str, part: str) -> str:
@@ -107,22 +120,52 @@ class TemplateSet:
         return f"default/{kind}.{part}.j2"
 
     def render(self, audience: str, kind: str, context: dict[str, Any]) -> RenderedMessage:
-        parts: dict[str, str] = {}
-        for part in PARTS:
-            parts[part] = render_named(self.env, self.name_of(audience, kind, part), context)
+        parts = {part: self._render(audience, kind, part, context) for part in PARTS}
         return RenderedMessage(clean_header(parts["subject"]), parts["txt"], parts["html"])
+
+    def _render(self, audience: str, kind: str, part: str, context: Mapping[str, Any]) -> str:
+        key = (audience, kind, part)
+        now = self._clock()
+        held = self._held.get(key)
+        if held is None or now - held[2] >= RECHECK_S:
+            name = self.name_of(audience, kind, part)
+            try:
+                held = (name, self.env.get_template(name), now)  # Jinja2 reloads a changed file
+            except _JINJA_ERRORS as e:
+                raise _template_error(e, name) from None
+            self._held[key] = held
+        name, template, _ = held
+        try:
+            return template.render(context)
+        except _JINJA_ERRORS as e:
+            raise _template_error(e, name) from None
 
 
 def render_named(env: jinja2.Environment, name: str, context: Mapping[str, Any]) -> str:
     """Render the template ``name``; Jinja2's errors become TemplateError naming the template and line."""
     try:
         return env.get_template(name).render(context)
-    except jinja2.TemplateNotFound:
-        raise TemplateError(f"template {name} is missing") from None
-    except jinja2.TemplateSyntaxError as e:
-        raise TemplateError(f"{e.name or name}:{e.lineno}: {e.message}") from None
-    except (jinja2.UndefinedError, jinja2.exceptions.SecurityError, TypeError, ValueError) as e:
-        raise TemplateError(f"{name}:{_template_line(e)}: {e}") from None
+    except _JINJA_ERRORS as e:
+        raise _template_error(e, name) from None
+
+
+_JINJA_ERRORS = (
+    jinja2.TemplateNotFound,
+    jinja2.TemplateSyntaxError,
+    jinja2.UndefinedError,
+    jinja2.exceptions.SecurityError,
+    TypeError,
+    ValueError,
+)
+
+
+def _template_error(error: Exception, name: str) -> TemplateError:
+    """A Jinja2 error met loading or rendering ``name``, as a TemplateError naming the template and line."""
+    if isinstance(error, jinja2.TemplateNotFound):
+        return TemplateError(f"template {name} is missing")
+    if isinstance(error, jinja2.TemplateSyntaxError):
+        return TemplateError(f"{error.name or name}:{error.lineno}: {error.message}")
+    return TemplateError(f"{name}:{_template_line(error)}: {error}")
 
 
 def _template_line(error: BaseException) -> str:
