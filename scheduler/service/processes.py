@@ -66,9 +66,9 @@ def broker_for(settings: Settings, *, patient: bool = False) -> dramatiq.Broker:
 
 HEARTBEAT_EVERY_S = 5.0
 
-_POLL_MS = 20
-"""How long an idle consumer waits before it asks Redis again: an acknowledgment passes two
-queues (events, then deliver), so this bounds what polling adds to its latency."""
+_REDIS_WORKER_TIMEOUT_MS = 1_000
+"""Redis broker: how often an idle worker thread wakes to see whether it should stop
+(consumers poll at their own pace: ``queues.POLL_MS``)."""
 
 _RABBITMQ_IDLE_MS = 100
 """RabbitMQ pushes messages to consumers, so nothing polls; an idle consumer wakes this often
@@ -76,8 +76,9 @@ to hand on delayed messages that came due (an event waiting for its ``opened`` f
 
 
 def worker_timeout_ms(broker: dramatiq.Broker) -> int:
-    """Dramatiq's ``worker_timeout`` for ``broker``: a Redis poll, or RabbitMQ's idle wake-up."""
-    return _RABBITMQ_IDLE_MS if is_rabbitmq_broker(broker) else _POLL_MS
+    """Dramatiq's ``worker_timeout`` for ``broker``: RabbitMQ's idle wake-up, or for Redis
+    (whose consumers poll at their own pace) how often idle threads look up."""
+    return _RABBITMQ_IDLE_MS if is_rabbitmq_broker(broker) else _REDIS_WORKER_TIMEOUT_MS
 
 
 def process_name(role: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import dramatiq
+from dramatiq.broker import Consumer
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO, CurrentMessage, Retries, default_middleware
 
@@ -100,15 +101,42 @@ def build_broker(
     return broker
 
 
+POLL_MS = 20
+"""How long an idle consumer of ``events``, ``deliver`` or ``timers`` waits before it asks
+Redis again: an acknowledgment passes two queues (events, then deliver), so this bounds
+what polling adds to its latency."""
+DELAY_POLL_MS = 100
+"""The same for a delay queue (``events.DQ``...), which only holds messages to be handed on
+later (an event waiting for its ``opened`` waits 100 ms first, a retry seconds)."""
+
+
+class PollingRedisBroker(RedisBroker):
+    """Dramatiq's RedisBroker whose consumers poll at their own pace, whatever the worker's timeout.
+
+    Dramatiq gives every consumer and worker thread one ``worker_timeout``; an idle worker
+    thread wakes that often just to see whether it should stop. Consumers here poll every
+    ``POLL_MS`` (``DELAY_POLL_MS`` for delay queues), so the worker's timeout can be long
+    and its idle threads quiet.
+    """
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+        return super().consume(queue_name, prefetch, DELAY_POLL_MS if queue_name.endswith(".DQ") else POLL_MS)
+
+
 def _redis_broker(url: str, middleware: list[Any], *, patient: bool) -> RedisBroker:
     # A worker killed with messages in hand: Dramatiq hands them to the others once its
     # heartbeat is this old (its consumers beat on every fetch, 10 times a second).
-    recovery = {"heartbeat_timeout": _DEAD_WORKER_MS, "maintenance_chance": _MAINTENANCE_CHANCE}
+    options: dict[str, Any] = {
+        "namespace": NAMESPACE,
+        "middleware": middleware,
+        "heartbeat_timeout": _DEAD_WORKER_MS,
+        "maintenance_chance": _MAINTENANCE_CHANCE,
+    }
     if patient:
         from scheduler.storage.connection import patient_client
 
-        return RedisBroker(client=patient_client(url), namespace=NAMESPACE, middleware=middleware, **recovery)  # type: ignore[no-untyped-call]
-    return RedisBroker(url=url, namespace=NAMESPACE, middleware=middleware, **recovery)  # type: ignore[no-untyped-call]
+        return PollingRedisBroker(client=patient_client(url), **options)  # type: ignore[no-untyped-call]
+    return PollingRedisBroker(url=url, **options)  # type: ignore[no-untyped-call]
 
 
 def _rabbitmq_broker(url: str, middleware: list[Any], *, patient: bool) -> dramatiq.Broker:
