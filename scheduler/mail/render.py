@@ -82,6 +82,22 @@ class RenderedMessage:
     html: str
 
 
+class _Sandbox(SandboxedEnvironment):
+    """Jinja2's sandbox, reading a key of a plain dict (``incident.title``) without first
+    raising and catching an AttributeError for it.
+
+    The result is the sandbox's own: for a plain dict, ``getattr`` fails for every name
+    that is not an attribute of ``dict`` itself, and the sandbox then reads the key.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
 RECHECK_S = 1.0
 """How long a looked-up template is used before its file is checked again: an edited
 template is picked up by the next message at most this much later."""
@@ -101,7 +117,7 @@ class TemplateSet:
         if not (folder / "default").is_dir():
             raise TemplateError(f"the template folder {folder} has no default/ set")
         self.folder = folder
-        self.env: SandboxedEnvironment = SandboxedEnvironment(
+        self.env: SandboxedEnvironment = _Sandbox(
             loader=jinja2.FileSystemLoader(str(folder)),
             undefined=jinja2.StrictUndefined,
             autoescape=lambda name: bool(name and name.endswith(".html.j2")),
