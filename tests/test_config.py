@@ -163,3 +163,19 @@ def test_config_source_keeps_the_old_config_when_the_new_one_is_invalid(tmp_path
     path.write_text(yaml.safe_dump(_with_stakeholder(0, timezone="Nowhere/Land") | {"extra": 1}))
     assert len(source.current().stakeholders) == 2
     assert source.generation == 2
+
+
+def test_every_one_of_thousands_of_stakeholders_is_found_by_id() -> None:
+    """A sev1 fan-out looks each reader up by id for every message it composes."""
+    config = parse_config(
+        {
+            "sender": "status@acme.example",
+            "stakeholders": [
+                {"id": f"customer-{n}", "name": f"Customer {n}", "email": f"c{n}@example.com"}
+                for n in range(5_000)
+            ],
+        }
+    )
+    found = [config.stakeholder(f"customer-{n}") for n in range(5_000)]
+    assert [s.email if s else None for s in found] == [f"c{n}@example.com" for n in range(5_000)]
+    assert config.stakeholder("customer-5000") is None

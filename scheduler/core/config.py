@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -262,7 +263,12 @@ class Config(_Model):
         return self.sender.rsplit("<", 1)[-1].rstrip(">").strip()
 
     def stakeholder(self, stakeholder_id: str) -> Stakeholder | None:
-        return next((s for s in self.stakeholders if s.id == stakeholder_id), None)
+        return self._by_id.get(stakeholder_id)
+
+    @functools.cached_property
+    def _by_id(self) -> dict[str, Stakeholder]:
+        """Stakeholders by id: a fan-out to thousands looks each one up for every message."""
+        return {s.id: s for s in self.stakeholders}
 
     def concerned(self, severity: str, services: list[str]) -> list[Stakeholder]:
         return [s for s in self.stakeholders if s.concerned_by(severity, services)]
