@@ -10,6 +10,7 @@ idempotent: running it twice for the same event or timer creates and sends nothi
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -321,13 +322,23 @@ class Engine:
         made = self.store.create_comms(incident.id, requests)
         comms: list[str] = []
         arms: list[tuple[str, int]] = []
+        composed: Counter[Kind] = Counter()
         for (s, kind, _), build, (comm_id, created) in zip(kept, builds, made, strict=True):
             if not comm_id:
                 continue  # nothing new to tell this stakeholder
             arms += self._settle(incident.id, s.id, kind, comm_id, created, build.planned_next_ms)
             if created:
-                logger.info("%s composed for %s (%s)", kind, s.id, comm_id)
+                logger.debug("%s composed for %s (%s)", kind, s.id, comm_id)
+                composed[kind] += 1
             comms.append(comm_id)
+        for made_kind, count in composed.items():  # one line per kind: a fan-out to thousands stays readable
+            logger.info(
+                "%s: %s composed for %d stakeholder%s",
+                incident.id,
+                made_kind,
+                count,
+                "" if count == 1 else "s",
+            )
         if arms:
             self.timers.arm_many(arms)
         return comms
