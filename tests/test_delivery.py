@@ -279,3 +279,56 @@ def test_events_of_one_incident_handled_at_once_acknowledge_exactly_once(app: Ap
         thread.sort(key=lambda c: c.seq)
         assert [c.kind for c in thread].count("acknowledgment") == 1
         assert thread[0].kind == "acknowledgment" and thread[0].seq == 1
+
+
+def test_ends_that_come_together_are_written_together_each_with_its_own_answer() -> None:
+    """Attempts ending at once on one event loop are written in one ``finish_sends``; each
+    caller gets its own answer, and an error met by one end is that end's alone."""
+    import asyncio
+
+    import redis
+
+    from scheduler.core.model import Kind, Status
+    from scheduler.storage.memory_store import MemoryStore
+    from scheduler.storage.port import AttemptEnd
+    from tests.helpers import draft_builder
+    from workers.actors import _EndWriter
+
+    store = MemoryStore()
+    ids = [
+        store.create_comm("INC-1", f"s{n}", Kind.ACKNOWLEDGMENT, "acknowledgment", draft_builder(1_000))[0]
+        for n in range(30)
+    ]
+    store.begin_sends([(comm_id, f"t{n}") for n, comm_id in enumerate(ids)], 2_000, 60_000)
+    batches: list[int] = []
+    real = store.finish_sends
+
+    def finish_sends(ends: list[AttemptEnd]) -> list[Any]:
+        batches.append(len(ends))
+        answers = real([e for e in ends if e.comm_id != ids[7]])
+        if any(e.comm_id == ids[7] for e in ends):
+            answers.insert([e.comm_id for e in ends].index(ids[7]), redis.ConnectionError("gone"))
+        return answers
+
+    store.finish_sends = finish_sends  # type: ignore[method-assign]
+    writer = _EndWriter(store)
+
+    async def end(n: int, comm_id: str) -> Any:
+        try:
+            return await writer.write(
+                AttemptEnd(comm_id, f"t{n}", Status.SENT, 3_000, fields={"sent_ms": 3_000})
+            )
+        except redis.ConnectionError as e:
+            return e
+
+    async def all_ends() -> list[Any]:
+        first = await asyncio.gather(*(end(n, comm_id) for n, comm_id in enumerate(ids)))
+        late = await end(0, ids[0])  # alone, later: written at once, and refused (already sent)
+        return [*first, late]
+
+    answers = asyncio.run(all_ends())
+    assert batches == [30, 1]
+    assert isinstance(answers[7], redis.ConnectionError)
+    assert [a for n, a in enumerate(answers[:30]) if n != 7] == [(True, None)] * 29
+    assert answers[30] == (False, None)
+    assert [store.comm(c).status for c in ids].count("sent") == 29  # type: ignore[union-attr]

@@ -10,8 +10,9 @@ import pytest
 import redis
 
 from scheduler.core.model import Action, Draft, EventRecord, Incident, IncidentState, Kind, Status, Thread
+from scheduler.storage import keys
 from scheduler.storage.memory_store import MemoryStore
-from scheduler.storage.port import DISPATCH_GRACE_MS, Claim, CommRequest, Removed, Store
+from scheduler.storage.port import DISPATCH_GRACE_MS, AttemptEnd, Claim, CommRequest, Removed, Store
 from scheduler.storage.redis_store import RedisStore
 from tests.helpers import draft_builder
 
@@ -335,6 +336,57 @@ def test_a_batch_whose_thread_another_writer_changed_meanwhile_is_done_again(
         "INC-1:globex:acknowledgment:1",
         "INC-1:acme:update:2",
     }
+
+
+def test_a_group_of_ends_is_written_as_each_would_be_alone(store: Store) -> None:
+    """finish_sends answers each end as finish_send would: written, refused (another attempt's
+    token), and the thread's next message once its predecessor is sent."""
+    first, _ = store.create_comm("INC-1", "acme", Kind.ACKNOWLEDGMENT, "acknowledgment", draft_builder(1_000))
+    second, _ = store.create_comm("INC-1", "acme", Kind.UPDATE, "event:e2", draft_builder(2_000))
+    other, _ = store.create_comm(
+        "INC-1", "globex", Kind.ACKNOWLEDGMENT, "acknowledgment", draft_builder(1_000)
+    )
+    store.begin_sends([(first, "t1"), (other, "t3")], 5_000, 60_000)
+
+    answers = store.finish_sends(
+        [
+            AttemptEnd(first, "t1", Status.SENT, 6_000, fields={"sent_ms": 6_000, "message": "Hello"}),
+            AttemptEnd(other, "stale", Status.SENT, 6_000, fields={"sent_ms": 6_000}),
+            AttemptEnd(other, "t3", Status.RETRYING, 6_000, 9_000, {"last_error": "451 try later"}),
+        ]
+    )
+
+    assert answers == [(True, second), (False, None), (True, None)]
+    sent, retrying = store.comm(first), store.comm(other)
+    assert sent is not None and (sent.status, sent.message) == ("sent", "Hello")
+    assert retrying is not None and (retrying.status, retrying.last_error) == ("retrying", "451 try later")
+    assert store.finish_sends([]) == []
+
+
+@pytest.mark.real
+def test_an_end_that_redis_refuses_answers_with_its_error_and_the_others_are_written(
+    redis_client: redis.Redis,
+) -> None:
+    """One end's script failing in the pipeline (here: its hash is not a hash) costs that end alone."""
+    store = RedisStore(redis_client)
+    good, _ = store.create_comm("INC-1", "acme", Kind.ACKNOWLEDGMENT, "acknowledgment", draft_builder(1_000))
+    store.begin_sends([(good, "t1")], 5_000, 60_000)
+    broken = "INC-1:globex:acknowledgment:1"
+    redis_client.set(keys.comm(broken), "not a hash")
+
+    answers = store.finish_sends(
+        [
+            AttemptEnd(broken, "t2", Status.SENT, 6_000, fields={"sent_ms": 6_000}),
+            AttemptEnd(good, "t1", Status.SENT, 6_000, fields={"sent_ms": 6_000}),
+        ]
+    )
+
+    assert isinstance(answers[0], redis.ResponseError) and "WRONGTYPE" in str(answers[0])
+    assert answers[1] == (True, None)
+    written = store.comm(good)
+    assert written is not None and written.status == "sent"
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        store.finish_send(broken, "t2", Status.SENT, 6_000, sent_ms=6_000)
 
 
 def test_a_group_is_taken_for_sending_as_each_would_be_alone(store: Store) -> None:

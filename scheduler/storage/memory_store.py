@@ -31,11 +31,13 @@ from scheduler.storage.port import (
     DISPATCH_GRACE_MS,
     SKIPPED,
     WAIT_RECHECK_MS,
+    AttemptEnd,
     Builder,
     Claim,
     CommRequest,
     Counters,
     Cursor,
+    Finished,
     Removed,
     check_finish,
     new_comm,
@@ -250,6 +252,12 @@ class MemoryStore(MemoryAnswers):
     def _wake(self, comm_id: str, now_ms: int) -> None:
         if comm_id in self._inflight:
             self._inflight[comm_id] = min(self._inflight[comm_id], now_ms)
+
+    def finish_sends(self, ends: Sequence[AttemptEnd]) -> list[Finished | Exception]:
+        return [
+            self.finish_send(e.comm_id, e.token, e.status, e.now_ms, e.next_attempt_ms, **e.fields)
+            for e in ends
+        ]
 
     def finish_send(
         self,

@@ -8,6 +8,7 @@ against both). Nothing here imports a client library.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -21,6 +22,7 @@ __all__ = [
     "DISPATCH_GRACE_MS",
     "SKIPPED",
     "WAIT_RECHECK_MS",
+    "AttemptEnd",
     "Builder",
     "Claim",
     "CommRequest",
@@ -44,6 +46,22 @@ predecessor's end wakes it at once."""
 
 SKIPPED = "-"
 """Kept under a trigger whose builder found nothing to send, so a retry decides the same."""
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    """An attempt's end, as ``finish_send`` takes it: for writing several at once (``finish_sends``)."""
+
+    comm_id: str
+    token: str
+    status: Status
+    now_ms: int
+    next_attempt_ms: int | None = None
+    fields: Mapping[str, str | int] = dataclasses.field(default_factory=dict)
+
+
+Finished = tuple[bool, str | None]
+"""What ``finish_send`` answers: (written, the thread's next message to dispatch)."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +222,11 @@ class Store(Protocol):
         next_attempt_ms: int | None = None,
         **fields: str | int,
     ) -> tuple[bool, str | None]: ...
+    def finish_sends(self, ends: Sequence[AttemptEnd]) -> list[Finished | Exception]:
+        """``finish_send`` for each end, in as few round trips as the store can: each end's
+        answer, or the storage error that end met (the others are written all the same)."""
+        ...
+
     def sweep(self, now_ms: int, recheck_ms: int, limit: int) -> list[str]: ...
     def incident_comms(self, *incident_ids: str) -> list[Communication]: ...
     def counters(self) -> Counters: ...

@@ -28,14 +28,17 @@ from scheduler.core.model import (
     text_of,
     utc_of,
 )
+from scheduler.errors import StorageError
 from scheduler.storage import keys
 from scheduler.storage.port import (
     DISPATCH_GRACE_MS,
     SKIPPED,
     WAIT_RECHECK_MS,
+    AttemptEnd,
     Builder,
     Claim,
     CommRequest,
+    Finished,
     check_finish,
     new_comm,
 )
@@ -343,21 +346,61 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
         **fields: str | int,
     ) -> tuple[bool, str | None]:
         """Record an attempt's end; return (written, the thread's next message to dispatch)."""
-        check_finish(status, next_attempt_ms)
+        (finished,) = self.finish_sends([AttemptEnd(comm_id, token, status, now_ms, next_attempt_ms, fields)])
+        if isinstance(finished, Exception):
+            raise finished
+        return finished
+
+    def finish_sends(self, ends: Sequence[AttemptEnd]) -> list[Finished | Exception]:
+        """:meth:`finish_send` for each end, in one round trip on a single Redis (a cluster
+        client cannot pipeline scripts: there, one call each); an end that meets a Redis
+        error answers with it, and the others are written all the same."""
+        for end in ends:
+            check_finish(end.status, end.next_attempt_ms)
+        pipe = (
+            None if isinstance(cast(object, self.client), redis.RedisCluster) else self.client.pipeline(False)
+        )
+        answers: list[Any] = []
+        for end in ends:
+            try:
+                answers.append(self._finish_one(end, pipe or self.client))
+            except (redis.RedisError, StorageError) as e:
+                answers.append(e)
+        if pipe is not None:
+            queued = [n for n, answer in enumerate(answers) if answer is pipe]
+            try:
+                replies: list[Any] = pipe.execute(raise_on_error=False)
+            except redis.RedisError as e:
+                replies = [e] * len(queued)
+            for n, reply in zip(queued, replies, strict=True):
+                answers[n] = reply
+        return [
+            answer if isinstance(answer, Exception) else (bool(answer[0]), text_of(answer[1]) or None)
+            for answer in answers
+        ]
+
+    def _finish_one(self, end: AttemptEnd, client: Any) -> Any:
+        """Call ``finish_send.lua`` for ``end`` on ``client`` (queued, when it is a pipeline)."""
+        fields = dict(end.fields)
         texts = {name: fields.pop(name) for name in MESSAGE_FIELDS if name in fields}
-        packed = self.texts.pack_message(keys.incident_of_comm(comm_id), texts) if texts else b""
-        args: list[str | int | bytes] = [token, str(status), now_ms, next_attempt_ms or 0, packed]
+        packed = self.texts.pack_message(keys.incident_of_comm(end.comm_id), texts) if texts else b""
+        args: list[str | int | bytes] = [
+            end.token,
+            str(end.status),
+            end.now_ms,
+            end.next_attempt_ms or 0,
+            packed,
+        ]
         for name, value in fields.items():
             args += [name, value]
-        shard = keys.shard_of_comm(comm_id)
+        shard = keys.shard_of_comm(end.comm_id)
         shard_keys = [
-            keys.comm(comm_id),
+            keys.comm(end.comm_id),
             keys.inflight(shard),
             keys.counters(shard),
-            keys.comm_message(comm_id),
+            keys.comm_message(end.comm_id),
         ]
-        written, following = self._finish_send(keys=shard_keys, args=args)
-        return bool(written), (text_of(following) or None)
+        return self._finish_send(keys=shard_keys, args=args, client=client)
 
     def sweep(self, now_ms: int, recheck_ms: int, limit: int) -> list[str]:
         """Unfinished communications due a look, each pushed ``recheck_ms`` ahead (``lua/sweep.lua``)."""
