@@ -4,12 +4,13 @@ exactly-once event application, idempotent creation, and the send compare-and-se
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 
 from scheduler.core.model import Action, Draft, EventRecord, Incident, IncidentState, Kind, Status, Thread
+from scheduler.errors import AmendsError
 from scheduler.storage import keys
 from scheduler.storage.memory_store import MemoryStore
 from scheduler.storage.port import DISPATCH_GRACE_MS, AttemptEnd, Claim, CommRequest, Removed, Store
@@ -361,6 +362,16 @@ def test_a_group_of_ends_is_written_as_each_would_be_alone(store: Store) -> None
     assert sent is not None and (sent.status, sent.message) == ("sent", "Hello")
     assert retrying is not None and (retrying.status, retrying.last_error) == ("retrying", "451 try later")
     assert store.finish_sends([]) == []
+    # a status no store accepts is that end's answer alone
+    store.begin_sends([(second, "t2")], 7_000, 60_000)
+    refused, written = store.finish_sends(
+        [
+            AttemptEnd(second, "t2", cast(Status, "delivered"), 8_000),
+            AttemptEnd(second, "t2", Status.SENT, 8_000, fields={"sent_ms": 8_000}),
+        ]
+    )
+    assert isinstance(refused, AmendsError) and "delivered" in str(refused)
+    assert written == (True, None)
 
 
 @pytest.mark.real

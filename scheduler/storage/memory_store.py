@@ -25,6 +25,7 @@ from scheduler.core.model import (
     ms_of,
     utc_of,
 )
+from scheduler.errors import AmendsError
 from scheduler.storage import keys
 from scheduler.storage.memory_answers import MemoryAnswers
 from scheduler.storage.port import (
@@ -254,10 +255,15 @@ class MemoryStore(MemoryAnswers):
             self._inflight[comm_id] = min(self._inflight[comm_id], now_ms)
 
     def finish_sends(self, ends: Sequence[AttemptEnd]) -> list[Finished | Exception]:
-        return [
-            self.finish_send(e.comm_id, e.token, e.status, e.now_ms, e.next_attempt_ms, **e.fields)
-            for e in ends
-        ]
+        answers: list[Finished | Exception] = []
+        for e in ends:
+            try:
+                answers.append(
+                    self.finish_send(e.comm_id, e.token, e.status, e.now_ms, e.next_attempt_ms, **e.fields)
+                )
+            except AmendsError as error:  # a status check_finish refuses: that end's alone
+                answers.append(error)
+        return answers
 
     def finish_send(
         self,

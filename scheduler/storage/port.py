@@ -224,7 +224,8 @@ class Store(Protocol):
     ) -> tuple[bool, str | None]: ...
     def finish_sends(self, ends: Sequence[AttemptEnd]) -> list[Finished | Exception]:
         """``finish_send`` for each end, in as few round trips as the store can: each end's
-        answer, or the storage error that end met (the others are written all the same)."""
+        answer, or the error that end met, a storage error or a status ``check_finish``
+        refuses (the others are written all the same)."""
         ...
 
     def sweep(self, now_ms: int, recheck_ms: int, limit: int) -> list[str]: ...

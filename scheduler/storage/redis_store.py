@@ -28,7 +28,7 @@ from scheduler.core.model import (
     text_of,
     utc_of,
 )
-from scheduler.errors import StorageError
+from scheduler.errors import AmendsError
 from scheduler.storage import keys
 from scheduler.storage.port import (
     DISPATCH_GRACE_MS,
@@ -311,9 +311,7 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
     def begin_sends(self, attempts: Sequence[tuple[str, str]], now_ms: int, lease_ms: int) -> list[Claim]:
         """:meth:`begin_send` for each (communication id, token), in one round trip on a
         single Redis (a cluster client cannot pipeline scripts: there, one call each)."""
-        pipe = (
-            None if isinstance(cast(object, self.client), redis.RedisCluster) else self.client.pipeline(False)
-        )
+        pipe = self._script_pipeline()
         answers = []
         for comm_id, token in attempts:
             shard = keys.shard_of_comm(comm_id)
@@ -354,17 +352,15 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
     def finish_sends(self, ends: Sequence[AttemptEnd]) -> list[Finished | Exception]:
         """:meth:`finish_send` for each end, in one round trip on a single Redis (a cluster
         client cannot pipeline scripts: there, one call each); an end that meets a Redis
-        error answers with it, and the others are written all the same."""
-        for end in ends:
-            check_finish(end.status, end.next_attempt_ms)
-        pipe = (
-            None if isinstance(cast(object, self.client), redis.RedisCluster) else self.client.pipeline(False)
-        )
+        error (or a status ``check_finish`` refuses) answers with it, and the others are
+        written all the same."""
+        pipe = self._script_pipeline()
         answers: list[Any] = []
         for end in ends:
             try:
+                check_finish(end.status, end.next_attempt_ms)
                 answers.append(self._finish_one(end, pipe or self.client))
-            except (redis.RedisError, StorageError) as e:
+            except (redis.RedisError, AmendsError) as e:
                 answers.append(e)
         if pipe is not None:
             queued = [n for n, answer in enumerate(answers) if answer is pipe]
@@ -378,6 +374,13 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
             answer if isinstance(answer, Exception) else (bool(answer[0]), text_of(answer[1]) or None)
             for answer in answers
         ]
+
+    def _script_pipeline(self) -> Any:
+        """A pipeline to queue script calls on; None on a cluster client, which cannot pipeline
+        scripts (there, each is called on its own)."""
+        if isinstance(cast(object, self.client), redis.RedisCluster):
+            return None
+        return self.client.pipeline(transaction=False)
 
     def _finish_one(self, end: AttemptEnd, client: Any) -> Any:
         """Call ``finish_send.lua`` for ``end`` on ``client`` (queued, when it is a pipeline)."""
