@@ -292,7 +292,7 @@ def test_ends_that_come_together_are_written_together_each_with_its_own_answer()
     from scheduler.storage.memory_store import MemoryStore
     from scheduler.storage.port import AttemptEnd
     from tests.helpers import draft_builder
-    from workers.actors import _EndWriter
+    from workers.runtime import EndWriter
 
     store = MemoryStore()
     ids = [
@@ -311,7 +311,7 @@ def test_ends_that_come_together_are_written_together_each_with_its_own_answer()
         return answers
 
     store.finish_sends = finish_sends  # type: ignore[method-assign]
-    writer = _EndWriter(store)
+    writer = EndWriter(store)
 
     async def end(n: int, comm_id: str) -> Any:
         try:

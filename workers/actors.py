@@ -40,7 +40,7 @@ from scheduler.mail.channels import send as send_to_channel
 from scheduler.mail.messages import compose_email
 from scheduler.mail.mime import written_header
 from scheduler.service.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE
-from scheduler.storage.port import AttemptEnd, Claim, Finished, Store
+from scheduler.storage.port import AttemptEnd, Claim
 from workers import runtime
 
 __all__ = [
@@ -261,7 +261,7 @@ async def _deliver_one(
         else:
             logger.warning("%s will be retried: %s", comm_id, fields["last_error"])
     try:
-        _, following = await _writer(rt).write(
+        _, following = await rt.end_writer().write(
             AttemptEnd(comm_id, token, status, ms_of(rt.clock()), next_attempt_ms, fields)
         )
     except (redis.RedisError, StorageError) as e:
@@ -386,66 +386,6 @@ async def _sent(
         "last_error": "",
         "server_reply": reply,
     }
-
-
-class _EndWriter:
-    """Writes the ends of the attempts made on one event loop, several at a time, off the loop.
-
-    The first end starts a write (``Store.finish_sends``, in a thread) at once; the ends that
-    come while it is under way go together in the next. A hop off the loop costs more than
-    the Redis call it carries, so under load this saves most of them, and alone an end is
-    written as soon as it comes. Each end keeps its own answer, or its own error.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._queued: list[tuple[AttemptEnd, asyncio.Future[Finished]]] = []
-        self._writing: asyncio.Task[None] | None = None
-
-    async def write(self, end: AttemptEnd) -> Finished:
-        """Record ``end``; its answer, or the storage error writing it met."""
-        future: asyncio.Future[Finished] = asyncio.get_running_loop().create_future()
-        self._queued.append((end, future))
-        if self._writing is None:
-            self._writing = asyncio.get_running_loop().create_task(self._write_queued())
-        return await future
-
-    async def _write_queued(self) -> None:
-        try:
-            while self._queued:
-                batch, self._queued = self._queued, []
-                try:
-                    answers = await _in_thread(self.store.finish_sends, [end for end, _ in batch])
-                except BaseException as e:  # not one end of the batch is left without an answer
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(e if isinstance(e, Exception) else StorageError(repr(e)))
-                    if not isinstance(e, Exception):
-                        raise
-                    continue
-                for (_, future), answer in zip(batch, answers, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(answer, Exception):
-                        future.set_exception(answer)
-                    else:
-                        future.set_result(answer)
-        finally:
-            self._writing = None
-            left, self._queued = self._queued, []  # only when stopped by cancellation
-            for _, future in left:
-                future.set_exception(StorageError("the end was not written: the event loop is stopping"))
-
-
-_writers: dict[tuple[int, int], _EndWriter] = {}
-
-
-def _writer(rt: runtime.Runtime) -> _EndWriter:
-    """The end writer of the running event loop and ``rt``'s store."""
-    key = (id(asyncio.get_running_loop()), id(rt.store))
-    if key not in _writers:
-        _writers[key] = _EndWriter(rt.store)
-    return _writers[key]
 
 
 _NOT_BEFORE = "_not_before_ms"

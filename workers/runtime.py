@@ -13,17 +13,18 @@ import redis
 
 from scheduler.core.config import Config, ConfigSource
 from scheduler.core.engine import Engine
+from scheduler.errors import StorageError
 from scheduler.mail.channels import new_client
 from scheduler.mail.render import TemplateSet
 from scheduler.mail.smtp import SmtpPool
 from scheduler.service.settings import Settings
 from scheduler.storage.clock import ServerClock
 from scheduler.storage.connection import patient_client
-from scheduler.storage.port import Store
+from scheduler.storage.port import AttemptEnd, Finished, Store
 from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
 
-__all__ = ["Runtime", "configure", "current", "reset"]
+__all__ = ["EndWriter", "Runtime", "configure", "current", "reset"]
 
 
 _SMTP_CONNECTIONS = 8
@@ -34,9 +35,57 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class EndWriter:
+    """Writes the ends of the attempts made on one event loop, several at a time, off the loop.
+
+    The first end starts a write (``Store.finish_sends``, in a thread) at once; the ends that
+    come while it is under way go together in the next. A hop off the loop costs more than
+    the Redis call it carries, so under load this saves most of them, and alone an end is
+    written as soon as it comes. Each end keeps its own answer, or its own error.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._queued: list[tuple[AttemptEnd, asyncio.Future[Finished]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def write(self, end: AttemptEnd) -> Finished:
+        """Record ``end``; its answer, or the error writing it met."""
+        future: asyncio.Future[Finished] = asyncio.get_running_loop().create_future()
+        self._queued.append((end, future))
+        if self._writing is None:
+            self._writing = asyncio.get_running_loop().create_task(self._write_queued())
+        return await future
+
+    async def _write_queued(self) -> None:
+        batch: list[tuple[AttemptEnd, asyncio.Future[Finished]]] = []
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                answers: list[Finished | Exception]
+                try:
+                    answers = await asyncio.to_thread(self.store.finish_sends, [end for end, _ in batch])
+                except Exception as e:
+                    answers = [e] * len(batch)
+                for (_, future), answer in zip(batch, answers, strict=True):
+                    if future.done():  # its sender was cancelled
+                        continue
+                    if isinstance(answer, Exception):
+                        future.set_exception(answer)
+                    else:
+                        future.set_result(answer)
+                batch = []
+        finally:  # cancelled (the loop is stopping): no end is left without an answer
+            self._writing = None
+            left, self._queued = [*batch, *self._queued], []
+            for _, future in left:
+                if not future.done():
+                    future.set_exception(StorageError("not written: the event loop is stopping"))
+
+
 @dataclass
 class Runtime:
-    """Settings, Redis, configuration, templates, the engine and the SMTP pool of one process."""
+    """Settings, Redis, configuration, templates, the engine, and the SMTP pool and end writer of each event loop of one process."""
 
     settings: Settings
     client: redis.Redis
@@ -46,6 +95,7 @@ class Runtime:
     clock: Callable[[], datetime] = _utcnow
     _pools: dict[int, SmtpPool] = field(default_factory=dict)
     _http: dict[int, httpx.AsyncClient] = field(default_factory=dict)
+    _end_writers: dict[int, EndWriter] = field(default_factory=dict)
 
     @property
     def store(self) -> Store:
@@ -69,6 +119,13 @@ class Runtime:
         if loop not in self._http:
             self._http[loop] = new_client()
         return self._http[loop]
+
+    def end_writer(self) -> EndWriter:
+        """The writer of attempts' ends of the running event loop."""
+        loop = id(asyncio.get_running_loop())
+        if loop not in self._end_writers:
+            self._end_writers[loop] = EndWriter(self.store)
+        return self._end_writers[loop]
 
     @property
     def connections_opened(self) -> int:
