@@ -332,3 +332,52 @@ def test_ends_that_come_together_are_written_together_each_with_its_own_answer()
     assert [a for n, a in enumerate(answers[:30]) if n != 7] == [(True, None)] * 29
     assert answers[30] == (False, None)
     assert [store.comm(c).status for c in ids].count("sent") == 29  # type: ignore[union-attr]
+
+
+def test_ends_whose_write_is_cancelled_are_answered_with_an_error_not_left_waiting() -> None:
+    """The event loop stopping mid-write: the end in flight and the end queued behind it both
+    get a StorageError (each then waits for its lease), none waits forever."""
+    import asyncio
+    import threading
+
+    from scheduler.core.model import Kind, Status
+    from scheduler.errors import StorageError
+    from scheduler.storage.memory_store import MemoryStore
+    from scheduler.storage.port import AttemptEnd
+    from tests.helpers import draft_builder
+    from workers.runtime import EndWriter
+
+    store = MemoryStore()
+    ids = [
+        store.create_comm("INC-1", f"s{n}", Kind.ACKNOWLEDGMENT, "acknowledgment", draft_builder(1_000))[0]
+        for n in range(2)
+    ]
+    store.begin_sends([(comm_id, f"t{n}") for n, comm_id in enumerate(ids)], 2_000, 60_000)
+    writing, release = threading.Event(), threading.Event()
+    real = store.finish_sends
+
+    def slow(ends: list[AttemptEnd]) -> list[Any]:
+        writing.set()
+        release.wait(10)
+        return real(ends)
+
+    store.finish_sends = slow  # type: ignore[method-assign]
+    writer = EndWriter(store)
+
+    async def cancelled_mid_write() -> list[BaseException | None]:
+        ends = [
+            AttemptEnd(c, f"t{n}", Status.SENT, 3_000, fields={"sent_ms": 3_000}) for n, c in enumerate(ids)
+        ]
+        first = asyncio.ensure_future(writer.write(ends[0]))
+        assert await asyncio.to_thread(writing.wait, 10)  # the thread holds the first end
+        second = asyncio.ensure_future(writer.write(ends[1]))
+        await asyncio.sleep(0)
+        assert writer._writing is not None
+        writer._writing.cancel()
+        done = await asyncio.gather(first, second, return_exceptions=True)
+        release.set()
+        return [d if isinstance(d, BaseException) else None for d in done]
+
+    errors = asyncio.run(cancelled_mid_write())
+    assert all(isinstance(e, StorageError) and "before the write was confirmed" in str(e) for e in errors)
+    assert writer._writing is None

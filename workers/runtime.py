@@ -80,7 +80,9 @@ class EndWriter:
             left, self._queued = [*batch, *self._queued], []
             for _, future in left:
                 if not future.done():
-                    future.set_exception(StorageError("not written: the event loop is stopping"))
+                    future.set_exception(
+                        StorageError("the event loop stopped before the write was confirmed")
+                    )
 
 
 @dataclass
