@@ -132,6 +132,54 @@ def test_yaml_syntax_errors_name_the_line(tmp_path: Path) -> None:
     assert caught.value.errors[0][0].startswith("line ")
 
 
+def test_yaml_read_by_libyaml_is_what_pyyaml_reads() -> None:
+    """Configs are parsed by libyaml where PyYAML has it, into the very data PyYAML's own
+    parser gives: the shipped files, and 2,000 stakeholders of every field."""
+    from scheduler.core import config as config_module
+    from scheduler.core.config import read_yaml
+
+    if yaml.__with_libyaml__:
+        assert config_module._FAST_LOADER is yaml.CSafeLoader
+    texts = [(bundled_path("config") / name).read_text() for name in ("amends.yaml", "demo.yaml")]
+    many = {
+        **GOOD,
+        "stakeholders": [
+            {
+                "id": f"customer-{n}",
+                "name": f"Kundin Nr. {n} — “quoted”",
+                "email": f"c{n}@example.com",
+                "timezone": "America/New_York",
+                "cadence": {"sev1": "15m", "sev2": 3600},
+                "active": n % 2 == 0,
+                "since": "2026-03-29",
+            }
+            for n in range(2_000)
+        ],
+    }
+    texts.append(yaml.safe_dump(many, allow_unicode=True))
+    for text in texts:
+        assert read_yaml(text) == yaml.safe_load(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("sender: x\n\tstakeholders: []\n", "found character '\\t' that cannot start any token"),
+        ("sender: *nobody\n", "found undefined alias 'nobody'"),
+    ],
+)
+def test_yaml_errors_name_the_character_or_alias(tmp_path: Path, text: str, said: str) -> None:
+    """A tab or an unknown alias is named in the error, with its line and column, whichever
+    parser read the file first (libyaml's own message leaves both out)."""
+    path = tmp_path / "amends.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    place, problem = caught.value.errors[0]
+    assert place.startswith("line ") and ", column " in place
+    assert problem == said
+
+
 def test_config_check_prints_the_place_and_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

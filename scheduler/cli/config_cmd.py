@@ -22,8 +22,10 @@ __all__ = ["cmd_config_check"]
 def _raw_yaml(path: Path) -> Any:
     import yaml
 
+    from scheduler.core.config import read_yaml
+
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return read_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
 
