@@ -292,12 +292,23 @@ class Amends:
             ready_text="amends worker:",
         )
         self.workers.wait_ready()
+        _wait(self._consuming, 120, "worker processes loading the configuration")
         self.broker = build_broker(broker_url or redis.url)
         self.store = RedisStore(self.client)
         self.server_pids = {
             "redis": redis.process.pid if redis.process else 0,
             "smtp_server": smtp.process.pid,
         }
+
+    def _consuming(self) -> tuple[bool, str]:
+        """Whether every worker process says it consumes: the supervisor's start-up line comes
+        before they have loaded the configuration (seconds, for thousands of stakeholders),
+        and a fan-out timed from then would count that start-up."""
+        text = self.workers.run_log_text()
+        wanted = re.search(r"amends worker: (\d+) processes", text)
+        total = int(wanted.group(1)) if wanted else 1
+        started = text.count("amends worker: consuming from")
+        return started >= total, f"{started}/{total} consuming"
 
     def counts(self) -> tuple[int, int]:
         """(communications logged, communications still unfinished)."""

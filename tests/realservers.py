@@ -315,9 +315,7 @@ class AmendsProcess(_Managed):
                 raise RuntimeError(
                     f"amends {self.args[0]} exited with {self.returncode}:\n{self.log_text()[-3000:]}"
                 )
-            with self.log_path.open("rb") as log:
-                log.seek(self._marker)
-                return text.encode() in log.read()
+            return text in self.run_log_text()
 
         wait_until(ready, timeout_s, f"amends {self.args[0]} did not print {text!r}", interval_s=0.1)
 
@@ -346,6 +344,12 @@ class AmendsProcess(_Managed):
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def run_log_text(self) -> str:
+        """What this run has printed so far (the log since its last start)."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._marker)
+            return log.read().decode(errors="replace")
 
 
 # -- SMTP ------------------------------------------------------------------------------------
