@@ -281,6 +281,35 @@ def test_events_of_one_incident_handled_at_once_acknowledge_exactly_once(app: Ap
         assert thread[0].kind == "acknowledgment" and thread[0].seq == 1
 
 
+def test_the_event_loop_never_reads_the_configuration_itself(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-reading a changed configuration of thousands of stakeholders takes most of a second,
+    under a lock: sends must not wait on it. The event loop that sends every email of a
+    worker process gets the configuration with the group it sends, read off the loop."""
+    import asyncio
+    import threading
+
+    source = app.runtime.config_source
+    read = source.current
+    callers: list[tuple[str, bool]] = []
+
+    def current() -> Any:
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:
+            on_loop = False
+        callers.append((threading.current_thread().name, on_loop))
+        return read()
+
+    monkeypatch.setattr(source, "current", current)
+    emit(event(), broker=app.broker)
+    app.drain()
+    assert {c.status for c in comms(app, kind="acknowledgment")} == {"sent"} and len(app.sink.received) == 3
+    assert callers and not [name for name, on_loop in callers if on_loop]
+
+
 def test_ends_that_come_together_are_written_together_each_with_its_own_answer() -> None:
     """Attempts ending at once on one event loop are written in one ``finish_sends``; each
     caller gets its own answer, and an error met by one end is that end's alone."""

@@ -22,7 +22,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.errors import BrokerError
 from dramatiq.middleware import AsyncIO, CurrentMessage, Retries
 
-from scheduler.core.config import Stakeholder
+from scheduler.core.config import Config, Stakeholder
 from scheduler.core.delivery import as_received, cancel_reason, retry_at
 from scheduler.core.durations import format_duration
 from scheduler.core.events import parse_event
@@ -177,11 +177,12 @@ async def deliver_many(comm_ids: list[str]) -> None:
 
 async def _deliver_group(rt: runtime.Runtime, comm_ids: list[str]) -> None:
     """Take the group for sending in one step off the event loop (each communication by its
-    own compare-and-set, and who among their readers opted out), then send each."""
+    own compare-and-set, who among their readers opted out, and the configuration in force,
+    which a reload of a large file may hold up), then send each."""
     now = rt.clock()
     attempts = [(comm_id, uuid.uuid4().hex) for comm_id in comm_ids]
     try:
-        claims, opted_out = await _in_thread(_take, rt, attempts, ms_of(now))
+        claims, opted_out, config = await _in_thread(_take, rt, attempts, ms_of(now))
     except (redis.RedisError, StorageError) as e:
         logger.warning(
             "%s: Redis did not answer (%s); the sweep will dispatch them again", ", ".join(comm_ids), e
@@ -189,7 +190,7 @@ async def _deliver_group(rt: runtime.Runtime, comm_ids: list[str]) -> None:
         return
     await asyncio.gather(
         *(
-            _deliver_one(rt, comm_id, token, claim, now, opted_out)
+            _deliver_one(rt, comm_id, token, claim, now, opted_out, config)
             for (comm_id, token), claim in zip(attempts, claims, strict=True)
         )
     )
@@ -197,19 +198,21 @@ async def _deliver_group(rt: runtime.Runtime, comm_ids: list[str]) -> None:
 
 def _take(
     rt: runtime.Runtime, attempts: list[tuple[str, str]], now_ms: int
-) -> tuple[list[Claim], set[tuple[str, str]] | Exception]:
-    """The claims of ``attempts``, and the (incident, stakeholder) pairs among those taken
-    whose stakeholder opted out: or the error that read met, once they are taken (each
-    attempt then ends ``retrying`` with it, rather than wait for its lease)."""
+) -> tuple[list[Claim], set[tuple[str, str]] | Exception, Config]:
+    """The claims of ``attempts``; the (incident, stakeholder) pairs among those taken whose
+    stakeholder opted out, or the error that read met once they are taken (each attempt then
+    ends ``retrying`` with it, rather than wait for its lease); and the configuration."""
+    config = rt.config()
     claims = rt.store.begin_sends(attempts, now_ms, rt.settings.send_lease_ms)
     readers: dict[str, list[str]] = {}
     for claim in claims:
         if claim.comm is not None:
             readers.setdefault(claim.comm.incident_id, []).append(claim.comm.stakeholder_id)
     try:
-        return claims, {(i, s) for i, among in readers.items() for s in rt.engine.opted_out_among(i, among)}
+        opted_out = {(i, s) for i, among in readers.items() for s in rt.engine.opted_out_among(i, among)}
     except (redis.RedisError, StorageError) as e:
-        return claims, e
+        return claims, e, config
+    return claims, opted_out, config
 
 
 async def _deliver_one(
@@ -219,6 +222,7 @@ async def _deliver_one(
     claim: Claim,
     now: datetime,
     opted_out: set[tuple[str, str]] | Exception,
+    config: Config,
 ) -> None:
     """Send one communication at most once, in its thread's order.
 
@@ -236,7 +240,9 @@ async def _deliver_one(
     try:
         if isinstance(opted_out, Exception):
             raise opted_out
-        status, fields = await _attempt(rt, claim, now, (comm.incident_id, comm.stakeholder_id) in opted_out)
+        status, fields = await _attempt(
+            rt, claim, now, (comm.incident_id, comm.stakeholder_id) in opted_out, config
+        )
     except Exception as e:
         logger.exception("%s: the attempt failed unexpectedly", comm_id)
         status, fields = Status.RETRYING, {"last_error": f"{type(e).__name__}: {e}"}
@@ -272,12 +278,11 @@ async def _deliver_one(
 
 
 async def _attempt(
-    rt: runtime.Runtime, claim: Claim, now: datetime, reader_opted_out: bool
+    rt: runtime.Runtime, claim: Claim, now: datetime, reader_opted_out: bool, config: Config
 ) -> tuple[Status, dict[str, str | int]]:
     """Compose and send one taken communication; return its new status and the fields to record."""
     comm = claim.comm
     assert comm is not None
-    config = rt.config()
     stakeholder = config.stakeholder(comm.stakeholder_id)
     incident = await _in_thread(rt.store.incident, comm.incident_id) if comm.kind == Kind.UPDATE else None
     opted_out = stakeholder is not None and reader_opted_out
@@ -302,7 +307,7 @@ async def _attempt(
     )
     comm = await _in_thread(receive) if reads else receive()
     if stakeholder.channel != "email":
-        return await _attempt_channel(rt, comm, stakeholder, now)
+        return await _attempt_channel(rt, comm, stakeholder, now, config)
     try:
         email, rendered = compose_email(
             comm, stakeholder, config, rt.templates, now, rt.settings.secret_key or ""
@@ -328,14 +333,14 @@ async def _attempt(
 
 
 async def _attempt_channel(
-    rt: runtime.Runtime, comm: Communication, stakeholder: Stakeholder, now: datetime
+    rt: runtime.Runtime, comm: Communication, stakeholder: Stakeholder, now: datetime, config: Config
 ) -> tuple[Status, dict[str, str | int]]:
     """Compose and POST one communication to a Slack, Teams or webhook stakeholder."""
     try:
         delivery = compose_channel(
             comm,
             stakeholder,
-            rt.config(),
+            config,
             rt.templates,
             now,
             rt.settings.secret_key or "",
