@@ -299,6 +299,10 @@ class Amends:
             "redis": redis.process.pid if redis.process else 0,
             "smtp_server": smtp.process.pid,
         }
+        if broker_url:  # a RabbitMQ on this machine: its CPU counts too (its other vhosts' as well)
+            beam = subprocess.run(["pgrep", "-o", "-x", "beam.smp"], capture_output=True, text=True)
+            if beam.stdout.strip():
+                self.server_pids["rabbitmq"] = int(beam.stdout.split()[0])
 
     def _consuming(self) -> tuple[bool, str]:
         """Whether every worker process says it consumes: the supervisor's start-up line comes
@@ -621,6 +625,16 @@ def main() -> None:
                 f"queues on RabbitMQ: acknowledgment latency at {args.rate:g} events/s x 10",
                 f"p99 {rl['p99_ms']:.0f} ms",
                 f"p50 {rl['p50_ms']:.0f} ms, max {rl['max_ms']:.0f} ms, {rl['emails']} emails",
+            ),
+            (
+                "queues on RabbitMQ: CPU per email in the fan-out",
+                f"{ra['cpu_ms_per_email']['worker']:.2f} ms",
+                "the workers; "
+                + ", ".join(
+                    f"{name.replace('_', ' ')} {ms:.2f} ms"
+                    for name, ms in ra["cpu_ms_per_email"].items()
+                    if name != "worker"
+                ),
             ),
             ("queues on RabbitMQ: worker RSS after the fan-out", f"{ra['worker_rss_mb']:.0f} MB", ""),
         ]
