@@ -10,13 +10,18 @@ of the worker code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+import time
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import dramatiq
+import redis
 from dramatiq.broker import Consumer
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff
 from dramatiq.middleware import AsyncIO, CurrentMessage, Retries, default_middleware
 
 from scheduler.errors import RedisUnavailableError
@@ -34,6 +39,8 @@ __all__ = [
     "is_rabbitmq",
     "is_rabbitmq_broker",
 ]
+
+logger = logging.getLogger(__name__)
 
 NAMESPACE = "amends-dramatiq"
 EVENTS_QUEUE = "events"
@@ -102,25 +109,157 @@ def build_broker(
 
 
 POLL_MS = 20
-"""How long an idle consumer of ``events``, ``deliver`` or ``timers`` waits before it asks
-Redis again: an acknowledgment passes two queues (events, then deliver), so this bounds
-what polling adds to its latency."""
+"""How long a consumer whose prefetch is full waits before it looks again (its messages'
+acks free room as worker threads finish them)."""
+IDLE_POLL_MS = 1_000
+"""How long an idle consumer of ``events``, ``deliver`` or ``timers`` waits at most before
+it asks Redis again, when no doorbell rang (it backs off from 10 ms to this)."""
 DELAY_POLL_MS = 100
-"""The same for a delay queue (``events.DQ``...), which only holds messages to be handed on
-later (an event waiting for its ``opened`` waits 100 ms first, a retry seconds)."""
+"""How long an idle consumer of a delay queue (``events.DQ``...) waits before it asks again:
+it holds messages to be handed on later (an event waiting for its ``opened`` waits 100 ms
+first, a retry seconds), and no doorbell rings for it."""
+
+
+class _Doorbell:
+    """Wakes this process's idle consumers as soon as any producer enqueues on their queue.
+
+    Producers publish the queue's name on a Redis channel after each enqueue
+    (:meth:`PollingRedisBroker.do_enqueue`); one thread per broker listens and sets the event
+    of every consumer of that queue. A ring is only a hint: a consumer that hears none still
+    asks Redis every ``IDLE_POLL_MS``, so a lost ring (the listener reconnecting, a producer
+    whose publish failed) costs latency, never a message.
+    """
+
+    def __init__(self, broker: RedisBroker, channel: str) -> None:
+        self.broker = broker
+        self.channel = channel
+        self._lock = threading.Lock()
+        self._events: dict[str, set[threading.Event]] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def register(self, queue_name: str) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._events.setdefault(queue_name, set()).add(event)
+        return event
+
+    def unregister(self, queue_name: str, event: threading.Event) -> None:
+        with self._lock:
+            self._events.get(queue_name, set()).discard(event)
+            if not any(self._events.values()):
+                self.stop()
+
+    def listen(self) -> None:
+        """Start the listening thread, unless it runs already."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._listen, args=(self._stop,), name="amends-doorbell", daemon=True
+                )
+                self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread = None
+
+    def ring(self, queue_name: str | None = None) -> None:
+        """Wake the consumers of ``queue_name`` (of every queue: None)."""
+        with self._lock:
+            rung = [e for q, events in self._events.items() if queue_name in (None, q) for e in events]
+        for event in rung:
+            event.set()
+
+    def _listen(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            pubsub = self.broker.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.channel)
+                self.ring()  # what was enqueued while no one listened
+                while not stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        data = message["data"]
+                        self.ring(data.decode() if isinstance(data, bytes) else str(data))
+            except (redis.RedisError, OSError) as e:
+                logger.debug("the doorbell's subscription failed (%s); consumers poll meanwhile", e)
+                stop.wait(1.0)
+            finally:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    pubsub.close()
+
+
+class _DoorbellConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, waiting for its queue's doorbell when idle instead of
+    sleeping a fixed time: a message is fetched as soon as it is enqueued, and an idle
+    worker asks Redis about once a second instead of 50 times."""
+
+    def __init__(self, broker: PollingRedisBroker, queue_name: str, prefetch: int) -> None:
+        super().__init__(broker, queue_name, prefetch, 0)  # type: ignore[no-untyped-call]  # Dramatiq's own wait: none
+        self._doorbell = broker.doorbell
+        self._rung = self._doorbell.register(queue_name)
+
+    def __next__(self) -> Any:
+        self._rung.clear()  # a ring from now on is for a message this fetch may not see
+        message = super().__next__()  # type: ignore[no-untyped-call]
+        if message is None:
+            if self.outstanding_message_count >= self.prefetch:
+                time.sleep(POLL_MS / 1000)  # full: worker threads free room as they finish
+            else:
+                self._doorbell.listen()
+                _, wait_ms = compute_backoff(max(0, self.misses - 1), max_backoff=IDLE_POLL_MS)
+                self._rung.wait(wait_ms / 1000)
+        return message
+
+    def close(self) -> None:
+        self._doorbell.unregister(self.queue_name, self._rung)
+        super().close()
 
 
 class PollingRedisBroker(RedisBroker):
-    """Dramatiq's RedisBroker whose consumers poll at their own pace, whatever the worker's timeout.
+    """Dramatiq's RedisBroker whose consumers are woken by producers, whatever the worker's timeout.
 
-    Dramatiq gives every consumer and worker thread one ``worker_timeout``; an idle worker
-    thread wakes that often just to see whether it should stop. Consumers here poll every
-    ``POLL_MS`` (``DELAY_POLL_MS`` for delay queues), so the worker's timeout can be long
-    and its idle threads quiet.
+    Dramatiq gives every consumer and worker thread one ``worker_timeout``, and its Redis
+    consumers poll. Here a producer rings a doorbell (Redis pub/sub) after each enqueue and
+    the idle consumers of that queue fetch at once; without a ring they ask again every
+    ``IDLE_POLL_MS`` at most (delay queues every ``DELAY_POLL_MS``). So the worker's timeout
+    can be long, its idle threads quiet, and an acknowledgment waits on no poll.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        db = self.client.connection_pool.connection_kwargs.get("db", 0)
+        self.doorbell = _Doorbell(self, f"{self.namespace}:{db}:doorbell")
+
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
-        return super().consume(queue_name, prefetch, DELAY_POLL_MS if queue_name.endswith(".DQ") else POLL_MS)
+        if queue_name.endswith(".DQ"):
+            return super().consume(queue_name, prefetch, DELAY_POLL_MS)
+        return _DoorbellConsumer(self, queue_name, prefetch)
+
+    def do_enqueue(self, queue_name: str, *args: Any) -> Any:
+        answer = self._dispatch("enqueue")(queue_name, *args)  # type: ignore[no-untyped-call]
+        self._ring(queue_name)
+        return answer
+
+    def do_requeue(self, queue_name: str, *args: Any) -> Any:
+        answer = self._dispatch("requeue")(queue_name, *args)  # type: ignore[no-untyped-call]
+        self._ring(queue_name)
+        return answer
+
+    def _ring(self, queue_name: str) -> None:
+        """Tell the consumers of ``queue_name`` everywhere; the message is in all the same if
+        this fails (they find it on their next poll), so a failure is not the caller's."""
+        if queue_name.endswith(".DQ"):
+            return
+        try:
+            self.client.publish(self.doorbell.channel, queue_name)
+        except redis.RedisError as e:
+            logger.debug("the doorbell did not ring for %s: %s", queue_name, e)
+
+    def close(self) -> None:
+        self.doorbell.stop()
+        super().close()
 
 
 def _redis_broker(url: str, middleware: list[Any], *, patient: bool) -> RedisBroker:
@@ -135,8 +274,8 @@ def _redis_broker(url: str, middleware: list[Any], *, patient: bool) -> RedisBro
     if patient:
         from scheduler.storage.connection import patient_client
 
-        return PollingRedisBroker(client=patient_client(url), **options)  # type: ignore[no-untyped-call]
-    return PollingRedisBroker(url=url, **options)  # type: ignore[no-untyped-call]
+        return PollingRedisBroker(client=patient_client(url), **options)
+    return PollingRedisBroker(url=url, **options)
 
 
 def _rabbitmq_broker(url: str, middleware: list[Any], *, patient: bool) -> dramatiq.Broker:
