@@ -128,7 +128,7 @@ class _Doorbell:
     """Wakes this process's idle consumers as soon as any producer enqueues on their queue.
 
     Producers publish the queue's name on a Redis channel after each enqueue
-    (:meth:`PollingRedisBroker.do_enqueue`); one thread per broker listens and sets the event
+    (:meth:`DoorbellRedisBroker.do_enqueue`); one thread per broker listens and sets the event
     of every consumer of that queue. A ring is only a hint: a consumer that hears none still
     asks Redis every ``IDLE_POLL_MS``, so a lost ring (the listener reconnecting, a producer
     whose publish failed) costs latency, never a message.
@@ -199,7 +199,7 @@ class _DoorbellConsumer(_RedisConsumer):
     sleeping a fixed time: a message is fetched as soon as it is enqueued, and an idle
     worker asks Redis about once a second instead of 50 times."""
 
-    def __init__(self, broker: PollingRedisBroker, queue_name: str, prefetch: int) -> None:
+    def __init__(self, broker: DoorbellRedisBroker, queue_name: str, prefetch: int) -> None:
         super().__init__(broker, queue_name, prefetch, 0)  # type: ignore[no-untyped-call]  # Dramatiq's own wait: none
         self._doorbell = broker.doorbell
         self._rung = self._doorbell.register(queue_name)
@@ -225,7 +225,7 @@ class _DoorbellConsumer(_RedisConsumer):
         super().close()
 
 
-class PollingRedisBroker(RedisBroker):
+class DoorbellRedisBroker(RedisBroker):
     """Dramatiq's RedisBroker whose consumers are woken by producers, whatever the worker's timeout.
 
     Dramatiq gives every consumer and worker thread one ``worker_timeout``, and its Redis
@@ -293,8 +293,8 @@ def _redis_broker(url: str, middleware: list[Any], *, patient: bool) -> RedisBro
     if patient:
         from scheduler.storage.connection import patient_client
 
-        return PollingRedisBroker(client=patient_client(url), **options)
-    return PollingRedisBroker(url=url, **options)
+        return DoorbellRedisBroker(client=patient_client(url), **options)
+    return DoorbellRedisBroker(url=url, **options)
 
 
 def _rabbitmq_broker(url: str, middleware: list[Any], *, patient: bool) -> dramatiq.Broker:
