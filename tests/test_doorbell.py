@@ -35,7 +35,7 @@ def broker_url(redis_url: str, redis_client: redis.Redis) -> Iterator[str]:
 
 def _idle(consumer: Any) -> None:
     """As if the consumer had found nothing many times: its next idle wait is the longest."""
-    consumer.misses = 30
+    consumer._idle_misses = 30
 
 
 def _next_message(consumer: Any, within_s: float) -> tuple[Any, float]:

@@ -109,8 +109,12 @@ def build_broker(
 
 
 POLL_MS = 20
-"""How long a consumer whose prefetch is full waits before it looks again (its messages'
-acks free room as worker threads finish them)."""
+"""How long a consumer whose prefetch is full waits at most before it looks again (its
+messages' acks free room as worker threads finish them); it backs off from 5 ms to this."""
+RING_GAP_S = 0.02
+"""A producer rings a queue's doorbell at most this often: a burst of enqueues rings once
+every 20 ms, and a consumer woken by the first ring is still looking often enough (every 5,
+10, 20 ms… after a message) to find the rest without one."""
 IDLE_POLL_MS = 1_000
 """How long an idle consumer of ``events``, ``deliver`` or ``timers`` waits at most before
 it asks Redis again, when no doorbell rang (it backs off from 10 ms to this)."""
@@ -204,20 +208,27 @@ class _DoorbellConsumer(_RedisConsumer):
         self._doorbell = broker.doorbell
         self._rung = self._doorbell.register(queue_name)
         self._maintained_at = time.monotonic()
+        self._idle_misses = 0
+        self._full_misses = 0
 
     def __next__(self) -> Any:
         self._rung.clear()  # a ring from now on is for a message this fetch may not see
         if time.monotonic() - self._maintained_at >= MAINTENANCE_EVERY_S:
             self._maintained_at = time.monotonic()
             self.broker.maintain_on_next_fetch()
+        full = self.outstanding_message_count >= self.prefetch  # then Dramatiq does not fetch
         message = super().__next__()  # type: ignore[no-untyped-call]
-        if message is None:
-            if self.outstanding_message_count >= self.prefetch:
-                time.sleep(POLL_MS / 1000)  # full: worker threads free room as they finish
-            else:
-                self._doorbell.listen()
-                _, wait_ms = compute_backoff(max(0, self.misses - 1), max_backoff=IDLE_POLL_MS)
-                self._rung.wait(wait_ms / 1000)
+        if message is not None:
+            self._idle_misses = self._full_misses = 0
+        elif full:  # work in hand: look again soon, as worker threads free room
+            self._idle_misses = 0
+            self._full_misses, wait_ms = compute_backoff(self._full_misses, max_backoff=POLL_MS)
+            time.sleep(wait_ms / 1000)
+        else:  # the queue had nothing: wait for the doorbell, backing off to IDLE_POLL_MS
+            self._full_misses = 0
+            self._doorbell.listen()
+            self._idle_misses, wait_ms = compute_backoff(self._idle_misses, max_backoff=IDLE_POLL_MS)
+            self._rung.wait(wait_ms / 1000)
         return message
 
     def close(self) -> None:
@@ -240,6 +251,7 @@ class DoorbellRedisBroker(RedisBroker):
         db = self.client.connection_pool.connection_kwargs.get("db", 0)
         self.doorbell = _Doorbell(self, f"{self.namespace}:{db}:doorbell")
         self._maintain = threading.local()
+        self._rung_at: dict[str, float] = {}
 
     def maintain_on_next_fetch(self) -> None:
         """Have this thread's next fetch do the maintenance of its queue, whatever the chance."""
@@ -271,6 +283,10 @@ class DoorbellRedisBroker(RedisBroker):
         this fails (they find it on their next poll), so a failure is not the caller's."""
         if queue_name.endswith(".DQ"):
             return
+        now = time.monotonic()
+        if now - self._rung_at.get(queue_name, -RING_GAP_S) < RING_GAP_S:
+            return
+        self._rung_at[queue_name] = now
         try:
             self.client.publish(self.doorbell.channel, queue_name)
         except redis.RedisError as e:
