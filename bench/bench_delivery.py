@@ -16,7 +16,7 @@ In one process tree, one run (so the ratios hold on a noisy machine):
   messages after the acknowledgment in each);
 - timer punctuality: ``bench/bench_timers.py`` (skip with ``--no-timers``);
 - CPU time per email during the fan-out: the workers', Redis' and the SMTP server's (``/proc``);
-- the worker's RSS at the end;
+- the worker's RSS at the end, and the CPU the workers and Redis use while idle;
 - with ``--broker-url amqp://…``: the fan-out, the no-op baseline and the latency again with
   the queues on that RabbitMQ (Dramatiq's RabbitmqBroker), after the Redis broker's, in the
   same run. amends' queues (and ``bench-noop``) on that vhost are deleted before and after:
@@ -437,6 +437,19 @@ def _latency(amends: Amends, rate: float, seconds: float) -> dict[str, float]:
     }
 
 
+def _idle(amends: Amends, seconds: float = 10.0) -> dict[str, float]:
+    """Percent of a core the workers and Redis use while nothing happens (after the latency
+    phase has drained)."""
+    _wait(lambda: (amends.counts()[1] == 0, "draining"), 60, "idle: the last sends")
+    time.sleep(2)  # the consumers back off to their idle pace
+    _progress(f"idle: {seconds:g} s")
+    before, start = amends.cpu_s(), time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - start
+    after = amends.cpu_s()
+    return {name: 100 * (after[name] - before[name]) / elapsed for name in ("worker", "redis")}
+
+
 def _timers() -> dict[str, float] | None:
     _progress("timer punctuality: bench/bench_timers.py (100k armed, 10k due)")
     out = subprocess.run(
@@ -543,6 +556,7 @@ def main() -> None:
             amends = Amends(server, smtp, folder, 10, args)
             try:
                 results["latency"] = _latency(amends, args.rate, args.seconds)
+                results["idle"] = _idle(amends)
             finally:
                 amends.stop()
             if args.broker_url:
@@ -604,6 +618,11 @@ def main() -> None:
             f"the SMTP server {a['cpu_ms_per_email']['smtp_server']:.2f} ms",
         ),
         ("worker RSS after the fan-out", f"{a['worker_rss_mb']:.0f} MB", "all worker processes"),
+        (
+            "an idle worker",
+            f"{results['idle']['worker']:.1f} % of a core",
+            f"all worker processes; their Redis {results['idle']['redis']:.1f} %",
+        ),
     ]
     if results.get("rabbitmq"):
         r = results["rabbitmq"]
