@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import httpx
 import redis
@@ -33,6 +34,18 @@ _SMTP_CONNECTIONS = 8
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+_T = TypeVar("_T")
+
+
+def _of_running_loop(made: dict[int, _T], make: Callable[[], _T]) -> _T:
+    """What ``made`` holds for the running event loop, made by ``make`` the first time:
+    async actors share one loop per process, and its SMTP pool, HTTP client and end writer."""
+    loop = id(asyncio.get_running_loop())
+    if loop not in made:
+        made[loop] = make()
+    return made[loop]
 
 
 class EndWriter:
@@ -108,26 +121,18 @@ class Runtime:
 
     def pool(self) -> SmtpPool:
         """The SMTP pool of the running event loop (async actors share one loop per process)."""
-        if self.settings.smtp is None:
+        smtp = self.settings.smtp
+        if smtp is None:
             raise RuntimeError("no SMTP server configured")
-        loop = id(asyncio.get_running_loop())
-        if loop not in self._pools:
-            self._pools[loop] = SmtpPool(self.settings.smtp, size=_SMTP_CONNECTIONS)
-        return self._pools[loop]
+        return _of_running_loop(self._pools, lambda: SmtpPool(smtp, size=_SMTP_CONNECTIONS))
 
     def http(self) -> httpx.AsyncClient:
         """The HTTP client of the running event loop, for chat and webhook channels."""
-        loop = id(asyncio.get_running_loop())
-        if loop not in self._http:
-            self._http[loop] = new_client()
-        return self._http[loop]
+        return _of_running_loop(self._http, new_client)
 
     def end_writer(self) -> EndWriter:
         """The writer of attempts' ends of the running event loop."""
-        loop = id(asyncio.get_running_loop())
-        if loop not in self._end_writers:
-            self._end_writers[loop] = EndWriter(self.store)
-        return self._end_writers[loop]
+        return _of_running_loop(self._end_writers, lambda: EndWriter(self.store))
 
     @property
     def connections_opened(self) -> int:
