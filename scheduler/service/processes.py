@@ -68,7 +68,7 @@ HEARTBEAT_EVERY_S = 5.0
 
 _REDIS_WORKER_TIMEOUT_MS = 1_000
 """Redis broker: how often an idle worker thread wakes to see whether it should stop
-(consumers poll at their own pace: ``queues.POLL_MS``)."""
+(consumers wait for their queue's doorbell, whatever this is: ``queues.DoorbellRedisBroker``)."""
 
 _RABBITMQ_IDLE_MS = 100
 """RabbitMQ pushes messages to consumers, so nothing polls; an idle consumer wakes this often
@@ -77,7 +77,7 @@ to hand on delayed messages that came due (an event waiting for its ``opened`` f
 
 def worker_timeout_ms(broker: dramatiq.Broker) -> int:
     """Dramatiq's ``worker_timeout`` for ``broker``: RabbitMQ's idle wake-up, or for Redis
-    (whose consumers poll at their own pace) how often idle threads look up."""
+    (whose consumers keep their own pace) how often idle threads look up."""
     return _RABBITMQ_IDLE_MS if is_rabbitmq_broker(broker) else _REDIS_WORKER_TIMEOUT_MS
 
 

@@ -117,11 +117,11 @@ every 20 ms, and a consumer woken by the first ring is still looking often enoug
 10, 20 ms… after a message) to find the rest without one."""
 IDLE_POLL_MS = 1_000
 """How long an idle consumer of ``events``, ``deliver`` or ``timers`` waits at most before
-it asks Redis again, when no doorbell rang (it backs off from 10 ms to this)."""
+it asks Redis again, when no doorbell rang (it backs off from 5 ms to this)."""
 MAINTENANCE_EVERY_S = 2.0
-"""How often an idle consumer's fetch also does the broker's maintenance for its queue (moving
-a dead worker's unacked messages back). Dramatiq does it by chance on 1 % of the commands
-on a queue, which for a consumer asking once a second would be once in minutes."""
+"""How often a consumer's fetch also does the broker's maintenance for its queue (moving a
+dead worker's unacked messages back). Dramatiq does it by chance on 1 % of the commands on
+a queue, which for an idle consumer asking once a second would be once in minutes."""
 DELAY_POLL_MS = 100
 """How long an idle consumer of a delay queue (``events.DQ``...) waits before it asks again:
 it holds messages to be handed on later (an event waiting for its ``opened`` waits 100 ms
@@ -138,8 +138,8 @@ class _Doorbell:
     whose publish failed) costs latency, never a message.
     """
 
-    def __init__(self, broker: RedisBroker, channel: str) -> None:
-        self.broker = broker
+    def __init__(self, client: redis.Redis, channel: str) -> None:
+        self.client = client
         self.channel = channel
         self._lock = threading.Lock()
         self._events: dict[str, set[threading.Event]] = {}
@@ -181,7 +181,7 @@ class _Doorbell:
 
     def _listen(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            pubsub = self.broker.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(self.channel)
                 self.ring()  # what was enqueued while no one listened
@@ -249,7 +249,7 @@ class DoorbellRedisBroker(RedisBroker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         db = self.client.connection_pool.connection_kwargs.get("db", 0)
-        self.doorbell = _Doorbell(self, f"{self.namespace}:{db}:doorbell")
+        self.doorbell = _Doorbell(self.client, f"{self.namespace}:{db}:doorbell")
         self._maintain = threading.local()
         self._rung_at: dict[str, float] = {}
 
@@ -269,12 +269,14 @@ class DoorbellRedisBroker(RedisBroker):
         return _DoorbellConsumer(self, queue_name, prefetch)
 
     def do_enqueue(self, queue_name: str, *args: Any) -> Any:
-        answer = self._dispatch("enqueue")(queue_name, *args)  # type: ignore[no-untyped-call]
-        self._ring(queue_name)
-        return answer
+        return self._dispatch_and_ring("enqueue", queue_name, *args)
 
     def do_requeue(self, queue_name: str, *args: Any) -> Any:
-        answer = self._dispatch("requeue")(queue_name, *args)  # type: ignore[no-untyped-call]
+        return self._dispatch_and_ring("requeue", queue_name, *args)
+
+    def _dispatch_and_ring(self, command: str, queue_name: str, *args: Any) -> Any:
+        """Dramatiq's own ``command`` (what ``do_<command>`` runs), then a ring for the queue."""
+        answer = self._dispatch(command)(queue_name, *args)  # type: ignore[no-untyped-call]
         self._ring(queue_name)
         return answer
 
@@ -299,7 +301,8 @@ class DoorbellRedisBroker(RedisBroker):
 
 def _redis_broker(url: str, middleware: list[Any], *, patient: bool) -> RedisBroker:
     # A worker killed with messages in hand: Dramatiq hands them to the others once its
-    # heartbeat is this old (its consumers beat on every fetch, 10 times a second).
+    # heartbeat is this old (its consumers beat on every fetch: those of the delay queues
+    # 10 times a second, the others at least once a second).
     options: dict[str, Any] = {
         "namespace": NAMESPACE,
         "middleware": middleware,
