@@ -112,6 +112,30 @@ def test_a_message_enqueued_without_a_ring_is_fetched_at_the_next_idle_poll(
         silent.close()
 
 
+def test_a_ring_that_fails_costs_the_producer_nothing(
+    broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis refuses the publish after it took the message: the enqueue succeeds (no error
+    reaches `amends emit` or the API for a message already in its queue), and a worker
+    finds the message at its next poll."""
+    monkeypatch.setattr(queues, "IDLE_POLL_MS", 300)
+    producer, worker_side = build_broker(broker_url), build_broker(broker_url)
+
+    def refused(*args: Any, **kwargs: Any) -> int:
+        raise redis.ConnectionError("publish refused")
+
+    monkeypatch.setattr(producer.client, "publish", refused)  # type: ignore[attr-defined]
+    consumer = worker_side.consume(EVENTS_QUEUE, prefetch=2)
+    try:
+        enqueue(producer, EVENTS_QUEUE, "handle_event", "kept")
+        message, _ = _next_message(consumer, 30)
+        assert message is not None and list(message.args) == ["kept"]
+    finally:
+        consumer.close()
+        worker_side.close()
+        producer.close()
+
+
 def test_the_doorbell_rings_again_after_redis_restarts() -> None:
     """Redis restarts under an idle worker: its doorbell subscribes again, and an event emitted
     afterwards is handled within seconds, not at the next poll a minute later."""
