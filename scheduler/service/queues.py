@@ -181,7 +181,7 @@ class _Doorbell:
 
     def _listen(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self.channel)
                 self.ring()  # what was enqueued while no one listened
