@@ -235,6 +235,18 @@ def test_concurrent_schedulers_enqueue_each_timer_once(app: App) -> None:
     assert len(seen) == 2000 and len(set(seen)) == 2000
 
 
+def _cli_clock_at(monkeypatch: pytest.MonkeyPatch, moment: datetime) -> None:
+    """Make `amends log` read ``moment`` as the time: its report window ends at the clock it reads,
+    and the tests' incidents happen on a fixed day."""
+
+    class _Clock(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return moment.astimezone(tz) if tz else moment.replace(tzinfo=None)
+
+    monkeypatch.setattr("scheduler.cli.log.datetime", _Clock)
+
+
 def test_log_promises_reports_kept_promises(
     app: App, loop: SchedulerLoop, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -244,6 +256,7 @@ def test_log_promises_reports_kept_promises(
     open_incident(app)
     app.advance_to(at(14, 40))
     monkeypatch.setenv("AMENDS_REDIS_URL", app.settings.redis_url or "")
+    _cli_clock_at(monkeypatch, at(14, 41))
     capsys.readouterr()
     assert main(["log", "--promises", "--status", "sent"]) == 0  # only what was sent
     out = capsys.readouterr().out
@@ -263,9 +276,9 @@ def test_promises_overdue_while_nothing_runs_are_reported(
     report = promise_report(app.runtime.store.communications(), late, open_promises(app.runtime.store))
     assert report.overdue_unsent == 1 and report.promises == 4
     monkeypatch.setenv("AMENDS_REDIS_URL", app.settings.redis_url or "")
+    _cli_clock_at(monkeypatch, at(15, 0))  # long past globex's 14:34 promise
     capsys.readouterr()
     assert main(["log", "--promises", "--stakeholder", "globex"]) == 0
-    # the command reads the real clock, long past globex's 14:34 promise on the test's day
     assert "overdue and unsent: 1" in capsys.readouterr().out
 
 
