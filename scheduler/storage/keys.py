@@ -33,6 +33,8 @@ not found with another.
 | ``amends:retention`` | hash | what retention removed so far: incidents, communications, the last pass |
 | ``amends:rejected`` | list | JSON records of rejected events, newest first |
 | ``amends:heartbeats`` | hash | process name -> JSON of its role and last heartbeat (ms) |
+| ``amends:session:{session_id}`` | string | a review page sign-in: JSON of its role and which token it was made with; expires |
+| ``amends:pagerduty:delivery:{event_id}`` | string | a PagerDuty delivery already taken (replays are refused); expires after retention |
 | ``amends:unsubscribed`` | hash | ``stakeholder`` (all mail) or ``stakeholder:incident`` -> when it opted out (ISO 8601, UTC) |
 
 ``NN`` is the incident's shard, two digits: :func:`shard_of`.
@@ -172,3 +174,13 @@ def incident_events(incident_id: str) -> str:
 
 def resolved(shard: int) -> str:
     return f"{_tag(shard)}:resolved"
+
+
+def session(session_id: str) -> str:
+    """A review page sign-in (:mod:`scheduler.web.sessions`); it expires."""
+    return f"{PREFIX}:session:{session_id}"
+
+
+def pagerduty_delivery(event_id: str) -> str:
+    """A PagerDuty webhook delivery already taken, kept for the retention window."""
+    return f"{PREFIX}:pagerduty:delivery:{event_id}"

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from scheduler.core._validation import bounded_duration_s
 from scheduler.core.text import scrub
 from scheduler.storage.port import Cursor, parse_cursor
+from scheduler.web.deps import Web
 from scheduler.web.pages import render_notice
 
 __all__ = [
@@ -21,7 +22,9 @@ __all__ = [
     "MAX_FORM_BYTES",
     "MAX_FORM_FIELDS",
     "SafeJSONResponse",
+    "cross_site",
     "forbidden",
+    "https_site",
     "invalid",
     "page",
     "page_window",
@@ -65,6 +68,29 @@ def forbidden() -> HTMLResponse:
         ),
         403,
     )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
+
+
+def cross_site(request: Request, web: Web) -> bool:
+    """Whether a form was posted from another site's page: its ``Origin`` (or, without one,
+    its ``Referer``) is neither this server's address nor the configured ``base_url``.
+    A POST that names neither (a mail client's one-click unsubscribe) is not cross-site."""
+    given = request.headers.get("origin") or _origin(request.headers.get("referer", ""))
+    if not given:
+        return False
+    config = web.config()
+    ours = {_origin(str(request.base_url)), _origin(config.base_url) if config else ""}
+    return given.lower() not in ours - {""}
+
+
+def https_site(request: Request, web: Web) -> bool:
+    """Whether the server is reached over HTTPS: its ``base_url`` says so, or the request came so."""
+    config = web.config()
+    return request.url.scheme == "https" or bool(config and config.base_url.lower().startswith("https:"))
 
 
 async def read_capped(request: Request, limit: int) -> bytes | None:

@@ -5,13 +5,20 @@ exactly as ``POST /v1/events`` does. Alertmanager and Grafana authenticate with 
 token as a bearer token; PagerDuty signs its body (``X-PagerDuty-Signature``, checked
 against ``AMENDS_PAGERDUTY_SECRET``; unset, the route answers 401). A payload that cannot
 be read or mapped gets 422 naming the field, and is kept for ``amends log --rejected``.
+
+Each route decides before it reads more: the token (or PagerDuty's secret and signature
+header) is checked before the body is read, the body is read once, and a body over
+:data:`MAX_PAYLOAD_BYTES` is answered 413 at once, keeping nothing. A PagerDuty delivery
+whose ``event.occurred_at`` is more than 5 minutes from now is refused as a replay, and
+each delivery's ``event.id`` is remembered for the retention window: a repeat is answered
+``duplicate`` and changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
@@ -27,16 +34,19 @@ from scheduler.errors import AmendsError, EventError, RedisUnavailableError
 from scheduler.mail.signing import pagerduty_signature_valid
 from scheduler.service.emitting import already_accepted, emit
 from scheduler.service.settings import Settings
+from scheduler.storage import keys
 from scheduler.web._http import SafeJSONResponse, invalid, read_capped, unanswered
 from scheduler.web.auth import require_token
 from scheduler.web.deps import Web, WebDep
 
-__all__ = ["MAX_PAYLOAD_BYTES", "mapping_source", "router"]
+__all__ = ["MAX_PAYLOAD_BYTES", "REPLAY_WINDOW", "delivery_of", "mapping_source", "router"]
 
 logger = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
 """An alert group with many alerts is large; a megabyte holds several hundred."""
+REPLAY_WINDOW = timedelta(minutes=5)
+"""How far a signed PagerDuty delivery's ``occurred_at`` may be from now, either way."""
 _KEPT_WHOLE_BYTES = 64 * 1024
 _EXCERPT_CHARS = 2000
 
@@ -67,15 +77,22 @@ async def _keep(web: Web, kept: Any, errors: list[tuple[str, str]], via: str) ->
         logger.warning("a rejected %s payload could not be kept: Redis did not answer", via)
 
 
-async def _accept(
-    request: Request, web: Web, translate: Translator, via: str, body: bytes | None = None
-) -> JSONResponse:
+def _too_large() -> JSONResponse:
+    return SafeJSONResponse(
+        {"detail": f"the payload is larger than {MAX_PAYLOAD_BYTES} bytes; nothing was read further"},
+        status_code=413,
+    )
+
+
+async def _accept(request: Request, web: Web, translate: Translator, via: str) -> JSONResponse:
+    """The body, read once within the cap (413 past it, keeping nothing), as events enqueued."""
+    body = await read_capped(request, MAX_PAYLOAD_BYTES)
     if body is None:
-        body = await read_capped(request, MAX_PAYLOAD_BYTES)
-    if body is None:
-        errors = [("", f"the payload is larger than {MAX_PAYLOAD_BYTES} bytes")]
-        await _keep(web, None, errors, via)
-        return invalid(errors)
+        return _too_large()
+    return await _enqueue(web, body, translate, via)
+
+
+async def _enqueue(web: Web, body: bytes, translate: Translator, via: str) -> JSONResponse:
     excerpt = body[:_EXCERPT_CHARS].decode("utf-8", errors="replace")
     kept: Any = excerpt
     try:
@@ -136,18 +153,61 @@ async def grafana(request: Request, web: WebDep) -> JSONResponse:
     return await _accept(request, web, from_grafana, "grafana")
 
 
+def delivery_of(body: bytes, now: datetime) -> tuple[str | None, str | None]:
+    """A PagerDuty delivery's ``event.id`` (None when it has none to read), and why it is
+    refused as a replay: its ``event.occurred_at`` is more than 5 minutes from ``now``
+    (None when it is within them, or carries no time to judge by)."""
+    try:
+        document = decode_json(body)
+    except EventError:  # _enqueue names what is wrong with it
+        return None, None
+    event = document.get("event") if isinstance(document, dict) else None
+    if not isinstance(event, dict):
+        return None, None
+    delivery = event.get("id") if isinstance(event.get("id"), str) and event["id"] else None
+    try:
+        moment = datetime.fromisoformat(str(event.get("occurred_at")))
+    except ValueError:
+        return delivery, None
+    if moment.tzinfo is None or abs(now - moment) <= REPLAY_WINDOW:
+        return delivery, None
+    return (
+        delivery,
+        f"event.occurred_at {event['occurred_at']} is more than 5 minutes from now: a replay is refused",
+    )
+
+
+def _kept_for_s(web: Web) -> int:
+    """How long a delivery id is remembered: the retention window in force (at least a day)."""
+    current = web.config()
+    return max(int(current.retention) if current else 0, 86_400)
+
+
 @router.post("/v1/integrations/pagerduty", status_code=202)
 async def pagerduty(request: Request, web: WebDep) -> JSONResponse:
-    """A PagerDuty V3 webhook, accepted only with a valid ``X-PagerDuty-Signature``."""
-    body = await read_capped(request, MAX_PAYLOAD_BYTES)
+    """A PagerDuty V3 webhook, accepted only with a valid ``X-PagerDuty-Signature`` over a
+    fresh delivery not taken before."""
     secret = web.settings.pagerduty_secret
     if secret is None:
         return SafeJSONResponse(
             {"detail": "AMENDS_PAGERDUTY_SECRET is not set: PagerDuty webhooks cannot be verified"},
             status_code=401,
         )
-    if body is not None and not pagerduty_signature_valid(
-        secret, body, request.headers.get("x-pagerduty-signature")
-    ):
+    signature = request.headers.get("x-pagerduty-signature")
+    if not signature:
+        return SafeJSONResponse({"detail": "X-PagerDuty-Signature is missing"}, status_code=401)
+    body = await read_capped(request, MAX_PAYLOAD_BYTES)
+    if body is None:
+        return _too_large()
+    if not pagerduty_signature_valid(secret, body, signature):
         return SafeJSONResponse({"detail": "X-PagerDuty-Signature does not sign this body"}, status_code=401)
-    return await _accept(request, web, from_pagerduty, "pagerduty", body)
+    delivery, stale = delivery_of(body, web.clock())
+    if stale:
+        return SafeJSONResponse({"detail": stale}, status_code=401)
+    seen = keys.pagerduty_delivery(delivery) if delivery else None
+    if seen and not await run_in_threadpool(web.client.set, seen, "1", nx=True, ex=_kept_for_s(web)):
+        return SafeJSONResponse({"status": "duplicate", "delivery": delivery}, status_code=200)
+    answer = await _enqueue(web, body, from_pagerduty, "pagerduty")
+    if seen and answer.status_code >= 400:  # not taken: PagerDuty's retry is not a replay
+        await run_in_threadpool(web.client.delete, seen)
+    return answer
