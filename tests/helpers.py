@@ -1,13 +1,20 @@
-"""Small things the tests share: the test day's clock times and a communication draft for store contracts."""
+"""Small things the tests share: the test day's clock times, a communication draft for store
+contracts, an incident as the store keeps it, and the review page's sign-in."""
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime
+from typing import Any
+
+import redis
 
 from scheduler.core.model import Draft, Incident, Thread
+from scheduler.storage import keys
 from scheduler.storage.port import Builder
 
-__all__ = ["at", "draft_builder"]
+__all__ = ["at", "draft_builder", "sign_in", "stored_incident"]
 
 
 def at(hour: int, minute: int, second: int = 0) -> datetime:
@@ -26,3 +33,17 @@ def draft_builder(
         return draft, thread
 
     return build
+
+
+def stored_incident(client: redis.Redis, incident_id: str, stakeholders: list[str], title: str = "") -> None:
+    """Keep an open incident told to ``stakeholders``, as a worker would have (links name known ones)."""
+    incident = Incident(id=incident_id, title=title, stakeholders=stakeholders)
+    client.set(keys.incident(incident_id), json.dumps(incident.to_json()))
+
+
+def sign_in(client: Any, token: str) -> Any:
+    """Sign ``client`` (a TestClient) in as a browser does: open the form, post it with its CSRF value."""
+    form = client.get("/")
+    found = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert found, "the sign-in form carries no CSRF value"
+    return client.post("/signin", data={"token": token, "csrf": found.group(1)}, follow_redirects=False)

@@ -24,7 +24,7 @@ from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
 from scheduler.web.app import create_app, server_config
 from tests.conftest import App, event
-from tests.helpers import draft_builder
+from tests.helpers import draft_builder, sign_in, stored_incident
 
 pytestmark = pytest.mark.real
 
@@ -327,6 +327,7 @@ def test_the_feedback_page_takes_a_comment(live: TestClient, app: App, redis_cli
 
 def test_a_forged_or_too_long_comment_is_not_kept(api: TestClient, redis_client: redis.Redis) -> None:
     """A comment with another stakeholder's signature gets 403; one over 4000 characters or empty gets 422."""
+    stored_incident(redis_client, "INC-1", ["globex", "acme-finance"])
     action = "/feedback/INC-1/globex"
     other = sign(SECRET, "feedback-comment", "INC-1", "acme-finance")
     assert api.post(action, data={"sig": other, "comment": "hi"}).status_code == 403
@@ -344,12 +345,12 @@ def test_a_forged_or_too_long_comment_is_not_kept(api: TestClient, redis_client:
 
 def test_a_signed_unsubscribe_link_records_the_opt_out(api: TestClient, redis_client: redis.Redis) -> None:
     """Opening the link only asks; its button (a POST) records the opt-out, as does RFC 8058's one-click POST."""
-    response = api.get(unsubscribe_link(BASE, SECRET, "globex"))
+    response = api.get(unsubscribe_link(BASE, SECRET, "globex-support"))
     assert response.status_code == 200 and "Unsubscribe?" in response.text
-    assert not RedisStore(redis_client).is_opted_out("globex")  # a link scanner's GET changes nothing
-    confirmed = api.post(unsubscribe_link(BASE, SECRET, "globex"))
+    assert not RedisStore(redis_client).is_opted_out("globex-support")  # a link scanner's GET changes nothing
+    confirmed = api.post(unsubscribe_link(BASE, SECRET, "globex-support"))
     assert confirmed.status_code == 200 and "Unsubscribed" in confirmed.text
-    assert RedisStore(redis_client).is_opted_out("globex")
+    assert RedisStore(redis_client).is_opted_out("globex-support")
     one_click = api.post(
         unsubscribe_link(BASE, SECRET, "acme-finance"),
         content=b"List-Unsubscribe=One-Click",
@@ -434,14 +435,18 @@ def test_metrics_follow_a_live_incident(live: TestClient, app: App) -> None:
 
 
 def test_healthz_says_whether_redis_answers(api: TestClient) -> None:
-    """/healthz needs no token and is 200 with Redis up, 503 when it does not answer."""
+    """/healthz needs no token and is 200 with Redis up, 503 when it does not answer; a reader learns which."""
+    detail = api.get("/healthz").json()
+    assert detail == {"status": "ok", "redis": "ok", "processes": {}, "unfinished_sends": 0}
     api.headers.pop("Authorization")
-    assert api.get("/healthz").json() == {"redis": "ok", "processes": {}, "unfinished_sends": 0}
+    assert api.get("/healthz").json() == {"status": "ok"}
     down = Settings(redis_url="redis://127.0.0.1:9/0", api_token=TOKEN, secret_key=SECRET)
     with _client(down) as client:
         response = client.get("/healthz")
-        assert response.status_code == 503 and response.json() == {"redis": "unavailable"}
+        assert response.status_code == 503 and response.json() == {"status": "not ok", "redis": "unavailable"}
         assert client.get("/v1/incidents").status_code == 503
+        anonymous = client.get("/healthz", headers={"Authorization": ""})
+        assert anonymous.status_code == 503 and anonymous.json() == {"status": "not ok"}
 
 
 def test_healthz_reports_each_workers_and_schedulers_last_heartbeat(
@@ -472,11 +477,12 @@ def test_the_review_page_signs_in_with_a_form_never_with_the_token_in_the_url(ap
     in_url = api.get("/", params={"token": TOKEN}, follow_redirects=False)
     assert in_url.status_code == 303 and in_url.headers["location"] == "/"
     assert "set-cookie" not in in_url.headers
-    assert api.post("/signin", data={"token": "wrong"}).status_code == 401
-    response = api.post("/signin", data={"token": TOKEN}, follow_redirects=False)
+    api.base_url = "https://testserver"  # type: ignore[assignment]  # the configured base_url is https
+    assert sign_in(api, "wrong").status_code == 401
+    response = sign_in(api, TOKEN)
     assert response.status_code == 303 and response.headers["location"] == "/"
-    cookie = response.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and TOKEN not in cookie
+    [cookie] = [c for c in response.headers.get_list("set-cookie") if c.startswith("amends_review=")]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" in cookie and TOKEN not in cookie
     page = api.get("/")
     assert page.status_code == 200 and "Incidents and their communications" in page.text
     assert TOKEN not in page.text and SECRET not in page.text

@@ -20,6 +20,7 @@ from scheduler.storage import keys
 from scheduler.storage.redis_store import RedisStore
 from scheduler.web.app import create_app
 from tests.conftest import BASE_CONFIG, event
+from tests.helpers import sign_in, stored_incident
 
 pytestmark = pytest.mark.real
 
@@ -37,7 +38,7 @@ def api(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> Iterator[T
     settings = Settings(
         redis_url=redis_url, api_token=TOKEN, read_token=READ, secret_key=SECRET, config_path=config
     )
-    with TestClient(create_app(settings, clock=lambda: T0)) as client:
+    with TestClient(create_app(settings, clock=lambda: T0), base_url="https://testserver") as client:
         yield client
 
 
@@ -50,6 +51,7 @@ def _bearer(token: str) -> dict[str, str]:
 
 def test_opening_every_rating_link_records_nothing(api: TestClient, redis_client: redis.Redis) -> None:
     """A mail scanner that opens all five rating links leaves no rating behind."""
+    stored_incident(redis_client, "INC-1", ["globex"])
     for link in feedback_links("", SECRET, "INC-1", "globex").values():
         response = api.get(link)
         assert response.status_code == 200 and 'method="post"' in response.text
@@ -58,6 +60,7 @@ def test_opening_every_rating_link_records_nothing(api: TestClient, redis_client
 
 def test_the_rating_is_recorded_by_the_forms_post(api: TestClient, redis_client: redis.Redis) -> None:
     """The form's POST records the rating alone (no comment needed); an out-of-range one gets 422."""
+    stored_incident(redis_client, "INC-1", ["globex"])
     action = "/feedback/INC-1/globex"
     sig = sign(SECRET, "feedback-comment", "INC-1", "globex")
     assert api.post(action, data={"sig": sig, "rating": "7"}).status_code == 422
@@ -77,8 +80,8 @@ def test_the_read_token_reads_the_log_and_the_review_page_but_cannot_post(api: T
     assert api.post("/v1/events", json=event(), headers=_bearer(READ)).status_code == 401
     assert api.delete("/v1/opt-outs/globex", headers=_bearer(READ)).status_code == 401
     assert api.post("/v1/events", json=event(), headers=_bearer(TOKEN)).status_code == 202
-    signed_in = api.post("/signin", data={"token": READ}, follow_redirects=False)
-    assert signed_in.status_code == 303 and READ not in signed_in.headers["set-cookie"]
+    signed_in = sign_in(api, READ)
+    assert signed_in.status_code == 303 and READ not in str(signed_in.headers.get_list("set-cookie"))
     assert api.get("/").status_code == 200
     assert api.post("/v1/events", json=event()).status_code == 401  # the cookie is for the page only
 
@@ -86,8 +89,11 @@ def test_the_read_token_reads_the_log_and_the_review_page_but_cannot_post(api: T
 # -- unsubscribe and opt-outs -------------------------------------------------------------
 
 
-def test_the_unsubscribe_page_names_the_stakeholder_and_offers_this_incident_or_all(api: TestClient) -> None:
+def test_the_unsubscribe_page_names_the_stakeholder_and_offers_this_incident_or_all(
+    api: TestClient, redis_client: redis.Redis
+) -> None:
     """The page shows the stakeholder's configured name (not its id) and both choices; it records nothing."""
+    stored_incident(redis_client, "INC-1", ["globex"])
     page = api.get(unsubscribe_link("", SECRET, "globex", "INC-1"))
     assert page.status_code == 200
     assert "Which messages should Globex Support stop receiving?" in page.text
@@ -100,6 +106,7 @@ def test_an_opt_out_from_one_incident_stops_only_that_incidents_mail_and_can_be_
     api: TestClient, redis_client: redis.Redis
 ) -> None:
     """Choosing "this incident" opts out of INC-1 only; the confirmation's undo button takes it back."""
+    stored_incident(redis_client, "INC-1", ["globex"])
     link = unsubscribe_link("", SECRET, "globex", "INC-1")
     done = api.post(link, data={"scope": "incident"})
     assert done.status_code == 200 and "Globex Support will receive no more messages about INC-1" in done.text

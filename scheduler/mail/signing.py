@@ -1,5 +1,12 @@
 """HMAC signatures: links that work for one stakeholder of one incident only, webhooks
-amends sends (Standard Webhooks) and webhooks it receives (PagerDuty)."""
+amends sends (Standard Webhooks) and webhooks it receives (PagerDuty).
+
+A link's signature covers a structure, not a joined string: a version tag, then each part
+(the purpose first) prefixed by its length, so no two different part lists are signed
+alike however the parts are re-split. Links signed before that (parts joined by U+001F)
+are still accepted by :func:`verify_link` for the ids they name; the routes check that
+those ids are a configured stakeholder and a known incident before anything is stored.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import binascii
 import functools
 import hashlib
 import hmac
+import re
 from urllib.parse import quote, urlencode
 
 __all__ = [
@@ -19,6 +27,8 @@ __all__ = [
     "standard_webhook_signature",
     "unsubscribe_link",
     "verify",
+    "verify_link",
+    "withhold_signatures",
 ]
 
 _WHSEC = "whsec_"
@@ -64,9 +74,28 @@ def pagerduty_signature_valid(secret: str, body: bytes, header: str | None) -> b
     return found
 
 
-def sign(secret_key: str, *parts: str) -> str:
+_VERSION = b"amends-signature-v2"
+"""Tags every signature made now; a change of the structure below changes this tag."""
+
+
+def _structure(parts: tuple[str, ...]) -> bytes:
+    """The version tag, then each part's UTF-8 length (4 bytes, big-endian) and bytes."""
+    encoded = [p.encode("utf-8", "surrogatepass") for p in parts]
+    return _VERSION + b"".join(len(e).to_bytes(4, "big") + e for e in encoded)
+
+
+def sign(secret_key: str, purpose: str, *parts: str) -> str:
+    """The signature of ``parts`` for ``purpose`` (``unsubscribe``, ``feedback``, …):
+    32 hex digits of an HMAC-SHA256 over the length-prefixed parts."""
     signer = _keyed(secret_key).copy()
-    signer.update("\x1f".join(parts).encode())
+    signer.update(_structure((purpose, *parts)))
+    return signer.hexdigest()[:32]
+
+
+def _joined(secret_key: str, *parts: str) -> str:
+    """A signature as links sent before the length-prefixed structure carried it."""
+    signer = _keyed(secret_key).copy()
+    signer.update("\x1f".join(parts).encode("utf-8", "surrogatepass"))
     return signer.hexdigest()[:32]
 
 
@@ -77,9 +106,46 @@ def _keyed(secret_key: str) -> hmac.HMAC:
     return hmac.new(secret_key.encode(), digestmod=hashlib.sha256)
 
 
-def verify(secret_key: str, signature: str, *parts: str) -> bool:
-    """Whether ``signature`` signs ``parts``; any text (even non-ASCII) is safe to pass."""
-    return hmac.compare_digest(sign(secret_key, *parts).encode(), signature.encode("utf-8", "replace"))
+def _same(expected: str, given: str) -> bool:
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
+
+
+def verify(secret_key: str, signature: str, purpose: str, *parts: str) -> bool:
+    """Whether ``signature`` signs ``parts`` for ``purpose``; any text (even non-ASCII) is safe to pass."""
+    return _same(sign(secret_key, purpose, *parts), signature)
+
+
+def verify_link(secret_key: str, signature: str, purpose: str, *parts: str) -> bool:
+    """:func:`verify`, or the signature a link sent before the current structure carries
+    (so that mail already delivered keeps working); the caller checks the ids are known."""
+    if verify(secret_key, signature, purpose, *parts):
+        return True
+    if any("\x1f" in p for p in parts):  # such a part could only come from a re-split
+        return False
+    return _same(_joined(secret_key, purpose, *parts), signature)
+
+
+_SIGNED = re.compile(r"(sig(?:=3D|%3[Dd]|=))((?:[0-9a-f]|=\r?\n)+)")
+"""A link's ``sig`` value: plain, URL-encoded, or in quoted-printable text, where a soft
+line break (``=`` at the end of a line) may fall inside it."""
+_WITHHELD = "WITHHELD"
+
+
+def withhold_signatures(text: str) -> str:
+    """``text`` with every link signature replaced by ``WITHHELD…`` of the same length (so
+    quoted-printable lines keep their shape): the links it shows no longer act for anyone."""
+
+    def inert(found: re.Match[str]) -> str:
+        value, count = [], 0
+        for piece in re.split(r"(=\r?\n)", found.group(2)):
+            if piece.startswith("="):
+                value.append(piece)
+                continue
+            value.append("".join(_WITHHELD[(count + i) % len(_WITHHELD)] for i in range(len(piece))))
+            count += len(piece)
+        return found.group(1) + "".join(value)
+
+    return _SIGNED.sub(inert, text)
 
 
 def _feedback_base(base_url: str, incident_id: str, stakeholder_id: str) -> str:

@@ -6,7 +6,10 @@ POST of the form records it. An unsubscribe link asks whether to stop this incid
 mail or all incident mail; the reader's button, or a mail client's RFC 8058 one-click
 POST (which stops all incident mail), records the opt-out, and the page that confirms it
 offers to undo it. Every link is HMAC-signed for its stakeholder (and incident); a
-forged or altered one gets 403 and changes nothing.
+forged or altered one gets 403 and changes nothing, and a signed one whose stakeholder is
+not configured (or whose incident is not known) gets 404 and changes nothing either. An
+unsubscribe link whose incident retention has removed still stops all incident mail.
+A form posted from another site's page (its ``Origin`` is not this one) gets 403.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from scheduler.core.feedback import MAX_COMMENT_CHARS, RATINGS, FeedbackError, opt_out_id
-from scheduler.mail.signing import sign, verify
-from scheduler.web._http import forbidden, page, read_form
+from scheduler.mail.signing import sign, verify_link
+from scheduler.web._http import cross_site, forbidden, page, read_form
 from scheduler.web.deps import Web, WebDep
 from scheduler.web.pages import (
     UnsubscribeChoice,
@@ -33,6 +36,28 @@ __all__ = ["router"]
 _UNREADABLE = "The form could not be read. Please go back to the page and send it again."
 
 router = APIRouter()
+
+
+def _unknown() -> HTMLResponse:
+    return page(
+        render_notice(
+            "This link does not work any more",
+            "It names a recipient or an incident we no longer know.",
+            error=True,
+        ),
+        404,
+    )
+
+
+def _known(web: Web, stakeholder_id: str, incident_id: str | None) -> bool:
+    """Whether the stakeholder is configured (or was told of the incident) and the incident,
+    when one is named, is known: a link for anything else changes nothing."""
+    state = web.store.incident(incident_id) if incident_id else None
+    if incident_id and state is None:
+        return False
+    config = web.config()
+    configured = config is not None and config.stakeholder(stakeholder_id) is not None
+    return configured or (state is not None and stakeholder_id in state.stakeholders)
 
 
 def _rating(text: str | None) -> int | None:
@@ -78,11 +103,15 @@ def feedback(
 ) -> Response:
     """The feedback form; a rating link's rating comes chosen. Nothing is recorded here."""
     if rating is None:
-        if not verify(web.secret, sig, "feedback-page", incident_id, stakeholder_id):
+        if not verify_link(web.secret, sig, "feedback-page", incident_id, stakeholder_id):
             return forbidden()
+        if not _known(web, stakeholder_id, incident_id):
+            return _unknown()
         return _feedback_page(web, incident_id, stakeholder_id)
-    if not verify(web.secret, sig, "feedback", incident_id, stakeholder_id, rating):
+    if not verify_link(web.secret, sig, "feedback", incident_id, stakeholder_id, rating):
         return forbidden()
+    if not _known(web, stakeholder_id, incident_id):
+        return _unknown()
     chosen = _rating(rating)
     if chosen is None:
         return page(render_notice("Not a rating", "A rating is 1 to 5.", error=True), 422)
@@ -99,11 +128,15 @@ def feedback(
 async def feedback_sent(request: Request, incident_id: str, stakeholder_id: str, web: WebDep) -> Response:
     """The form: a rating, a comment (at most 4000 characters) or both, signed for this
     incident and stakeholder; the latest answer wins."""
+    if cross_site(request, web):
+        return forbidden()
     form = await read_form(request)
     if form is None:
         return page(render_notice("Not saved", _UNREADABLE, error=True), 400)
-    if not verify(web.secret, form.get("sig", ""), "feedback-comment", incident_id, stakeholder_id):
+    if not verify_link(web.secret, form.get("sig", ""), "feedback-comment", incident_id, stakeholder_id):
         return forbidden()
+    if not await run_in_threadpool(_known, web, stakeholder_id, incident_id):
+        return _unknown()
     return await run_in_threadpool(
         _keep_feedback, web, incident_id, stakeholder_id, form.get("rating"), form.get("comment", "")
     )
@@ -142,7 +175,15 @@ def _keep_feedback(
 
 def _unsubscribe_signed(web: Web, sig: str, stakeholder_id: str, incident: str) -> bool:
     parts = (stakeholder_id, incident) if incident else (stakeholder_id,)
-    return verify(web.secret, sig, "unsubscribe", *parts)
+    return verify_link(web.secret, sig, "unsubscribe", *parts)
+
+
+def _still_known(web: Web, stakeholder_id: str, incident: str) -> str | None:
+    """The incident to offer along with all mail ("" for none), or None when the link
+    names a stakeholder that is not configured: an incident retention removed is not offered."""
+    if incident and _known(web, stakeholder_id, incident):
+        return incident
+    return "" if _known(web, stakeholder_id, None) else None
 
 
 def _incident_words(web: Web, incident: str) -> str:
@@ -158,6 +199,10 @@ def confirm_unsubscribe(
     """Asks which mail to stop: opening the link (mail scanners do) unsubscribes no one."""
     if not _unsubscribe_signed(web, sig, stakeholder_id, incident):
         return forbidden()
+    known = _still_known(web, stakeholder_id, incident)
+    if known is None:
+        return _unknown()
+    incident = known
     name = web.name(stakeholder_id)
     action = f"{request.url.path}?{request.url.query}"
     if web.store.is_opted_out(stakeholder_id):
@@ -179,11 +224,17 @@ async def unsubscribe(
 ) -> Response:
     """Records (or, with ``undo``, removes) the opt-out the reader chose; RFC 8058's
     one-click POST (``List-Unsubscribe=One-Click``) stops all incident mail."""
+    if cross_site(request, web):
+        return forbidden()
     form = await read_form(request)
     if form is None:
         return page(render_notice("Not saved", _UNREADABLE, error=True), 400)
     if not _unsubscribe_signed(web, sig, stakeholder_id, incident):
         return forbidden()
+    known = await run_in_threadpool(_still_known, web, stakeholder_id, incident)
+    if known is None:
+        return _unknown()
+    incident = known
     scope = "all" if form.get("List-Unsubscribe") == "One-Click" else form.get("scope") or "all"
     if scope not in ("incident", "all") or (scope == "incident" and not incident):
         return page(render_notice("Not saved", "Choose one of the buttons on the page.", error=True), 422)
