@@ -9,10 +9,11 @@ page ``/`` (:mod:`.review`) and its sign-in (:mod:`.auth`), ``/metrics`` (:mod:`
 Authentication: posting events and undoing opt-outs need ``Authorization: Bearer
 $AMENDS_API_TOKEN``; reading (the log, incidents, opt-outs, ``/metrics``) takes that token
 or ``$AMENDS_READ_TOKEN``. The review page ``/`` takes either as a bearer token, or from
-its sign-in form: the form POSTs the token, which is exchanged for a cookie (derived from
-the token, HttpOnly, SameSite=Strict), so a token never appears in a URL; one given as
-``/?token=`` is not used. Feedback and unsubscribe links carry their own HMAC signature
-instead; ``/healthz`` is open. Only the demo (``create_app(..., demo=True)``) may run
+its sign-in form: the form POSTs the token, which starts a server-side session whose
+random id is the cookie (:mod:`.auth`), so a token never appears in a URL; one given as
+``/?token=`` is not used. Messages shown to the read token have their action links'
+signatures withheld. Feedback and unsubscribe links carry their own HMAC signature
+instead; ``/healthz`` without a token says only ok or not ok (:mod:`.health`). Only the demo (``create_app(..., demo=True)``) may run
 without a token, and then every endpoint is open, so it must listen on 127.0.0.1 only.
 
 No input gets a 500: bodies are size-capped and decoded strictly, forms and JSON that
@@ -56,6 +57,7 @@ from scheduler.web import (
 from scheduler.web._http import SafeJSONResponse, invalid
 from scheduler.web.access_log import RedactSecrets
 from scheduler.web.deps import Web, config_reader
+from scheduler.web.sessions import Role, fingerprint
 
 __all__ = ["create_app", "serve", "server_config"]
 
@@ -113,7 +115,9 @@ def _web(settings: Settings, clock: Callable[[], datetime]) -> Web:
         secret=secret,
         token=settings.api_token,
         readers=readers,
-        sessions=tuple(auth.review_session(secret, t) for t in readers),
+        fingerprints=tuple(
+            (fingerprint(secret, t), Role.WRITE if t == settings.api_token else Role.READ) for t in readers
+        ),
     )
 
 

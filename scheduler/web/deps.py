@@ -20,6 +20,7 @@ from scheduler.core.promises import ON_TIME_GRACE_S
 from scheduler.errors import AmendsError
 from scheduler.service.settings import Settings
 from scheduler.storage.port import Store, TimerStore
+from scheduler.web.sessions import Role
 
 __all__ = ["Web", "WebDep", "config_reader", "grace_s", "web_of"]
 
@@ -41,13 +42,14 @@ class Web:
     integrations: Callable[[], Integrations]
     """The ``integrations:`` section in force, for the routes other tools post to."""
     secret: str
-    """``AMENDS_SECRET_KEY``: signs and verifies links and review cookies."""
+    """``AMENDS_SECRET_KEY``: signs and verifies links and the review page's CSRF values."""
     token: str | None
     """``AMENDS_API_TOKEN``; None only in the demo, where every endpoint is open."""
     readers: tuple[str, ...]
     """The tokens that may read: the API token and ``AMENDS_READ_TOKEN``."""
-    sessions: tuple[str, ...]
-    """The review cookie's value for each of ``readers``."""
+    fingerprints: tuple[tuple[str, Role], ...]
+    """Each token's fingerprint and role: a review session made with any other token
+    (one rotated since) is no longer valid."""
 
     def name(self, stakeholder_id: str) -> str:
         """The stakeholder's configured name (the id itself when there is no such stakeholder)."""

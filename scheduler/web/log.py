@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
 
 from scheduler.core.model import Kind, Status
 from scheduler.core.promises import LogFilter
+from scheduler.mail.signing import withhold_signatures
 from scheduler.storage.port import format_cursor
 from scheduler.web._http import SafeJSONResponse, invalid, page_window
 from scheduler.web.auth import require_reader
 from scheduler.web.deps import WebDep
+from scheduler.web.sessions import Role
 
 __all__ = ["router"]
 
@@ -48,10 +52,14 @@ def communications(
     )
 
 
-@router.get("/v1/communications/{comm_id}", dependencies=[Depends(require_reader)])
-def communication(comm_id: str, web: WebDep) -> JSONResponse:
-    """One communication with the full message as sent, headers included."""
+@router.get("/v1/communications/{comm_id}")
+def communication(comm_id: str, web: WebDep, role: Annotated[Role, Depends(require_reader)]) -> JSONResponse:
+    """One communication with the full message as sent, headers included; for the read
+    token, with its action links' signatures withheld."""
     comm = web.store.comm(comm_id)
     if comm is None:
         raise HTTPException(404, f"no communication {comm_id!r}")
-    return SafeJSONResponse({**comm.as_json(), "message": comm.message})
+    message = (
+        comm.message if role is Role.WRITE or comm.message is None else withhold_signatures(comm.message)
+    )
+    return SafeJSONResponse({**comm.as_json(), "message": message})

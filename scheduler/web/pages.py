@@ -35,11 +35,16 @@ _env = jinja2.Environment(
 
 
 def render_review(
-    incidents: list[IncidentView], now: datetime, grace_s: float = ON_TIME_GRACE_S, older: str = ""
+    incidents: list[IncidentView],
+    now: datetime,
+    grace_s: float = ON_TIME_GRACE_S,
+    older: str = "",
+    sign_out: str = "",
 ) -> str:
-    """The review page; ``older`` links to the next page of older incidents, if any."""
+    """The review page; ``older`` links to the next page of older incidents, if any;
+    ``sign_out`` is the sign-out form's CSRF value (no form without one)."""
     return _env.get_template("review.html").render(
-        incidents=incidents, now=shown_time(now, "UTC"), grace_s=int(grace_s), older=older
+        incidents=incidents, now=shown_time(now, "UTC"), grace_s=int(grace_s), older=older, sign_out=sign_out
     )
 
 
@@ -81,9 +86,10 @@ def render_notice(title: str, *lines: str, error: bool = False, button: str = ""
     )
 
 
-def render_sign_in(error: str = "") -> str:
-    """The review page's sign-in form; it posts the token, so the token never enters a URL."""
-    return _env.get_template("sign_in.html").render(error=error)
+def render_sign_in(error: str = "", *, csrf: str) -> str:
+    """The review page's sign-in form; it posts the token, so the token never enters a URL,
+    and ``csrf``, which ties the form to the browser it was shown to."""
+    return _env.get_template("sign_in.html").render(error=error, csrf=csrf)
 
 
 @dataclass(frozen=True)

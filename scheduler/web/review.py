@@ -1,8 +1,10 @@
 """The review page ``/``: incidents with every stakeholder's timeline, and each message as sent.
 
-It takes a reader's bearer token or the cookie :mod:`scheduler.web.auth`'s sign-in form
-sets; without either it answers the sign-in form (401). A token given as ``/?token=`` is
-never used: the page redirects to ``/`` so that it leaves the address bar.
+It takes a reader's bearer token or the session :mod:`scheduler.web.auth`'s sign-in form
+starts; without either it answers the sign-in form (401). A token given as ``/?token=`` is
+never used: the page redirects to ``/`` so that it leaves the address bar. A message shown
+to the read token has its action links' signatures withheld: reading the log must not
+give the power to unsubscribe, rate or change preferences as a stakeholder.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from scheduler.core.model import Incident
 from scheduler.core.promises import open_promises
 from scheduler.core.text import scrub
 from scheduler.mail.composed import composed_text
+from scheduler.mail.signing import withhold_signatures
 from scheduler.storage.port import Store, format_cursor, parse_cursor
 from scheduler.web._http import HTML_HEADERS, page
-from scheduler.web.auth import can_read
+from scheduler.web.auth import caller_role, sign_in_page, sign_out_csrf
 from scheduler.web.deps import WebDep, grace_s
-from scheduler.web.pages import render_review, render_sign_in
+from scheduler.web.pages import render_review
 from scheduler.web.review_view import promise_words, review_view
+from scheduler.web.sessions import Role
 
 __all__ = ["REVIEW_PAGE", "router"]
 
@@ -74,8 +78,8 @@ def review(request: Request, web: WebDep, before: str | None = None) -> Response
     if any(name.lower() == "token" for name in request.query_params):
         # a token in an address stays in history and logs: it is never used, and leaves
         return RedirectResponse("/", status_code=303)
-    if not can_read(request, web, cookie=True):
-        return page(render_sign_in(), 401)
+    if caller_role(request, web, cookie=True) is None:
+        return sign_in_page(web)
     now = web.clock()
     try:
         after = parse_cursor(before) if before else None
@@ -95,17 +99,20 @@ def review(request: Request, web: WebDep, before: str | None = None) -> Response
         grace_s=web.grace_s(),
     )
     older = f"/?before={quote(format_cursor(following), safe='')}" if following else ""
-    return page(render_review(view, now, web.grace_s(), older))
+    return page(render_review(view, now, web.grace_s(), older, sign_out_csrf(request, web)))
 
 
 @router.get("/review/messages/{comm_id}", response_class=PlainTextResponse)
 def review_message(request: Request, comm_id: str, web: WebDep) -> Response:
     """One message as sent (headers included) for the review page; a message that could
-    not be sent shows what was composed, marked as such."""
-    if not can_read(request, web, cookie=True):
-        return page(render_sign_in(), 401)
+    not be sent shows what was composed, marked as such. The read token sees its action
+    links with their signatures withheld."""
+    role = caller_role(request, web, cookie=True)
+    if role is None:
+        return sign_in_page(web)
     comm = web.store.comm(comm_id)
     if comm is None:
         return PlainTextResponse(f"no communication {comm_id!r}", status_code=404)
     text = comm.message or composed_text(comm, web.config(), web.settings.templates_dir, web.secret)
-    return PlainTextResponse(scrub(text), headers=HTML_HEADERS)
+    shown = text if role is Role.WRITE else withhold_signatures(text)
+    return PlainTextResponse(scrub(shown), headers=HTML_HEADERS)
