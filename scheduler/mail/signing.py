@@ -125,9 +125,12 @@ def verify_link(secret_key: str, signature: str, purpose: str, *parts: str) -> b
     return _same(_joined(secret_key, purpose, *parts), signature)
 
 
-_SIGNED = re.compile(r"(sig(?:=3D|%3[Dd]|=))((?:[0-9a-f]|=\r?\n)+)")
+_SOFT = r"(?:=\r?\n)?"
+_SIGNED = re.compile(
+    rf"(s{_SOFT}i{_SOFT}g{_SOFT}(?:=3D|%3[Dd]|=(?!\r?\n)){_SOFT})((?:[0-9a-f]|=\r?\n)*[0-9a-f])"
+)
 """A link's ``sig`` value: plain, URL-encoded, or in quoted-printable text, where a soft
-line break (``=`` at the end of a line) may fall inside it."""
+line break (``=`` at the end of a line) may fall anywhere in ``sig=`` or in the value."""
 _WITHHELD = "WITHHELD"
 
 
