@@ -78,19 +78,29 @@ def _origin(url: str) -> str:
 def cross_site(request: Request, web: Web) -> bool:
     """Whether a form was posted from another site's page: its ``Origin`` (or, without one,
     its ``Referer``) is neither this server's address nor the configured ``base_url``.
-    A POST that names neither (a mail client's one-click unsubscribe) is not cross-site."""
+    A POST that names neither (a mail client's one-click unsubscribe), or names the opaque
+    origin ``null``, is not judged here: the form's CSRF value or signature decides."""
     given = request.headers.get("origin") or _origin(request.headers.get("referer", ""))
-    if not given:
+    if not given or given == "null":  # our pages' no-referrer policy makes browsers send "null"
         return False
     config = web.config()
     ours = {_origin(str(request.base_url)), _origin(config.base_url) if config else ""}
     return given.lower() not in ours - {""}
 
 
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 def https_site(request: Request, web: Web) -> bool:
-    """Whether the server is reached over HTTPS: its ``base_url`` says so, or the request came so."""
+    """Whether the browser reaches the server over HTTPS, so cookies are sent ``Secure``:
+    the request came so, or ``base_url`` is https (TLS ends at a proxy in front) and the
+    request is not plain HTTP to a loopback address (a tunnel, the demo), where a browser
+    would drop a ``Secure`` cookie and signing in could never work."""
+    if request.url.scheme == "https":
+        return True
     config = web.config()
-    return request.url.scheme == "https" or bool(config and config.base_url.lower().startswith("https:"))
+    behind_tls = bool(config and config.base_url.lower().startswith("https:"))
+    return behind_tls and (request.url.hostname or "").lower() not in _LOOPBACK
 
 
 async def read_capped(request: Request, limit: int) -> bytes | None:
