@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from scheduler.core._validation import bounded_duration_s
@@ -117,11 +117,12 @@ async def read_capped(request: Request, limit: int) -> bytes | None:
 
 
 async def read_form(request: Request) -> dict[str, str] | None:
-    """An ``application/x-www-form-urlencoded`` body as {name: last value}; None when it is
-    too large or cannot be read as one (a reason for 400, never an exception)."""
+    """An ``application/x-www-form-urlencoded`` body as {name: last value}; None when it
+    cannot be read as one (a reason for 400). Over MAX_FORM_BYTES it is 413 at once
+    (HTTPException), before any signature or token is looked at."""
     body = await read_capped(request, MAX_FORM_BYTES)
     if body is None:
-        return None
+        raise HTTPException(413, f"the form is larger than {MAX_FORM_BYTES} bytes; nothing was read further")
     try:
         pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
     except (UnicodeDecodeError, ValueError):  # a form body is percent-encoded ASCII; too many fields

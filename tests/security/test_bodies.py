@@ -8,15 +8,20 @@ import contextlib
 import socket
 import threading
 import time
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
+from scheduler.mail.signing import sign
 from scheduler.service.queues import EVENTS_QUEUE, build_broker
+from scheduler.storage import keys
 from scheduler.storage.redis_store import RedisStore
 from scheduler.web.integrations import MAX_PAYLOAD_BYTES
 from tests.conftest import App
+from tests.helpers import stored_incident
 from tests.security.conftest import TOKEN, Served, bearer, pagerduty_body, pd_signature
 
 pytestmark = pytest.mark.real
@@ -134,3 +139,21 @@ def test_a_declared_20_mb_body_is_refused_in_under_10_ms(served: Served, app: Ap
             assert _status(sock) == 413
             timings.append(time.perf_counter() - started)
     assert min(timings) < 0.010, timings
+
+
+@pytest.mark.parametrize("path", ["/signin", "/signout", "/unsubscribe/globex", "/feedback/INC-1/globex"])
+def test_an_over_cap_form_is_413_before_its_signature_or_token_is_looked_at(
+    web: TestClient, app: App, redis_client: redis.Redis, path: str
+) -> None:
+    """A form over 64 KB, even with a valid signature or sign-in CSRF value, is 413 and changes nothing."""
+    secret = app.settings.secret_key or ""
+    stored_incident(redis_client, "INC-1", ["globex"])
+    query = {"sig": sign(secret, "unsubscribe", "globex")} if "unsubscribe" in path else {}
+    fields = {"sig": sign(secret, "feedback-comment", "INC-1", "globex"), "rating": "1", "token": TOKEN}
+    body = urlencode({**fields, "List-Unsubscribe": "One-Click", "comment": "x" * 70_000})
+    answer = web.post(
+        path, params=query, content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert answer.status_code == 413 and "larger than" in answer.text
+    assert redis_client.hlen(keys.UNSUBSCRIBED) == 0 and RedisStore(redis_client).feedback_for("INC-1") == {}
+    assert "amends_review=" not in str(answer.headers.get_list("set-cookie"))
