@@ -205,9 +205,14 @@ async def pagerduty(request: Request, web: WebDep) -> JSONResponse:
     if stale:
         return SafeJSONResponse({"detail": stale}, status_code=401)
     seen = keys.pagerduty_delivery(delivery) if delivery else None
-    if seen and not await run_in_threadpool(web.client.set, seen, "1", nx=True, ex=_kept_for_s(web)):
+    if seen and await run_in_threadpool(web.client.exists, seen):
         return SafeJSONResponse({"status": "duplicate", "delivery": delivery}, status_code=200)
     answer = await _enqueue(web, body, from_pagerduty, "pagerduty")
-    if seen and answer.status_code >= 400:  # not taken: PagerDuty's retry is not a replay
-        await run_in_threadpool(web.client.delete, seen)
+    if seen and answer.status_code < 300:
+        # Remembered only once taken, so a delivery refused or cut short by an outage is
+        # retried, not answered as a duplicate; two racing copies share the event's id.
+        try:
+            await run_in_threadpool(web.client.set, seen, "1", ex=_kept_for_s(web))
+        except redis.RedisError:  # taken all the same; the event's own id still dedupes a repeat
+            logger.warning("PagerDuty delivery %s taken but not remembered: Redis did not answer", delivery)
     return answer
