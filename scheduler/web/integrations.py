@@ -177,6 +177,10 @@ def delivery_of(body: bytes, now: datetime) -> tuple[str | None, str | None]:
     )
 
 
+def _taken_before(web: Web, seen: str) -> bool:
+    return bool(web.client.exists(seen))
+
+
 def _kept_for_s(web: Web) -> int:
     """How long a delivery id is remembered: the retention window in force (at least a day)."""
     current = web.config()
@@ -205,7 +209,8 @@ async def pagerduty(request: Request, web: WebDep) -> JSONResponse:
     if stale:
         return SafeJSONResponse({"detail": stale}, status_code=401)
     seen = keys.pagerduty_delivery(delivery) if delivery else None
-    if seen and await run_in_threadpool(web.client.exists, seen):
+    taken_before = await run_in_threadpool(_taken_before, web, seen) if seen else False
+    if taken_before:
         return SafeJSONResponse({"status": "duplicate", "delivery": delivery}, status_code=200)
     answer = await _enqueue(web, body, from_pagerduty, "pagerduty")
     if seen and answer.status_code < 300:
