@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +24,17 @@ pytestmark = pytest.mark.real
 
 TOKEN = "review-page-token"
 CHROMIUM = shutil.which("chromium")
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """Headless Chromium as the tests run it: the system's, without sandbox, GPU or background traffic."""
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        headless=True,
+    )
+
+
 STAKEHOLDERS = ("acme-finance", "globex", "payments-eng")
 
 
@@ -73,11 +85,7 @@ def test_review_page_shows_timelines_and_the_feedback_given_in_the_browser(app: 
     link = rating_link(app, base_url, "support@globex.example", 4)
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            headless=True,
-        )
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_context().new_page()
             page.set_default_timeout(15_000)

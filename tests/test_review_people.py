@@ -17,7 +17,7 @@ from scheduler.service.processes import timer_sender
 from scheduler.storage.timers import RedisTimerStore
 from scheduler.web.review_view import promise_words
 from tests.conftest import BASE_CONFIG, App, event
-from tests.test_review_page import CHROMIUM, TOKEN, at, base_url, post_event
+from tests.test_review_page import CHROMIUM, TOKEN, at, base_url, launch_chromium, post_event
 
 pytestmark = pytest.mark.real
 __all__ = ["base_url"]  # the fixture, served by uvicorn
@@ -48,11 +48,7 @@ def test_the_review_page_on_a_phone(app: App, base_url: str, tmp_path: Path) -> 
     app.drain()
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            headless=True,
-        )
+        browser = launch_chromium(playwright)
         try:
             context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
             page = context.new_page()

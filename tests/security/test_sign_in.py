@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import re
-import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,10 +19,9 @@ from tests.conftest import BASE_CONFIG, App
 from tests.helpers import sign_in
 from tests.realservers import free_port
 from tests.security.conftest import READ, TOKEN, Served, secured
+from tests.test_review_page import CHROMIUM, launch_chromium
 
 pytestmark = pytest.mark.real
-
-CHROMIUM = shutil.which("chromium")
 
 
 def _session_cookie(response: object) -> str:
@@ -176,11 +174,7 @@ def test_in_chromium_another_site_cannot_sign_the_browser_in_and_sign_out_revoke
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            headless=True,
-        )
+        browser = launch_chromium(playwright)
         try:
             context = browser.new_context()
             page = context.new_page()
