@@ -195,3 +195,9 @@ def test_in_chromium_another_site_cannot_sign_the_browser_in_and_sign_out_revoke
             expect(page.locator("h1")).to_have_text("Sign in")
         finally:
             browser.close()
+
+
+def test_a_read_token_equal_to_the_api_token_still_signs_in(app: App) -> None:
+    """When both variables hold the same token, signing in with it opens the page as the operator."""
+    with _browser(app, TOKEN, read_token=TOKEN) as browser:
+        assert browser.get("/").status_code == 200
