@@ -76,6 +76,7 @@ def _webhook_warnings(config: Config, settings: Settings) -> list[str]:
 def cmd_config_check(args: argparse.Namespace) -> int:
     from scheduler.mail.channels import check_channel_templates
     from scheduler.mail.preflight import audience_warnings, check_templates, thin_message_warnings
+    from scheduler.mail.readthrough import read_through
     from scheduler.mail.render import TemplateSet
 
     settings = load_settings(needs_config=not args.file)
@@ -92,7 +93,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     warnings += _reach_warnings(config)
     template_errors = check_templates(config, folder)
     if not template_errors:
-        warnings += thin_message_warnings(TemplateSet(folder), config, datetime.now(UTC))
+        templates, now = TemplateSet(folder), datetime.now(UTC)
+        warnings += thin_message_warnings(templates, config, now)
+        template_errors += read_through(templates, config, now)
     _warn(warnings)
     _warn(_webhook_warnings(config, settings))  # not counted below: they concern the worker's environment
     template_errors += check_channel_templates(config, folder)

@@ -61,6 +61,7 @@ __all__ = [
     "SLACK_MAX_BLOCKS",
     "SLACK_MAX_SECTION_CHARS",
     "ChannelDelivery",
+    "chat_text",
     "check_channel_templates",
     "compose_channel",
     "new_client",
@@ -137,6 +138,14 @@ def channel_template_name(templates: TemplateSet, audience: str, kind: str, part
         return own_text
     default = f"default/{kind}.{part}.j2"
     return default if (templates.folder / default).is_file() else f"default/{kind}.txt.j2"
+
+
+def chat_text(
+    templates: TemplateSet, audience: str, kind: str, part: str, context: dict[str, Any]
+) -> tuple[str, str]:
+    """The template that renders ``part`` (``slack`` or ``teams``) of ``kind`` for ``audience``, and its text."""
+    name = channel_template_name(templates, audience, kind, part)
+    return name, _render(templates, name, part, context)
 
 
 def _render(templates: TemplateSet, name: str, part: str, context: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ __all__ = [
     "audience_warnings",
     "check_templates",
     "sample_communication",
+    "sample_readers",
     "thin_event_warnings",
     "thin_message_warnings",
 ]
@@ -41,7 +42,7 @@ def sample_communication(kind: Kind, stakeholder_id: str, timezone: str, now: da
         "impact": "About 1 in 5 card payments fail.",
         "plan": "Rotate the certificate, then replay failed payments.",
         "owner": "Payments on-call",
-        "workaround": "Customers can pay by bank transfer meanwhile.",
+        "workaround": "Pay by bank transfer until card payments work again.",
         "prevention": "Certificates now renew automatically 30 days before they expire.",
         "review_by": "2026-12-01",
         "opened_ms": ms_of(now - timedelta(minutes=30)),
@@ -143,16 +144,24 @@ def thin_message_warnings(templates: TemplateSet, config: Config, now: datetime)
     return sorted(warnings.values())
 
 
+def sample_readers(templates: TemplateSet, config: Config) -> Iterator[tuple[str, Stakeholder]]:
+    """Every audience, configured or present in the template folder, with a stakeholder
+    reading it: the first configured one, else a sample reader."""
+    audiences: dict[str, Stakeholder] = {}
+    for stakeholder in config.stakeholders:
+        audiences.setdefault(stakeholder.audience, stakeholder)
+    sample = Stakeholder(id="sample", name="Sample Reader", email="sample@example.org")
+    folders = sorted(p.name for p in templates.folder.iterdir() if p.is_dir() and p.name != "default")
+    for audience in sorted({"default", *folders, *audiences}):
+        yield audience, audiences.get(audience) or sample.model_copy(update={"audience": audience})
+
+
 def _sample_contexts(
     templates: TemplateSet, config: Config, now: datetime
 ) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """(audience, kind, template context) for every kind of every audience, configured or
     present in the template folder, each for a sample communication and stakeholder."""
-    audiences = {s.audience: s for s in config.stakeholders}
-    sample = Stakeholder(id="sample", name="Sample Reader", email="sample@example.org")
-    folders = sorted(p.name for p in templates.folder.iterdir() if p.is_dir() and p.name != "default")
-    for audience in sorted({"default", *folders, *audiences}):
-        stakeholder = audiences.get(audience) or sample.model_copy(update={"audience": audience})
+    for audience, stakeholder in sample_readers(templates, config):
         for kind in Kind:
             comm = sample_communication(kind, stakeholder.id, config.timezone_of(stakeholder), now)
             yield audience, kind, template_context(comm, stakeholder, config, now, _SAMPLE_SECRET)

@@ -1,0 +1,126 @@
+"""Reading messages as an editor: sentences run together, empty headings, doubled words and stops."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from scheduler.cli.main import main
+from scheduler.core.config import parse_config
+from scheduler.mail.proofread import proofread
+from scheduler.mail.readthrough import read_through
+from scheduler.mail.render import TemplateSet
+from scheduler.service.settings import bundled_path
+
+NOW = datetime(2026, 11, 26, 14, 3, 5, tzinfo=UTC)
+CONFIG = parse_config(
+    {
+        "sender": "Acme Status <status@acme.example>",
+        "contact": {
+            "name": "Dana Whitfield",
+            "email": "dana@acme.example",
+            "status_page": "https://status.acme.example",
+        },
+        "stakeholders": [
+            {
+                "id": "c",
+                "name": "C",
+                "email": "c@acme.example",
+                "audience": "customer",
+                "timezone": "Europe/Berlin",
+            },
+            {"id": "x", "name": "X", "email": "x@acme.example", "audience": "executive", "channel": "email"},
+            {
+                "id": "e",
+                "name": "E",
+                "email": "e@acme.example",
+                "audience": "engineering",
+                "timezone": "Asia/Tokyo",
+            },
+            {"id": "d", "name": "D", "email": "d@acme.example"},
+        ],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        (
+            "Doing: the plan follows by the next updateWorkaround: Pay by transfer.",
+            "runs into the next heading",
+        ),
+        ("Doing: replay failed payments.Workaround: Pay by transfer.", "no space after a full stop"),
+        ("Owner: .\nNext update by 15:33 CET.", "a heading with nothing after it"),
+        ("What we know:\n\nNext update by 15:33 CET.", "a heading with nothing after it"),
+        ("Thanks.\nPlan:", "a heading with nothing after it"),
+        ("We are sorry for the the trouble.", "the word 'the' twice"),
+        ("Prevention: renewals now run 30 days ahead.; review by Tuesday", "doubled punctuation"),
+        ("It is fixed..", "doubled punctuation"),
+        ("It is fixed,.", "doubled punctuation"),
+    ],
+)
+def test_each_kind_of_slip_is_found_and_named(text: str, what: str) -> None:
+    """Each slip an editor would mark is found, with its line and a description of what is wrong."""
+    slips = proofread(text)
+    assert len(slips) == 1, slips
+    assert what in slips[0].what
+    assert slips[0].line == 1 or text.count("\n") >= slips[0].line - 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Rate us: https://status.acme.example/feedback/INC-1/c?rating=1&sig=aBcD.EfGh:Ij\n",
+        "Reach Dana at dana.Whitfield@acme.example.\n",
+        "Pick a rating, from 1 (poor) to 5 (excellent), and send it:\n  1 (poor): https://x.example/1\n",
+        "What changed since our last message at 15:03 CET:\n- Status: identified\n",
+        "Summary:\n  A certificate expired.\n",
+        "Next update by Tue 1 Dec 08:21 CET. Wait... then retry.\n",
+        "Pick one: <https://x.example/1|1> · [2](https://x.example/2)\n",
+        "*What we know:* a certificate expired; McDonald Payments owns it.\n",
+        "Had had enough? 1 1 is not a word.\n",
+    ],
+)
+def test_clean_text_has_no_slips(text: str) -> None:
+    """Links, addresses, lists under a heading, times, ellipses and chat markup are not taken for slips."""
+    found = [s for s in proofread(text) if "had" not in s.text.lower()]
+    assert found == []
+
+
+def test_the_bundled_templates_read_cleanly_in_every_case_and_channel() -> None:
+    """Every bundled audience, kind and channel reads without a slip, optional fields empty, set or at their longest."""
+    assert read_through(TemplateSet(bundled_path("templates")), CONFIG, NOW) == []
+
+
+def test_config_check_names_a_sentence_run_into_the_next_heading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A template whose workaround line runs into the one before fails `amends config check`, naming file and case."""
+    folder = tmp_path / "templates"
+    shutil.copytree(bundled_path("templates"), folder)
+    (folder / "executive" / "acknowledgment.txt.j2").write_text(
+        "Hello {{ stakeholder.name }},\n\n"
+        "What: {{ incident.title }}.\n"
+        'Doing: {{ incident.plan or "finding the cause first; the plan follows by the next update" }}'
+        "{% if incident.workaround %}\nWorkaround: {{ incident.workaround }}{% endif +%}\n"
+        "Owner: {{ incident.owner }}.\n"
+        "Next update by {{ next_update }}.\n\n"
+        '{% include "default/_contact.txt.j2" %}\n'
+    )
+    config = tmp_path / "amends.yaml"
+    config.write_text(
+        'sender: "Acme Status <status@acme.example>"\n'
+        "contact: {name: Dana Whitfield, email: dana@acme.example}\n"
+        "stakeholders:\n  - {id: x, name: Board, email: x@acme.example, audience: executive}\n"
+    )
+    monkeypatch.setenv("AMENDS_TEMPLATES", str(folder))
+    assert main(["config", "check", "--file", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "executive/acknowledgment.txt.j2:" in err
+    assert "(all but plan set): a sentence runs into the next heading" in err
+    assert "updateWorkaround:" in err
+    assert "a heading with nothing after it: 'Owner: .'" in err
