@@ -80,6 +80,65 @@ _APOLOGY: dict[str, dict[str, Sequence[str]]] = {
     },
 }
 
+_COLLEAGUE: dict[str, dict[str, Sequence[str]]] = {
+    "acknowledgment": {
+        "grave": (
+            "This one is ours, and customers are feeling it now; it has the team's full attention.",
+            "Customers are hit hard by this and it is on us; everything else waits until it is fixed.",
+            "This is our failure and it is hurting customers; it is the team's top priority.",
+        ),
+        "serious": (
+            "This one is ours; customers notice it, and it is the team's priority.",
+            "It is on us and customers are affected; the team is on it.",
+            "Ours to fix; customers feel it, and the team is focused on it.",
+        ),
+        "light": (
+            "Small in scope, but ours to fix.",
+            "Minor, and on us; the team is on it.",
+            "Limited impact; we own it and are on it.",
+        ),
+    },
+    "update": {
+        "grave": (
+            "Customers are still affected; fixing it has the team's full attention.",
+            "It is still hurting customers; nothing else comes first.",
+            "Every minute counts for customers, and we are treating it that way.",
+            "It is taking longer than we want; the team is on it without pause.",
+        ),
+        "serious": (
+            "Customers are still affected; it remains the team's priority.",
+            "Not fixed yet; the team stays on it.",
+            "It stays our priority until it is fixed.",
+        ),
+        "light": (
+            "Nothing is needed from you.",
+            "No action needed on your side.",
+            "We will keep you posted.",
+        ),
+    },
+    "resolution": {
+        "grave": (
+            "This was ours, and it hurt customers; the review will say what we change.",
+            "This one was on us; customers and you are owed a clear account of what changes.",
+        ),
+        "serious": (
+            "This was ours to fix; the review will say what we change.",
+            "This was on us; the follow-up work is tracked.",
+        ),
+        "light": (
+            "Small, but ours; the follow-up is tracked.",
+            "Minor and on us; nothing is needed from you.",
+        ),
+    },
+    "feedback_request": {
+        "grave": ("Thanks for staying close to this one.",),
+        "serious": ("Thanks for following this one.",),
+        "light": ("Thanks for following along.",),
+    },
+}
+"""The same weight said by one colleague to another: ownership and what it means for
+customers, without a vendor's apology to its customer (for internal audiences)."""
+
 _STILL_WORKING = (
     "The team is still working on it",
     "Work on it continues",
@@ -101,7 +160,7 @@ def _pick(options: Sequence[str], offset: int, sequence: int) -> str:
 def tone_for(
     severity: str, kind: str, incident_id: str, stakeholder_id: str, sequence: int
 ) -> dict[str, str]:
-    """The ``tone`` a template gets: ``weight``, ``apology`` and ``still_working``.
+    """The ``tone`` a template gets: ``weight``, ``apology``, ``colleague`` and ``still_working``.
 
     Each thread starts at its own place in the wording (a hash of the incident and the
     stakeholder), so two readers of one incident need not read identical mail either.
@@ -110,8 +169,10 @@ def tone_for(
     offset = int.from_bytes(digest[:4], "big")
     weight = weight_of(severity)
     apologies = _APOLOGY.get(kind, _APOLOGY["update"])[weight]
+    colleague = _COLLEAGUE.get(kind, _COLLEAGUE["update"])[weight]
     return {
         "weight": weight,
         "apology": _pick(apologies, offset, sequence),
+        "colleague": _pick(colleague, offset, sequence),
         "still_working": _pick(_STILL_WORKING, offset, sequence),
     }

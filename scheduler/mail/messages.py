@@ -31,7 +31,7 @@ FIELD_LABELS = {
     "impact": "Impact",
     "plan": "Plan",
     "owner": "Owner",
-    "workaround": "What you can do meanwhile",
+    "workaround": "Way around it",
     "prevention": "Prevention",
     "review_by": "Post-incident review by",
 }
