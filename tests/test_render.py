@@ -175,7 +175,7 @@ def test_next_update_on_another_day_names_the_day() -> None:
     stakeholder = CONFIG.stakeholder("eng")
     assert stakeholder is not None
     _, rendered = compose_email(comm, stakeholder, CONFIG, TEMPLATES, NOW, "k")
-    assert "Mon 26 Oct, 02:30 EDT" in rendered.text
+    assert "by Mon 26 Oct 02:30 EDT" in rendered.text
 
 
 def test_an_edited_or_added_template_is_used_once_its_recheck_time_has_passed(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from scheduler.core.config import Config, Stakeholder
 from scheduler.core.model import Communication, utc_of
 from scheduler.core.tone import tone_for
 from scheduler.mail.mime import build_email, message_id_for
-from scheduler.mail.render import RenderedMessage, TemplateSet, local_time
+from scheduler.mail.render import RenderedMessage, TemplateSet, message_time
 from scheduler.mail.signing import feedback_links, feedback_page_link, unsubscribe_link
 
 __all__ = ["FIELD_LABELS", "compose_email", "contact_context", "template_context", "thread_id_for"]
@@ -61,6 +61,18 @@ def _long_date(value: str) -> str:
         return value
 
 
+_SECONDS_BELOW_S = 60
+"""Times carry seconds only for readers whose cadence is shorter than this."""
+
+
+def _cadence_s(config: Config, stakeholder: Stakeholder, severity: str) -> int:
+    """The reader's cadence for ``severity``; a minute for a severity the configuration lacks."""
+    try:
+        return config.cadence_s(stakeholder, severity)
+    except KeyError:
+        return _SECONDS_BELOW_S
+
+
 def contact_context(stakeholder: Stakeholder, config: Config) -> dict[str, Any]:
     """Whom the reader can answer: the configured contact, else the sender itself."""
     contact = config.contact_of(stakeholder)
@@ -99,13 +111,18 @@ def template_context(
         incident[name] = incident.get(name) or ""
     incident["review_by"] = _review_date(incident["review_by"])
     links = feedback_links(config.base_url, secret_key, comm.incident_id, stakeholder.id)
+    seconds = _cadence_s(config, stakeholder, str(incident.get("severity") or "")) < _SECONDS_BELOW_S
+
+    def when(moment: datetime | None, *, promise: bool = False) -> str:
+        return message_time(moment, tz, now, seconds=seconds, promise=promise)
+
     return {
         "kind": comm.kind,
         "sequence": comm.seq,
         "incident": {
             **incident,
-            "opened_at": local_time(opened_at, tz, now),
-            "resolved_at": local_time(resolved_at, tz, now),
+            "opened_at": when(opened_at),
+            "resolved_at": when(resolved_at),
         },
         "stakeholder": {
             "id": stakeholder.id,
@@ -116,10 +133,10 @@ def template_context(
         "changes": changes,
         "no_news": comm.kind == "update" and not changes and not stored.get("first_contact"),
         "first_contact": bool(stored.get("first_contact")) and comm.kind != "acknowledgment",
-        "since": local_time(since, tz, now),
-        "next_update": local_time(comm.next_update_at, tz, now),
+        "since": when(since),
+        "next_update": when(comm.next_update_at, promise=True),
         "next_update_at": comm.next_update_at.isoformat() if comm.next_update_at else "",
-        "now": local_time(now, tz),
+        "now": message_time(now, tz, now, seconds=seconds),
         "sender": config.sender.split("<")[0].strip() or config.sender_address,
         "feedback": {
             "links": links,

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,6 +32,7 @@ __all__ = [
     "TemplateSet",
     "clean_header",
     "local_time",
+    "message_time",
     "render_named",
     "sentence",
     "zone",
@@ -73,6 +74,36 @@ def local_time(moment: datetime | None, timezone: str, reference: datetime | Non
     if reference is not None and reference.astimezone(local.tzinfo).date() != local.date():
         return f"{DAYS[local.weekday()]} {local.day} {MONTHS[local.month - 1]}, {clock} {local.tzname()}"
     return f"{clock} {local.tzname()}"
+
+
+def message_time(
+    moment: datetime | None, timezone: str, today: datetime, *, seconds: bool = False, promise: bool = False
+) -> str:
+    """``moment`` as a reader in ``timezone`` reads it in a message written at ``today``.
+
+    ``08:21 CET`` on the reader's today, ``08:21 CET tomorrow`` or ``yesterday`` next to it,
+    ``Tue 3 Dec 08:21 CET`` further away (with the year when it is not this one). Seconds
+    only with ``seconds`` (a cadence under a minute); otherwise a ``promise`` is rounded up
+    to the minute, so that "by 08:22" holds for a message due at 08:21:22, and any other
+    time is cut to its minute.
+    """
+    if moment is None:
+        return ""
+    if promise and not seconds and (moment.second or moment.microsecond):
+        moment = moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    local = moment.astimezone(zone(timezone))
+    clock = f"{local:%H:%M:%S}" if seconds else f"{local:%H:%M}"
+    at = f"{clock} {local.tzname()}"
+    days = (local.date() - today.astimezone(local.tzinfo).date()).days
+    if days == 0:
+        return at
+    if days in _NEXT_TO_TODAY:
+        return f"{at} {_NEXT_TO_TODAY[days]}"
+    year = f" {local.year}" if local.year != today.astimezone(local.tzinfo).year else ""
+    return f"{DAYS[local.weekday()]} {local.day} {MONTHS[local.month - 1]}{year} {at}"
+
+
+_NEXT_TO_TODAY = {1: "tomorrow", -1: "yesterday"}
 
 
 @dataclass(frozen=True)
