@@ -61,7 +61,7 @@ def test_log_table_filters_and_json(cli_env: App, capsys: pytest.CaptureFixture[
     emit(event(incident_id="INC-2", services=["search"], severity="sev3"), broker=cli_env.broker)
     cli_env.drain()
     capsys.readouterr()
-    assert main(["log"]) == 0
+    assert main(["log", "--wide"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:4] == ["time", "incident", "stakeholder", "kind"]
     assert len(table) == 1 + 4
@@ -128,3 +128,29 @@ def test_log_rejected_lists_reasons(cli_env: App, capsys: pytest.CaptureFixture[
     assert main(["log", "--rejected"]) == 0
     out = capsys.readouterr().out
     assert "bad-1" in out and "occurred_at: '2026-11-26T14:03:00' has no time zone" in out
+
+
+def test_log_fits_100_columns_and_wide_shows_everything(
+    cli_env: App, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`amends log` fits 100 columns (or COLUMNS) with the subject cut to what is left; --wide shows it whole."""
+    from scheduler import emit
+
+    title = "Card payments failing for some customers in every region we serve, since the certificate expired"
+    emit(event(title=title), broker=cli_env.broker)
+    cli_env.drain()
+    capsys.readouterr()
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert main(["log"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["time", "UTC", "incident", "stakeholder", "kind", "status", "to", "subject"]
+    assert len(table) == 1 + 3 and max(len(line) for line in table) <= 100
+    finance = next(line for line in table if "acme-finance" in line)
+    assert " ack " in finance and "sent +" in finance and "We are working on it: Card" in finance
+    assert finance.endswith("…") and max(len(line) for line in table) >= 95
+    monkeypatch.setenv("COLUMNS", "140")
+    assert main(["log"]) == 0
+    assert 120 < max(len(line) for line in capsys.readouterr().out.splitlines()) <= 140
+    assert main(["log", "--wide"]) == 0
+    wide = capsys.readouterr().out.splitlines()
+    assert any(title in line and "attempts" not in line for line in wide) and "last error" in wide[0]

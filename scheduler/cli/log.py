@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -132,13 +134,16 @@ def _table(
 ) -> int:
     """``amends log``: one page of the communications that pass the filters, newest first,
     as a table or JSON lines; the command for the next page goes to stderr."""
-    from scheduler.cli.logview import format_table, row_json, table_row
+    from scheduler.cli.logview import fit_table, format_table, narrow_header, narrow_row, row_json, table_row
 
     if args.json:
         for comm in comms:
             print(scrub(row_json(comm)))
-    elif comms:
+    elif comms and args.wide:
         print(scrub(format_table(table_row(c) for c in comms)))
+    elif comms:
+        now = datetime.now(UTC).astimezone()
+        print(scrub(fit_table((narrow_row(c, now) for c in comms), narrow_header(now), _terminal_width())))
     else:
         print("no communications match")
     if following is not None:
@@ -148,6 +153,18 @@ def _table(
     return EXIT_OK
 
 
+def _terminal_width() -> int:
+    """``COLUMNS`` when set, else the terminal's width, else (output to a file or a pipe) 100."""
+    from scheduler.cli.logview import NARROW_WIDTH
+
+    given = os.environ.get("COLUMNS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size((NARROW_WIDTH, 24)).columns
+    return NARROW_WIDTH
+
+
 def _again(args: argparse.Namespace) -> str:
     """The filters of this call, to repeat them for the next page."""
     given = [
@@ -155,7 +172,7 @@ def _again(args: argparse.Namespace) -> str:
         for name in ("incident", "stakeholder", "kind", "status", "since", "limit")
         if (value := getattr(args, name)) is not None
     ]
-    return "".join(given) + ("--json " if args.json else "")
+    return "".join(given) + ("--json " if args.json else "") + ("--wide " if args.wide else "")
 
 
 def _removed_note(store: RedisStore) -> None:

@@ -13,8 +13,13 @@ from scheduler.core.model import Communication
 
 __all__ = [
     "COLUMNS",
+    "NARROW_COLUMNS",
+    "NARROW_WIDTH",
     "REJECTED_COLUMNS",
+    "fit_table",
     "format_table",
+    "narrow_header",
+    "narrow_row",
     "rejected_records",
     "rejected_row",
     "row_json",
@@ -51,7 +56,7 @@ COLUMNS = (
 
 
 def table_row(comm: Communication) -> tuple[str, ...]:
-    """One row of ``amends log``; times in the stakeholder's own zone."""
+    """One row of ``amends log --wide``, nothing cut; times in the stakeholder's own zone."""
     sent = _local(comm.sent_at, comm)
     if comm.lateness_s is not None:
         sent += f" ({comm.lateness_s:+.1f}s)"
@@ -64,12 +69,58 @@ def table_row(comm: Communication) -> tuple[str, ...]:
         if comm.status == "retrying" and comm.next_attempt_at
         else comm.status,
         comm.recipient,
-        _clip(comm.subject or "-", 48),
+        comm.subject or "-",
         _local(comm.promised_at, comm),
         sent,
         str(comm.attempts),
-        _clip(comm.last_error or "-", 60),
+        " ".join((comm.last_error or "-").split()),
     )
+
+
+NARROW_COLUMNS = ("time", "incident", "stakeholder", "kind", "status", "to", "subject")
+NARROW_WIDTH = 100
+"""What ``amends log`` fits by default, when the terminal's width is not known."""
+_NARROW_MOST = (11, 10, 12, 10, 11, 16)
+"""The most each column before the subject takes; the subject gets what is left."""
+_SUBJECT_LEAST = 12
+_SHORT_KIND = {"acknowledgment": "ack", "feedback_request": "feedback"}
+
+
+def _short_time(moment: datetime, now: datetime) -> str:
+    """``15:03:05`` today, ``11-26 15:03`` on another day, in ``now``'s zone."""
+    local = moment.astimezone(now.tzinfo)
+    return f"{local:%H:%M:%S}" if local.date() == now.date() else f"{local:%m-%d %H:%M}"
+
+
+def narrow_row(comm: Communication, now: datetime) -> tuple[str, ...]:
+    """One row of ``amends log`` in a terminal's width: the time in ``now``'s zone, the
+    lateness after the status, the recipient and the subject cut to fit (``--wide`` has all)."""
+    status = str(comm.status)
+    if comm.lateness_s is not None:
+        status += f" {comm.lateness_s:+.1f}s"
+    return (
+        _short_time(comm.created_at, now),
+        comm.incident_id,
+        comm.stakeholder_id,
+        _SHORT_KIND.get(comm.kind, comm.kind),
+        status,
+        comm.recipient,
+        comm.subject or "-",
+    )
+
+
+def narrow_header(now: datetime) -> tuple[str, ...]:
+    return (f"time {now.tzname()}", *NARROW_COLUMNS[1:])
+
+
+def fit_table(rows: Iterable[tuple[str, ...]], header: tuple[str, ...], width: int) -> str:
+    """A table no wider than ``width``: each column but the last cut to its most, the last
+    (the subject) to what is left."""
+    rows = list(rows)
+    firsts = [min(most, max(len(r[i]) for r in [header, *rows])) for i, most in enumerate(_NARROW_MOST)]
+    last = max(_SUBJECT_LEAST, width - sum(firsts) - 2 * len(firsts))
+    cut = [(*(_clip(c, w) for c, w in zip(r, firsts, strict=False)), _clip(r[-1], last)) for r in rows]
+    return format_table(cut, header)
 
 
 def format_table(rows: Iterable[tuple[str, ...]], header: tuple[str, ...] = COLUMNS) -> str:

@@ -123,9 +123,10 @@ def _add_log(sub: _Subcommands) -> None:
         "scheduler.cli.log:cmd_log",
         help="review the communications log",
         usage="amends log [filters] [--json | --promises | --rejected]\n       amends log show COMM_ID [--json]",
-        description="A table of communications: time, incident, stakeholder, kind, status, recipient, "
-        "subject, promised vs actual send time, attempts and last error, with times in each stakeholder's "
-        "zone. 'amends log show COMM_ID' prints one message in full as sent, headers included.",
+        description="A table of communications, fitting the terminal (100 columns without one): time, "
+        "incident, stakeholder, kind, status with the lateness, recipient and subject. --wide adds the "
+        "promised and sent times in each stakeholder's zone, attempts and last error, nothing cut. "
+        "'amends log show COMM_ID' prints one message in full as sent, headers included.",
     )
     log.add_argument("target", nargs="*", metavar="show COMM_ID", help=argparse.SUPPRESS)
     log.add_argument("--incident")
@@ -134,6 +135,12 @@ def _add_log(sub: _Subcommands) -> None:
     log.add_argument("--status", choices=[s.value for s in Status])
     log.add_argument("--since", help="only the last DURATION, e.g. 2h or 30m")
     log.add_argument("--json", action="store_true", help="one JSON object per line")
+    log.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column in full (promised and sent times, attempts, last error); "
+        "without it the table fits the terminal, 100 columns when there is none",
+    )
     log.add_argument("--rejected", action="store_true", help="show rejected events and why")
     log.add_argument(
         "--promises",
