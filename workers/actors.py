@@ -39,6 +39,7 @@ from scheduler.mail.channels import compose_channel
 from scheduler.mail.channels import send as send_to_channel
 from scheduler.mail.messages import compose_email
 from scheduler.mail.mime import written_header
+from scheduler.service import waiting
 from scheduler.service.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE
 from scheduler.storage.port import AttemptEnd, Claim
 from workers import runtime
@@ -99,14 +100,14 @@ def handle_event(payload: Any) -> None:
     if outcome.waiting:
         waited_ms = _queue_delay() / timedelta(milliseconds=1)
         if waited_ms < rt.settings.order_wait_ms:
+            waiting.hold(rt.client, event, outcome.waiting, now, waited_ms, rt.settings.order_wait_ms)
             pause_ms = min(_WAIT_MAX_PAUSE_MS, _WAIT_FIRST_PAUSE_MS * 2 ** min(_retries(), 10))
             raise dramatiq.Retry(outcome.waiting, delay=pause_ms)
-        reason = (
-            f"{outcome.waiting}, and none came within {format_duration(rt.settings.order_wait_ms // 1000)}"
-        )
+        reason = waiting.expired(rt.client, event, rt.settings.order_wait_ms)
         logger.warning("event %s rejected: %s", event.event_id, reason)
         rt.store.reject(payload, [("incident_id", reason)], now, "worker")
         return
+    waiting.settled(rt.client, event)
     if outcome.rejected:
         logger.warning("event %s rejected: %s", event.event_id, outcome.rejected)
         if not outcome.duplicate:

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scheduler.cli._common import EXIT_OK, EXIT_USAGE, refuse
-from scheduler.cli.event_input import load_events, validated
+from scheduler.cli.event_input import Refused, load_events, validated
 from scheduler.core.events import Event
 from scheduler.core.model import iso_z
+from scheduler.errors import AmendsError
 from scheduler.service.settings import Settings
 
 __all__ = ["cmd_emit"]
@@ -55,10 +56,27 @@ def _event_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     return event
 
 
+def _keep_refused(refused: Refused) -> None:
+    """Keep each refused event where ``amends log --rejected`` shows it, as the API does."""
+    import redis
+
+    from scheduler.storage.connection import client_for
+    from scheduler.storage.redis_store import RedisStore
+
+    try:
+        store = RedisStore(client_for(Settings.from_env().resolved_redis_url()))
+        for document, errors in refused:
+            store.reject(document, errors, datetime.now(UTC), "cli")
+    except (AmendsError, redis.RedisError, OSError) as e:
+        print(f"amends emit: the refused event is not kept in 'amends log --rejected': {e}", file=sys.stderr)
+
+
 def _enqueue(events: list[Event]) -> None:
-    """Enqueue each event not accepted before, saying which were and which were duplicates."""
+    """Enqueue each event not accepted before, saying which were enqueued, which wait for
+    their incident's opened and which were duplicates."""
 
     from scheduler.service.emitting import already_accepted, emit
+    from scheduler.service.waiting import door_status
     from scheduler.storage.connection import client_for
 
     settings = Settings.from_env()
@@ -74,22 +92,31 @@ def _enqueue(events: list[Event]) -> None:
         if event.event_id in seen or already_accepted(client, event.event_id, event.incident_id):
             print(f"duplicate {event.event_id}: an event with this id was already accepted; nothing enqueued")
             continue
+        waits = door_status(client, events, event, settings.order_wait_ms)
         emit(event.model_dump(mode="json", by_alias=True, exclude_none=True))
         seen.add(event.event_id)
-        print(f"enqueued {event.event_id} ({event.type} {event.incident_id})")
+        if waits:
+            print(f"waiting {event.event_id} ({event.type} {event.incident_id}): {waits}")
+        else:
+            print(f"enqueued {event.event_id} ({event.type} {event.incident_id})")
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
     from_flags = args.type is not None and args.type != "-"
     if from_flags and args.file:
         return refuse("emit", f"give either '{args.type}' with flags or --file, not both")
+    refused: Refused = []
     if from_flags:
-        events = validated("emit", [_event_from_flags(args)], datetime.now(UTC), flag_of=_flag_of)
+        events = validated(
+            "emit", [_event_from_flags(args)], datetime.now(UTC), flag_of=_flag_of, refused=refused
+        )
     elif args.file or args.type == "-":
-        events = load_events("emit", args.file or "-", datetime.now(UTC))
+        events = load_events("emit", args.file or "-", datetime.now(UTC), refused=refused)
     else:
         return refuse("emit", "give --file FILE, - for stdin, or a type such as 'opened'")
     if events is None:
+        if refused:
+            _keep_refused(refused)
         return EXIT_USAGE
     _enqueue(events)
     return EXIT_OK

@@ -13,7 +13,7 @@ from scheduler.core.events import Event, check_not_ahead, decode_json, parse_eve
 from scheduler.core.text import decode_utf8, scrub
 from scheduler.errors import EventError
 
-__all__ = ["load_events", "validated"]
+__all__ = ["Refused", "load_events", "validated"]
 
 
 def _stdin_bytes() -> bytes:
@@ -40,11 +40,17 @@ def _read_events(path: str) -> list[Any]:
     return data if isinstance(data, list) else [data]
 
 
-def load_events(command: str, path: str, now: datetime | None = None) -> list[Event] | None:
+Refused = list[tuple[Any, list[tuple[str, str]]]]
+"""Each invalid document with its problems (place, reason), to keep for ``amends log --rejected``."""
+
+
+def load_events(
+    command: str, path: str, now: datetime | None = None, *, refused: Refused | None = None
+) -> list[Event] | None:
     """Read and validate a file (or stdin) of events; on a problem print it and return None.
 
     Every event is checked before any is used, and each problem is named
-    ``events[i].field`` when the file holds a list.
+    ``events[i].field`` when the file holds a list; each invalid document goes to ``refused``.
     """
     try:
         documents = _read_events(path)
@@ -58,7 +64,7 @@ def load_events(command: str, path: str, now: datetime | None = None) -> list[Ev
     if not documents:
         print(f"amends {command}: {path if path != '-' else 'stdin'} holds no events", file=sys.stderr)
         return None
-    return validated(command, documents, now)
+    return validated(command, documents, now, refused=refused)
 
 
 def validated(
@@ -67,9 +73,11 @@ def validated(
     now: datetime | None,
     *,
     flag_of: Callable[[str], str] | None = None,
+    refused: Refused | None = None,
 ) -> list[Event] | None:
     """Every document as an event (not dated ahead of ``now``, when given), or None after
-    printing each problem of each document (naming the flag that sets each field, with ``flag_of``)."""
+    printing each problem of each document (naming the flag that sets each field, with
+    ``flag_of``); each invalid document and its problems are added to ``refused``."""
     events, problems = [], []
     for index, document in enumerate(documents):
         try:
@@ -77,6 +85,8 @@ def validated(
             event = parse_event_json(json.dumps(document))
             events.append(check_not_ahead(event, now) if now is not None else event)
         except EventError as e:
+            if refused is not None:
+                refused.append((document, list(e.errors)))
             prefix = f"events[{index}]" if len(documents) > 1 else ""
             for place, why in e.errors:
                 where = ".".join(p for p in (prefix, place) if p) or "event"

@@ -46,6 +46,8 @@ def cmd_log(args: argparse.Namespace) -> int:
         return refuse("log", f"--since: {e}")
     if args.rejected:
         return _rejected(args, store, since)
+    if args.waiting:
+        return _waiting(args, store)
     keep = LogFilter(args.incident, args.stakeholder, args.kind, args.status)
     if args.promises:
         return _promises(args, settings, store, [c for c in store.communications(since) if keep.keeps(c)])
@@ -68,7 +70,7 @@ def _show(args: argparse.Namespace, settings: Settings, store: RedisStore) -> in
     if args.target[0] != "show" or len(args.target) != 2:
         return refuse("log", "use 'amends log show COMM_ID'")
     filters = [args.incident, args.stakeholder, args.kind, args.status, args.since, args.limit, args.cursor]
-    if any(f is not None for f in filters) or args.rejected or args.promises:
+    if any(f is not None for f in filters) or args.rejected or args.promises or args.waiting:
         return refuse("log show", "takes a communication id and --json only")
     comm = store.comm(args.target[1])
     if comm is None:
@@ -101,6 +103,24 @@ def _rejected(args: argparse.Namespace, store: RedisStore, since: datetime | Non
         print(scrub(format_table((rejected_row(r) for r in records), REJECTED_COLUMNS)))
     else:
         print("no rejected events")
+    return EXIT_OK
+
+
+def _waiting(args: argparse.Namespace, store: RedisStore) -> int:
+    """``amends log --waiting``: the events held for their incident's opened, and until when."""
+    from scheduler.cli.logview import WAITING_COLUMNS, format_table, waiting_row
+    from scheduler.service.waiting import waiting_events
+
+    if args.stakeholder or args.kind or args.status or args.promises or args.since:
+        return refuse("log", "--waiting takes only --incident and --json")
+    waiting = waiting_events(store.client, args.incident)
+    if args.json:
+        for record in waiting:
+            print(scrub(json.dumps(record.as_json(), ensure_ascii=False)))
+    elif waiting:
+        print(scrub(format_table((waiting_row(w) for w in waiting), WAITING_COLUMNS)))
+    else:
+        print("no events are waiting")
     return EXIT_OK
 
 

@@ -10,12 +10,14 @@ from typing import Any
 import pendulum
 
 from scheduler.core.model import Communication
+from scheduler.service.waiting import WaitingEvent
 
 __all__ = [
     "COLUMNS",
     "NARROW_COLUMNS",
     "NARROW_WIDTH",
     "REJECTED_COLUMNS",
+    "WAITING_COLUMNS",
     "fit_table",
     "format_table",
     "narrow_header",
@@ -26,6 +28,7 @@ __all__ = [
     "stream_header",
     "stream_row",
     "table_row",
+    "waiting_row",
 ]
 
 
@@ -156,7 +159,25 @@ def stream_header() -> str:
     return "  ".join(c.ljust(w) for c, w in zip(STREAM_HEADER, STREAM_WIDTHS, strict=True)).rstrip()
 
 
-REJECTED_COLUMNS = ("rejected at", "event_id", "incident", "type", "why")
+REJECTED_COLUMNS = ("rejected at", "event_id", "incident", "type", "via", "why")
+WAITING_COLUMNS = ("waiting since", "event_id", "incident", "type", "rejected at", "why")
+
+
+def waiting_row(waiting: WaitingEvent) -> tuple[str, ...]:
+    """One row of ``amends log --waiting``; times in UTC."""
+
+    def shown(iso: str) -> str:
+        return str(pendulum.parse(iso).in_tz("UTC").format("YYYY-MM-DD HH:mm:ss zz"))  # type: ignore[union-attr]
+
+    kind = waiting.type.removeprefix("incident.")
+    return (
+        shown(waiting.since),
+        waiting.event_id,
+        waiting.incident_id,
+        kind,
+        shown(waiting.until),
+        waiting.reason,
+    )
 
 
 def rejected_records(
@@ -182,6 +203,7 @@ def rejected_row(record: dict[str, Any]) -> tuple[str, ...]:
         str(event.get("event_id", "-")),
         str(event.get("incident_id", "-")),
         str(event.get("type", "-")),
+        str(record.get("via", "-")),
         reasons,
     )
 

@@ -122,7 +122,8 @@ def _add_log(sub: _Subcommands) -> None:
         "log",
         "scheduler.cli.log:cmd_log",
         help="review the communications log",
-        usage="amends log [filters] [--json | --promises | --rejected]\n       amends log show COMM_ID [--json]",
+        usage="amends log [filters] [--json | --wide | --promises | --rejected | --waiting]\n"
+        "       amends log show COMM_ID [--json]",
         description="A table of communications, fitting the terminal (100 columns without one): time, "
         "incident, stakeholder, kind, status with the lateness, recipient and subject. --wide adds the "
         "promised and sent times in each stakeholder's zone, attempts and last error, nothing cut. "
@@ -141,7 +142,14 @@ def _add_log(sub: _Subcommands) -> None:
         help="every column in full (promised and sent times, attempts, last error); "
         "without it the table fits the terminal, 100 columns when there is none",
     )
-    log.add_argument("--rejected", action="store_true", help="show rejected events and why")
+    log.add_argument(
+        "--rejected", action="store_true", help="show rejected events, where they came from and why"
+    )
+    log.add_argument(
+        "--waiting",
+        action="store_true",
+        help="show events waiting for their incident's opened, and until when",
+    )
     log.add_argument(
         "--promises",
         action="store_true",

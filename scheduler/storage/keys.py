@@ -32,6 +32,7 @@ not found with another.
 | ``amends:timers:wake`` | list | a nudge for sleeping schedulers when an earlier timer is armed |
 | ``amends:retention`` | hash | what retention removed so far: incidents, communications, the last pass |
 | ``amends:rejected`` | list | JSON records of rejected events, newest first |
+| ``amends:waiting`` | hash | event id -> JSON of an event held for its incident's ``opened`` (:mod:`scheduler.service.waiting`) |
 | ``amends:heartbeats`` | hash | process name -> JSON of its role and last heartbeat (ms) |
 | ``amends:session:{session_id}`` | string | a review page sign-in: JSON of its role and which token it was made with; expires |
 | ``amends:pagerduty:delivery:{event_id}`` | string | a PagerDuty delivery already taken (replays are refused); expires after retention |
@@ -50,6 +51,7 @@ SHARDS = 16
 """How many slots of a Redis Cluster the incidents and the indexes spread over."""
 
 REJECTED = f"{PREFIX}:rejected"
+WAITING = f"{PREFIX}:waiting"
 RETENTION = f"{PREFIX}:retention"
 TIMERS_WAKE = f"{PREFIX}:timers:wake"
 UNSUBSCRIBED = f"{PREFIX}:unsubscribed"

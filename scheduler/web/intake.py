@@ -22,6 +22,7 @@ from scheduler.core.events import (
 from scheduler.core.text import decode_utf8
 from scheduler.errors import EventError, RedisUnavailableError
 from scheduler.service.emitting import already_accepted, emit
+from scheduler.service.waiting import door_status
 from scheduler.web._http import SafeJSONResponse, invalid, read_capped, unanswered
 from scheduler.web.auth import require_token
 from scheduler.web.deps import Web, WebDep
@@ -104,9 +105,14 @@ def _accept(web: Web, documents: list[Any], kept: Any = None) -> list[dict[str, 
         if event.event_id in seen or already_accepted(web.client, event.event_id, event.incident_id):
             answers.append({"event_id": event.event_id, "status": "duplicate"})
             continue
+        waits = door_status(web.client, events, event, web.settings.order_wait_ms)
         emit(event.model_dump(mode="json", by_alias=True, exclude_none=True), broker=web.broker, now=now)
         seen.add(event.event_id)
-        answers.append({"event_id": event.event_id, "status": "enqueued"})
+        answers.append(
+            {"event_id": event.event_id, "status": "waiting", "detail": waits}
+            if waits
+            else {"event_id": event.event_id, "status": "enqueued"}
+        )
     return answers
 
 
@@ -132,4 +138,4 @@ async def post_event(request: Request, web: WebDep) -> JSONResponse:
         return invalid(e.errors)
     except (RedisUnavailableError, redis.RedisError) as e:
         return SafeJSONResponse({"detail": f"{unanswered(e)}; nothing was enqueued"}, status_code=503)
-    return SafeJSONResponse(answer, status_code=202 if answer["status"] == "enqueued" else 200)
+    return SafeJSONResponse(answer, status_code=200 if answer["status"] == "duplicate" else 202)

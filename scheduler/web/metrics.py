@@ -7,6 +7,7 @@ from fastapi.responses import PlainTextResponse
 
 from scheduler.core.model import Kind, Status, ms_of
 from scheduler.core.text import scrub
+from scheduler.service.waiting import waiting_metrics
 from scheduler.storage import keys
 from scheduler.storage.keys import REJECTED_KEEP
 from scheduler.storage.port import Counters
@@ -28,7 +29,7 @@ def metrics(web: WebDep) -> PlainTextResponse:
     rejected = int(web.client.llen(keys.REJECTED))
     text = metrics_text(
         web.store.counters(), web.timers.armed_count(), rejected, web.timers.overdue_count(overdue_before)
-    )
+    ) + waiting_metrics(web.client)
     return PlainTextResponse(scrub(text), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -7,7 +7,7 @@ errors and comments are data and are always escaped. They load nothing from else
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,6 +15,7 @@ import jinja2
 
 from scheduler.core.feedback import MAX_COMMENT_CHARS, RATINGS
 from scheduler.core.promises import ON_TIME_GRACE_S
+from scheduler.service.waiting import WaitingEvent
 from scheduler.web.review_view import IncidentView, shown_time
 
 __all__ = [
@@ -40,11 +41,18 @@ def render_review(
     grace_s: float = ON_TIME_GRACE_S,
     older: str = "",
     sign_out: str = "",
+    waiting: Sequence[WaitingEvent] = (),
 ) -> str:
     """The review page; ``older`` links to the next page of older incidents, if any;
-    ``sign_out`` is the sign-out form's CSRF value (no form without one)."""
+    ``sign_out`` is the sign-out form's CSRF value (no form without one); ``waiting`` are
+    the events held for their incident's opened."""
     return _env.get_template("review.html").render(
-        incidents=incidents, now=shown_time(now, "UTC"), grace_s=int(grace_s), older=older, sign_out=sign_out
+        incidents=incidents,
+        now=shown_time(now, "UTC"),
+        grace_s=int(grace_s),
+        older=older,
+        sign_out=sign_out,
+        waiting=waiting,
     )
 
 

@@ -21,6 +21,7 @@ from scheduler.core.promises import open_promises
 from scheduler.core.text import scrub
 from scheduler.mail.composed import composed_text
 from scheduler.mail.signing import withhold_signatures
+from scheduler.service.waiting import waiting_events
 from scheduler.storage.port import Store, format_cursor, parse_cursor
 from scheduler.web._http import HTML_HEADERS, page
 from scheduler.web.auth import caller_role, sign_in_page, sign_out_csrf
@@ -99,7 +100,11 @@ def review(request: Request, web: WebDep, before: str | None = None) -> Response
         grace_s=web.grace_s(),
     )
     older = f"/?before={quote(format_cursor(following), safe='')}" if following else ""
-    return page(render_review(view, now, web.grace_s(), older, sign_out_csrf(request, web)))
+    return page(
+        render_review(
+            view, now, web.grace_s(), older, sign_out_csrf(request, web), waiting=waiting_events(web.client)
+        )
+    )
 
 
 @router.get("/review/messages/{comm_id}", response_class=PlainTextResponse)
