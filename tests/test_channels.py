@@ -237,7 +237,7 @@ def test_a_teams_stakeholder_gets_an_adaptive_card(receiver: Receiver, templates
     assert card["type"] == "AdaptiveCard" and card["version"] == "1.4"
     texts = [block["text"] for block in card["body"]]
     assert texts[0] == delivery.subject
-    assert any("**Where things stand:** A certificate expired" in t for t in texts)
+    assert any("**What happened:** A certificate expired" in t for t in texts)
 
 
 # -- signed webhooks -----------------------------------------------------------------------

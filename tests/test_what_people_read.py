@@ -232,3 +232,26 @@ def test_no_sentence_runs_into_the_next_in_the_text_part(
     _, rendered_message = rendered(config_with(), stakeholder_id, kind, **incident)
     for line in rendered_message.text.splitlines():
         assert not re.search(r"[a-z0-9][.!?:][A-Z]", line), line
+
+
+@pytest.mark.parametrize("audience", AUDIENCES)
+def test_a_summary_set_with_the_resolution_reads_as_where_things_stand_an_earlier_one_as_what_happened(
+    audience: str,
+) -> None:
+    """`resolved --summary "Payments work again"` is put under "Where things stand", never under "What happened"."""
+    config = config_with()
+    sid = {"customer": "c", "executive": "x", "engineering": "e", "default": "d"}[audience]
+    stakeholder = config.stakeholder(sid)
+    assert stakeholder is not None
+    comm = sample_communication("resolution", sid, "Europe/Berlin", NOW)
+    change = {"field": "summary", "old": "A certificate expired.", "new": "Payments work again"}
+    incident = {**comm.context["incident"], "summary": "Payments work again"}
+    now_set = dataclasses.replace(comm, context={**comm.context, "incident": incident, "changes": [change]})
+    _, message = compose_email(now_set, stakeholder, config, TEMPLATES, NOW, "secret")
+    assert "Where things stand" in message.text and "Payments work again" in message.text
+    assert "What happened" not in message.text
+    _, earlier = rendered(config, sid, "resolution")
+    assert (
+        "What happened" in earlier.text
+        and "A certificate expired on the card processor link." in earlier.text
+    )

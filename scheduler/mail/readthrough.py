@@ -50,6 +50,7 @@ _LONGEST = {
     "workaround": _long("Pay by bank transfer until card payments work again.", MAX_TEXT_CHARS),
     "prevention": _long("Certificates renew automatically thirty days ahead.", MAX_TEXT_CHARS),
 }
+_NEW_SUMMARY = {"field": "summary", "old": "A certificate expired.", "new": "Card payments work again."}
 _CHANGES = [
     {"field": "severity", "old": "sev2", "new": "sev1"},
     {"field": "services", "old": ["payments"], "new": ["payments", "checkout"]},
@@ -85,6 +86,7 @@ def variants(comm: Communication) -> Iterator[tuple[str, Communication]]:
         yield "first contact", _with(comm, changes=[], first_contact=True, since_ms=None)
     if comm.kind == Kind.RESOLUTION:
         yield "first contact", _with(comm, changes=[], first_contact=True, since_ms=None)
+        yield "summary set with the resolution", _with(comm, changes=_CHANGES[-1:] + [_NEW_SUMMARY])
 
 
 def read_through(templates: TemplateSet, config: Config, now: datetime) -> list[str]:
