@@ -86,7 +86,7 @@ def variants(comm: Communication) -> Iterator[tuple[str, Communication]]:
         yield "first contact", _with(comm, changes=[], first_contact=True, since_ms=None)
     if comm.kind == Kind.RESOLUTION:
         yield "first contact", _with(comm, changes=[], first_contact=True, since_ms=None)
-        yield "summary set with the resolution", _with(comm, changes=_CHANGES[-1:] + [_NEW_SUMMARY])
+        yield "summary set with the resolution", _with(comm, changes=[*_CHANGES[-1:], _NEW_SUMMARY])
 
 
 def read_through(templates: TemplateSet, config: Config, now: datetime) -> list[str]:
