@@ -3,47 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from scheduler.cli.main import main
-from scheduler.core.config import parse_config
 from scheduler.mail.proofread import proofread
-from scheduler.mail.readthrough import read_through
-from scheduler.mail.render import TemplateSet
 from scheduler.service.settings import bundled_path
-
-NOW = datetime(2026, 11, 26, 14, 3, 5, tzinfo=UTC)
-CONFIG = parse_config(
-    {
-        "sender": "Acme Status <status@acme.example>",
-        "contact": {
-            "name": "Dana Whitfield",
-            "email": "dana@acme.example",
-            "status_page": "https://status.acme.example",
-        },
-        "stakeholders": [
-            {
-                "id": "c",
-                "name": "C",
-                "email": "c@acme.example",
-                "audience": "customer",
-                "timezone": "Europe/Berlin",
-            },
-            {"id": "x", "name": "X", "email": "x@acme.example", "audience": "executive", "channel": "email"},
-            {
-                "id": "e",
-                "name": "E",
-                "email": "e@acme.example",
-                "audience": "engineering",
-                "timezone": "Asia/Tokyo",
-            },
-            {"id": "d", "name": "D", "email": "d@acme.example"},
-        ],
-    }
-)
 
 
 @pytest.mark.parametrize(
@@ -89,11 +55,6 @@ def test_clean_text_has_no_slips(text: str) -> None:
     """Links, addresses, lists under a heading, times, ellipses and chat markup are not taken for slips."""
     found = [s for s in proofread(text) if "had" not in s.text.lower()]
     assert found == []
-
-
-def test_the_bundled_templates_read_cleanly_in_every_case_and_channel() -> None:
-    """Every bundled audience, kind and channel reads without a slip, optional fields empty, set or at their longest."""
-    assert read_through(TemplateSet(bundled_path("templates")), CONFIG, NOW) == []
 
 
 def test_config_check_names_a_sentence_run_into_the_next_heading(

@@ -14,6 +14,7 @@ from scheduler.core.config import Config, parse_config
 from scheduler.core.model import Kind
 from scheduler.mail.messages import template_context
 from scheduler.mail.preflight import check_templates, sample_communication
+from scheduler.mail.readthrough import MANY_CHANGES
 from scheduler.mail.render import PARTS, RenderedMessage, TemplateSet
 from scheduler.service.settings import bundled_path
 
@@ -82,14 +83,6 @@ def flat(text: str) -> str:
 
 
 NO_NEWS: list[dict[str, Any]] = []
-MANY_CHANGES = [
-    {"field": "severity", "old": "sev2", "new": "sev1"},
-    {"field": "services", "old": ["payments"], "new": ["payments", "checkout"]},
-    {"field": "status", "old": "investigating", "new": "identified"},
-    {"field": "plan", "old": "Fail over.", "new": "Rotate the certificate.\nThen replay failed payments."},
-    {"field": "owner", "old": None, "new": "Platform on-call"},
-    {"field": "impact", "old": "Some payments fail.", "new": ""},
-]
 
 
 @pytest.mark.parametrize("audience", AUDIENCES)

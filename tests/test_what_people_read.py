@@ -18,6 +18,7 @@ from scheduler.core.model import Kind
 from scheduler.core.tone import tone_for
 from scheduler.mail.messages import compose_email, template_context
 from scheduler.mail.preflight import sample_communication, thin_event_warnings, thin_message_warnings
+from scheduler.mail.readthrough import read_through
 from scheduler.mail.render import TemplateSet
 from scheduler.service.settings import bundled_path
 from tests.conftest import event
@@ -213,6 +214,11 @@ def test_config_check_reports_an_unknown_audience_even_when_the_file_is_invalid(
     assert main(["config", "check", "--file", str(path)]) == 0
     captured = capsys.readouterr()
     assert "custmer" in captured.err and "warning" in captured.out
+
+
+def test_the_bundled_templates_read_cleanly_in_every_case_and_channel() -> None:
+    """Every bundled audience, kind and channel reads without a slip, optional fields empty, set or at their longest."""
+    assert read_through(TEMPLATES, config_with(), NOW) == []
 
 
 @pytest.mark.parametrize("kind", list(Kind))

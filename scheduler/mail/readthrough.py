@@ -24,7 +24,7 @@ from scheduler.mail.preflight import sample_communication, sample_readers
 from scheduler.mail.proofread import proofread
 from scheduler.mail.render import TemplateSet
 
-__all__ = ["OPTIONAL_FIELDS", "read_through", "variants"]
+__all__ = ["MANY_CHANGES", "OPTIONAL_FIELDS", "read_through", "variants"]
 
 OPTIONAL_FIELDS = ("summary", "impact", "plan", "owner", "workaround", "prevention", "review_by")
 _SECRET = "sample-secret"
@@ -51,7 +51,7 @@ _LONGEST = {
     "prevention": _long("Certificates renew automatically thirty days ahead.", MAX_TEXT_CHARS),
 }
 _NEW_SUMMARY = {"field": "summary", "old": "A certificate expired.", "new": "Card payments work again."}
-_CHANGES = [
+MANY_CHANGES: list[dict[str, Any]] = [
     {"field": "severity", "old": "sev2", "new": "sev1"},
     {"field": "services", "old": ["payments"], "new": ["payments", "checkout"]},
     {"field": "status", "old": "investigating", "new": "identified"},
@@ -60,6 +60,8 @@ _CHANGES = [
     {"field": "impact", "old": "Some payments fail.", "new": ""},
     {"field": "workaround", "old": "", "new": "Pay by bank transfer."},
 ]
+"""An update's changes of every shape: a severity, a list, a status, several lines, from
+nothing, to nothing."""
 
 
 def _with(comm: Communication, *, incident: dict[str, Any] | None = None, **stored: Any) -> Communication:
@@ -82,11 +84,11 @@ def variants(comm: Communication) -> Iterator[tuple[str, Communication]]:
     if comm.kind == Kind.UPDATE:
         yield "no news, optional fields empty", _with(comm, incident=bare, changes=[])
         yield "no news", _with(comm, changes=[])
-        yield "many changes", _with(comm, changes=_CHANGES)
+        yield "many changes", _with(comm, changes=MANY_CHANGES)
         yield "first contact", _with(comm, changes=[], first_contact=True, since_ms=None)
     if comm.kind == Kind.RESOLUTION:
         yield "first contact", _with(comm, changes=[], first_contact=True, since_ms=None)
-        yield "summary set with the resolution", _with(comm, changes=[*_CHANGES[-1:], _NEW_SUMMARY])
+        yield "summary set with the resolution", _with(comm, changes=[*MANY_CHANGES[-1:], _NEW_SUMMARY])
 
 
 def read_through(templates: TemplateSet, config: Config, now: datetime) -> list[str]:
