@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from scheduler import emit
 from scheduler.cli.main import main
-from scheduler.service.waiting import waiting_events
+from scheduler.service.waiting import hold_words, waiting_events
 from scheduler.storage import keys
 from scheduler.web.app import create_app
 from tests.conftest import App, event
@@ -160,3 +160,12 @@ def test_a_waiting_event_is_retried_without_dramatiq_retry_lines(app: App, worke
     (waiting,) = waiting_events(app.runtime.client, "INC-8")
     assert waiting.type == "incident.reopened" and "INC-8" in waiting.reason
     assert waiting.until > waiting.since
+
+
+@pytest.mark.parametrize(
+    ("hold_ms", "words"),
+    [(600_000, "10 min"), (120_000, "2 min"), (90_000, "90 s"), (2_000, "2 s"), (1_500, "1.5 s")],
+)
+def test_the_hold_is_said_in_minutes_or_seconds(hold_ms: int, words: str) -> None:
+    """The hold a waiting event is told and rejected with reads as people say it, never rounded away."""
+    assert hold_words(hold_ms) == words

@@ -42,9 +42,10 @@ _OPENED = "incident.opened"
 
 
 def hold_words(hold_ms: int) -> str:
-    """``10 min``, ``90 s``: how long an event may wait, for people."""
-    seconds = max(0, hold_ms // 1000)
-    return f"{seconds // 60} min" if seconds % 60 == 0 and seconds else f"{seconds} s"
+    """``10 min``, ``90 s``, ``1.5 s``: how long an event may wait, for people."""
+    if hold_ms > 0 and hold_ms % 60_000 == 0:
+        return f"{hold_ms // 60_000} min"
+    return f"{max(0, hold_ms) / 1000:g} s"
 
 
 def _kind(event: Event) -> str:
