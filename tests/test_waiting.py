@@ -103,6 +103,10 @@ def test_a_waiting_event_shows_in_the_log_the_review_page_and_metrics_until_its_
     page = live.get("/").text
     assert 'id="waiting"' in page and "INC-7" in page and "incident.resolved" in page
     assert "amends_waiting_events 1" in live.get("/metrics").text
+    assert main(["log", "--incident", "INC-7"]) == 0
+    out = capsys.readouterr().out
+    assert "no communications match" in out
+    assert "1 event(s) of INC-7 wait for their incident's opened: amends log --waiting" in out
     emit(event("opened", incident_id="INC-7"), broker=app.broker)
     app.drain()
     assert waiting_events(app.runtime.client) == []

@@ -166,11 +166,22 @@ def _table(
         print(scrub(fit_table((narrow_row(c, now) for c in comms), narrow_header(now), _terminal_width())))
     else:
         print("no communications match")
+        _waiting_note(store, args.incident)
     if following is not None:
         print(f"older: amends log {_again(args)}--cursor {format_cursor(following)}", file=sys.stderr)
     if not args.json:
         _removed_note(store)
     return EXIT_OK
+
+
+def _waiting_note(store: RedisStore, incident: str | None) -> None:
+    """Say when events (of ``incident``) wait for their opened: why nothing was sent yet."""
+    from scheduler.service.waiting import waiting_events
+
+    waiting = waiting_events(store.client, incident)
+    if waiting:
+        about = f" of {incident}" if incident else ""
+        print(f"{len(waiting)} event(s){about} wait for their incident's opened: amends log --waiting")
 
 
 def _terminal_width() -> int:
