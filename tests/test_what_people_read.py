@@ -18,7 +18,7 @@ from scheduler.core.model import Kind
 from scheduler.core.tone import tone_for
 from scheduler.mail.messages import compose_email, template_context
 from scheduler.mail.preflight import sample_communication, thin_event_warnings, thin_message_warnings
-from scheduler.mail.readthrough import read_through
+from scheduler.mail.readthrough import read_through, variants
 from scheduler.mail.render import TemplateSet
 from scheduler.service.settings import bundled_path
 from tests.conftest import event
@@ -261,3 +261,31 @@ def test_a_summary_set_with_the_resolution_reads_as_where_things_stand_an_earlie
         "What happened" in earlier.text
         and "A certificate expired on the card processor link." in earlier.text
     )
+
+
+VENDOR_WORDS = ("sorry", "apolog", "your patience", "inconvenience", "you depend", "letting you down")
+
+
+@pytest.mark.parametrize("severity", ("sev1", "sev2", "sev3", "sev4"))
+@pytest.mark.parametrize("kind", list(Kind))
+@pytest.mark.parametrize("stakeholder_id", ["x", "e"])
+def test_internal_readers_are_spoken_to_as_colleagues_not_as_customers(
+    stakeholder_id: str, kind: str, severity: str
+) -> None:
+    """Executives and engineers read ownership in a colleague's words in every case, never a vendor's apology."""
+    config = config_with()
+    stakeholder = config.stakeholder(stakeholder_id)
+    assert stakeholder is not None
+    sample = sample_communication(kind, stakeholder_id, "Europe/Berlin", NOW)
+    sample = dataclasses.replace(
+        sample, context={**sample.context, "incident": {**sample.context["incident"], "severity": severity}}
+    )
+    for _, comm in variants(sample):
+        _, message = compose_email(comm, stakeholder, config, TEMPLATES, NOW, "secret")
+        for body in (message.text, message.html):
+            assert not [w for w in VENDOR_WORDS if w in body.lower()], body
+        if kind != "feedback_request":
+            assert (
+                template_context(comm, stakeholder, config, NOW, "secret")["tone"]["colleague"]
+                in message.text
+            )
