@@ -11,8 +11,8 @@ from typing import Any
 import redis
 
 from scheduler.core.model import Draft, Incident, Thread
+from scheduler.core.ports import Builder
 from scheduler.storage import keys
-from scheduler.storage.port import Builder
 
 __all__ = ["at", "draft_builder", "sign_in", "stored_incident"]
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from scheduler import emit
+from scheduler.core.ports import Store
 from scheduler.storage import keys
-from scheduler.storage.port import Store
 from tests.conftest import App, event
 
 pytestmark = pytest.mark.real
@@ -318,8 +318,8 @@ def test_ends_that_come_together_are_written_together_each_with_its_own_answer()
     import redis
 
     from scheduler.core.model import Kind, Status
+    from scheduler.core.ports import AttemptEnd
     from scheduler.storage.memory_store import MemoryStore
-    from scheduler.storage.port import AttemptEnd
     from tests.helpers import draft_builder
     from workers.runtime import EndWriter
 
@@ -370,9 +370,9 @@ def test_ends_whose_write_is_cancelled_are_answered_with_an_error_not_left_waiti
     import threading
 
     from scheduler.core.model import Kind, Status
+    from scheduler.core.ports import AttemptEnd
     from scheduler.errors import StorageError
     from scheduler.storage.memory_store import MemoryStore
-    from scheduler.storage.port import AttemptEnd
     from tests.helpers import draft_builder
     from workers.runtime import EndWriter
 

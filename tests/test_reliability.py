@@ -16,8 +16,8 @@ import redis
 
 from scheduler import emit
 from scheduler.core.model import Status
+from scheduler.core.ports import AttemptEnd
 from scheduler.errors import TimerStoreError
-from scheduler.storage.port import AttemptEnd
 from tests.conftest import App, event
 from tests.helpers import at
 

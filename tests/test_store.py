@@ -10,10 +10,10 @@ import pytest
 import redis
 
 from scheduler.core.model import Action, Draft, EventRecord, Incident, IncidentState, Kind, Status, Thread
+from scheduler.core.ports import DISPATCH_GRACE_MS, AttemptEnd, Claim, CommRequest, Removed, Store
 from scheduler.errors import AmendsError
 from scheduler.storage import keys
 from scheduler.storage.memory_store import MemoryStore
-from scheduler.storage.port import DISPATCH_GRACE_MS, AttemptEnd, Claim, CommRequest, Removed, Store
 from scheduler.storage.redis_store import RedisStore
 from tests.helpers import draft_builder
 

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from scheduler.core.ports import TimerStore
 from scheduler.errors import TimerStoreError
 from scheduler.storage import keys
-from scheduler.storage.port import TimerStore
 from scheduler.storage.timers import MemoryTimerStore, RedisTimerStore
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z in epoch ms

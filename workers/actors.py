@@ -41,7 +41,7 @@ from scheduler.mail.messages import compose_email
 from scheduler.mail.mime import written_header
 from scheduler.service import waiting
 from scheduler.service.queues import DELIVER_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE
-from scheduler.storage.port import AttemptEnd, Claim
+from scheduler.core.ports import AttemptEnd, Claim
 from workers import runtime
 
 __all__ = [

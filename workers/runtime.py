@@ -21,7 +21,7 @@ from scheduler.mail.smtp import SmtpPool
 from scheduler.service.settings import Settings
 from scheduler.storage.clock import ServerClock
 from scheduler.storage.connection import patient_client
-from scheduler.storage.port import AttemptEnd, Finished, Store
+from scheduler.core.ports import AttemptEnd, Finished, Store
 from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
 

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 from scheduler.cli._common import EXIT_FAILED, EXIT_OK, config_or_none, load_settings, redis_store, refuse
 from scheduler.core._validation import bounded_duration_s
 from scheduler.core.model import Status
+from scheduler.core.ports import format_cursor, parse_cursor
 from scheduler.core.text import scrub
 from scheduler.service.settings import Settings
-from scheduler.storage.port import format_cursor, parse_cursor
 
 if TYPE_CHECKING:
     from scheduler.core.model import Communication
-    from scheduler.storage.port import Cursor
+    from scheduler.core.ports import Cursor
     from scheduler.storage.redis_store import RedisStore
 
 __all__ = ["cmd_log"]

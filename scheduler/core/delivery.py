@@ -13,7 +13,7 @@ from datetime import datetime
 from scheduler.core.config import Stakeholder
 from scheduler.core.incidents import changes_between
 from scheduler.core.model import Communication, Incident, Kind, Status, Thread, ms_of
-from scheduler.storage.port import Store
+from scheduler.core.ports import Store
 
 __all__ = ["as_received", "cancel_reason", "retry_at"]
 

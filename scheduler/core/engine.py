@@ -1,7 +1,7 @@
 """What happens when an event arrives or a timer comes due: who hears what, and when next.
 
 The engine is the product's logic between the ports: it reads the configuration in force,
-keeps state through :class:`~scheduler.storage.port.Store`, arms timers in a
+keeps state through :class:`~scheduler.core.ports.Store`, arms timers in a
 :class:`~scheduler.storage.timers.TimerStore` and hands communication ids to a :class:`Dispatch`
 (Dramatiq in production, a list in the preview). Every entry point takes ``now`` and is
 idempotent: running it twice for the same event or timer creates and sends nothing new.
@@ -33,7 +33,7 @@ from scheduler.core.model import (
     ms_of,
     utc_of,
 )
-from scheduler.storage.port import CommRequest, Store, TimerStore
+from scheduler.core.ports import CommRequest, Store, TimerStore
 
 __all__ = ["Dispatch", "Engine", "Outcome"]
 

@@ -4,7 +4,7 @@ Feedback is kept per (incident, stakeholder), so answering again replaces the ea
 answer: the latest rating and the latest comment win, and following the same link twice
 changes nothing. An opt-out, from one incident's mail or from all of it, is kept with
 the time it was first given, and can be undone. The stores keep them
-(:class:`~scheduler.storage.port.Store`); the rules are here.
+(:class:`~scheduler.core.ports.Store`); the rules are here.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.core.model import Communication, Kind, Status, utc_of
-from scheduler.storage.port import Store
+from scheduler.core.ports import Store
 
 __all__ = ["ON_TIME_GRACE_S", "LogFilter", "OpenPromise", "PromiseReport", "open_promises", "promise_report"]
 

@@ -27,6 +27,7 @@ import uvicorn
 
 from scheduler.cli.logview import stream_header, stream_row
 from scheduler.core.model import Communication, iso_z
+from scheduler.core.ports import Store
 from scheduler.core.promises import promise_report
 from scheduler.dev.embedded import ensure_embedded_redis, stop_embedded_redis
 from scheduler.dev.mailsink import MailSink
@@ -35,7 +36,6 @@ from scheduler.service.emitting import emit
 from scheduler.service.processes import broker_for, start_scheduler, start_worker
 from scheduler.service.settings import Settings, bundled_path
 from scheduler.storage.connection import client_for
-from scheduler.storage.port import Store
 from scheduler.storage.redis_store import RedisStore
 
 __all__ = ["run_demo"]

@@ -16,8 +16,8 @@ import redis
 from dramatiq.errors import BrokerError
 
 from scheduler.core.model import ms_of
+from scheduler.core.ports import TimerStore
 from scheduler.errors import StorageError
-from scheduler.storage.port import TimerStore
 
 __all__ = ["CLAIM_BATCH", "SchedulerLoop"]
 

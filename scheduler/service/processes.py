@@ -17,6 +17,7 @@ import redis
 from scheduler.core.config import ConfigSource
 from scheduler.core.durations import format_duration
 from scheduler.core.model import ms_of
+from scheduler.core.ports import Store
 from scheduler.errors import ConfigError, StorageError
 from scheduler.service.loop import SchedulerLoop
 from scheduler.service.queues import (
@@ -30,7 +31,6 @@ from scheduler.service.queues import (
 from scheduler.service.settings import Settings
 from scheduler.storage.clock import ServerClock
 from scheduler.storage.connection import patient_client
-from scheduler.storage.port import Store
 from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
 

@@ -1,4 +1,4 @@
-"""An in-process :class:`~scheduler.storage.port.Store` with the same contract as the Redis one.
+"""An in-process :class:`~scheduler.core.ports.Store` with the same contract as the Redis one.
 
 Used by ``amends preview`` (a simulated clock, nothing persisted) and by fast unit tests.
 The contract tests in ``tests/test_store.py`` run against both.
@@ -25,10 +25,7 @@ from scheduler.core.model import (
     ms_of,
     utc_of,
 )
-from scheduler.errors import AmendsError
-from scheduler.storage import keys
-from scheduler.storage.memory_answers import MemoryAnswers
-from scheduler.storage.port import (
+from scheduler.core.ports import (
     DISPATCH_GRACE_MS,
     SKIPPED,
     WAIT_RECHECK_MS,
@@ -43,6 +40,9 @@ from scheduler.storage.port import (
     check_finish,
     new_comm,
 )
+from scheduler.errors import AmendsError
+from scheduler.storage import keys
+from scheduler.storage.memory_answers import MemoryAnswers
 
 __all__ = ["MemoryStore"]
 

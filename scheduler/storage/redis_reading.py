@@ -13,8 +13,8 @@ from typing import Any, cast
 import redis
 
 from scheduler.core.model import Communication, Incident, Thread, ms_of, text_of
+from scheduler.core.ports import Counters, Cursor
 from scheduler.storage import keys
-from scheduler.storage.port import Counters, Cursor
 from scheduler.storage.texts import INLINE_CONTEXT, Texts, context_blob, unpack_message
 
 __all__ = ["RedisReading"]

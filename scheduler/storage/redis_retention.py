@@ -8,8 +8,8 @@ from typing import Any, cast
 import redis
 
 from scheduler.core.model import Incident, TimerKind, TimerMember, text_of
+from scheduler.core.ports import Removed
 from scheduler.storage import keys
-from scheduler.storage.port import Removed
 
 __all__ = ["RedisRetention"]
 

@@ -28,9 +28,7 @@ from scheduler.core.model import (
     text_of,
     utc_of,
 )
-from scheduler.errors import AmendsError
-from scheduler.storage import keys
-from scheduler.storage.port import (
+from scheduler.core.ports import (
     DISPATCH_GRACE_MS,
     SKIPPED,
     WAIT_RECHECK_MS,
@@ -42,6 +40,8 @@ from scheduler.storage.port import (
     check_finish,
     new_comm,
 )
+from scheduler.errors import AmendsError
+from scheduler.storage import keys
 from scheduler.storage.redis_answers import RedisAnswers
 from scheduler.storage.redis_reading import RedisReading, with_texts
 from scheduler.storage.redis_retention import RedisRetention

@@ -6,7 +6,7 @@ then acks each one. A claim that is never acked (the scheduler died between clai
 enqueue) is handed out again once its lease expires, with the due time it was first
 claimed at, so a timer is delivered at least once.
 
-Both implement :class:`~scheduler.storage.port.TimerStore`. ``RedisTimerStore`` is what the product runs (keys in ``scheduler.storage.keys``, atomic steps in
+Both implement :class:`~scheduler.core.ports.TimerStore`. ``RedisTimerStore`` is what the product runs (keys in ``scheduler.storage.keys``, atomic steps in
 ``scheduler/storage/lua/*.lua``); ``MemoryTimerStore`` has the same contract, in process.
 """
 

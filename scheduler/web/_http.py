@@ -12,8 +12,8 @@ from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from scheduler.core._validation import bounded_duration_s
+from scheduler.core.ports import Cursor, parse_cursor
 from scheduler.core.text import scrub
-from scheduler.storage.port import Cursor, parse_cursor
 from scheduler.web.deps import Web
 from scheduler.web.pages import render_notice
 

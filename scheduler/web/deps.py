@@ -16,10 +16,10 @@ import redis
 from fastapi import Depends, Request
 
 from scheduler.core.config import Config, ConfigSource, Integrations
+from scheduler.core.ports import Store, TimerStore
 from scheduler.core.promises import ON_TIME_GRACE_S
 from scheduler.errors import AmendsError
 from scheduler.service.settings import Settings
-from scheduler.storage.port import Store, TimerStore
 from scheduler.web.sessions import Role
 
 __all__ = ["Web", "WebDep", "config_reader", "grace_s", "web_of"]

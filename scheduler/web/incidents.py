@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
 
 from scheduler.core.model import Incident, iso_z, ms_of, utc_of
-from scheduler.storage.port import format_cursor
+from scheduler.core.ports import format_cursor
 from scheduler.web._http import SafeJSONResponse, invalid, page_window
 from scheduler.web.auth import require_reader
 from scheduler.web.deps import WebDep

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
 
 from scheduler.core.model import Kind, Status
+from scheduler.core.ports import format_cursor
 from scheduler.core.promises import LogFilter
 from scheduler.mail.signing import withhold_signatures
-from scheduler.storage.port import format_cursor
 from scheduler.web._http import SafeJSONResponse, invalid, page_window
 from scheduler.web.auth import require_reader
 from scheduler.web.deps import WebDep

@@ -6,11 +6,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
 from scheduler.core.model import Kind, Status, ms_of
+from scheduler.core.ports import Counters
 from scheduler.core.text import scrub
 from scheduler.service.waiting import waiting_metrics
 from scheduler.storage import keys
 from scheduler.storage.keys import REJECTED_KEEP
-from scheduler.storage.port import Counters
 from scheduler.web.auth import require_reader
 from scheduler.web.deps import WebDep
 

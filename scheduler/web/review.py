@@ -17,12 +17,12 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 
 from scheduler.core.config import Config
 from scheduler.core.model import Incident
+from scheduler.core.ports import Store, format_cursor, parse_cursor
 from scheduler.core.promises import open_promises
 from scheduler.core.text import scrub
 from scheduler.mail.composed import composed_text
 from scheduler.mail.signing import withhold_signatures
 from scheduler.service.waiting import waiting_events
-from scheduler.storage.port import Store, format_cursor, parse_cursor
 from scheduler.web._http import HTML_HEADERS, page
 from scheduler.web.auth import caller_role, sign_in_page, sign_out_csrf
 from scheduler.web.deps import WebDep, grace_s

@@ -1,4 +1,4 @@
-"""The storage port: what the engine, the worker, the API and the CLI ask of a store.
+"""The store port, the core's own: what the engine, the worker, the API and the CLI ask of a store.
 
 :class:`~scheduler.storage.redis_store.RedisStore` is what the product runs;
 :class:`~scheduler.storage.memory_store.MemoryStore` keeps the same contract in process (the
