@@ -14,6 +14,7 @@ import redis
 
 from scheduler.core.config import Config, ConfigSource
 from scheduler.core.engine import Engine
+from scheduler.core.ports import AttemptEnd, Finished, Store
 from scheduler.errors import StorageError
 from scheduler.mail.channels import new_client
 from scheduler.mail.render import TemplateSet
@@ -21,7 +22,6 @@ from scheduler.mail.smtp import SmtpPool
 from scheduler.service.settings import Settings
 from scheduler.storage.clock import ServerClock
 from scheduler.storage.connection import patient_client
-from scheduler.core.ports import AttemptEnd, Finished, Store
 from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
 
@@ -145,7 +145,7 @@ _runtime: Runtime | None = None
 
 def configure(settings: Settings) -> Runtime:
     """Build the process's runtime from ``settings`` (replacing any earlier one)."""
-    from workers.actors import DramatiqDispatch
+    from workers.dispatch import DramatiqDispatch
 
     global _runtime
     client = patient_client(settings.resolved_redis_url())

@@ -1,0 +1,143 @@
+"""One send attempt: compose a taken communication and hand it to SMTP or a channel."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable
+from datetime import datetime
+
+from scheduler.core.config import Config, Stakeholder
+from scheduler.core.delivery import as_received, cancel_reason
+from scheduler.core.model import Communication, Kind, Status, ms_of
+from scheduler.core.ports import Claim
+from scheduler.errors import PermanentDeliveryError, SettingsError, TemplateError, TransientDeliveryError
+from scheduler.mail.channels import compose_channel
+from scheduler.mail.channels import send as send_to_channel
+from scheduler.mail.messages import compose_email
+from scheduler.mail.mime import written_header
+from workers import runtime
+from workers._declare import in_thread
+
+__all__ = ["NOT_BEFORE", "attempt"]
+
+logger = logging.getLogger(__name__)
+
+NOT_BEFORE = "_not_before_ms"
+"""Set by an attempt whose reply named a time to come back (Retry-After); never stored."""
+
+
+async def attempt(
+    rt: runtime.Runtime, claim: Claim, now: datetime, reader_opted_out: bool, config: Config
+) -> tuple[Status, dict[str, str | int]]:
+    """Compose and send one taken communication; return its new status and the fields to record."""
+    comm = claim.comm
+    assert comm is not None
+    stakeholder = config.stakeholder(comm.stakeholder_id)
+    incident = await in_thread(rt.store.incident, comm.incident_id) if comm.kind == Kind.UPDATE else None
+    opted_out = stakeholder is not None and reader_opted_out
+    reason = cancel_reason(comm, stakeholder, incident, opted_out)
+    if reason is not None:
+        if opted_out:
+            await in_thread(rt.engine.stop_thread, comm.incident_id, comm.stakeholder_id)
+        return Status.CANCELLED, {"last_error": reason, "updated_ms": ms_of(now)}
+    assert stakeholder is not None
+    receive = functools.partial(
+        as_received,
+        rt.store,
+        comm,
+        now,
+        prev_status=claim.prev_status,
+        prev_sent_at=claim.prev_sent_at,
+        thread=functools.partial(rt.store.thread, comm.incident_id, comm.stakeholder_id),
+    )
+    # Only a predecessor that was not sent, or a promise already past, makes it read Redis.
+    reads = (comm.prev_id and claim.prev_status != Status.SENT) or (
+        comm.next_update_at and comm.next_update_at <= now
+    )
+    comm = await in_thread(receive) if reads else receive()
+    if stakeholder.channel != "email":
+        return await _attempt_channel(rt, comm, stakeholder, now, config)
+    try:
+        email, rendered = compose_email(
+            comm, stakeholder, config, rt.templates, now, rt.settings.secret_key or ""
+        )
+    except TemplateError as e:
+        logger.error("%s failed: %s", comm.id, e)
+        return Status.FAILED, {"last_error": f"template: {e}", "updated_ms": ms_of(now)}
+    except Exception as e:  # a message that cannot be composed now never will be: fail it visibly
+        logger.exception("%s could not be composed", comm.id)
+        return Status.FAILED, {
+            "last_error": f"could not be composed: {type(e).__name__}: {e}",
+            "updated_ms": ms_of(now),
+        }
+    return await _sent(
+        rt,
+        comm,
+        now,
+        rendered.subject,
+        rt.pool().send(email),
+        written_header(email, "Message-ID") or "",
+        email.as_string(),
+    )
+
+
+async def _attempt_channel(
+    rt: runtime.Runtime, comm: Communication, stakeholder: Stakeholder, now: datetime, config: Config
+) -> tuple[Status, dict[str, str | int]]:
+    """Compose and POST one communication to a Slack, Teams or webhook stakeholder."""
+    try:
+        delivery = compose_channel(
+            comm,
+            stakeholder,
+            config,
+            rt.templates,
+            now,
+            rt.settings.secret_key or "",
+            webhook_secret=rt.settings.webhook_secret,
+        )
+    except (TemplateError, SettingsError, ValueError) as e:
+        logger.error("%s failed: %s", comm.id, e)
+        return Status.FAILED, {"last_error": f"could not be composed: {e}", "updated_ms": ms_of(now)}
+    return await _sent(
+        rt,
+        comm,
+        now,
+        delivery.subject,
+        send_to_channel(delivery, rt.http(), now=now),
+        delivery.message_id,
+        delivery.message,
+    )
+
+
+async def _sent(
+    rt: runtime.Runtime,
+    comm: Communication,
+    now: datetime,
+    subject: str,
+    sending: Awaitable[str],
+    message_id: str,
+    message: str,
+) -> tuple[Status, dict[str, str | int]]:
+    """Await ``sending`` (an email or a channel post); the status and fields its outcome records."""
+    attempted: dict[str, str | int] = {"subject": subject, "updated_ms": ms_of(now)}
+    try:
+        reply = await sending
+    except PermanentDeliveryError as e:
+        logger.error("%s failed: %s", comm.id, e)
+        return Status.FAILED, {"last_error": str(e), **attempted}
+    except TransientDeliveryError as e:
+        if e.retry_after_s:
+            attempted[NOT_BEFORE] = ms_of(now) + int(e.retry_after_s * 1000)
+        return Status.RETRYING, {"last_error": str(e), **attempted}
+    sent = rt.clock()
+    logger.info("%s sent to %s", comm.id, comm.recipient)
+    return Status.SENT, {
+        "sent_ms": ms_of(sent),
+        "updated_ms": ms_of(sent),
+        "subject": subject,
+        "message_id": message_id,
+        "message": message,
+        "last_error": "",
+        "server_reply": reply,
+    }
