@@ -5,14 +5,18 @@ long-running processes, which ride out a Redis restart or a cluster failover.
 a :class:`redis.RedisCluster`; it has the single client's API for everything amends runs,
 since every multi-key step stays in one slot (see :mod:`scheduler.storage.keys`).
 
-A worker or scheduler that meets a refused connection retries the command with backoff
-for about a minute (``PATIENCE``) before the error reaches the code, so a restart of
-``redis-server`` costs a pause, not a failed message. A command whose reply was lost may
-run twice; every Lua step and transaction amends runs is safe to repeat.
+A worker or scheduler that meets a refused or cut connection retries the command with
+backoff for about a minute (``PATIENCE_RETRIES``) before the error reaches the code, so a
+restart of ``redis-server`` costs a pause, not a failed message, and the command goes
+through within half a second of Redis answering again. A command whose reply was lost may
+run twice; every Lua step and transaction amends runs is safe to repeat. The retry policy
+sits on the connection pool, since redis-py takes a client's own ``retry`` only when it
+builds the pool itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import redis
@@ -24,20 +28,26 @@ __all__ = [
     "CLUSTER_SCHEMES",
     "PATIENCE_RETRIES",
     "client_for",
+    "connection_lost",
     "is_cluster_url",
     "patient_client",
     "patient_pool",
+    "watched_transaction",
 ]
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
-PATIENCE_RETRIES = 40
-"""Retries of one command, 50 ms apart at first and at most 2 s: about 75 s in all."""
+PATIENCE_RETRIES = 150
+"""Retries of one command, 50 ms apart at first and at most 0.5 s: about 75 s in all."""
+
+_BACKOFF_CAP_S = 0.5
+"""The longest pause between two tries: once Redis is back, a waiting command goes through
+within this."""
 
 
 def _retry() -> Retry:
     return Retry(
-        ExponentialWithJitterBackoff(cap=2.0, base=0.05),
+        ExponentialWithJitterBackoff(cap=_BACKOFF_CAP_S, base=0.05),
         PATIENCE_RETRIES,
         supported_errors=(ConnectionError, TimeoutError, BusyLoadingError, ClusterDownError, TryAgainError),
     )
@@ -47,7 +57,8 @@ _OPTIONS = {"socket_connect_timeout": 5, "socket_timeout": 30, "health_check_int
 
 
 def patient_pool(url: str) -> redis.ConnectionPool:
-    return redis.ConnectionPool.from_url(url, **_OPTIONS)
+    """A pool whose connections retry each command through about a minute of Redis being away."""
+    return redis.ConnectionPool.from_url(url, retry=_retry(), **_OPTIONS)
 
 
 def is_cluster_url(url: str) -> bool:
@@ -75,4 +86,40 @@ def patient_client(url: str) -> redis.Redis:
     """A client that retries a command through about a minute of Redis being away."""
     if is_cluster_url(url):
         return client_for(url, patient=True)
-    return redis.Redis(connection_pool=patient_pool(url), retry=_retry())
+    return redis.Redis(connection_pool=patient_pool(url))
+
+
+CUT_TRANSACTION_TRIES = 5
+"""How often :func:`watched_transaction` runs a WATCH transaction whose connection was cut."""
+
+
+def watched_transaction(
+    client: redis.Redis, func: Callable[[Any], Any], *watches: str, **options: Any
+) -> Any:
+    """``client.transaction(func, *watches, **options)``, run again when its connection is cut.
+
+    redis-py retries no command of a connection that is WATCHing (what was watched is lost
+    with it), so a cut mid-transaction would reach the caller however patient the client.
+    Running the whole transaction again (its WATCH then waits for Redis like any command of
+    a patient client) is safe: each one amends runs reads what it needs after its WATCH, and
+    finds its own work done if the cut came after EXEC.
+    """
+    for tries_left in range(CUT_TRANSACTION_TRIES - 1, -1, -1):
+        try:
+            return client.transaction(func, *watches, **options)
+        except (ConnectionError, TimeoutError):
+            if not tries_left:
+                raise
+    raise AssertionError("unreachable")
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether ``error``, or what caused it (under a ``StorageError`` or a broker's error), is a
+    connection to Redis that was refused, cut or timed out, or a Redis still loading: a
+    failure that ends once the server answers again, unlike a refused command or a bug."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (ConnectionError, TimeoutError, ClusterDownError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

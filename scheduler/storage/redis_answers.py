@@ -21,6 +21,7 @@ from scheduler.core.feedback import (
 )
 from scheduler.core.model import iso_z, text_of
 from scheduler.storage import keys
+from scheduler.storage.connection import watched_transaction
 
 __all__ = ["RedisAnswers"]
 
@@ -41,7 +42,7 @@ class RedisAnswers:
             pipe.hset(key, stakeholder_id, json.dumps(merged.as_json()))
             return merged
 
-        result = self.client.transaction(transaction, key, value_from_callable=True)  # type: ignore[arg-type]
+        result = watched_transaction(self.client, transaction, key, value_from_callable=True)
         return cast(Feedback, result)
 
     def record_rating(self, incident_id: str, stakeholder_id: str, rating: int, now: datetime) -> Feedback:

@@ -10,6 +10,7 @@ import redis
 from scheduler.core.model import Incident, TimerKind, TimerMember, text_of
 from scheduler.core.ports import Removed
 from scheduler.storage import keys
+from scheduler.storage.connection import watched_transaction
 
 __all__ = ["RedisRetention"]
 
@@ -89,8 +90,9 @@ class RedisRetention:
             pipe.zrem(keys.resolved(shard), incident_id)
             return len(comm_ids)
 
-        result = self.client.transaction(
-            transaction,  # type: ignore[arg-type]
+        result = watched_transaction(
+            self.client,
+            transaction,
             incident_key,
             keys.incident_comms(incident_id),
             value_from_callable=True,

@@ -42,6 +42,7 @@ from scheduler.core.ports import (
 )
 from scheduler.errors import AmendsError
 from scheduler.storage import keys
+from scheduler.storage.connection import watched_transaction
 from scheduler.storage.redis_answers import RedisAnswers
 from scheduler.storage.redis_reading import RedisReading, with_texts
 from scheduler.storage.redis_retention import RedisRetention
@@ -117,8 +118,9 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
                     pipe.zadd(keys.resolved(shard), {incident_id: resolved_ms})
             return record
 
-        result = self.client.transaction(
-            transaction,  # type: ignore[arg-type]
+        result = watched_transaction(
+            self.client,
+            transaction,
             event_key,
             incident_key,
             value_from_callable=True,
@@ -166,7 +168,7 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
             pipe.multi()
             pipe.set(key, json.dumps(state))
 
-        self.client.transaction(transaction, key)
+        watched_transaction(self.client, transaction, key)
 
     # -- threads (one per incident and stakeholder) ------------------------------------
 
@@ -281,8 +283,9 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
                 made.append((comm_id, True))
             return made
 
-        result = self.client.transaction(
-            transaction,  # type: ignore[arg-type]
+        result = watched_transaction(
+            self.client,
+            transaction,
             incident_key,
             *trigger_keys,
             *thread_keys,
