@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from scheduler.core.model import ms_of
+from scheduler.errors import TimerStoreError
 from scheduler.service.loop import SchedulerLoop
 from scheduler.storage.timers import MemoryTimerStore
 
@@ -50,9 +52,32 @@ def test_sleep_until_the_next_timer_but_never_past_the_maximum() -> None:
     assert loop.sleep_s(NOW) == 5.0
 
 
-def test_a_send_that_fails_leaves_the_timers_to_come_back() -> None:
-    """If enqueueing raises, nothing is acked: the claimed timers come back after their lease."""
+def test_a_send_that_fails_puts_its_timers_back_at_once() -> None:
+    """If enqueueing raises, the claimed timers are put back: the next tick, at the same moment, hands them out."""
     store = MemoryTimerStore()
+
+    def broken(timers: list[tuple[str, int]]) -> None:
+        raise ConnectionError("broker down")
+
+    loop = SchedulerLoop(store, broken, lease_ms=30_000, per_message=1)
+    store.arm("u|INC-1|a", ms_of(NOW))
+    store.arm("u|INC-2|a", ms_of(NOW))
+    with pytest.raises(ConnectionError):
+        loop.tick(NOW)
+    sent: list[list[tuple[str, int]]] = []
+    retry = SchedulerLoop(store, sent.append, lease_ms=30_000)
+    assert retry.tick(NOW) == 2
+    assert sent == [[("u|INC-1|a", ms_of(NOW)), ("u|INC-2|a", ms_of(NOW))]]
+
+
+class _NoPutBack(MemoryTimerStore):
+    def release_claims(self, claims: Iterable[tuple[str, int]], now_ms: int) -> int:
+        raise TimerStoreError("could not put timers back: Redis is away")
+
+
+def test_a_send_that_fails_while_nothing_can_be_put_back_leaves_the_timers_to_their_lease() -> None:
+    """If enqueueing raises and the store cannot take them back either, the timers come back after their lease."""
+    store = _NoPutBack()
 
     def broken(timers: list[tuple[str, int]]) -> None:
         raise ConnectionError("broker down")

@@ -8,7 +8,9 @@ from typing import Any
 
 import dramatiq
 
+from scheduler.core.model import ms_of
 from scheduler.service.queues import TIMERS_QUEUE
+from scheduler.storage.connection import connection_lost
 from workers import runtime
 from workers._declare import OUTAGE_RETRIES, placeholder
 
@@ -21,22 +23,32 @@ logger = logging.getLogger(__name__)
 def fire_timers(timers: list[list[Any]]) -> None:
     """Timers came due: compose each thread's next update or feedback request.
 
-    Each timer is handled on its own and its claim acked once handled; if any failed, the
-    message is retried after the others are done, and those do nothing the second time. A
-    claim never acked (this message was lost) is handed out again when its lease expires.
+    Each timer is handled on its own and its claim acked once handled. A timer whose
+    handling lost its Redis (or broker) connection is put back at once, to be claimed again
+    as soon as Redis answers, not after its lease. If any other failed, the message is
+    retried after the others are done, and those do nothing the second time. A claim never
+    acked (this message was lost, the worker died) is handed out again when its lease expires.
     """
     rt = runtime.current()
     failed: Exception | None = None
     handled: list[tuple[str, int]] = []
+    put_back: list[tuple[str, int]] = []
     for member, due_ms in timers:
+        claim = (str(member), int(due_ms))
         try:
-            rt.engine.fire_timer(str(member), int(due_ms), rt.clock())
-            handled.append((str(member), int(due_ms)))
+            rt.engine.fire_timer(*claim, rt.clock())
+            handled.append(claim)
         except Exception as e:  # one bad timer must not hold up the others
+            if connection_lost(e):
+                logger.warning("timer %s failed: %s; it is put back to be claimed again", member, e)
+                put_back.append(claim)
+                continue
             logger.exception("timer %s failed", member)
             failed = e
     rt.engine.dispatch.flush()
     rt.engine.timers.ack_claims(handled)
+    if put_back:
+        rt.engine.timers.release_claims(put_back, ms_of(rt.clock()))
     if failed is not None:
         raise failed
 

@@ -208,7 +208,15 @@ class Store(Protocol):
         ...
 
     def comm(self, comm_id: str) -> Communication | None: ...
-    def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim: ...
+    def begin_send(self, comm_id: str, now_ms: int, lease_ms: int, token: str) -> Claim:
+        """Take the communication for sending under ``token`` if it may go out now.
+
+        Asked again with the same token (a reply lost on a cut connection, the call
+        retried), it answers ``ok`` again as taken, rather than leave the attempt waiting
+        for its own lease.
+        """
+        ...
+
     def begin_sends(self, attempts: Sequence[tuple[str, str]], now_ms: int, lease_ms: int) -> list[Claim]:
         """``begin_send`` for each (communication id, token), in as few round trips as the store can."""
         ...
@@ -312,6 +320,16 @@ class TimerStore(Protocol):
 
         A worker acks the claims it handled; a timer claimed again meanwhile (re-armed,
         then due again) keeps its newer lease.
+        """
+        ...
+
+    def release_claims(self, claims: Iterable[tuple[str, int]], now_ms: int) -> int:
+        """Put back each ``(member, due_ms)`` still held for that due time, to be handed out
+        again at the next claim (at ``now_ms``) rather than after its lease; return how many.
+
+        For a claimer that is alive and knows its handling failed (Redis went away mid-way, an
+        enqueue failed): its timers need not wait out the lease a dead claimer would leave.
+        Sleepers are nudged.
         """
         ...
 

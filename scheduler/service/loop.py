@@ -81,7 +81,11 @@ class SchedulerLoop:
         while True:
             claimed = self.timers.claim(now_ms, self.lease_ms, self.batch)
             for start in range(0, len(claimed), self.per_message):
-                self.send(claimed[start : start + self.per_message])
+                try:
+                    self.send(claimed[start : start + self.per_message])
+                except Exception:
+                    self._put_back(claimed[start:], now_ms)
+                    raise
             if self.acks:
                 self.timers.ack_many(member for member, _ in claimed)
             count += len(claimed)
@@ -91,6 +95,14 @@ class SchedulerLoop:
         if self.sweep is not None:
             self.swept += self.sweep(now_ms)
         return count
+
+    def _put_back(self, unsent: list[tuple[str, int]], now_ms: int) -> None:
+        """Claims whose message could not be enqueued go back to be claimed at the next
+        round, not after their lease; if Redis cannot take even that, the lease covers them."""
+        try:
+            self.timers.release_claims(unsent, now_ms)
+        except (StorageError, redis.RedisError) as e:
+            logger.warning("%d claimed timer(s) not enqueued wait for their lease: %s", len(unsent), e)
 
     def sleep_s(self, now: datetime) -> float:
         """How long to wait after a tick at ``now`` before the next timer is due."""
@@ -103,7 +115,8 @@ class SchedulerLoop:
         """Tick until ``stop`` is set.
 
         Redis and broker outages are logged and waited out: nothing claimed is lost, since
-        an unacked claim comes back after its lease. Anything else is a bug that the loop
+        a claim whose message could not be enqueued is put back at once, and any other
+        unacked claim comes back after its lease. Anything else is a bug that the loop
         cannot go on from: it propagates, and the process running the loop must exit
         non-zero so that its supervisor restarts it.
         """

@@ -29,6 +29,7 @@ not found with another.
 | ``amends:{NN}:timers`` | zset | the shard's armed timers scored by due time (epoch ms) |
 | ``amends:{NN}:timers:leased`` | zset | claimed timers scored by lease expiry (epoch ms) |
 | ``amends:{NN}:timers:due`` | hash | claimed timer -> the due time it was claimed at (ms) |
+| ``amends:{NN}:timers:claims`` | hash | claimed timer -> the token of the claim that holds it |
 | ``amends:timers:wake`` | list | a nudge for sleeping schedulers when an earlier timer is armed |
 | ``amends:retention`` | hash | what retention removed so far: incidents, communications, the last pass |
 | ``amends:rejected`` | list | JSON records of rejected events, newest first |
@@ -111,6 +112,10 @@ def timers_leased(shard: int) -> str:
 
 def timers_due(shard: int) -> str:
     return f"{_tag(shard)}:timers:due"
+
+
+def timers_claims(shard: int) -> str:
+    return f"{_tag(shard)}:timers:claims"
 
 
 def event(incident_id: str, event_id: str) -> str:

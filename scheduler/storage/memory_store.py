@@ -211,7 +211,8 @@ class MemoryStore(MemoryAnswers):
             if comm is None:
                 return Claim("missing")
             status = comm["status"]
-            if status == "sending" and int(comm.get("lease_until_ms", "0")) > now_ms:
+            retaken = status == "sending" and comm.get("token") == token
+            if status == "sending" and int(comm.get("lease_until_ms", "0")) > now_ms and not retaken:
                 return Claim("sending")
             if status == "retrying" and int(comm.get("next_attempt_ms", "0")) > now_ms:
                 self._inflight[comm_id] = int(comm["next_attempt_ms"])
@@ -236,12 +237,16 @@ class MemoryStore(MemoryAnswers):
                 return Claim("superseded", following)
             if status != Status.SENDING:
                 self._moved(comm, Status.SENDING)
-            comm.update(
-                status="sending", lease_until_ms=str(now_ms + lease_ms), token=token, updated_ms=str(now_ms)
-            )
-            comm.setdefault("first_attempt_ms", str(now_ms))
-            comm["attempts"] = str(int(comm.get("attempts", "0")) + 1)
-            self._inflight[comm_id] = now_ms + lease_ms
+            if not retaken:
+                comm.update(
+                    status="sending",
+                    lease_until_ms=str(now_ms + lease_ms),
+                    token=token,
+                    updated_ms=str(now_ms),
+                )
+                comm.setdefault("first_attempt_ms", str(now_ms))
+                comm["attempts"] = str(int(comm.get("attempts", "0")) + 1)
+                self._inflight[comm_id] = now_ms + lease_ms
             return Claim(
                 "ok",
                 None,

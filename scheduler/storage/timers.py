@@ -2,9 +2,12 @@
 
 A timer is a short string (``"u|INC-2041|acme-finance"``) armed for a due time in epoch
 milliseconds. The scheduler claims due timers, enqueues one plain message per timer and
-then acks each one. A claim that is never acked (the scheduler died between claim and
-enqueue) is handed out again once its lease expires, with the due time it was first
-claimed at, so a timer is delivered at least once.
+then acks each one. A claim that is never acked (the scheduler or the worker died between
+claim and ack) is handed out again once its lease expires, with the due time it was first
+claimed at, so a timer is delivered at least once. A claimer that is alive and knows its
+handling failed puts the claim back (``release_claims``) to be handed out at the next claim,
+and a claim whose reply was lost on a cut connection hands the same timers out again when
+the client retries it.
 
 Both implement :class:`~scheduler.core.ports.TimerStore`. ``RedisTimerStore`` is what the product runs (keys in ``scheduler.storage.keys``, atomic steps in
 ``scheduler/storage/lua/*.lua``); ``MemoryTimerStore`` has the same contract, in process.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
@@ -79,6 +83,7 @@ class RedisTimerStore:
         self._arm_script = client.register_script((_LUA_DIR / "arm.lua").read_text())
         self._claim_script = client.register_script((_LUA_DIR / "claim.lua").read_text())
         self._ack_script = client.register_script((_LUA_DIR / "ack.lua").read_text())
+        self._release_script = client.register_script((_LUA_DIR / "release.lua").read_text())
         socket_timeout = _socket_timeout(client)
         self._block_slice_s = min(_BLOCK_SLICE_S, socket_timeout / 2) if socket_timeout else _BLOCK_SLICE_S
 
@@ -117,6 +122,7 @@ class RedisTimerStore:
         _check_claim(lease_ms, limit)
         with _translated("claim due timers"):
             chosen = self._choose(now_ms, limit)
+            token = uuid.uuid4().hex  # a retry of this call (a lost reply) gets its timers again
             # a cluster client cannot pipeline scripts: there, one call per shard
             pipe = None if self._cluster else self._client.pipeline(transaction=False)
             answers = []
@@ -125,8 +131,13 @@ class RedisTimerStore:
                 # leases, so the script need look no further than their count in either
                 answers.append(
                     self._claim_script(
-                        keys=[keys.timers(shard), keys.timers_leased(shard), keys.timers_due(shard)],
-                        args=[int(now_ms), int(lease_ms), len(wanted), *wanted],
+                        keys=[
+                            keys.timers(shard),
+                            keys.timers_leased(shard),
+                            keys.timers_due(shard),
+                            keys.timers_claims(shard),
+                        ],
+                        args=[int(now_ms), int(lease_ms), len(wanted), token, *wanted],
                         client=pipe or self._client,
                     )
                 )
@@ -193,6 +204,7 @@ class RedisTimerStore:
                 pipe = self._client.pipeline(transaction=True)
                 pipe.zrem(keys.timers_leased(shard), *chunk)
                 pipe.hdel(keys.timers_due(shard), *chunk)
+                pipe.hdel(keys.timers_claims(shard), *chunk)
                 pipe.execute()
 
     def ack_claims(self, claims: Iterable[tuple[str, int]]) -> int:
@@ -203,9 +215,23 @@ class RedisTimerStore:
                 args: list[str | int] = []
                 for member in chunk:
                     args += [member, int(by_member[member])]
-                leases = [keys.timers_leased(shard), keys.timers_due(shard)]
+                leases = [keys.timers_leased(shard), keys.timers_due(shard), keys.timers_claims(shard)]
                 dropped += int(self._ack_script(keys=leases, args=args))
         return dropped
+
+    def release_claims(self, claims: Iterable[tuple[str, int]], now_ms: int) -> int:
+        released = 0
+        by_member = dict(claims)
+        with _translated("put timers back"):
+            for shard, chunk in _by_shard(by_member):
+                args: list[str | int] = [int(now_ms)]
+                for member in chunk:
+                    args += [member, int(by_member[member])]
+                leases = [keys.timers_leased(shard), keys.timers_due(shard)]
+                released += int(self._release_script(keys=leases, args=args))
+            if released:
+                self._nudge(int(now_ms))
+        return released
 
     def next_wakeup_ms(self) -> int | None:
         with _translated("read the next wake-up"):
@@ -340,6 +366,18 @@ class MemoryTimerStore:
                     del self._claimed_due[member]
                     dropped += 1
         return dropped
+
+    def release_claims(self, claims: Iterable[tuple[str, int]], now_ms: int) -> int:
+        released = 0
+        with self._lock:
+            for member, due_ms in claims:
+                if self._claimed_due.get(member) == int(due_ms) and member in self._leased:
+                    self._leased[member] = int(now_ms)
+                    released += 1
+            if released:
+                self._nudged = True
+                self._nudge.notify_all()
+        return released
 
     def next_wakeup_ms(self) -> int | None:
         with self._lock:

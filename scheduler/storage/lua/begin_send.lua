@@ -18,6 +18,8 @@
 -- send (its packed context, "" if none, and the communication's fields, as taken); otherwise {why}:
 --   "missing", "sent", "failed", "cancelled"  nothing to do
 --   "sending"     another attempt holds a live lease (the sweep looks again when it expires)
+-- The same attempt asking again (a client that lost the reply retries the call, with the
+-- same token) is answered "ok" again, as taken, rather than left waiting for its own lease.
 --   "early"       a retry whose next attempt is not due yet
 --   "waiting"     the previous message of the thread has not ended yet (thread order)
 --   "superseded"  a no-news update that a newer message of the thread replaces: now cancelled
@@ -34,9 +36,11 @@ local status = redis.call("HGET", comm, "status")
 if not status then
     return {"missing"}
 end
+local retaken = false
 if status == "sending" then
     local lease_until = tonumber(redis.call("HGET", comm, "lease_until_ms") or "0")
-    if lease_until > now then
+    retaken = redis.call("HGET", comm, "token") == ARGV[3]
+    if lease_until > now and not retaken then
         return {"sending"}
     end
 elseif status == "retrying" then
@@ -80,15 +84,17 @@ if status ~= "sending" then
     redis.call("HINCRBY", counters, "n:" .. kind .. ":" .. status, -1)
     redis.call("HINCRBY", counters, "n:" .. kind .. ":sending", 1)
 end
-redis.call("HSET", comm,
-    "status", "sending",
-    "lease_until_ms", tostring(now + lease_ms),
-    "token", ARGV[3],
-    "updated_ms", ARGV[1])
-redis.call("HSETNX", comm, "first_attempt_ms", ARGV[1])
-redis.call("HINCRBY", comm, "attempts", 1)
--- A worker that dies while sending leaves the lease to expire; the sweep then looks again.
-redis.call("ZADD", inflight, now + lease_ms, id)
+if not retaken then
+    redis.call("HSET", comm,
+        "status", "sending",
+        "lease_until_ms", tostring(now + lease_ms),
+        "token", ARGV[3],
+        "updated_ms", ARGV[1])
+    redis.call("HSETNX", comm, "first_attempt_ms", ARGV[1])
+    redis.call("HINCRBY", comm, "attempts", 1)
+    -- A worker that dies while sending leaves the lease to expire; the sweep then looks again.
+    redis.call("ZADD", inflight, now + lease_ms, id)
+end
 local taken = redis.call("HGETALL", comm)
 table.insert(taken, 1, redis.call("GET", KEYS[4]) or "")
 table.insert(taken, 1, before_sent)

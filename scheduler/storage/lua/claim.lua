@@ -1,4 +1,4 @@
--- claim(keys=[timers, leased, due], args=[now_ms, lease_ms, limit])
+-- claim(keys=[timers, leased, due, claims], args=[now_ms, lease_ms, limit, token, wanted...])
 --
 -- Hands out up to `limit` timers in one atomic step, so that concurrent schedulers never
 -- receive the same timer while its lease runs:
@@ -16,12 +16,18 @@
 -- KEYS[1] timers  amends:{NN}:timers         zset  member -> due time (epoch ms)
 -- KEYS[2] leased  amends:{NN}:timers:leased  zset  member -> lease expiry (epoch ms)
 -- KEYS[3] due     amends:{NN}:timers:due     hash  member -> due time it was claimed at (epoch ms)
+-- KEYS[4] claims  amends:{NN}:timers:claims  hash  member -> token of the claim that holds it
 --
 -- ARGV[1] now_ms    the caller's clock, epoch ms (the Redis clock is never read)
 -- ARGV[2] lease_ms  how long a claim stays with its claimer before it is handed out again
 -- ARGV[3] limit     the most timers to hand out (>= 1)
--- ARGV[4..] wanted  optional: only these members may be handed out (the caller chose them
+-- ARGV[4] token     unique to this call (made again only by a retry of the same call)
+-- ARGV[5..] wanted  optional: only these members may be handed out (the caller chose them
 --                   across shards; each is among this shard's first `limit` candidates)
+--
+-- The same call made again (a client that lost the reply retries it, with the same token)
+-- hands out again the wanted timers it leased the first time; otherwise they would sit
+-- unsent until that lease ran out. Another claim's timers are never handed out this way.
 --
 -- Returns a flat array [member, due_ms, member, due_ms, ...], earliest due first
 -- (ties by member).
@@ -29,16 +35,18 @@
 local timers = KEYS[1]
 local leased = KEYS[2]
 local dues = KEYS[3]
+local claims = KEYS[4]
 
 local now_ms = tonumber(ARGV[1])
 local lease_ms = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local expires_ms = now_ms + lease_ms
+local token = ARGV[4]
 
 local wanted = nil
-if #ARGV > 3 then
+if #ARGV > 4 then
     wanted = {}
-    for i = 4, #ARGV do
+    for i = 5, #ARGV do
         wanted[ARGV[i]] = true
     end
 end
@@ -77,6 +85,15 @@ for i = 1, #armed, 2 do
     consider(armed[i], tonumber(armed[i + 1]), true)
 end
 
+if wanted ~= nil then
+    for i = 5, #ARGV do
+        local member = ARGV[i]
+        if picked[member] == nil and redis.call("hget", claims, member) == token then
+            consider(member, tonumber(redis.call("hget", dues, member) or now_ms), false)
+        end
+    end
+end
+
 table.sort(entries, function(a, b)
     if a[2] ~= b[2] then
         return a[2] < b[2]
@@ -97,6 +114,7 @@ local result = {}
 local taken = {}
 local leases = {}
 local claimed_dues = {}
+local tokens = {}
 for i = 1, math.min(limit, #entries) do
     local member, due_ms, from_armed = entries[i][1], entries[i][2], entries[i][3]
     if from_armed then
@@ -106,10 +124,13 @@ for i = 1, math.min(limit, #entries) do
     leases[#leases + 1] = member
     claimed_dues[#claimed_dues + 1] = member
     claimed_dues[#claimed_dues + 1] = due_ms
+    tokens[#tokens + 1] = member
+    tokens[#tokens + 1] = token
     result[#result + 1] = member
     result[#result + 1] = due_ms
 end
 call_sliced("zrem", timers, taken, 1)
 call_sliced("zadd", leased, leases, 2)
 call_sliced("hset", dues, claimed_dues, 2)
+call_sliced("hset", claims, tokens, 2)
 return result
