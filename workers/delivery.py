@@ -17,6 +17,7 @@ from scheduler.core.model import Status, ms_of
 from scheduler.core.ports import AttemptEnd, Claim
 from scheduler.errors import StorageError
 from scheduler.service.queues import DELIVER_QUEUE
+from scheduler.storage.connection import connection_lost
 from workers import runtime
 from workers._declare import in_thread, placeholder
 from workers.attempts import NOT_BEFORE, attempt
@@ -51,9 +52,11 @@ async def _deliver_group(rt: runtime.Runtime, comm_ids: list[str]) -> None:
     try:
         claims, opted_out, config = await in_thread(_take, rt, attempts, ms_of(now))
     except (redis.RedisError, StorageError) as e:
-        logger.warning(
-            "%s: Redis did not answer (%s); the sweep will dispatch them again", ", ".join(comm_ids), e
-        )
+        if connection_lost(e):
+            # Dramatiq tries the message again (from 2 s on) rather than leave it to the sweep's grace
+            logger.warning("%s: Redis did not answer (%s); tried again shortly", ", ".join(comm_ids), e)
+            raise
+        logger.warning("%s: %s; the sweep will dispatch them again", ", ".join(comm_ids), e)
         return
     await asyncio.gather(
         *(
