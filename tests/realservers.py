@@ -6,6 +6,8 @@
 - :class:`AmendsProcess`: ``amends worker`` / ``amends scheduler`` as a subprocess logging
   to a file; ``kill()`` (SIGKILL) and ``start()`` again.
 - :class:`RedisClusterServers`: a private Redis Cluster whose masters can be SIGKILLed.
+- :class:`ReplyLosingProxy`: a TCP proxy in front of a server that lets one request through
+  and cuts the connection before its reply: the command ran, the client never heard.
 - :class:`FaultySmtp`: a real aiosmtpd server in a background thread that keeps what it
   receives and fails on demand: ``mode = "ok" | "tempfail" | "drop" | "drop_after_data" | "down"``.
 
@@ -14,6 +16,7 @@ Each class is a context manager that stops what it started. Only loopback addres
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -43,6 +46,7 @@ __all__ = [
     "FaultySmtp",
     "RedisClusterServers",
     "RedisServer",
+    "ReplyLosingProxy",
     "SmtpCounters",
     "free_port",
     "wait_until",
@@ -350,6 +354,74 @@ class AmendsProcess(_Managed):
         with self.log_path.open("rb") as log:
             log.seek(self._marker)
             return log.read().decode(errors="replace")
+
+
+# -- a connection that loses a reply --------------------------------------------------------
+
+
+class ReplyLosingProxy(_Managed):
+    """A TCP proxy on a free loopback port in front of ``target_port``; told to, it lets the
+    next request that contains ``pattern`` through and cuts the connection before the reply
+    comes back, so the server ran the command and the client never heard (a cut connection's
+    worst moment). ``cut`` counts the replies lost."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.cut = 0
+        self._pattern: bytes | None = None
+        self._lock = threading.Lock()
+        self._listener = socket.create_server((HOST, self.port))
+        threading.Thread(target=self._accept, name="reply-losing-proxy", daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def lose_reply_to(self, pattern: bytes) -> None:
+        with self._lock:
+            self._pattern = pattern.lower()
+
+    def stop(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((HOST, self.target_port))
+            losing = threading.Event()
+            threading.Thread(target=self._up, args=(client, upstream, losing), daemon=True).start()
+            threading.Thread(target=self._down, args=(client, upstream, losing), daemon=True).start()
+
+    def _up(self, client: socket.socket, upstream: socket.socket, losing: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                with self._lock:
+                    if self._pattern is not None and self._pattern in data.lower():
+                        self._pattern = None
+                        losing.set()  # before the request goes up, so its reply cannot slip through
+                upstream.sendall(data)
+        _close(client, upstream)
+
+    def _down(self, client: socket.socket, upstream: socket.socket, losing: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                if losing.is_set():
+                    with self._lock:
+                        self.cut += 1
+                    break
+                client.sendall(data)
+        _close(client, upstream)
+
+
+def _close(*sockets: socket.socket) -> None:
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
 
 
 # -- SMTP ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -231,4 +232,53 @@ def test_a_communication_composed_but_never_dispatched_is_sent_by_the_sweep(app:
     app.tick()
     assert app.sink.received == []  # not before its grace: a normal dispatch may still be on its way
     app.settle()
+    assert {c.status for c in comms(app)} == {"sent"} and len(app.sink.received) == 3
+
+
+def test_a_timer_whose_firing_lost_redis_is_fired_again_at_the_next_tick_not_after_its_lease(
+    app: App,
+) -> None:
+    """Redis cut while a due update is composed puts its timer back: the next tick, at the same moment, sends it."""
+    engine = app.runtime.engine
+    real_fire = engine.fire_timer
+    away = threading.Event()
+    cut: list[str] = []
+
+    def fire_while_redis_is_away(member: str, due_ms: int, now: Any) -> str | None:
+        if member.endswith("|globex") and away.is_set():
+            cut.append(member)
+            raise redis.ConnectionError("Connection closed by server.")
+        return real_fire(member, due_ms, now)
+
+    emit(event(at=app.clock()), broker=app.broker)
+    app.drain()
+    engine.fire_timer = fire_while_redis_is_away  # type: ignore[method-assign]
+    due = app.loop.timers.due_ms("u|INC-1|globex")
+    assert due is not None
+    app.clock.set(datetime.fromtimestamp(due / 1000, tz=UTC))
+    away.set()
+    app.tick()  # every try of this round meets the cut
+    away.clear()
+    assert cut and comms(app, stakeholder_id="globex", kind="update") == []
+    app.tick()  # the same moment: no lease has run out
+    (update,) = comms(app, stakeholder_id="globex", kind="update")
+    assert update.status == "sent" and len(app.sink.to("support@globex.example")) == 2
+
+
+def test_a_group_whose_taking_lost_redis_is_tried_again_at_once_not_after_the_sweeps_grace(app: App) -> None:
+    """A cut connection while a deliver group is taken for sending retries the message: all are sent without the sweep."""
+    store = app.runtime.store
+    real_begin_sends = store.begin_sends
+    cut = threading.Event()
+
+    def begin_losing_redis_once(attempts: list[tuple[str, str]], now_ms: int, lease_ms: int) -> list[Any]:
+        if not cut.is_set():
+            cut.set()
+            raise redis.ConnectionError("Connection closed by server.")
+        return real_begin_sends(attempts, now_ms, lease_ms)
+
+    store.begin_sends = begin_losing_redis_once  # type: ignore[method-assign]
+    emit(event(at=app.clock()), broker=app.broker)
+    app.drain()  # the clock does not move: the sweep finds nothing due
+    assert cut.is_set()
     assert {c.status for c in comms(app)} == {"sent"} and len(app.sink.received) == 3

@@ -136,6 +136,53 @@ def test_ack_prevents_redelivery(store: TimerStore) -> None:
     assert store.next_wakeup_ms() is None
 
 
+def test_a_released_claim_is_handed_out_at_the_next_claim_with_its_first_due(store: TimerStore) -> None:
+    """A claim put back is handed out by the very next claim, not after its lease, with the due time it was claimed at."""
+    store.arm("a", NOW - SECOND)
+    store.arm("b", NOW - SECOND)
+    store.claim(NOW, LEASE, limit=10)
+
+    assert store.release_claims([("a", NOW - SECOND)], NOW + 1) == 1
+    assert store.next_wakeup_ms() == NOW + 1
+    assert store.claim(NOW + 1, LEASE, limit=10) == [("a", NOW - SECOND)]
+    assert store.claim(NOW + 2, LEASE, limit=10) == []  # b keeps its lease; a has a fresh one
+
+
+def test_release_leaves_a_newer_claim_and_an_acked_one_alone(store: TimerStore) -> None:
+    """Putting back a claim for a due time no longer held (re-armed and claimed again, or acked) changes nothing."""
+    store.arm("a", NOW - SECOND)
+    store.claim(NOW, LEASE, limit=10)
+    store.arm("a", NOW + SECOND)
+    store.claim(NOW + SECOND, LEASE, limit=10)  # the re-arm came due: a newer claim
+    store.arm("b", NOW - SECOND)
+    store.claim(NOW + SECOND, LEASE, limit=10)
+    store.ack_claims([("b", NOW - SECOND)])
+
+    assert store.release_claims([("a", NOW - SECOND), ("b", NOW - SECOND)], NOW + 2 * SECOND) == 0
+    assert store.claim(NOW + 2 * SECOND, LEASE, limit=10) == []
+
+
+def test_a_release_wakes_a_waiting_scheduler(store: TimerStore) -> None:
+    """A claim put back ends a scheduler's wait at once, so it is claimed again without a poll."""
+    store.arm("a", NOW - SECOND)
+    store.wait(30)  # takes the nudge the arm left
+    store.claim(NOW, LEASE, limit=10)
+    waiting = threading.Event()
+    woke = threading.Event()
+
+    def waiter() -> None:
+        waiting.set()
+        store.wait(30)
+        woke.set()
+
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    assert waiting.wait(10)
+    store.release_claims([("a", NOW - SECOND)], NOW + 1)
+    assert woke.wait(5), "wait() was not ended by the release"
+    thread.join(5)
+
+
 def test_ack_of_an_unclaimed_timer_is_harmless(store: TimerStore) -> None:
     """Acking a timer that holds no claim leaves an armed timer of the same name alone."""
     store.arm("a", NOW + HOUR)
