@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from pathlib import Path
@@ -363,13 +363,15 @@ class ReplyLosingProxy(_Managed):
     """A TCP proxy on a free loopback port in front of ``target_port``; told to, it lets the
     next request that contains ``pattern`` through and cuts the connection before the reply
     comes back, so the server ran the command and the client never heard (a cut connection's
-    worst moment). ``cut`` counts the replies lost."""
+    worst moment), and runs ``then`` before the client can try again. ``cut`` counts the
+    replies lost."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = free_port()
         self.cut = 0
         self._pattern: bytes | None = None
+        self._then: Callable[[], object] | None = None
         self._lock = threading.Lock()
         self._listener = socket.create_server((HOST, self.port))
         threading.Thread(target=self._accept, name="reply-losing-proxy", daemon=True).start()
@@ -378,9 +380,9 @@ class ReplyLosingProxy(_Managed):
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
 
-    def lose_reply_to(self, pattern: bytes) -> None:
+    def lose_reply_to(self, pattern: bytes, then: Callable[[], object] | None = None) -> None:
         with self._lock:
-            self._pattern = pattern.lower()
+            self._pattern, self._then = pattern.lower(), then
 
     def stop(self) -> None:
         self._listener.close()
@@ -412,6 +414,9 @@ class ReplyLosingProxy(_Managed):
                 if losing.is_set():
                     with self._lock:
                         self.cut += 1
+                        then, self._then = self._then, None
+                    if then is not None:
+                        then()
                     break
                 client.sendall(data)
         _close(client, upstream)

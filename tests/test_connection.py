@@ -24,6 +24,16 @@ NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z in epoch ms
 LEASE = 30_000
 
 
+def _acknowledgment(store: RedisStore) -> tuple[str, bool]:
+    def build(thread: Thread, incident: Incident | None) -> tuple[Draft, Thread]:
+        thread.last_ms = 1000
+        return Draft(
+            recipient="a@acme.example", channel="email", created_ms=1000, promised_ms=1000, context={}
+        ), thread
+
+    return store.create_comm("INC-1", "acme", Kind.ACKNOWLEDGMENT, "event:e1", build)
+
+
 @pytest.fixture
 def server() -> Iterator[RedisServer]:
     """A private redis-server on a free loopback port."""
@@ -60,6 +70,35 @@ def test_a_patient_client_waits_through_a_restart_and_goes_on_at_once(server: Re
     assert client.get("during") == b"2"
 
 
+def test_a_patient_client_rides_out_every_connection_cut_again_and_again(server: RedisServer) -> None:
+    """For 2 s every connection is cut every 10 ms: scripts, pipelines and plain commands all go through, none fails."""
+    client = patient_client(server.url)
+    script = client.register_script("return redis.call('INCR', KEYS[1])")
+    killer = server.client()
+    storm_over = threading.Event()
+    cut: list[int] = []
+
+    def storm() -> None:
+        while not storm_over.wait(0.01):
+            cut.append(int(killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")))
+
+    threading.Thread(target=storm, daemon=True).start()
+    done = 0
+    deadline = time.monotonic() + 2.0
+    try:
+        while time.monotonic() < deadline:
+            script(keys=["n"])
+            pipe = client.pipeline(transaction=False)
+            pipe.get("n")
+            pipe.incr("m")
+            pipe.execute()
+            done += 1
+    finally:
+        storm_over.set()
+    assert done > 0 and sum(cut) > 0
+    assert int(client.get("n") or 0) >= done and int(client.get("m") or 0) >= done
+
+
 def test_a_claim_whose_reply_was_lost_hands_out_its_timers_on_the_retry(
     server: RedisServer, proxy: ReplyLosingProxy
 ) -> None:
@@ -85,19 +124,24 @@ def test_a_begin_send_whose_reply_was_lost_takes_the_communication_on_the_retry(
 ) -> None:
     """The client retries a begin_send whose reply was cut and is told ``ok``, not left waiting for its own lease."""
     store = RedisStore(patient_client(proxy.url))
-
-    def build(thread: Thread, incident: Incident | None) -> tuple[Draft, Thread]:
-        thread.last_ms = 1000
-        return Draft(
-            recipient="a@acme.example", channel="email", created_ms=1000, promised_ms=1000, context={}
-        ), thread
-
-    comm_id, _ = store.create_comm("INC-1", "acme", Kind.ACKNOWLEDGMENT, "event:e1", build)
+    comm_id, _ = _acknowledgment(store)
     proxy.lose_reply_to(b"evalsha")
     [claim] = store.begin_sends([(comm_id, "attempt-1")], 2_000, 60_000)
     assert proxy.cut == 1
     assert claim.state == "ok" and claim.comm is not None and claim.comm.attempts == 1
     assert store.begin_send(comm_id, 3_000, 60_000, "attempt-2").state == "sending"
+
+
+def test_a_pipeline_of_scripts_retried_on_a_redis_that_forgot_them_loads_them_again(
+    server: RedisServer, proxy: ReplyLosingProxy
+) -> None:
+    """A begin_sends cut and retried after Redis lost its scripts (as on a restart) takes its communications, not NOSCRIPT."""
+    store = RedisStore(patient_client(proxy.url))
+    comm_id, _ = _acknowledgment(store)
+    proxy.lose_reply_to(b"evalsha", then=lambda: server.client().script_flush())
+    [claim] = store.begin_sends([(comm_id, "attempt-1")], 2_000, 60_000)
+    assert proxy.cut == 1
+    assert claim.state == "ok"
 
 
 def test_a_transaction_whose_exec_reply_was_lost_is_run_again_and_applies_once(

@@ -21,7 +21,14 @@ from typing import Any, cast
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import BusyLoadingError, ClusterDownError, ConnectionError, TimeoutError, TryAgainError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    ConnectionError,
+    NoScriptError,
+    TimeoutError,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 __all__ = [
@@ -29,6 +36,7 @@ __all__ = [
     "PATIENCE_RETRIES",
     "client_for",
     "connection_lost",
+    "execute_scripts",
     "is_cluster_url",
     "patient_client",
     "patient_pool",
@@ -56,9 +64,25 @@ def _retry() -> Retry:
 _OPTIONS = {"socket_connect_timeout": 5, "socket_timeout": 30, "health_check_interval": 15}
 
 
+class _PatientPool(redis.ConnectionPool):
+    """A pool that also retries handing out a connection: redis-py checks a pooled connection
+    (and reconnects it) before the command's own retry begins, so a connection cut while it
+    sat in the pool, and its replacement cut too, would otherwise reach the caller."""
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        retry: Retry = self.connection_kwargs["retry"]
+        return retry.call_with_retry(
+            lambda: super(_PatientPool, self).get_connection(*args, **kwargs), _ignore
+        )
+
+
+def _ignore(error: Exception) -> None:
+    """Nothing to undo: a connection that failed its check went back to the pool, disconnected."""
+
+
 def patient_pool(url: str) -> redis.ConnectionPool:
     """A pool whose connections retry each command through about a minute of Redis being away."""
-    return redis.ConnectionPool.from_url(url, retry=_retry(), **_OPTIONS)
+    return _PatientPool.from_url(url, retry=_retry(), **_OPTIONS)
 
 
 def is_cluster_url(url: str) -> bool:
@@ -111,6 +135,24 @@ def watched_transaction(
             if not tries_left:
                 raise
     raise AssertionError("unreachable")
+
+
+def execute_scripts(pipe: Any, *, raise_on_error: bool = True) -> list[Any]:
+    """``pipe.execute()`` for a pipeline of script calls, once more if Redis forgot the scripts.
+
+    redis-py loads a pipeline's scripts before it sends the pipeline, and retries only the
+    sending: a Redis restarted in between (its script cache empty) answers NOSCRIPT, which
+    would reach the caller as an error. The second execution loads them again.
+    """
+    stack, scripts = list(pipe.command_stack), set(pipe.scripts)
+    try:
+        replies: list[Any] = pipe.execute(raise_on_error=raise_on_error)
+    except NoScriptError:
+        replies = [NoScriptError()]
+    if any(isinstance(reply, NoScriptError) for reply in replies):
+        pipe.command_stack, pipe.scripts = stack, scripts
+        replies = pipe.execute(raise_on_error=raise_on_error)
+    return replies
 
 
 def connection_lost(error: BaseException) -> bool:

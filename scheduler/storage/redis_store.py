@@ -42,7 +42,7 @@ from scheduler.core.ports import (
 )
 from scheduler.errors import AmendsError
 from scheduler.storage import keys
-from scheduler.storage.connection import watched_transaction
+from scheduler.storage.connection import execute_scripts, watched_transaction
 from scheduler.storage.redis_answers import RedisAnswers
 from scheduler.storage.redis_reading import RedisReading, with_texts
 from scheduler.storage.redis_retention import RedisRetention
@@ -327,7 +327,7 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
             args: list[str | int] = [now_ms, lease_ms, token, WAIT_RECHECK_MS, keys.comm_prefix(shard)]
             answers.append(self._begin_send(keys=comm_keys, args=args, client=pipe or self.client))
         if pipe is not None:
-            answers = pipe.execute()
+            answers = execute_scripts(pipe)
         incident_ids = [keys.incident_of_comm(comm_id) for comm_id, _ in attempts]
         taken = [_taken(a) for a in answers]
         blobs = [
@@ -368,7 +368,7 @@ class RedisStore(RedisReading, RedisAnswers, RedisRetention):
         if pipe is not None:
             queued = [n for n, answer in enumerate(answers) if answer is pipe]
             try:
-                replies: list[Any] = pipe.execute(raise_on_error=False)
+                replies = execute_scripts(pipe, raise_on_error=False)
             except redis.RedisError as e:
                 replies = [e] * len(queued)
             for n, reply in zip(queued, replies, strict=True):

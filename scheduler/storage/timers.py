@@ -29,6 +29,7 @@ import redis
 from scheduler.core.model import text_of
 from scheduler.errors import TimerStoreError
 from scheduler.storage import keys
+from scheduler.storage.connection import execute_scripts
 
 __all__ = ["MemoryTimerStore", "RedisTimerStore"]
 
@@ -142,7 +143,7 @@ class RedisTimerStore:
                     )
                 )
             if pipe is not None and chosen:
-                answers = pipe.execute()
+                answers = execute_scripts(pipe)
             claimed = [
                 (text_of(flat[i]), int(flat[i + 1])) for flat in answers for i in range(0, len(flat), 2)
             ]
