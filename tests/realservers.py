@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from pathlib import Path
@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import redis
+import yaml
 from aiosmtpd.controller import Controller
 
 from scheduler.dev.mailsink import ReceivedMail
@@ -48,6 +49,7 @@ __all__ = [
     "RedisServer",
     "ReplyLosingProxy",
     "SmtpCounters",
+    "amends_stack",
     "free_port",
     "wait_until",
 ]
@@ -354,6 +356,32 @@ class AmendsProcess(_Managed):
         with self.log_path.open("rb") as log:
             log.seek(self._marker)
             return log.read().decode(errors="replace")
+
+
+# -- a whole stack ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def amends_stack(
+    tmp_path: Path, config: Mapping[str, Any]
+) -> Iterator[tuple[RedisServer, FaultySmtp, dict[str, str]]]:
+    """A private redis-server with an append-only file (``appendfsync always``), an SMTP server
+    that fails on demand, and the environment an ``amends`` subprocess needs to use them with
+    ``config`` (written to ``tmp_path``)."""
+    config_path = tmp_path / "amends.yaml"
+    config_path.write_text(yaml.safe_dump(dict(config)))
+    with RedisServer(appendfsync="always") as server, FaultySmtp() as smtp:
+        yield (
+            server,
+            smtp,
+            {
+                "AMENDS_REDIS_URL": server.url,
+                "AMENDS_SMTP_URL": smtp.url,
+                "AMENDS_CONFIG": str(config_path),
+                "AMENDS_SECRET_KEY": "test-secret",
+                "AMENDS_HOME": str(tmp_path / "home"),
+            },
+        )
 
 
 # -- a connection that loses a reply --------------------------------------------------------

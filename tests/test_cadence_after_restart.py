@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from scheduler import emit
 from scheduler.service.queues import build_broker
 from tests.conftest import event
-from tests.realservers import AmendsProcess, FaultySmtp, RedisServer, wait_until
+from tests.realservers import AmendsProcess, FaultySmtp, RedisServer, amends_stack, wait_until
 
 pytestmark = pytest.mark.real
 
@@ -44,17 +43,8 @@ _UPDATE = re.compile(r"<amends\.(INC-F\d+)\.acme-finance\.update\.\d+@")
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[RedisServer, FaultySmtp, dict[str, str]]]:
     """A private redis-server with an append-only file, an SMTP server, and amends' environment."""
-    config = tmp_path / "amends.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
-    with RedisServer(appendfsync="always") as server, FaultySmtp() as smtp:
-        env = {
-            "AMENDS_REDIS_URL": server.url,
-            "AMENDS_SMTP_URL": smtp.url,
-            "AMENDS_CONFIG": str(config),
-            "AMENDS_SECRET_KEY": "test-secret",
-            "AMENDS_HOME": str(tmp_path / "home"),
-        }
-        yield server, smtp, env
+    with amends_stack(tmp_path, CONFIG) as stack:
+        yield stack
 
 
 def _updates_since(smtp: FaultySmtp, since: float) -> dict[str, list[float]]:

@@ -15,14 +15,13 @@ from typing import Any
 
 import pytest
 import redis
-import yaml
 
 from scheduler import emit
 from scheduler.service.queues import build_broker
 from scheduler.storage.clock import ServerClock
 from scheduler.storage.redis_store import RedisStore
 from tests.conftest import App, event
-from tests.realservers import AmendsProcess, FaultySmtp, RedisServer, wait_until
+from tests.realservers import AmendsProcess, FaultySmtp, RedisServer, amends_stack, wait_until
 
 pytestmark = pytest.mark.real
 
@@ -39,16 +38,7 @@ SECONDS_CONFIG: dict[str, Any] = {
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A private redis-server with AOF, a failing-on-demand SMTP server, and the environment for amends."""
-    config = tmp_path / "amends.yaml"
-    config.write_text(yaml.safe_dump(SECONDS_CONFIG))
-    with RedisServer(appendfsync="always") as server, FaultySmtp() as smtp:
-        env = {
-            "AMENDS_REDIS_URL": server.url,
-            "AMENDS_SMTP_URL": smtp.url,
-            "AMENDS_CONFIG": str(config),
-            "AMENDS_SECRET_KEY": "test-secret",
-            "AMENDS_HOME": str(tmp_path / "home"),
-        }
+    with amends_stack(tmp_path, SECONDS_CONFIG) as (server, smtp, env):
         yield {"redis": server, "smtp": smtp, "env": env, "logs": tmp_path}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -167,20 +168,9 @@ def test_a_release_wakes_a_waiting_scheduler(store: TimerStore) -> None:
     store.arm("a", NOW - SECOND)
     store.wait(30)  # takes the nudge the arm left
     store.claim(NOW, LEASE, limit=10)
-    waiting = threading.Event()
-    woke = threading.Event()
-
-    def waiter() -> None:
-        waiting.set()
-        store.wait(30)
-        woke.set()
-
-    thread = threading.Thread(target=waiter, daemon=True)
-    thread.start()
-    assert waiting.wait(10)
-    store.release_claims([("a", NOW - SECOND)], NOW + 1)
-    assert woke.wait(5), "wait() was not ended by the release"
-    thread.join(5)
+    assert _ends_a_wait(store, lambda: store.release_claims([("a", NOW - SECOND)], NOW + 1)), (
+        "wait() was not ended by the release"
+    )
 
 
 def test_ack_of_an_unclaimed_timer_is_harmless(store: TimerStore) -> None:
@@ -301,6 +291,12 @@ def test_wait_returns_when_an_earlier_timer_is_armed_from_another_thread(store: 
     """A scheduler waiting for a later timer is woken as soon as an earlier timer is armed."""
     store.arm("late", NOW + HOUR)
     store.wait(30)  # takes the nudge the first timer left
+
+    assert _ends_a_wait(store, lambda: store.arm("early", NOW)), "wait() was not woken by an earlier timer"
+
+
+def _ends_a_wait(store: TimerStore, action: Callable[[], object]) -> bool:
+    """Whether ``action``, done while another thread waits on ``store`` (up to 30 s), ends that wait."""
     waiting = threading.Event()
     woke = threading.Event()
 
@@ -312,10 +308,10 @@ def test_wait_returns_when_an_earlier_timer_is_armed_from_another_thread(store: 
     thread = threading.Thread(target=scheduler, daemon=True)
     thread.start()
     assert waiting.wait(10)
-    store.arm("early", NOW)
-
-    assert woke.wait(10), "wait() was not woken by an earlier timer"
+    action()
+    ended = woke.wait(10)
     thread.join(10)
+    return ended
 
 
 def test_concurrent_claimers_get_each_timer_exactly_once(store: TimerStore) -> None:
