@@ -128,13 +128,14 @@ def watched_transaction(
     a patient client) is safe: each one amends runs reads what it needs after its WATCH, and
     finds its own work done if the cut came after EXEC.
     """
-    for tries_left in range(CUT_TRANSACTION_TRIES - 1, -1, -1):
+    tries = 1
+    while True:
         try:
             return client.transaction(func, *watches, **options)
         except (ConnectionError, TimeoutError):
-            if not tries_left:
+            if tries >= CUT_TRANSACTION_TRIES:
                 raise
-    raise AssertionError("unreachable")
+            tries += 1
 
 
 def execute_scripts(pipe: Any, *, raise_on_error: bool = True) -> list[Any]:
