@@ -340,8 +340,15 @@ class MemoryTimerStore:
             picked = {m: self._claimed_due.get(m, at) for at, m in expired}
             for at, m in due:
                 picked[m] = min(at, picked.get(m, at))
-            handed = sorted(picked.items(), key=lambda item: (item[1], item[0]))[:limit]
-            armed = {m for _, m in due}
+            chosen = sorted(picked.items(), key=lambda item: (item[1], item[0]))[:limit]
+            # a chosen member goes out with the earlier of its lapsed lease's due time and its
+            # armed due time, however the two lists were cut to the limit (as claim.lua does)
+            lapsed = {m: self._claimed_due.get(m, at) for m, at in self._leased.items() if at <= now_ms}
+            armed = {m: at for m, at in self._armed.items() if at <= now_ms}
+            handed = sorted(
+                ((m, min(lapsed.get(m, d), armed.get(m, d))) for m, d in chosen),
+                key=lambda item: (item[1], item[0]),
+            )
             for member, due_ms in handed:
                 if member in armed:
                     del self._armed[member]

@@ -23,7 +23,8 @@
 -- ARGV[3] limit     the most timers to hand out (>= 1)
 -- ARGV[4] token     unique to this call (made again only by a retry of the same call)
 -- ARGV[5..] wanted  optional: only these members may be handed out (the caller chose them
---                   across shards; each is among this shard's first `limit` candidates)
+--                   across shards); each goes out with the earlier of its lapsed lease's due
+--                   time and its armed due time, whichever of them has passed
 --
 -- The same call made again (a client that lost the reply retries it, with the same token)
 -- hands out again the wanted timers it leased the first time; otherwise they would sit
@@ -71,18 +72,35 @@ local function consider(member, due_ms, armed)
     end
 end
 
-local expired = redis.call("zrangebyscore", leased, "-inf", now_ms, "withscores", "limit", 0, limit)
-for i = 1, #expired, 2 do
-    local member = expired[i]
+local function consider_lapsed(member, expiry_ms)
     -- The due time is always recorded with the lease; the expiry is only a fallback for
     -- a hash entry removed by hand.
-    local due_ms = tonumber(redis.call("hget", dues, member) or expired[i + 1])
-    consider(member, due_ms, false)
+    consider(member, tonumber(redis.call("hget", dues, member) or expiry_ms), false)
 end
 
-local armed = redis.call("zrangebyscore", timers, "-inf", now_ms, "withscores", "limit", 0, limit)
-for i = 1, #armed, 2 do
-    consider(armed[i], tonumber(armed[i + 1]), true)
+if wanted ~= nil then
+    -- Each wanted member is looked up by name: a range cut to `limit` before the filter
+    -- could miss a wanted member's lapsed lease or its armed entry behind others' entries.
+    for i = 5, #ARGV do
+        local member = ARGV[i]
+        local expiry_ms = tonumber(redis.call("zscore", leased, member))
+        if expiry_ms ~= nil and expiry_ms <= now_ms then
+            consider_lapsed(member, expiry_ms)
+        end
+        local due_ms = tonumber(redis.call("zscore", timers, member))
+        if due_ms ~= nil and due_ms <= now_ms then
+            consider(member, due_ms, true)
+        end
+    end
+else
+    local expired = redis.call("zrangebyscore", leased, "-inf", now_ms, "withscores", "limit", 0, limit)
+    for i = 1, #expired, 2 do
+        consider_lapsed(expired[i], expired[i + 1])
+    end
+    local armed = redis.call("zrangebyscore", timers, "-inf", now_ms, "withscores", "limit", 0, limit)
+    for i = 1, #armed, 2 do
+        consider(armed[i], tonumber(armed[i + 1]), true)
+    end
 end
 
 if wanted ~= nil then
