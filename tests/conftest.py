@@ -9,6 +9,7 @@ Redis service. Tests marked ``real`` talk to a real service; under ``CI=true`` a
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +96,15 @@ def cluster_client(cluster_url: str) -> Iterator[redis.Redis]:
     yield client
     client.flushall()
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def _python_sigpipe() -> Iterator[None]:
+    """Every test starts with SIGPIPE ignored, as Python sets it: ``amends log`` run in process
+    sets it to its default (so ``amends log | head`` ends quietly), and a later test writing to
+    a socket its peer closed (a cut Redis connection) would then end the whole run silently."""
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    yield
 
 
 _skipped_real: list[str] = []
