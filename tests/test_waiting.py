@@ -57,7 +57,7 @@ class _Lines(logging.Handler):
 @pytest.fixture
 def worker_log() -> Iterator[_Lines]:
     handler = _Lines()
-    names = ("scheduler.service.waiting", "workers.actors", "dramatiq.middleware.retries.Retries")
+    names = ("scheduler.service.waiting", "workers.events", "dramatiq.middleware.retries.Retries")
     loggers = [logging.getLogger(name) for name in names]
     for logger in loggers:
         logger.addHandler(handler)
