@@ -157,6 +157,14 @@ NEXT_UPDATE_CASES = [
         "15:19 CET",
     ),
     (
+        "a two-minute cadence promises, and is armed for, the whole minute it states",
+        policy(BERLIN, cadence_s=120),
+        "sev2",
+        utc(2026, 11, 26, 14, 3, 5),
+        utc(2026, 11, 26, 14, 6),
+        "15:06 CET",
+    ),
+    (
         "second cadences stay exact",
         policy(BERLIN, cadence_s=8),
         "sev2",

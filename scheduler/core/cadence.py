@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 _WEEKEND = (5, 6)  # Saturday, Sunday
-_WHOLE_MINUTES_FROM_S = 300
+_WHOLE_MINUTES_FROM_S = 60
 """Cadences this long promise whole minutes ("by 14:30"), rounded up so the promise holds."""
 
 
@@ -96,7 +96,7 @@ def next_update_at(policy: Policy, severity: str, last_sent: datetime, now: date
     """When the next regular update is due after a message sent (composed) at ``last_sent``.
 
     One cadence after ``last_sent``, never before ``now``, deferred out of quiet hours.
-    Cadences of five minutes or more round up to the next whole minute, because that is
+    Cadences of a minute or more round up to the next whole minute, because that is
     the time the message states ("next update by 14:31").
     """
     _require_aware(last_sent, now)
