@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import dramatiq
 import pytest
@@ -153,6 +154,21 @@ def test_a_cli_refusal_is_kept_with_the_rejected_events_as_an_api_one_is(
     assert " cli " in cli and "incident.title" in cli
     assert " api " in api and "incident.severity" in api
     assert cli_env.runtime.client.llen(keys.REJECTED) == 2
+
+
+def test_a_cli_input_that_is_not_json_is_kept_with_the_rejected_events(
+    cli_env: App, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file `amends emit --file` cannot read as JSON is refused and its start kept in `amends log --rejected`."""
+    bad = tmp_path / "event.json"
+    bad.write_bytes(b'{"schema": 1, "type": "incident.opened", "incident_id": "INC-7",')
+    assert main(["emit", "--file", str(bad)]) == 2
+    assert "is not JSON" in capsys.readouterr().err
+    (record,) = cli_env.runtime.store.rejected()
+    assert record["event"].startswith('{"schema": 1') and "INC-7" in record["event"]
+    assert "is not JSON" in record["errors"][0]["reason"]
+    assert main(["log", "--rejected"]) == 0
+    assert " cli " in capsys.readouterr().out
 
 
 def test_a_waiting_event_is_retried_without_dramatiq_retry_lines(app: App, worker_log: _Lines) -> None:

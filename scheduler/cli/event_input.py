@@ -23,6 +23,18 @@ def _stdin_bytes() -> bytes:
     return sys.stdin.read().encode("utf-8", "surrogatepass")
 
 
+_EXCERPT_CHARS = 2000
+"""How much of an unreadable input is kept for ``amends log --rejected``."""
+
+
+class _Unreadable(EventError):
+    """Input that is not UTF-8 or not JSON; ``excerpt`` is the start of it, to keep."""
+
+    def __init__(self, where: str, reason: str, raw: bytes) -> None:
+        super().__init__("unreadable events", [(where, reason)])
+        self.excerpt = raw[:_EXCERPT_CHARS].decode("utf-8", errors="replace")
+
+
 def _read_events(path: str) -> list[Any]:
     """The events in a file or stdin, read as bytes and decoded strictly: undecodable bytes
     are refused here, never carried on as lone surrogates. EventError holds one (where, why)."""
@@ -31,12 +43,12 @@ def _read_events(path: str) -> list[Any]:
     try:
         text = decode_utf8(raw)
     except ValueError as e:
-        raise EventError("unreadable events", [(where, str(e))]) from None
+        raise _Unreadable(where, str(e), raw) from None
     try:
         data = decode_json(text)
     except EventError as e:
         detail = e.errors[0][1].removeprefix("not valid JSON: ")
-        raise EventError("unreadable events", [(where, f"is not JSON: {detail}")]) from None
+        raise _Unreadable(where, f"is not JSON: {detail}", raw) from None
     return data if isinstance(data, list) else [data]
 
 
@@ -50,7 +62,8 @@ def load_events(
     """Read and validate a file (or stdin) of events; on a problem print it and return None.
 
     Every event is checked before any is used, and each problem is named
-    ``events[i].field`` when the file holds a list; each invalid document goes to ``refused``.
+    ``events[i].field`` when the file holds a list; each invalid document goes to
+    ``refused``, and so does the start of input that is not UTF-8 or not JSON.
     """
     try:
         documents = _read_events(path)
@@ -59,6 +72,8 @@ def load_events(
         return None
     except EventError as e:
         where, reason = e.errors[0]
+        if refused is not None and isinstance(e, _Unreadable):
+            refused.append((e.excerpt, [("", f"{where} {reason}")]))
         print(f"amends {command}: {scrub(where)} {scrub(reason)}", file=sys.stderr)
         return None
     if not documents:
