@@ -14,6 +14,7 @@ __all__ = [
     "TemplateError",
     "TimerStoreError",
     "TransientDeliveryError",
+    "UndeliverableError",
 ]
 
 
@@ -76,3 +77,8 @@ class TransientDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """Not worth retrying: the server refused with a 5xx reply."""
+
+
+class UndeliverableError(PermanentDeliveryError):
+    """The server refused the recipient or the message for good (5xx to RCPT or DATA):
+    the address is marked undeliverable."""

@@ -168,12 +168,13 @@ def test_a_thread_is_received_in_order_after_a_long_451_on_its_acknowledgment(ap
 
 
 def test_when_the_acknowledgment_failed_for_good_the_next_message_carries_its_essentials(app: App) -> None:
-    """A 550 on the acknowledgment: the following update says what happened and claims no earlier message."""
+    """A 550 on the acknowledgment, the address's mark lifted since: the following update says what happened and claims no earlier message."""
     replies = iter(["550 5.1.1 mailbox unavailable"])
     app.sink.rcpt_reply = lambda address: next(replies, None) if address.startswith("support@") else None
     emit(event(at=app.clock()), broker=app.broker)
     app.drain()
     assert comms(app, stakeholder_id="globex")[0].status == "failed"
+    assert app.runtime.bounces.remove("support@globex.example")  # the operator fixed the mailbox
     app.advance_to(at(14, 34))
     (update,) = app.sink.to("support@globex.example")
     text = update.part("plain")
@@ -200,7 +201,7 @@ def test_every_communication_ends_sent_failed_or_cancelled(app: App) -> None:
     app.settle()
     assert {c.status for c in comms(app)} <= {s for s in Status if s.final}
     assert app.runtime.store.unfinished_count() == 0
-    assert all(c.last_error for c in comms(app) if c.status in ("failed", "cancelled"))
+    assert all(c.last_error for c in comms(app) if c.status in ("failed", "cancelled", "suppressed"))
 
 
 def test_an_opted_out_stakeholder_has_no_row_per_cadence_and_no_broken_promise(app: App) -> None:

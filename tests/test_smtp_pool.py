@@ -20,7 +20,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-from scheduler.errors import PermanentDeliveryError, TransientDeliveryError
+from scheduler.errors import PermanentDeliveryError, TransientDeliveryError, UndeliverableError
 from scheduler.mail.smtp import SmtpPool, SmtpSettings
 
 pytestmark = pytest.mark.real
@@ -289,7 +289,7 @@ def test_550_recipient_is_permanent_and_the_connection_is_reused(server: FaultyS
 
     async def scenario() -> None:
         server.fail("RCPT", "550 5.1.1 no such user")
-        with pytest.raises(PermanentDeliveryError, match=re.escape("550 5.1.1 no such user")):
+        with pytest.raises(UndeliverableError, match=re.escape("550 5.1.1 no such user")):
             await pool.send(mail(to="nobody@acme.example"))
         await pool.send(mail(to="finance@acme.example"))
         await settled(server, 1)
@@ -298,6 +298,32 @@ def test_550_recipient_is_permanent_and_the_connection_is_reused(server: FaultyS
     run(scenario)
     assert [m.rcpt_tos for m in server.received] == [("finance@acme.example",)]
     assert server.connections_made == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "reply", "undeliverable"),
+    [
+        ("RCPT", "550 5.1.1 no such user", True),
+        ("RCPT", "551 user not local", True),
+        ("DATA", "554 5.7.1 message refused", True),
+        ("MAIL", "553 5.7.1 sender not allowed", False),
+        ("MAIL", "550 5.7.0 relaying denied", False),
+    ],
+)
+def test_only_a_5xx_to_rcpt_or_data_names_the_address_undeliverable(
+    server: FaultyServer, command: str, reply: str, undeliverable: bool
+) -> None:
+    """A 5xx to RCPT or DATA is an UndeliverableError; a 5xx to MAIL (our sender refused) is permanent but says nothing of the recipient."""
+    pool = pool_for(server)
+
+    async def scenario() -> None:
+        server.fail(command, reply)
+        with pytest.raises(PermanentDeliveryError, match=re.escape(reply)) as raised:
+            await pool.send(mail(to="nobody@acme.example"))
+        assert isinstance(raised.value, UndeliverableError) is undeliverable
+        await pool.close()
+
+    run(scenario)
 
 
 def test_refused_recipients_do_not_leak_connections(server: FaultyServer) -> None:
@@ -313,7 +339,7 @@ def test_refused_recipients_do_not_leak_connections(server: FaultyServer) -> Non
                 return_exceptions=True,
             )
             kinds = sorted(type(o).__name__ for o in outcomes)
-            assert kinds == ["PermanentDeliveryError", "TransientDeliveryError"]
+            assert kinds == ["TransientDeliveryError", "UndeliverableError"]
         await settled(server, 2)
         assert pool.open_connections == 2
         await pool.close()

@@ -7,11 +7,18 @@ import logging
 from collections.abc import Awaitable
 from datetime import datetime
 
+from scheduler.core.bounces import BounceSource, Undeliverable, suppressed_reason
 from scheduler.core.config import Config, Stakeholder
 from scheduler.core.delivery import as_received, cancel_reason
 from scheduler.core.model import Communication, Kind, Status, ms_of
 from scheduler.core.ports import Claim
-from scheduler.errors import PermanentDeliveryError, SettingsError, TemplateError, TransientDeliveryError
+from scheduler.errors import (
+    PermanentDeliveryError,
+    SettingsError,
+    TemplateError,
+    TransientDeliveryError,
+    UndeliverableError,
+)
 from scheduler.mail.channels import compose_channel
 from scheduler.mail.channels import send as send_to_channel
 from scheduler.mail.messages import compose_email
@@ -28,9 +35,18 @@ NOT_BEFORE = "_not_before_ms"
 
 
 async def attempt(
-    rt: runtime.Runtime, claim: Claim, now: datetime, reader_opted_out: bool, config: Config
+    rt: runtime.Runtime,
+    claim: Claim,
+    now: datetime,
+    reader_opted_out: bool,
+    config: Config,
+    undeliverable: Undeliverable | None = None,
 ) -> tuple[Status, dict[str, str | int]]:
-    """Compose and send one taken communication; return its new status and the fields to record."""
+    """Compose and send one taken communication; return its new status and the fields to record.
+
+    A message to an address marked undeliverable (``undeliverable``) is not sent: it ends
+    ``suppressed`` with the mark's reason.
+    """
     comm = claim.comm
     assert comm is not None
     stakeholder = config.stakeholder(comm.stakeholder_id)
@@ -42,6 +58,9 @@ async def attempt(
             await in_thread(rt.engine.stop_thread, comm.incident_id, comm.stakeholder_id)
         return Status.CANCELLED, {"last_error": reason, "updated_ms": ms_of(now)}
     assert stakeholder is not None
+    if undeliverable is not None:
+        logger.info("%s suppressed: %s is undeliverable", comm.id, comm.recipient)
+        return Status.SUPPRESSED, {"last_error": suppressed_reason(undeliverable), "updated_ms": ms_of(now)}
     receive = functools.partial(
         as_received,
         rt.store,
@@ -123,6 +142,10 @@ async def _sent(
     attempted: dict[str, str | int] = {"subject": subject, "updated_ms": ms_of(now)}
     try:
         reply = await sending
+    except UndeliverableError as e:
+        logger.error("%s failed: %s; %s is marked undeliverable", comm.id, e, comm.recipient)
+        await in_thread(rt.bounces.mark, comm.recipient, str(e), BounceSource.SMTP, now)
+        return Status.FAILED, {"last_error": f"{e} ({comm.recipient} is now undeliverable)", **attempted}
     except PermanentDeliveryError as e:
         logger.error("%s failed: %s", comm.id, e)
         return Status.FAILED, {"last_error": str(e), **attempted}

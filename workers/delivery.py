@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 import dramatiq
 import redis
 
+from scheduler.core.bounces import Undeliverable, address_key
 from scheduler.core.config import Config
 from scheduler.core.delivery import retry_at
 from scheduler.core.durations import format_duration
-from scheduler.core.model import Status, ms_of
+from scheduler.core.model import Communication, Status, ms_of
 from scheduler.core.ports import AttemptEnd, Claim
 from scheduler.errors import StorageError
 from scheduler.service.queues import DELIVER_QUEUE
@@ -25,6 +27,17 @@ from workers.attempts import NOT_BEFORE, attempt
 __all__ = ["deliver", "deliver_many"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Readers:
+    """What a group's readers allow: who opted out, which email addresses are undeliverable."""
+
+    opted_out: set[tuple[str, str]]
+    undeliverable: dict[str, Undeliverable]
+
+    def mark_of(self, comm: Communication) -> Undeliverable | None:
+        return self.undeliverable.get(address_key(comm.recipient)) if comm.channel == "email" else None
 
 
 @dramatiq.actor(queue_name=DELIVER_QUEUE, broker=placeholder)
@@ -50,7 +63,7 @@ async def _deliver_group(rt: runtime.Runtime, comm_ids: list[str]) -> None:
     now = rt.clock()
     attempts = [(comm_id, uuid.uuid4().hex) for comm_id in comm_ids]
     try:
-        claims, opted_out, config = await in_thread(_take, rt, attempts, ms_of(now))
+        claims, readers, config = await in_thread(_take, rt, attempts, ms_of(now))
     except (redis.RedisError, StorageError) as e:
         if connection_lost(e):
             # Dramatiq tries the message again (from 2 s on) rather than leave it to the sweep's grace
@@ -60,7 +73,7 @@ async def _deliver_group(rt: runtime.Runtime, comm_ids: list[str]) -> None:
         return
     await asyncio.gather(
         *(
-            _deliver_one(rt, comm_id, token, claim, now, opted_out, config)
+            _deliver_one(rt, comm_id, token, claim, now, readers, config)
             for (comm_id, token), claim in zip(attempts, claims, strict=True)
         )
     )
@@ -68,21 +81,26 @@ async def _deliver_group(rt: runtime.Runtime, comm_ids: list[str]) -> None:
 
 def _take(
     rt: runtime.Runtime, attempts: list[tuple[str, str]], now_ms: int
-) -> tuple[list[Claim], set[tuple[str, str]] | Exception, Config]:
+) -> tuple[list[Claim], _Readers | Exception, Config]:
     """The claims of ``attempts``; the (incident, stakeholder) pairs among those taken whose
-    stakeholder opted out, or the error that read met once they are taken (each attempt then
-    ends ``retrying`` with it, rather than wait for its lease); and the configuration."""
+    stakeholder opted out and the undeliverable addresses among their recipients, or the
+    error those reads met once they are taken (each attempt then ends ``retrying`` with it,
+    rather than wait for its lease); and the configuration."""
     config = rt.config()
     claims = rt.store.begin_sends(attempts, now_ms, rt.settings.send_lease_ms)
     readers: dict[str, list[str]] = {}
+    addresses = []
     for claim in claims:
         if claim.comm is not None:
             readers.setdefault(claim.comm.incident_id, []).append(claim.comm.stakeholder_id)
+            if claim.comm.channel == "email":
+                addresses.append(claim.comm.recipient)
     try:
         opted_out = {(i, s) for i, among in readers.items() for s in rt.engine.opted_out_among(i, among)}
+        undeliverable = rt.bounces.among(addresses)
     except (redis.RedisError, StorageError) as e:
         return claims, e, config
-    return claims, opted_out, config
+    return claims, _Readers(opted_out, undeliverable), config
 
 
 async def _deliver_one(
@@ -91,7 +109,7 @@ async def _deliver_one(
     token: str,
     claim: Claim,
     now: datetime,
-    opted_out: set[tuple[str, str]] | Exception,
+    readers: _Readers | Exception,
     config: Config,
 ) -> None:
     """Send one communication at most once, in its thread's order.
@@ -108,11 +126,10 @@ async def _deliver_one(
         return
     comm = claim.comm
     try:
-        if isinstance(opted_out, Exception):
-            raise opted_out
-        status, fields = await attempt(
-            rt, claim, now, (comm.incident_id, comm.stakeholder_id) in opted_out, config
-        )
+        if isinstance(readers, Exception):
+            raise readers
+        opted_out = (comm.incident_id, comm.stakeholder_id) in readers.opted_out
+        status, fields = await attempt(rt, claim, now, opted_out, config, readers.mark_of(comm))
     except Exception as e:
         logger.exception("%s: the attempt failed unexpectedly", comm_id)
         status, fields = Status.RETRYING, {"last_error": f"{type(e).__name__}: {e}"}

@@ -12,6 +12,7 @@ from typing import TypeVar
 import httpx
 import redis
 
+from scheduler.core.bounces import BounceList
 from scheduler.core.config import Config, ConfigSource
 from scheduler.core.engine import Engine
 from scheduler.core.ports import AttemptEnd, Finished, Store
@@ -20,6 +21,7 @@ from scheduler.mail.channels import new_client
 from scheduler.mail.render import TemplateSet
 from scheduler.mail.smtp import SmtpPool
 from scheduler.service.settings import Settings
+from scheduler.storage.bounces import RedisBounceList
 from scheduler.storage.clock import ServerClock
 from scheduler.storage.connection import patient_client
 from scheduler.storage.redis_store import RedisStore
@@ -107,6 +109,7 @@ class Runtime:
     config_source: ConfigSource
     templates: TemplateSet
     engine: Engine
+    bounces: BounceList
     clock: Callable[[], datetime] = _utcnow
     _pools: dict[int, SmtpPool] = field(default_factory=dict)
     _http: dict[int, httpx.AsyncClient] = field(default_factory=dict)
@@ -153,7 +156,13 @@ def configure(settings: Settings) -> Runtime:
 
     engine = Engine(RedisStore(client), RedisTimerStore(client), source.current, DramatiqDispatch())
     runtime = Runtime(
-        settings, client, source, TemplateSet(settings.templates_dir), engine, clock=ServerClock(client)
+        settings,
+        client,
+        source,
+        TemplateSet(settings.templates_dir),
+        engine,
+        RedisBounceList(client),
+        clock=ServerClock(client),
     )
     with _lock:
         _runtime = runtime

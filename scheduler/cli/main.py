@@ -174,6 +174,21 @@ def _add_opt_outs(sub: _Subcommands) -> None:
     opt_outs.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
+def _add_bounces(sub: _Subcommands) -> None:
+    bounces = _command(
+        sub,
+        "bounces",
+        "scheduler.cli.bounces:cmd_bounces",
+        help="list addresses marked undeliverable, or lift a mark",
+        usage="amends bounces [--json]\n       amends bounces remove ADDRESS",
+        description="An address is marked undeliverable when the SMTP server refuses it for good "
+        "(a 5xx reply to RCPT or DATA) or a bounce report posted to POST /v1/bounces says it failed; "
+        "later messages to it are logged 'suppressed'. 'amends bounces remove ADDRESS' sends to it again.",
+    )
+    bounces.add_argument("action", nargs="*", metavar="remove ADDRESS", help=argparse.SUPPRESS)
+    bounces.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
 def _add_worker_and_scheduler(sub: _Subcommands) -> None:
     worker = _command(
         sub,
@@ -291,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(sub)
     _add_log(sub)
     _add_opt_outs(sub)
+    _add_bounces(sub)
     _add_worker_and_scheduler(sub)
     _add_serve(sub)
     _add_preview(sub)
@@ -316,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     _tolerant_output()
     parser = build_parser()
     args = parser.parse_args(argv)
-    quiet = args.command in ("demo", "emit", "log", "config", "preview", "opt-outs")
+    quiet = args.command in ("demo", "emit", "log", "config", "preview", "opt-outs", "bounces")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -326,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_USAGE
-    if args.command in ("log", "preview", "emit", "config", "opt-outs"):
+    if args.command in ("log", "preview", "emit", "config", "opt-outs", "bounces"):
         # `amends log | head` should stop quietly, like other command-line tools
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:

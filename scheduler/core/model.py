@@ -45,7 +45,7 @@ class Kind(StrEnum):
 
 
 class Status(StrEnum):
-    """Where a communication is: ``scheduled -> sending -> sent|failed|retrying``, or ``cancelled``."""
+    """Where a communication is: ``scheduled -> sending -> sent|failed|retrying|suppressed``, or ``cancelled``."""
 
     SCHEDULED = "scheduled"
     SENDING = "sending"
@@ -53,10 +53,12 @@ class Status(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SUPPRESSED = "suppressed"
+    """not sent: the address is undeliverable (:mod:`scheduler.core.bounces`)"""
 
     @property
     def final(self) -> bool:
-        return self in (Status.SENT, Status.FAILED, Status.CANCELLED)
+        return self in (Status.SENT, Status.FAILED, Status.CANCELLED, Status.SUPPRESSED)
 
 
 class IncidentState(StrEnum):

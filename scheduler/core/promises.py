@@ -45,7 +45,7 @@ class PromiseReport:
     change or resolution at once). It is kept when sent within ``ON_TIME_GRACE_S`` of that
     time; late when sent after; broken when it failed; overdue when still unsent past the
     grace (``grace_s``). A cancelled message was withdrawn, not broken: a newer message superseded it, the
-    incident was resolved first, or the stakeholder opted out or was removed; those are
+    incident was resolved first, or the stakeholder opted out or was removed; a suppressed one had an undeliverable address; those are
     counted apart and are not promises. Lateness percentiles are over the messages sent.
     """
 
@@ -86,7 +86,7 @@ class PromiseReport:
         return [
             f"promises kept on time (within {grace}): {self.on_time} of {self.promises}; "
             f"late: {self.late}; failed: {self.failed}; overdue and unsent: {self.overdue_unsent}",
-            f"withdrawn (superseded, resolved first, opted out): {self.withdrawn}",
+            f"withdrawn (superseded, resolved first, opted out, undeliverable): {self.withdrawn}",
             f"lateness of the {self.sent} sent: p50 {self.p50_s:.2f}s  p99 {self.p99_s:.2f}s  max {self.max_s:.2f}s"
             if self.sent
             else "nothing sent yet",
@@ -157,7 +157,7 @@ def promise_report(
     for comm in comms:
         if comm.lateness_s is not None:
             lateness.append(max(0.0, comm.lateness_s))
-        elif comm.status == Status.CANCELLED:
+        elif comm.status in (Status.CANCELLED, Status.SUPPRESSED):
             withdrawn += 1
             continue
         elif comm.status == Status.FAILED:

@@ -20,6 +20,7 @@ __all__ = ["composed_text"]
 _STATES = {
     "failed": "it was not sent and will not be",
     "cancelled": "it was cancelled and will not be sent",
+    "suppressed": "it was not sent: its address is undeliverable",
 }
 
 

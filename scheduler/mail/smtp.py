@@ -2,7 +2,8 @@
 
 Errors are sorted at this edge: connection trouble and 4xx replies become
 :class:`TransientDeliveryError` (worth a retry), 5xx replies
-:class:`PermanentDeliveryError`, each carrying the server's reply.
+:class:`PermanentDeliveryError`, each carrying the server's reply; a 5xx to RCPT or DATA is
+an :class:`UndeliverableError`, which marks the address.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiosmtplib
 from aiosmtplib.email import extract_recipients, extract_sender
 
-from scheduler.errors import PermanentDeliveryError, SettingsError, TransientDeliveryError
+from scheduler.errors import (
+    PermanentDeliveryError,
+    SettingsError,
+    TransientDeliveryError,
+    UndeliverableError,
+)
 from scheduler.mail.mime import ComposedEmail
 
 __all__ = ["SmtpPool", "SmtpSettings"]
@@ -199,7 +205,7 @@ class SmtpPool:
             reusable = True
             replies = "; ".join(f"{r.recipient}: {_reply(r)}" for r in e.recipients)
             if all(r.code >= 500 for r in e.recipients):
-                raise PermanentDeliveryError(f"recipient refused: {replies}") from None
+                raise UndeliverableError(f"recipient refused: {replies}") from None
             raise TransientDeliveryError(f"recipient deferred: {replies}") from None
         except aiosmtplib.SMTPServerDisconnected as e:
             raise _Dropped(str(e)) from None
@@ -207,6 +213,8 @@ class SmtpPool:
             if e.code == 421:  # the server is closing this connection
                 raise _Dropped(_reply(e)) from None
             reusable = True  # a refused MAIL or DATA; the envelope was reset
+            if e.code >= 500 and isinstance(e, aiosmtplib.SMTPDataError):
+                raise UndeliverableError(f"message refused: {_reply(e)}") from None
             if e.code >= 500:
                 raise PermanentDeliveryError(f"refused: {_reply(e)}") from None
             raise TransientDeliveryError(f"deferred: {_reply(e)}") from None
@@ -225,7 +233,7 @@ class SmtpPool:
                 self._discard(client)
         if errors:  # some recipients refused; we send to one, so this is that one
             detail = "; ".join(f"{r}: {_reply(err)}" for r, err in errors.items())
-            raise PermanentDeliveryError(f"recipient refused: {detail}")
+            raise UndeliverableError(f"recipient refused: {detail}")
         return response
 
     async def _send_on(

@@ -37,6 +37,8 @@ not found with another.
 | ``amends:heartbeats`` | hash | process name -> JSON of its role and last heartbeat (ms) |
 | ``amends:session:{session_id}`` | string | a review page sign-in: JSON of its role and which token it was made with; expires |
 | ``amends:pagerduty:delivery:{event_id}`` | string | a PagerDuty delivery already taken (replays are refused); expires after retention |
+| ``amends:{bounces}:marks`` | hash | undeliverable address (case folded) -> JSON of why, what marked it, since when (ms) |
+| ``amends:{bounces}:since`` | zset | the same addresses scored by when they were marked (ms), for newest-first pages |
 | ``amends:unsubscribed`` | hash | ``stakeholder`` (all mail) or ``stakeholder:incident`` -> when it opted out (ISO 8601, UTC) |
 
 ``NN`` is the incident's shard, two digits: :func:`shard_of`.
@@ -57,6 +59,8 @@ RETENTION = f"{PREFIX}:retention"
 TIMERS_WAKE = f"{PREFIX}:timers:wake"
 UNSUBSCRIBED = f"{PREFIX}:unsubscribed"
 HEARTBEATS = f"{PREFIX}:heartbeats"
+BOUNCES = f"{PREFIX}:{{bounces}}:marks"
+BOUNCES_SINCE = f"{PREFIX}:{{bounces}}:since"
 
 LATENESS_BUCKETS_MS = (500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000)
 """Upper bounds of the lateness histogram kept in ``counters`` (``lua/finish_send.lua`` has them too)."""

@@ -1,12 +1,13 @@
 """The HTTP API (``amends serve``): ``create_app`` builds what the routes share and includes each router.
 
 The routes: ``POST /v1/events`` (:mod:`.intake`), ``/v1/communications`` (:mod:`.log`),
-``/v1/incidents`` (:mod:`.incidents`), ``/v1/opt-outs`` (:mod:`.opt_outs`), the review
+``/v1/incidents`` (:mod:`.incidents`), ``/v1/opt-outs`` (:mod:`.opt_outs`), ``/v1/bounces``
+(:mod:`.bounces`), the review
 page ``/`` (:mod:`.review`) and its sign-in (:mod:`.auth`), ``/metrics`` (:mod:`.metrics`),
 ``/healthz`` (:mod:`.health`), feedback and unsubscribe links (:mod:`.links`) and
 ``/v1/integrations/*`` (:mod:`.integrations`). Each route asks for the app's :class:`.deps.Web`.
 
-Authentication: posting events and undoing opt-outs need ``Authorization: Bearer
+Authentication: posting events and bounce reports and undoing opt-outs and bounces need ``Authorization: Bearer
 $AMENDS_API_TOKEN``; reading (the log, incidents, opt-outs, ``/metrics``) takes that token
 or ``$AMENDS_READ_TOKEN``. The review page ``/`` takes either as a bearer token, or from
 its sign-in form: the form POSTs the token, which starts a server-side session whose
@@ -44,6 +45,7 @@ from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
 from scheduler.web import (
     auth,
+    bounces,
     health,
     incidents,
     intake,
@@ -70,6 +72,7 @@ _ROUTERS = (
     log.router,
     incidents.router,
     opt_outs.router,
+    bounces.router,
     review.router,
     auth.router,
     metrics.router,

@@ -12,6 +12,7 @@ from scheduler.service.waiting import waiting_metrics
 from scheduler.storage import keys
 from scheduler.storage.keys import REJECTED_KEEP
 from scheduler.web.auth import require_reader
+from scheduler.web.bounces import bounce_metrics
 from scheduler.web.deps import WebDep
 
 __all__ = ["metrics_text", "router"]
@@ -27,9 +28,13 @@ def metrics(web: WebDep) -> PlainTextResponse:
     same with ten communications stored or ten million."""
     overdue_before = ms_of(web.clock()) - int(web.grace_s() * 1000)
     rejected = int(web.client.llen(keys.REJECTED))
-    text = metrics_text(
-        web.store.counters(), web.timers.armed_count(), rejected, web.timers.overdue_count(overdue_before)
-    ) + waiting_metrics(web.client)
+    text = (
+        metrics_text(
+            web.store.counters(), web.timers.armed_count(), rejected, web.timers.overdue_count(overdue_before)
+        )
+        + waiting_metrics(web.client)
+        + bounce_metrics(web)
+    )
     return PlainTextResponse(scrub(text), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -42,10 +42,13 @@ def render_review(
     older: str = "",
     sign_out: str = "",
     waiting: Sequence[WaitingEvent] = (),
+    undeliverable: Sequence[dict[str, str]] = (),
+    undeliverable_count: int = 0,
 ) -> str:
     """The review page; ``older`` links to the next page of older incidents, if any;
     ``sign_out`` is the sign-out form's CSRF value (no form without one); ``waiting`` are
-    the events held for their incident's opened."""
+    the events held for their incident's opened; ``undeliverable`` the newest marked
+    addresses (``Undeliverable.as_json()``) of ``undeliverable_count``."""
     return _env.get_template("review.html").render(
         incidents=incidents,
         now=shown_time(now, "UTC"),
@@ -53,6 +56,8 @@ def render_review(
         older=older,
         sign_out=sign_out,
         waiting=waiting,
+        undeliverable=undeliverable,
+        undeliverable_count=undeliverable_count,
     )
 
 

@@ -23,6 +23,7 @@ from scheduler.core.text import scrub
 from scheduler.mail.composed import composed_text
 from scheduler.mail.signing import withhold_signatures
 from scheduler.service.waiting import waiting_events
+from scheduler.storage.bounces import RedisBounceList
 from scheduler.web._http import HTML_HEADERS, page
 from scheduler.web.auth import caller_role, sign_in_page, sign_out_csrf
 from scheduler.web.deps import WebDep, grace_s
@@ -33,6 +34,8 @@ from scheduler.web.sessions import Role
 __all__ = ["REVIEW_PAGE", "router"]
 
 REVIEW_PAGE = 10
+REVIEW_BOUNCES = 50
+"""How many of the newest undeliverable addresses the review page lists."""
 """Incidents on one page of the review page: with ten stakeholders each, a page of 10
 answers in well under 100 ms however long the history (``bench/bench_scale.py``)."""
 
@@ -100,9 +103,17 @@ def review(request: Request, web: WebDep, before: str | None = None) -> Response
         grace_s=web.grace_s(),
     )
     older = f"/?before={quote(format_cursor(following), safe='')}" if following else ""
+    bounces = RedisBounceList(web.client)
     return page(
         render_review(
-            view, now, web.grace_s(), older, sign_out_csrf(request, web), waiting=waiting_events(web.client)
+            view,
+            now,
+            web.grace_s(),
+            older,
+            sign_out_csrf(request, web),
+            waiting=waiting_events(web.client),
+            undeliverable=[m.as_json() for m in bounces.newest(REVIEW_BOUNCES)],
+            undeliverable_count=bounces.count(),
         )
     )
 

@@ -45,10 +45,11 @@ def shown_time(moment: datetime | None, tz: str) -> str:
 
 
 def badge(comm: Communication, now: datetime, grace_s: float = ON_TIME_GRACE_S) -> str:
-    """How the communication's promise stands: kept, late, failed, cancelled, overdue or pending."""
+    """How the communication's promise stands: kept, late, failed, cancelled,
+    suppressed, overdue or pending."""
     if comm.lateness_s is not None:
         return "kept" if comm.lateness_s <= grace_s else "late"
-    if comm.status in ("failed", "cancelled"):
+    if comm.status in ("failed", "cancelled", "suppressed"):
         return comm.status
     if (now - comm.promised_at).total_seconds() > grace_s:
         return "overdue"

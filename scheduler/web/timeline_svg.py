@@ -25,6 +25,7 @@ _COLOURS = {
     "failed": "#cf222e",
     "overdue": "#cf222e",
     "cancelled": "#8c959f",
+    "suppressed": "#8c959f",
     "pending": "#6e7781",
 }
 
