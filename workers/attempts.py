@@ -21,6 +21,7 @@ from scheduler.errors import (
 )
 from scheduler.mail.channels import compose_channel
 from scheduler.mail.channels import send as send_to_channel
+from scheduler.mail.dkim_signing import sign_email
 from scheduler.mail.messages import compose_email
 from scheduler.mail.mime import written_header
 from workers import runtime
@@ -81,6 +82,8 @@ async def attempt(
         email, rendered = compose_email(
             comm, stakeholder, config, rt.templates, now, rt.settings.secret_key or ""
         )
+        if rt.settings.dkim is not None:  # an RSA signature costs milliseconds: off the event loop
+            email = await in_thread(sign_email, email, rt.settings.dkim)
     except TemplateError as e:
         logger.error("%s failed: %s", comm.id, e)
         return Status.FAILED, {"last_error": f"template: {e}", "updated_ms": ms_of(now)}

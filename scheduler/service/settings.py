@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from scheduler.errors import SettingsError
+from scheduler.mail.dkim_signing import DkimKey
 from scheduler.mail.smtp import SmtpSettings
 from scheduler.storage.connection import is_cluster_url
 
@@ -62,6 +63,8 @@ class Settings:
     order_wait_ms: int = 600_000
     """How long an event of an incident whose ``opened`` has not arrived waits for it."""
     worker_threads: int = 8
+    dkim: DkimKey | None = None
+    """AMENDS_DKIM_KEY and AMENDS_DKIM_SELECTOR: every email is signed; None, unsigned."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -126,6 +129,7 @@ class Settings:
             webhook_secret=webhook_secret,
             data_dir=Path(env.get("AMENDS_HOME") or ".amends"),
             retry_window_ms=retry_window_ms,
+            dkim=DkimKey.from_env(env.get("AMENDS_DKIM_KEY"), env.get("AMENDS_DKIM_SELECTOR")),
         )
 
     def with_(self, **changes: object) -> Settings:
