@@ -67,12 +67,14 @@ class TransientDeliveryError(DeliveryError):
     """Worth retrying: connection trouble or a 4xx reply.
 
     ``retry_after_s``, when set, is how long the receiver asked us to wait (HTTP 429 or
-    503 with ``Retry-After``): the next attempt must come no earlier.
+    503 with ``Retry-After``): the next attempt must come no earlier. ``throttled`` says the
+    receiver asked us to slow down (SMTP 421 or 454, HTTP 429): the send rate pauses.
     """
 
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after_s: float | None = None, throttled: bool = False) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.throttled = throttled
 
 
 class PermanentDeliveryError(DeliveryError):

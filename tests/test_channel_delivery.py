@@ -90,3 +90,20 @@ def test_the_review_page_shows_where_a_channel_stakeholders_messages_went(app: A
     with TestClient(create_app(app.settings.with_(api_token="t"), clock=app.clock)) as client:
         page = client.get("/", headers={"Authorization": "Bearer t"}).text
     assert "via slack:127.0.0.1" in page and "/slack/T1/B1/x" not in page
+
+
+def test_a_429_pauses_that_hosts_send_rate_for_every_worker(app: App, receiver: Receiver) -> None:
+    """A 429 with Retry-After: 120 from a Slack host pauses its rate (Slack's 1/s per host): no worker gets a slot there for 120 s."""
+    from scheduler.core.model import ms_of
+    from scheduler.core.rate import Rate
+
+    app.runtime.store.record_opt_out("status-bot", app.clock())  # only the Slack thread here
+    receiver.replies = [Reply(429, headers={"Retry-After": "120"})]
+    emit(event(), broker=app.broker)
+    app.drain()
+    ack = app.runtime.store.comm("INC-1:ops-chat:acknowledgment:1")
+    assert ack is not None and ack.status == "retrying" and "429" in ack.last_error
+    assert ack.recipient.startswith("slack:")
+    slot = app.runtime.rates.reserve(ack.recipient, Rate(1, 1), ms_of(app.clock()))
+    assert not slot.reserved and slot.wait_ms >= 117_000  # the pause's end, less the 2 s horizon
+    assert app.runtime.rates.reserve("teams:elsewhere", Rate(1, 1), ms_of(app.clock())).wait_ms == 0

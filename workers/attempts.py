@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from scheduler.core.bounces import BounceSource, Undeliverable, suppressed_reason
@@ -12,6 +13,7 @@ from scheduler.core.config import Config, Stakeholder
 from scheduler.core.delivery import as_received, cancel_reason
 from scheduler.core.model import Communication, Kind, Status, ms_of
 from scheduler.core.ports import Claim
+from scheduler.core.rate import Rate
 from scheduler.errors import (
     PermanentDeliveryError,
     SettingsError,
@@ -27,12 +29,18 @@ from scheduler.mail.mime import written_header
 from workers import runtime
 from workers._declare import in_thread
 
-__all__ = ["NOT_BEFORE", "attempt"]
+__all__ = ["NOT_BEFORE", "PACED", "attempt"]
 
 logger = logging.getLogger(__name__)
 
 NOT_BEFORE = "_not_before_ms"
 """Set by an attempt whose reply named a time to come back (Retry-After); never stored."""
+
+PACED = "_paced"
+"""Set by an attempt that waits for the send rate or was throttled: no backoff; never stored."""
+
+_THROTTLE_PAUSE_MS = 1_000
+"""How long a throttling reply without Retry-After pauses its send rate."""
 
 
 async def attempt(
@@ -98,7 +106,7 @@ async def attempt(
         comm,
         now,
         rendered.subject,
-        rt.pool().send(email),
+        functools.partial(rt.pool().send, email),
         written_header(email, "Message-ID") or "",
         email.as_string(),
     )
@@ -126,10 +134,18 @@ async def _attempt_channel(
         comm,
         now,
         delivery.subject,
-        send_to_channel(delivery, rt.http(), now=now),
+        functools.partial(send_to_channel, delivery, rt.http(), now=now),
         delivery.message_id,
         delivery.message,
     )
+
+
+def _rate_of(rt: runtime.Runtime, comm: Communication) -> tuple[str, Rate | None]:
+    """The send rate ``comm`` goes at: ``smtp`` (AMENDS_SMTP_RATE), or its channel's per host
+    (its recipient is ``slack:HOST``, never the webhook's secret address)."""
+    if comm.channel == "email":
+        return "smtp", rt.settings.smtp_rate
+    return comm.recipient, rt.settings.channel_rates.get(comm.channel)
 
 
 async def _sent(
@@ -137,14 +153,27 @@ async def _sent(
     comm: Communication,
     now: datetime,
     subject: str,
-    sending: Awaitable[str],
+    sending: Callable[[], Awaitable[str]],
     message_id: str,
     message: str,
 ) -> tuple[Status, dict[str, str | int]]:
-    """Await ``sending`` (an email or a channel post); the status and fields its outcome records."""
+    """Send (an email or a channel post) once its rate has a slot; the status and fields its outcome records."""
     attempted: dict[str, str | int] = {"subject": subject, "updated_ms": ms_of(now)}
+    bucket, rate = _rate_of(rt, comm)
+    if rate is not None:
+        asked = rt.clock()  # not the group's start: composing and signing took time since
+        slot = await in_thread(rt.rates.reserve, bucket, rate, ms_of(asked))
+        if not slot.reserved:  # a backlog: come back when the slot is near, holding nothing meanwhile
+            return Status.RETRYING, {
+                "last_error": f"waiting for the send rate ({bucket} {rate}): next slot in about "
+                f"{slot.wait_ms / 1000:.1f} s",
+                NOT_BEFORE: ms_of(asked) + slot.wait_ms,
+                PACED: 1,
+                **attempted,
+            }
+        await asyncio.sleep(max(0, slot.wait_ms - (ms_of(rt.clock()) - ms_of(asked))) / 1000)
     try:
-        reply = await sending
+        reply = await sending()
     except UndeliverableError as e:
         logger.error("%s failed: %s; %s is marked undeliverable", comm.id, e, comm.recipient)
         await in_thread(rt.bounces.mark, comm.recipient, str(e), BounceSource.SMTP, now)
@@ -155,6 +184,12 @@ async def _sent(
     except TransientDeliveryError as e:
         if e.retry_after_s:
             attempted[NOT_BEFORE] = ms_of(now) + int(e.retry_after_s * 1000)
+        if (
+            e.throttled and rate is not None
+        ):  # every worker slows down, and this one comes back after the pause
+            pause_ms = int(e.retry_after_s * 1000) if e.retry_after_s else _THROTTLE_PAUSE_MS
+            await in_thread(rt.rates.pause, bucket, pause_ms, ms_of(now))
+            attempted.update({NOT_BEFORE: ms_of(now) + pause_ms, PACED: 1})
         return Status.RETRYING, {"last_error": str(e), **attempted}
     sent = rt.clock()
     logger.info("%s sent to %s", comm.id, comm.recipient)

@@ -22,7 +22,7 @@ from scheduler.service.queues import DELIVER_QUEUE
 from scheduler.storage.connection import connection_lost
 from workers import runtime
 from workers._declare import in_thread, placeholder
-from workers.attempts import NOT_BEFORE, attempt
+from workers.attempts import NOT_BEFORE, PACED, attempt
 
 __all__ = ["deliver", "deliver_many"]
 
@@ -143,6 +143,7 @@ async def _deliver_one(
             max_backoff_ms=rt.settings.retry_max_backoff_ms,
             window_ms=rt.settings.retry_window_ms,
             not_before_ms=int(fields.pop(NOT_BEFORE, 0)),
+            paced=bool(fields.pop(PACED, 0)),
         )
         if next_attempt_ms is None:
             window = format_duration(rt.settings.retry_window_ms // 1000)

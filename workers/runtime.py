@@ -24,14 +24,11 @@ from scheduler.service.settings import Settings
 from scheduler.storage.bounces import RedisBounceList
 from scheduler.storage.clock import ServerClock
 from scheduler.storage.connection import patient_client
+from scheduler.storage.rates import RedisRates
 from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
 
 __all__ = ["EndWriter", "Runtime", "configure", "current", "reset"]
-
-
-_SMTP_CONNECTIONS = 8
-"""SMTP connections per worker process: a group of 25 sends goes out 8 at a time."""
 
 
 def _utcnow() -> datetime:
@@ -110,6 +107,7 @@ class Runtime:
     templates: TemplateSet
     engine: Engine
     bounces: BounceList
+    rates: RedisRates
     clock: Callable[[], datetime] = _utcnow
     _pools: dict[int, SmtpPool] = field(default_factory=dict)
     _http: dict[int, httpx.AsyncClient] = field(default_factory=dict)
@@ -127,7 +125,7 @@ class Runtime:
         smtp = self.settings.smtp
         if smtp is None:
             raise RuntimeError("no SMTP server configured")
-        return _of_running_loop(self._pools, lambda: SmtpPool(smtp, size=_SMTP_CONNECTIONS))
+        return _of_running_loop(self._pools, lambda: SmtpPool(smtp, size=self.settings.smtp_connections))
 
     def http(self) -> httpx.AsyncClient:
         """The HTTP client of the running event loop, for chat and webhook channels."""
@@ -162,6 +160,7 @@ def configure(settings: Settings) -> Runtime:
         TemplateSet(settings.templates_dir),
         engine,
         RedisBounceList(client),
+        RedisRates(client),
         clock=ServerClock(client),
     )
     with _lock:

@@ -47,17 +47,20 @@ def retry_at(
     max_backoff_ms: int,
     window_ms: int,
     not_before_ms: int = 0,
+    paced: bool = False,
 ) -> int | None:
     """When to try again after ``attempts`` transient failures, or None: the window is over.
 
     The wait doubles from ``min_backoff_ms`` up to ``max_backoff_ms``; a receiver's
     ``Retry-After`` (``not_before_ms``) moves the attempt later, but the last attempt falls
-    at the end of the window, counted from the first attempt.
+    at the end of the window, counted from the first attempt. A ``paced`` attempt (one that
+    waits for the send rate, or that a throttling reply put back) backs off not at all: it
+    comes back at ``not_before_ms``, when the rate has a slot for it.
     """
     deadline_ms = first_attempt_ms + window_ms
     if now_ms >= deadline_ms:
         return None
-    backoff_ms = min(max_backoff_ms, min_backoff_ms << min(max(attempts - 1, 0), 40))
+    backoff_ms = 0 if paced else min(max_backoff_ms, min_backoff_ms << min(max(attempts - 1, 0), 40))
     return min(max(now_ms + backoff_ms, not_before_ms), deadline_ms)
 
 

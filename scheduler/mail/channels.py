@@ -357,7 +357,7 @@ async def send(delivery: ChannelDelivery, client: httpx.AsyncClient, *, now: dat
         return reply
     if status in (408, 429) or status >= 500:
         wait = retry_after_s(response.headers.get("retry-after"), now or datetime.now(UTC))
-        raise TransientDeliveryError(f"{where} answered {reply}", retry_after_s=wait)
+        raise TransientDeliveryError(f"{where} answered {reply}", retry_after_s=wait, throttled=status == 429)
     raise PermanentDeliveryError(f"{where} answered {reply}")
 
 

@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 TlsMode = Literal["starttls", "implicit", "none", "auto"]
 
+_THROTTLING = (421, 454)
+"""Replies that ask the sender to slow down: the send rate pauses (:mod:`scheduler.core.rate`)."""
+
 
 @dataclass(frozen=True)
 class SmtpSettings:
@@ -163,7 +166,8 @@ class SmtpPool:
                 return await self._attempt(client, message)
             except _Dropped as e:
                 raise TransientDeliveryError(
-                    f"the SMTP server {self._where} closed the connection: {e}"
+                    f"the SMTP server {self._where} closed the connection: {e}",
+                    throttled=str(e).startswith("421"),
                 ) from None
 
     @property
@@ -182,7 +186,9 @@ class SmtpPool:
         try:
             return await self._connect()
         except aiosmtplib.SMTPResponseException as e:
-            raise TransientDeliveryError(f"cannot connect to {self._where}: {_reply(e)}") from None
+            raise TransientDeliveryError(
+                f"cannot connect to {self._where}: {_reply(e)}", throttled=e.code in _THROTTLING
+            ) from None
         except aiosmtplib.SMTPTimeoutError:
             raise TransientDeliveryError(
                 f"cannot connect to {self._where}: no answer within {self.settings.timeout_s:g} s"
@@ -206,7 +212,8 @@ class SmtpPool:
             replies = "; ".join(f"{r.recipient}: {_reply(r)}" for r in e.recipients)
             if all(r.code >= 500 for r in e.recipients):
                 raise UndeliverableError(f"recipient refused: {replies}") from None
-            raise TransientDeliveryError(f"recipient deferred: {replies}") from None
+            throttled = any(r.code in _THROTTLING for r in e.recipients)
+            raise TransientDeliveryError(f"recipient deferred: {replies}", throttled=throttled) from None
         except aiosmtplib.SMTPServerDisconnected as e:
             raise _Dropped(str(e)) from None
         except aiosmtplib.SMTPResponseException as e:
@@ -217,7 +224,7 @@ class SmtpPool:
                 raise UndeliverableError(f"message refused: {_reply(e)}") from None
             if e.code >= 500:
                 raise PermanentDeliveryError(f"refused: {_reply(e)}") from None
-            raise TransientDeliveryError(f"deferred: {_reply(e)}") from None
+            raise TransientDeliveryError(f"deferred: {_reply(e)}", throttled=e.code in _THROTTLING) from None
         except aiosmtplib.SMTPTimeoutError:
             raise TransientDeliveryError(
                 f"the SMTP server {self._where} did not answer within {self.settings.timeout_s:g} s"

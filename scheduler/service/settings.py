@@ -7,12 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from scheduler.core.rate import Rate, parse_rate
 from scheduler.errors import SettingsError
 from scheduler.mail.dkim_signing import DkimKey
 from scheduler.mail.smtp import SmtpSettings
 from scheduler.storage.connection import is_cluster_url
 
-__all__ = ["Settings", "bundled_path"]
+__all__ = ["CHANNEL_RATES", "Settings", "bundled_path"]
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -23,6 +24,33 @@ def bundled_path(name: str) -> Path:
         if candidate.exists():
             return candidate
     raise SettingsError(f"the bundled {name}/ folder is missing from this installation of amends")
+
+
+CHANNEL_RATES = {"slack": Rate(1, 1), "teams": Rate(4, 1), "webhook": None}
+"""Each chat channel's default rate per destination host (Slack takes about one message a
+second per webhook, Teams a few); ``AMENDS_SLACK_RATE`` and the like change one, ``none`` lifts it."""
+
+
+def _rate_of(env: Mapping[str, str], name: str, default: Rate | None) -> Rate | None:
+    text = env.get(name)
+    if not text:
+        return default
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return parse_rate(text)
+    except ValueError as e:
+        raise SettingsError(f"{name}={text}: {e}" + (", or none" if default else "")) from None
+
+
+def _connections_of(env: Mapping[str, str]) -> int:
+    text = env.get("AMENDS_SMTP_CONNECTIONS") or "8"
+    if not text.strip().isdigit() or not 1 <= int(text) <= 1000:
+        raise SettingsError(
+            f"AMENDS_SMTP_CONNECTIONS={text}: write how many SMTP connections each worker process "
+            "may open, a whole number from 1 to 1000 (default 8)"
+        )
+    return int(text)
 
 
 _BROKER_SCHEMES = ("amqp://", "amqps://", "redis://", "rediss://", "unix://")
@@ -64,6 +92,12 @@ class Settings:
     """How long an event of an incident whose ``opened`` has not arrived waits for it."""
     worker_threads: int = 8
     dkim: DkimKey | None = None
+    smtp_rate: Rate | None = None
+    """AMENDS_SMTP_RATE: most emails per second or minute across all workers; None, no limit."""
+    smtp_connections: int = 8
+    """AMENDS_SMTP_CONNECTIONS: SMTP connections per worker process."""
+    channel_rates: Mapping[str, Rate | None] = field(default_factory=lambda: dict(CHANNEL_RATES))
+    """Each chat channel's rate per destination host (AMENDS_SLACK_RATE, AMENDS_TEAMS_RATE, AMENDS_WEBHOOK_RATE)."""
     """AMENDS_DKIM_KEY and AMENDS_DKIM_SELECTOR: every email is signed; None, unsigned."""
 
     @classmethod
@@ -130,6 +164,9 @@ class Settings:
             data_dir=Path(env.get("AMENDS_HOME") or ".amends"),
             retry_window_ms=retry_window_ms,
             dkim=DkimKey.from_env(env.get("AMENDS_DKIM_KEY"), env.get("AMENDS_DKIM_SELECTOR")),
+            smtp_rate=_rate_of(env, "AMENDS_SMTP_RATE", None),
+            smtp_connections=_connections_of(env),
+            channel_rates={c: _rate_of(env, f"AMENDS_{c.upper()}_RATE", r) for c, r in CHANNEL_RATES.items()},
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -39,6 +39,7 @@ not found with another.
 | ``amends:pagerduty:delivery:{event_id}`` | string | a PagerDuty delivery already taken (replays are refused); expires after retention |
 | ``amends:{bounces}:marks`` | hash | undeliverable address (case folded) -> JSON of why, what marked it, since when (ms) |
 | ``amends:{bounces}:since`` | zset | the same addresses scored by when they were marked (ms), for newest-first pages |
+| ``amends:rate:{bucket}`` | string | a send rate's next free slot (epoch ms, :mod:`scheduler.core.rate`): ``smtp``, ``slack:HOST``, ``teams:HOST``, ``webhook:HOST``; expires when idle |
 | ``amends:unsubscribed`` | hash | ``stakeholder`` (all mail) or ``stakeholder:incident`` -> when it opted out (ISO 8601, UTC) |
 
 ``NN`` is the incident's shard, two digits: :func:`shard_of`.
@@ -195,3 +196,8 @@ def session(session_id: str) -> str:
 def pagerduty_delivery(event_id: str) -> str:
     """A PagerDuty webhook delivery already taken, kept for the retention window."""
     return f"{PREFIX}:pagerduty:delivery:{event_id}"
+
+
+def rate(bucket: str) -> str:
+    """A send rate shared by every worker: ``smtp`` or ``CHANNEL:HOST``."""
+    return f"{PREFIX}:rate:{bucket}"
