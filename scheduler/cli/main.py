@@ -159,34 +159,39 @@ def _add_log(sub: _Subcommands) -> None:
     log.add_argument("--cursor", help="the next page: what the previous page printed after --cursor")
 
 
+def _list_command(sub: _Subcommands, name: str, run: str, removes: str, **kwargs: Any) -> None:
+    """A command that lists (``--json`` for lines) or, given ``remove ITEM``, removes one."""
+    listing = _command(sub, name, run, **kwargs)
+    listing.add_argument("action", nargs="*", metavar=f"remove {removes}", help=argparse.SUPPRESS)
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
 def _add_opt_outs(sub: _Subcommands) -> None:
-    opt_outs = _command(
+    _list_command(
         sub,
         "opt-outs",
         "scheduler.cli.opt_outs:cmd_opt_outs",
+        "ID",
         help="list stakeholders' opt-outs, or undo one",
         usage="amends opt-outs [--json]\n       amends opt-outs remove ID",
         description="Opt-outs come from unsubscribe links: from one incident's mail (id "
         "STAKEHOLDER:INCIDENT) or from all incident mail (id STAKEHOLDER). 'amends opt-outs remove ID' "
         "undoes one: that mail is sent again.",
     )
-    opt_outs.add_argument("action", nargs="*", metavar="remove ID", help=argparse.SUPPRESS)
-    opt_outs.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
 def _add_bounces(sub: _Subcommands) -> None:
-    bounces = _command(
+    _list_command(
         sub,
         "bounces",
         "scheduler.cli.bounces:cmd_bounces",
+        "ADDRESS",
         help="list addresses marked undeliverable, or lift a mark",
         usage="amends bounces [--json]\n       amends bounces remove ADDRESS",
         description="An address is marked undeliverable when the SMTP server refuses it for good "
         "(a 5xx reply to RCPT or DATA) or a bounce report posted to POST /v1/bounces says it failed; "
         "later messages to it are logged 'suppressed'. 'amends bounces remove ADDRESS' sends to it again.",
     )
-    bounces.add_argument("action", nargs="*", metavar="remove ADDRESS", help=argparse.SUPPRESS)
-    bounces.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
 def _add_worker_and_scheduler(sub: _Subcommands) -> None:
