@@ -300,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
         "their cadence, resolution, feedback request.",
         epilog="Environment: AMENDS_REDIS_URL, AMENDS_SMTP_URL, AMENDS_CONFIG, AMENDS_TEMPLATES, "
         "AMENDS_SECRET_KEY, AMENDS_API_TOKEN, AMENDS_READ_TOKEN, AMENDS_PAGERDUTY_SECRET, "
-        "AMENDS_WEBHOOK_SECRET, AMENDS_RETRY_WINDOW, AMENDS_HOME (see README.md). "
+        "AMENDS_WEBHOOK_SECRET, AMENDS_RETRY_WINDOW, AMENDS_SMTP_RATE, AMENDS_SMTP_CONNECTIONS, "
+        "AMENDS_SLACK_RATE, AMENDS_TEAMS_RATE, AMENDS_WEBHOOK_RATE, AMENDS_DKIM_KEY, AMENDS_DKIM_SELECTOR, "
+        "AMENDS_HOME (see README.md). "
         "Exit status: 0 done, 1 failed, 2 bad input or usage.",
     )
     parser.add_argument("--version", action="version", version=f"amends {_version()}")
