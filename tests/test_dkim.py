@@ -97,3 +97,30 @@ def test_both_dkim_settings_give_the_key() -> None:
     settings = Settings.from_env({"AMENDS_DKIM_KEY": str(KEY), "AMENDS_DKIM_SELECTOR": SELECTOR})
     assert settings.dkim is not None and settings.dkim.selector == SELECTOR
     assert b"PRIVATE KEY" in settings.dkim.pem and "PRIVATE" not in repr(settings)
+
+
+def test_a_message_with_encoded_headers_is_signed_and_keeps_its_envelope() -> None:
+    """A non-ASCII name and a long subject (RFC 2047, folded) are signed as written; the envelope stays sender and recipient."""
+    from datetime import UTC, datetime
+
+    from scheduler.mail.dkim_signing import sign_email
+    from scheduler.mail.mime import build_email
+    from scheduler.mail.render import RenderedMessage
+
+    rendered = RenderedMessage(
+        subject="Störung: Zahlungen schlagen fehl " + "x" * 120, text="Grüße\n", html="<p>Grüße</p>"
+    )
+    message = build_email(
+        rendered,
+        sender="Acme Status <status@acme.example>",
+        recipient="Jürgen Groß <j@globex.example>",
+        message_id="<a@acme.example>",
+        thread_id=None,
+        sent_at=datetime(2026, 11, 26, 14, 3, tzinfo=UTC),
+    )
+    key = DkimKey.from_env(str(KEY), SELECTOR)
+    assert key is not None
+    signed = sign_email(message, key)
+    assert signed.envelope() == ("status@acme.example", ["j@globex.example"])
+    raw = signed.as_string().encode()
+    assert raw.endswith(message.as_string().encode()) and verifies(raw)
