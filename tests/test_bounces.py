@@ -4,7 +4,6 @@ later mail to it is logged `suppressed`, listed for the operator, and sent again
 from __future__ import annotations
 
 import json
-import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -257,17 +256,7 @@ def test_the_bounce_route_takes_the_api_token_and_caps_the_body(live: TestClient
     assert app.runtime.bounces.count() == 0
 
 
-@pytest.fixture
-def sigpipe_kept() -> Iterator[None]:
-    """The CLI sets SIGPIPE to its default (to end quietly in a pipe); put back what pytest had,
-    or a later test writing to a cut socket would end the whole run."""
-    before = signal.getsignal(signal.SIGPIPE)
-    yield
-    signal.signal(signal.SIGPIPE, before)
-
-
 @pytest.mark.real
-@pytest.mark.usefixtures("sigpipe_kept")
 def test_the_operator_sees_the_list_everywhere_and_can_lift_a_mark(
     live: TestClient,
     app: App,
