@@ -159,6 +159,21 @@ def _add_log(sub: _Subcommands) -> None:
     log.add_argument("--cursor", help="the next page: what the previous page printed after --cursor")
 
 
+def _add_follow_up(sub: _Subcommands) -> None:
+    follow_up = _command(
+        sub,
+        "follow-up",
+        "scheduler.cli.follow_up:cmd_follow_up",
+        help="tell a stakeholder what was done about their feedback",
+        usage='amends follow-up INCIDENT STAKEHOLDER "TEXT"',
+        description="Sends the stakeholder a follow-up in the incident's thread that quotes "
+        "their comment and says what changed; it is logged like every message.",
+    )
+    follow_up.add_argument("incident", metavar="INCIDENT", help="the incident id, e.g. INC-1")
+    follow_up.add_argument("stakeholder", metavar="STAKEHOLDER", help="the stakeholder id")
+    follow_up.add_argument("text", metavar="TEXT", help="what was done about their feedback")
+
+
 def _add_opt_outs(sub: _Subcommands) -> None:
     opt_outs = _command(
         sub,
@@ -291,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(sub)
     _add_log(sub)
     _add_opt_outs(sub)
+    _add_follow_up(sub)
     _add_worker_and_scheduler(sub)
     _add_serve(sub)
     _add_preview(sub)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from scheduler.core import cadence
+from scheduler.core.closing import Closing
 from scheduler.core.config import Config, Stakeholder
 from scheduler.core.events import Event
 from scheduler.core.incidents import apply_event, changes_between
@@ -93,6 +94,8 @@ class Engine:
         self._opted_out = opted_out
         """``opted_out(stakeholder_id, incident_id)``: True when that stakeholder opted out of it;
         None: what the store keeps (see :meth:`opted_out_among`)."""
+        self.closing = Closing(store, timers, config, dispatch)
+        """Feedback alerts and digests to the owner, follow-ups, the review promise."""
 
     # -- events ------------------------------------------------------------------------
 
@@ -146,6 +149,7 @@ class Engine:
                 stakeholder = config.stakeholder(sid)
                 assert stakeholder is not None
                 comms += self._resolve_thread(config, incident, stakeholder, trigger, now, promised_ms)
+            self.closing.resolved(incident, now)
             return comms
         wanted: list[tuple[Stakeholder, Kind, str]] = []
         if action in (Action.UPDATE, Action.REOPEN):
@@ -222,6 +226,8 @@ class Engine:
         What it composes is handed over at the next ``dispatch.flush()`` (the caller's).
         """
         timer = TimerMember.parse(member)
+        if timer.kind not in (TimerKind.UPDATE, TimerKind.FEEDBACK):
+            return self.closing.fire(timer, due_ms, now)
         incident_id, stakeholder_id = timer.incident_id, timer.stakeholder_id
         config = self.config()
         stakeholder = config.stakeholder(stakeholder_id)

@@ -42,6 +42,12 @@ class Kind(StrEnum):
     UPDATE = "update"
     RESOLUTION = "resolution"
     FEEDBACK_REQUEST = "feedback_request"
+    FEEDBACK_ALERT = "feedback_alert"
+    FEEDBACK_DIGEST = "feedback_digest"
+    REVIEW_REMINDER = "review_reminder"
+    FOLLOW_UP = "follow_up"
+    REVIEW = "review"
+    REVIEW_DELAYED = "review_delayed"
 
 
 class Status(StrEnum):
@@ -77,6 +83,12 @@ class Action(StrEnum):
 class TimerKind(StrEnum):
     UPDATE = "u"
     FEEDBACK = "f"
+    FEEDBACK_ALERT = "a"
+    """A stakeholder's rating or comment to pass on to the incident's owner."""
+    FEEDBACK_DIGEST = "d"
+    REVIEW_REMINDER = "r"
+    REVIEW_DUE = "v"
+    """The promised review's date passed: the review is published or late."""
 
 
 CONTENT_FIELDS = (

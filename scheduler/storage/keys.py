@@ -37,6 +37,9 @@ not found with another.
 | ``amends:heartbeats`` | hash | process name -> JSON of its role and last heartbeat (ms) |
 | ``amends:session:{session_id}`` | string | a review page sign-in: JSON of its role and which token it was made with; expires |
 | ``amends:pagerduty:delivery:{event_id}`` | string | a PagerDuty delivery already taken (replays are refused); expires after retention |
+| ``amends:{ratings}:at`` | zset | ``incident|stakeholder`` of each rating, scored by when it was last given (ms) |
+| ``amends:{ratings}:given`` | hash | ``incident|stakeholder`` -> ``audience|rating`` as last given |
+| ``amends:{ratings}:counts`` | hash | ``audience|rating`` -> ratings given so far (a counter for ``/metrics``) |
 | ``amends:unsubscribed`` | hash | ``stakeholder`` (all mail) or ``stakeholder:incident`` -> when it opted out (ISO 8601, UTC) |
 
 ``NN`` is the incident's shard, two digits: :func:`shard_of`.
@@ -57,6 +60,9 @@ RETENTION = f"{PREFIX}:retention"
 TIMERS_WAKE = f"{PREFIX}:timers:wake"
 UNSUBSCRIBED = f"{PREFIX}:unsubscribed"
 HEARTBEATS = f"{PREFIX}:heartbeats"
+RATINGS_AT = f"{PREFIX}:{{ratings}}:at"
+RATINGS_GIVEN = f"{PREFIX}:{{ratings}}:given"
+RATINGS_COUNTS = f"{PREFIX}:{{ratings}}:counts"
 
 LATENESS_BUCKETS_MS = (500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000)
 """Upper bounds of the lateness histogram kept in ``counters`` (``lua/finish_send.lua`` has them too)."""

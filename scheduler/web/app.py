@@ -44,6 +44,7 @@ from scheduler.storage.redis_store import RedisStore
 from scheduler.storage.timers import RedisTimerStore
 from scheduler.web import (
     auth,
+    follow_ups,
     health,
     incidents,
     intake,
@@ -69,6 +70,7 @@ _ROUTERS = (
     intake.router,
     log.router,
     incidents.router,
+    follow_ups.router,
     opt_outs.router,
     review.router,
     auth.router,

@@ -11,7 +11,9 @@ from scheduler.core.text import scrub
 from scheduler.service.waiting import waiting_metrics
 from scheduler.storage import keys
 from scheduler.storage.keys import REJECTED_KEEP
+from scheduler.storage.ratings import RatingsLog
 from scheduler.web.auth import require_reader
+from scheduler.web.closing_metrics import ratings_text
 from scheduler.web.deps import WebDep
 
 __all__ = ["metrics_text", "router"]
@@ -30,6 +32,7 @@ def metrics(web: WebDep) -> PlainTextResponse:
     text = metrics_text(
         web.store.counters(), web.timers.armed_count(), rejected, web.timers.overdue_count(overdue_before)
     ) + waiting_metrics(web.client)
+    text += ratings_text(RatingsLog(web.client).counts())
     return PlainTextResponse(scrub(text), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
