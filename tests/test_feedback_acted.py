@@ -17,6 +17,7 @@ from scheduler.cli.main import main
 from scheduler.mail.signing import sign
 from scheduler.web.app import create_app
 from tests.conftest import BASE_CONFIG, App, event
+from tests.helpers import sign_in
 
 pytestmark = pytest.mark.real
 
@@ -191,3 +192,40 @@ def test_amends_follow_up_sends_from_the_command_line(
     )
     assert main(["follow-up", "INC-1", "nobody", "Hello."]) == 1
     assert "stakeholder_id: 'nobody' was not told of INC-1" in capsys.readouterr().err
+
+
+def test_metrics_count_ratings_by_audience_and_value(app: App, api: TestClient) -> None:
+    """/metrics counts each rating given under the reader's audience and the value."""
+    _resolved_incident(app)
+    _answer(api, "acme-finance", rating="2")
+    _answer(api, "globex", rating="2")
+    _answer(api, "payments-eng", rating="4")
+    text = api.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+    assert 'amends_feedback_ratings_total{audience="customer",rating="2"} 2' in text
+    assert 'amends_feedback_ratings_total{audience="engineering",rating="4"} 1' in text
+
+
+def test_the_review_page_shows_comments_beside_their_follow_ups_and_the_averages(
+    app: App, api: TestClient
+) -> None:
+    """The review page puts each comment beside what we answered, marks a comment with no
+    follow-up yet, and shows each audience's average rating over 30 and 90 days."""
+    _resolved_incident(app)
+    _answer(api, "acme-finance", rating="2", comment="Updates came too late.")
+    _answer(api, "globex", rating="4", comment="Fine <i>overall</i>.")
+    api.post(
+        "/v1/incidents/INC-1/follow-ups",
+        json={"stakeholder_id": "acme-finance", "text": "Updates now go out on the minute."},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    app.drain()
+    assert sign_in(api, TOKEN).status_code == 303
+    page = api.get("/").text
+    finance = page.split('data-stakeholder="acme-finance"')[1].split('data-stakeholder="')[0]
+    assert "Updates came too late." in finance and "Updates now go out on the minute." in finance
+    assert "no follow-up yet" not in finance
+    globex = page.split('data-stakeholder="globex"')[1].split('data-stakeholder="')[0]
+    assert "no follow-up yet" in globex and "Fine &lt;i&gt;overall&lt;/i&gt;." in globex
+    averages = page.split('id="ratings"')[1].split("</section>")[0]
+    assert 'data-audience="customer"' in averages
+    assert averages.count("3.0 of 5 (2 ratings)") == 2

@@ -16,6 +16,7 @@ import jinja2
 from scheduler.core.feedback import MAX_COMMENT_CHARS, RATINGS
 from scheduler.core.promises import ON_TIME_GRACE_S
 from scheduler.service.waiting import WaitingEvent
+from scheduler.web.closing_view import RatingAverages
 from scheduler.web.review_view import IncidentView, shown_time
 
 __all__ = [
@@ -42,10 +43,11 @@ def render_review(
     older: str = "",
     sign_out: str = "",
     waiting: Sequence[WaitingEvent] = (),
+    ratings: Sequence[RatingAverages] = (),
 ) -> str:
     """The review page; ``older`` links to the next page of older incidents, if any;
     ``sign_out`` is the sign-out form's CSRF value (no form without one); ``waiting`` are
-    the events held for their incident's opened."""
+    the events held for their incident's opened; ``ratings`` each audience's averages."""
     return _env.get_template("review.html").render(
         incidents=incidents,
         now=shown_time(now, "UTC"),
@@ -53,6 +55,7 @@ def render_review(
         older=older,
         sign_out=sign_out,
         waiting=waiting,
+        ratings=ratings,
     )
 
 

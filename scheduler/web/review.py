@@ -23,8 +23,10 @@ from scheduler.core.text import scrub
 from scheduler.mail.composed import composed_text
 from scheduler.mail.signing import withhold_signatures
 from scheduler.service.waiting import waiting_events
+from scheduler.storage.ratings import RatingsLog
 from scheduler.web._http import HTML_HEADERS, page
 from scheduler.web.auth import caller_role, sign_in_page, sign_out_csrf
+from scheduler.web.closing_view import rating_averages
 from scheduler.web.deps import WebDep, grace_s
 from scheduler.web.pages import render_review
 from scheduler.web.review_view import promise_words, review_view
@@ -102,7 +104,13 @@ def review(request: Request, web: WebDep, before: str | None = None) -> Response
     older = f"/?before={quote(format_cursor(following), safe='')}" if following else ""
     return page(
         render_review(
-            view, now, web.grace_s(), older, sign_out_csrf(request, web), waiting=waiting_events(web.client)
+            view,
+            now,
+            web.grace_s(),
+            older,
+            sign_out_csrf(request, web),
+            waiting=waiting_events(web.client),
+            ratings=rating_averages(RatingsLog(web.client), now),
         )
     )
 
