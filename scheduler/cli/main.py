@@ -93,6 +93,9 @@ def _add_emit(sub: _Subcommands) -> None:
     emit.add_argument("--workaround", help="what readers can do meanwhile")
     emit.add_argument("--prevention", help="what will stop it happening again (shown when resolved)")
     emit.add_argument("--review-by", help="date of the promised post-incident review, e.g. 2026-12-01")
+    emit.add_argument(
+        "--review-url", help="where the published review is (review_published; --summary says what it found)"
+    )
     emit.add_argument("--source", default="cli", help="who emits the event (default: cli)")
     emit.add_argument("--event-id", help="idempotency key (default: a new UUID)")
     emit.add_argument("--occurred-at", help="ISO 8601 with a zone (default: now)")

@@ -20,7 +20,17 @@ from typing import Any, Protocol
 
 from scheduler.core.config import Config, Stakeholder
 from scheduler.core.feedback import Feedback, FeedbackError, clean_comment
-from scheduler.core.model import Draft, Incident, Kind, Thread, TimerKind, TimerMember, ms_of
+from scheduler.core.model import (
+    Action,
+    Draft,
+    EventRecord,
+    Incident,
+    Kind,
+    Thread,
+    TimerKind,
+    TimerMember,
+    ms_of,
+)
 from scheduler.core.owners import owner_of
 from scheduler.core.ports import CommRequest, Store, TimerStore
 from scheduler.errors import AmendsError
@@ -148,15 +158,19 @@ class Closing:
             self.sends.deliver(comm_id)
         return comm_id
 
-    # -- when an incident is resolved ---------------------------------------------------
+    # -- events ---------------------------------------------------------------------------
 
-    def resolved(self, incident: Incident, now: datetime) -> None:
-        """Arm the owner's digest ``feedback_digest_after`` after the resolution."""
+    def after_event(self, record: EventRecord, now: datetime) -> list[str]:
+        """A resolution arms the owner's digest ``feedback_digest_after`` after it."""
+        incident = record.incident
+        if record.action != Action.RESOLVE or incident is None:
+            return []
         config = self.config()
         owner = owner_of(config, incident.services)
         resolved_ms = incident.resolved_ms or ms_of(now)
         member = str(TimerMember(TimerKind.FEEDBACK_DIGEST, incident.id, owner.id))
         self.timers.arm(member, resolved_ms + config.feedback_digest_after * 1000)
+        return []
 
     # -- timers ---------------------------------------------------------------------------
 

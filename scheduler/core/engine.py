@@ -35,6 +35,7 @@ from scheduler.core.model import (
     utc_of,
 )
 from scheduler.core.ports import CommRequest, Store, TimerStore
+from scheduler.core.review_keeping import ReviewKeeping
 
 __all__ = ["Dispatch", "Engine", "Outcome"]
 
@@ -95,7 +96,9 @@ class Engine:
         """``opted_out(stakeholder_id, incident_id)``: True when that stakeholder opted out of it;
         None: what the store keeps (see :meth:`opted_out_among`)."""
         self.closing = Closing(store, timers, config, dispatch)
-        """Feedback alerts and digests to the owner, follow-ups, the review promise."""
+        """Feedback alerts and digests to the owner, follow-ups."""
+        self.reviews = ReviewKeeping(self.closing)
+        """The promised post-incident review: reminder, review, the word when it is late."""
 
     # -- events ------------------------------------------------------------------------
 
@@ -127,6 +130,7 @@ class Engine:
         if record.duplicate and record.done:
             return Outcome(duplicate=True)
         comms = self._follow_up(record, now)
+        comms += self.closing.after_event(record, now) + self.reviews.after_event(record, now)
         # Hand the communications over before the event counts as done: a crash in between
         # leaves it not done, and its redelivery dispatches them again (begin_send makes that
         # harmless) instead of leaving them to the sweep a minute later.
@@ -149,7 +153,6 @@ class Engine:
                 stakeholder = config.stakeholder(sid)
                 assert stakeholder is not None
                 comms += self._resolve_thread(config, incident, stakeholder, trigger, now, promised_ms)
-            self.closing.resolved(incident, now)
             return comms
         wanted: list[tuple[Stakeholder, Kind, str]] = []
         if action in (Action.UPDATE, Action.REOPEN):
@@ -226,6 +229,8 @@ class Engine:
         What it composes is handed over at the next ``dispatch.flush()`` (the caller's).
         """
         timer = TimerMember.parse(member)
+        if timer.kind in (TimerKind.REVIEW_REMINDER, TimerKind.REVIEW_DUE):
+            return self.reviews.fire(timer, due_ms, now)
         if timer.kind not in (TimerKind.UPDATE, TimerKind.FEEDBACK):
             return self.closing.fire(timer, due_ms, now)
         incident_id, stakeholder_id = timer.incident_id, timer.stakeholder_id

@@ -7,7 +7,7 @@ errors and comments are data and are always escaped. They load nothing from else
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,7 +16,7 @@ import jinja2
 from scheduler.core.feedback import MAX_COMMENT_CHARS, RATINGS
 from scheduler.core.promises import ON_TIME_GRACE_S
 from scheduler.service.waiting import WaitingEvent
-from scheduler.web.closing_view import RatingAverages
+from scheduler.web.closing_view import RatingAverages, ReviewBadge, badge_class
 from scheduler.web.review_view import IncidentView, shown_time
 
 __all__ = [
@@ -44,10 +44,12 @@ def render_review(
     sign_out: str = "",
     waiting: Sequence[WaitingEvent] = (),
     ratings: Sequence[RatingAverages] = (),
+    reviews: Mapping[str, ReviewBadge] | None = None,
 ) -> str:
     """The review page; ``older`` links to the next page of older incidents, if any;
     ``sign_out`` is the sign-out form's CSRF value (no form without one); ``waiting`` are
-    the events held for their incident's opened; ``ratings`` each audience's averages."""
+    the events held for their incident's opened; ``ratings`` each audience's averages;
+    ``reviews`` each incident's review promise."""
     return _env.get_template("review.html").render(
         incidents=incidents,
         now=shown_time(now, "UTC"),
@@ -56,6 +58,8 @@ def render_review(
         sign_out=sign_out,
         waiting=waiting,
         ratings=ratings,
+        reviews=reviews or {},
+        review_class=badge_class,
     )
 
 
