@@ -85,3 +85,28 @@ def test_config_check_names_a_sentence_run_into_the_next_heading(
     assert "(all but plan set): a sentence runs into the next heading" in err
     assert "updateWorkaround:" in err
     assert "a heading with nothing after it: 'Owner: .'" in err
+
+
+def test_config_check_reads_the_kinds_after_an_incident_in_each_of_their_shapes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A review_delayed template whose new date line is left empty when there is none fails
+    `amends config check`, naming the case "no new date"."""
+    folder = tmp_path / "templates"
+    shutil.copytree(bundled_path("templates"), folder)
+    (folder / "default" / "review_delayed.txt.j2").write_text(
+        "Hello {{ stakeholder.name }},\n\n"
+        "The review of {{ incident.title }} promised by {{ about.promised }} is late.\n"
+        "New date: {{ about.new_date }}\n\n"
+        '{% include "default/_contact.txt.j2" %}\n'
+    )
+    config = tmp_path / "amends.yaml"
+    config.write_text(
+        'sender: "Acme Status <status@acme.example>"\n'
+        "contact: {name: Dana Whitfield, email: dana@acme.example}\n"
+        "stakeholders:\n  - {id: x, name: Board, email: x@acme.example}\n"
+    )
+    monkeypatch.setenv("AMENDS_TEMPLATES", str(folder))
+    assert main(["config", "check", "--file", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "default/review_delayed.txt.j2:4 (no new date): a heading with nothing after it: 'New date:'" in err

@@ -10,7 +10,7 @@ from typing import Any
 
 from scheduler.core.model import Kind
 
-__all__ = ["sample_about"]
+__all__ = ["about_variants", "sample_about"]
 
 _REVIEW_URL = "https://status.example.org/#incident-INC-SAMPLE"
 _COMMENT = 'The updates came too late & said <b>no news</b> twice, "again".\nPlease call us next time.'
@@ -50,3 +50,34 @@ def sample_about(kind: str) -> dict[str, Any]:
         Kind.REVIEW_DELAYED: {"promised": "Tuesday 1 December 2026", "new_date": "Friday 4 December 2026"},
     }
     return samples.get(kind, {})
+
+
+def about_variants(kind: str) -> list[tuple[str, dict[str, Any]]]:
+    """The other shapes a kind's ``about`` takes, named, for the read-through."""
+    about = sample_about(kind)
+    if kind == Kind.FEEDBACK_ALERT:
+        return [
+            ("a comment without a rating", {**about, "rating": None}),
+            ("a rating without a comment", {**about, "comment": ""}),
+        ]
+    if kind == Kind.FEEDBACK_DIGEST:
+        unrated = [{**answer, "rating": None} for answer in about["answers"]]
+        return [
+            ("no answers", {**about, "answers": [], "rated": 0, "average": ""}),
+            ("comments without ratings", {**about, "answers": unrated, "rated": 0, "average": ""}),
+            ("one told, one answer", {**about, "answers": about["answers"][:1], "rated": 1, "told": 1}),
+        ]
+    if kind == Kind.FOLLOW_UP:
+        lines = "We changed two things.\nUpdates go out on the minute.\nThe owner reads every comment."
+        return [
+            ("no comment, a rating", {**about, "comment": ""}),
+            ("no comment, no rating", {**about, "comment": "", "rating": None}),
+            ("a text of several lines", {**about, "text": lines}),
+        ]
+    if kind == Kind.REVIEW_REMINDER:
+        return [("one reader told", {**about, "told": 1})]
+    if kind == Kind.REVIEW:
+        return [("no summary", {**about, "summary": ""})]
+    if kind == Kind.REVIEW_DELAYED:
+        return [("no new date", {**about, "new_date": ""})]
+    return []
