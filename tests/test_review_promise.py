@@ -84,3 +84,38 @@ def test_review_promises_are_counted_by_outcome_every_outcome_named() -> None:
 def test_a_review_date_reads_as_words() -> None:
     """2026-12-01 reads "Tuesday 1 December 2026" in messages."""
     assert long_date("2026-12-01") == "Tuesday 1 December 2026"
+
+
+def test_the_preview_shows_the_owners_reminder_digest_and_the_readers_late_word() -> None:
+    """`amends preview` lists the incident owner's review_reminder and feedback_digest under
+    the owner, and a review_delayed to each reader when the promised day passes unpublished."""
+    from datetime import timedelta
+
+    from scheduler.cli.preview import simulate, timeline_text
+    from scheduler.core.config import parse_config
+    from scheduler.core.events import parse_event
+    from scheduler.mail.render import TemplateSet
+    from scheduler.service.settings import bundled_path
+    from tests.conftest import event
+
+    config = parse_config(
+        {
+            "sender": "Acme Status <status@acme.example>",
+            "owners": {"payments": {"name": "Payments on-call", "email": "oncall@acme.example"}},
+            "stakeholders": [
+                {"id": "acme", "name": "ACME", "email": "a@acme.example", "audience": "customer"}
+            ],
+        }
+    )
+    events = [
+        parse_event(event(at=datetime(2026, 11, 26, 14, 3, tzinfo=UTC), review_by="2026-11-28")),
+        parse_event(event("resolved", at=datetime(2026, 11, 26, 15, 0, tzinfo=UTC))),
+    ]
+    text = timeline_text(
+        simulate(events, config, TemplateSet(bundled_path("templates")), timedelta(days=4)), config
+    )
+    owner = text.split("owner.payments  Payments on-call <oncall@acme.example>")[1]
+    assert "Sat 28 Nov 00:00:00 UTC     review_reminder" in owner
+    assert "Sun 29 Nov 15:00:00 UTC     feedback_digest" in owner
+    reader = text.split("owner.payments")[0]
+    assert "Sun 29 Nov 00:00:00 UTC     review_delayed    The review of Card payments failing" in reader
