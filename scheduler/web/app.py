@@ -54,6 +54,7 @@ from scheduler.web import (
     metrics,
     opt_outs,
     review,
+    stakeholders,
 )
 from scheduler.web._http import SafeJSONResponse, invalid
 from scheduler.web.access_log import RedactSecrets
@@ -71,6 +72,7 @@ _ROUTERS = (
     log.router,
     incidents.router,
     follow_ups.router,
+    stakeholders.router,
     opt_outs.router,
     review.router,
     auth.router,

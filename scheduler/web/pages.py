@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import jinja2
+from markupsafe import Markup
 
 from scheduler.core.feedback import MAX_COMMENT_CHARS, RATINGS
+from scheduler.core.history import StakeholderHistory
 from scheduler.core.promises import ON_TIME_GRACE_S
 from scheduler.service.waiting import WaitingEvent
 from scheduler.web.closing_view import RatingAverages, ReviewBadge, badge_class
@@ -25,6 +27,7 @@ __all__ = [
     "render_notice",
     "render_review",
     "render_sign_in",
+    "render_stakeholder",
     "render_unsubscribe",
 ]
 
@@ -60,6 +63,25 @@ def render_review(
         ratings=ratings,
         reviews=reviews or {},
         review_class=badge_class,
+    )
+
+
+def render_stakeholder(
+    history: StakeholderHistory,
+    now: datetime,
+    *,
+    kept_svg: Markup | None,
+    ratings_svg: Markup | None,
+    sign_out: str = "",
+) -> str:
+    """One stakeholder's history page; the pictures are inline SVG built from escaped text."""
+    return _env.get_template("stakeholder.html").render(
+        history=history,
+        promises=history.promises(),
+        now=shown_time(now, "UTC"),
+        kept_svg=kept_svg,
+        ratings_svg=ratings_svg,
+        sign_out=sign_out,
     )
 
 
