@@ -22,6 +22,7 @@ from tests.helpers import sign_in
 pytestmark = pytest.mark.real
 
 TOKEN = "write-token"
+READ = "read-token"
 OWNER = "payments-oncall@acme.example"
 CONTACT = "dana@acme.example"
 OPENED = datetime(2026, 11, 26, 14, 3, tzinfo=UTC)
@@ -35,13 +36,14 @@ def app_config() -> dict[str, Any]:
         "contact": {"name": "Dana Whitfield", "email": CONTACT},
         "owners": {"payments": {"name": "Payments on-call", "email": OWNER}},
         "feedback_digest_after": "3d",
+        "review_reminder_before": "1d",
     }
 
 
 @pytest.fixture
 def api(app: App) -> Iterator[TestClient]:
-    """The HTTP API on the app's Redis, configuration and clock."""
-    settings = dataclasses.replace(app.settings, api_token=TOKEN)
+    """The HTTP API on the app's Redis, configuration and clock, with both tokens."""
+    settings = dataclasses.replace(app.settings, api_token=TOKEN, read_token=READ)
     with TestClient(create_app(settings, clock=app.clock), base_url="https://testserver") as client:
         yield client
 
@@ -229,3 +231,25 @@ def test_the_review_page_shows_comments_beside_their_follow_ups_and_the_averages
     averages = page.split('id="ratings"')[1].split("</section>")[0]
     assert 'data-audience="customer"' in averages
     assert averages.count("3.0 of 5 (2 ratings)") == 2
+
+
+def test_a_stakeholder_id_kept_for_owners_is_refused_with_its_place() -> None:
+    """A stakeholder may not take the id an incident owner is addressed by ('owner', 'owner.<service>')."""
+    from scheduler.core.config import parse_config
+    from scheduler.errors import ConfigError
+
+    config = {
+        **BASE_CONFIG,
+        "stakeholders": [
+            *BASE_CONFIG["stakeholders"],
+            {"id": "owner", "name": "O", "email": "o@acme.example"},
+        ],
+    }
+    with pytest.raises(ConfigError) as refused:
+        parse_config(config)
+    assert refused.value.errors == [
+        (
+            "stakeholders[4].id",
+            "'owner' is kept for incident owners ('owner', 'owner.<service>'); choose another id",
+        )
+    ]

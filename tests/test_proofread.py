@@ -57,6 +57,25 @@ def test_clean_text_has_no_slips(text: str) -> None:
     assert found == []
 
 
+def _failed_check(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    folder: Path,
+    audience: str,
+) -> str:
+    """`amends config check` over ``folder`` for one stakeholder of ``audience``: it fails; its errors."""
+    config = tmp_path / "amends.yaml"
+    config.write_text(
+        'sender: "Acme Status <status@acme.example>"\n'
+        "contact: {name: Dana Whitfield, email: dana@acme.example}\n"
+        f"stakeholders:\n  - {{id: x, name: Board, email: x@acme.example, audience: {audience}}}\n"
+    )
+    monkeypatch.setenv("AMENDS_TEMPLATES", str(folder))
+    assert main(["config", "check", "--file", str(config)]) == 1
+    return capsys.readouterr().err
+
+
 def test_config_check_names_a_sentence_run_into_the_next_heading(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -72,15 +91,7 @@ def test_config_check_names_a_sentence_run_into_the_next_heading(
         "Next update by {{ next_update }}.\n\n"
         '{% include "default/_contact.txt.j2" %}\n'
     )
-    config = tmp_path / "amends.yaml"
-    config.write_text(
-        'sender: "Acme Status <status@acme.example>"\n'
-        "contact: {name: Dana Whitfield, email: dana@acme.example}\n"
-        "stakeholders:\n  - {id: x, name: Board, email: x@acme.example, audience: executive}\n"
-    )
-    monkeypatch.setenv("AMENDS_TEMPLATES", str(folder))
-    assert main(["config", "check", "--file", str(config)]) == 1
-    err = capsys.readouterr().err
+    err = _failed_check(tmp_path, monkeypatch, capsys, folder, "executive")
     assert "executive/acknowledgment.txt.j2:" in err
     assert "(all but plan set): a sentence runs into the next heading" in err
     assert "updateWorkaround:" in err
@@ -100,13 +111,7 @@ def test_config_check_reads_the_kinds_after_an_incident_in_each_of_their_shapes(
         "New date: {{ about.new_date }}\n\n"
         '{% include "default/_contact.txt.j2" %}\n'
     )
-    config = tmp_path / "amends.yaml"
-    config.write_text(
-        'sender: "Acme Status <status@acme.example>"\n'
-        "contact: {name: Dana Whitfield, email: dana@acme.example}\n"
-        "stakeholders:\n  - {id: x, name: Board, email: x@acme.example}\n"
+    err = _failed_check(tmp_path, monkeypatch, capsys, folder, "default")
+    assert (
+        "default/review_delayed.txt.j2:4 (no new date): a heading with nothing after it: 'New date:'" in err
     )
-    monkeypatch.setenv("AMENDS_TEMPLATES", str(folder))
-    assert main(["config", "check", "--file", str(config)]) == 1
-    err = capsys.readouterr().err
-    assert "default/review_delayed.txt.j2:4 (no new date): a heading with nothing after it: 'New date:'" in err

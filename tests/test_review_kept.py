@@ -5,9 +5,7 @@ a real Redis and a real SMTP server."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,35 +14,17 @@ from fastapi.testclient import TestClient
 
 from scheduler import emit
 from scheduler.cli.main import main
-from scheduler.web.app import create_app
-from tests.conftest import BASE_CONFIG, App, event
+from tests.conftest import App, event
 from tests.helpers import sign_in
+from tests.test_feedback_acted import OWNER, TOKEN, api, app_config
 
 pytestmark = pytest.mark.real
+__all__ = ["api", "app_config"]  # the fixtures: the owners' configuration and the HTTP API
 
-TOKEN = "write-token"
-OWNER = "payments-oncall@acme.example"
 READERS = ("finance@acme.example", "support@globex.example", "eng@acme.example")
 OPENED = datetime(2026, 11, 26, 14, 3, tzinfo=UTC)
 RESOLVED = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
 URL = "https://status.acme.example/reviews/INC-1"
-
-
-@pytest.fixture
-def app_config() -> dict[str, Any]:
-    return {
-        **BASE_CONFIG,
-        "contact": {"name": "Dana Whitfield", "email": "dana@acme.example"},
-        "owners": {"payments": {"name": "Payments on-call", "email": OWNER}},
-        "review_reminder_before": "1d",
-    }
-
-
-@pytest.fixture
-def api(app: App) -> Iterator[TestClient]:
-    settings = dataclasses.replace(app.settings, api_token=TOKEN)
-    with TestClient(create_app(settings, clock=app.clock), base_url="https://testserver") as client:
-        yield client
 
 
 def _resolved_with_a_review_promised(app: App) -> None:

@@ -4,9 +4,7 @@ real worker, a real Redis and a real SMTP server."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,26 +15,19 @@ from fastapi.testclient import TestClient
 
 from scheduler import emit
 from scheduler.mail.signing import sign
-from scheduler.web.app import create_app
 from tests.conftest import App, event
-from tests.test_review_page import CHROMIUM, TOKEN, base_url, launch_chromium
+from tests.test_feedback_acted import READ, api
+from tests.test_feedback_acted import TOKEN as API_TOKEN
+from tests.test_review_page import CHROMIUM, TOKEN, base_url, chromium_page
 
 pytestmark = pytest.mark.real
-__all__ = ["base_url"]  # the fixture, served by uvicorn
+__all__ = ["api", "base_url"]  # the fixtures: the HTTP API in process and served by uvicorn
 
-READ = "read-token"
 FIRST = datetime(2026, 11, 26, 14, 3, tzinfo=UTC)
 SECOND = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def api(app: App) -> Iterator[TestClient]:
-    settings = dataclasses.replace(app.settings, api_token=TOKEN, read_token=READ)
-    with TestClient(create_app(settings, clock=app.clock), base_url="https://testserver") as client:
-        yield client
-
-
-def _two_incidents_with_feedback(app: App, post: Any) -> None:
+def _two_incidents_with_feedback(app: App, post: Any, token: str) -> None:
     """INC-1 and INC-2 opened and resolved; ACME Finance rates INC-1 2 with a comment, is
     answered with a follow-up, and rates INC-2 5."""
     emit(event(at=FIRST), broker=app.broker)
@@ -59,7 +50,7 @@ def _two_incidents_with_feedback(app: App, post: Any) -> None:
     answered = post(
         "/v1/incidents/INC-1/follow-ups",
         json={"stakeholder_id": "acme-finance", "text": "Updates now go out on the minute."},
-        headers={"Authorization": f"Bearer {TOKEN}"},
+        headers={"Authorization": f"Bearer {token}"},
     )
     assert answered.status_code == 202, answered.text
     app.drain()
@@ -70,7 +61,7 @@ def test_the_history_lists_incidents_messages_promises_ratings_and_follow_ups(
 ) -> None:
     """GET /v1/stakeholders/acme-finance gives both incidents, as many messages as the SMTP server
     received for them, every promise kept, both ratings in time order and the follow-up."""
-    _two_incidents_with_feedback(app, api.post)
+    _two_incidents_with_feedback(app, api.post, API_TOKEN)
     answered = api.get("/v1/stakeholders/acme-finance", headers={"Authorization": f"Bearer {READ}"})
     assert answered.status_code == 200, answered.text
     history = answered.json()
@@ -108,17 +99,10 @@ def test_the_history_page_draws_kept_rate_and_ratings_and_fits_a_phone(
     from playwright.sync_api import expect, sync_playwright
 
     with httpx.Client(base_url=base_url) as client:
-        _two_incidents_with_feedback(app, client.post)
+        _two_incidents_with_feedback(app, client.post, TOKEN)
     with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
+        browser, page, violations = chromium_page(playwright, viewport)
         try:
-            page = browser.new_context(viewport=viewport).new_page()
-            page.set_default_timeout(15_000)
-            violations: list[str] = []
-            page.on(
-                "console",
-                lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
-            )
             page.goto(f"{base_url}/")
             page.fill("input[name=token]", TOKEN)
             page.click("button[type=submit]")

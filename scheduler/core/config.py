@@ -257,6 +257,11 @@ class Config(_Model):
     def _unique_ids(self) -> Config:
         seen: dict[str, int] = {}
         for index, stakeholder in enumerate(self.stakeholders):
+            if stakeholder.id == "owner" or stakeholder.id.startswith("owner."):
+                raise ValueError(
+                    f"stakeholders[{index}].id: {stakeholder.id!r} is kept for incident owners "
+                    "('owner', 'owner.<service>'); choose another id"
+                )
             if stakeholder.id in seen:
                 raise ValueError(
                     f"stakeholders[{index}].id: {stakeholder.id!r} is already used by stakeholders[{seen[stakeholder.id]}]"

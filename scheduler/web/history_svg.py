@@ -14,14 +14,10 @@ from markupsafe import Markup
 
 __all__ = ["Point", "bars_svg", "dots_svg"]
 
-_WIDTH = 480
-_HEIGHT = 150
-_LEFT = 36
-_RIGHT = 12
-_TOP = 12
-_BOTTOM = 28
-_KEPT = "#1a7f37"
-_LATE = "#bf8700"
+_WIDTH, _HEIGHT = 480, 150
+_LEFT, _RIGHT, _TOP, _BOTTOM = 36, 12, 12, 28
+"""The picture's size and its margins (the left one holds the scale)."""
+_KEPT, _LATE = "#1a7f37", "#bf8700"
 
 Point = tuple[str, float, str]
 """(label under the mark, value, words for its hover title)."""
