@@ -61,10 +61,15 @@ def _failed_check(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    folder: Path,
-    audience: str,
+    template: str,
+    text: str,
 ) -> str:
-    """`amends config check` over ``folder`` for one stakeholder of ``audience``: it fails; its errors."""
+    """`amends config check` over the bundled templates with ``template`` (``executive/…``)
+    replaced by ``text``, for one stakeholder of that audience: it fails; its errors."""
+    folder = tmp_path / "templates"
+    shutil.copytree(bundled_path("templates"), folder)
+    (folder / template).write_text(text)
+    audience = template.split("/", 1)[0]
     config = tmp_path / "amends.yaml"
     config.write_text(
         'sender: "Acme Status <status@acme.example>"\n'
@@ -80,18 +85,19 @@ def test_config_check_names_a_sentence_run_into_the_next_heading(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A template whose workaround line runs into the one before fails `amends config check`, naming file and case."""
-    folder = tmp_path / "templates"
-    shutil.copytree(bundled_path("templates"), folder)
-    (folder / "executive" / "acknowledgment.txt.j2").write_text(
+    err = _failed_check(
+        tmp_path,
+        monkeypatch,
+        capsys,
+        "executive/acknowledgment.txt.j2",
         "Hello {{ stakeholder.name }},\n\n"
         "What: {{ incident.title }}.\n"
         'Doing: {{ incident.plan or "finding the cause first; the plan follows by the next update" }}'
         "{% if incident.workaround %}\nWorkaround: {{ incident.workaround }}{% endif +%}\n"
         "Owner: {{ incident.owner }}.\n"
         "Next update by {{ next_update }}.\n\n"
-        '{% include "default/_contact.txt.j2" %}\n'
+        '{% include "default/_contact.txt.j2" %}\n',
     )
-    err = _failed_check(tmp_path, monkeypatch, capsys, folder, "executive")
     assert "executive/acknowledgment.txt.j2:" in err
     assert "(all but plan set): a sentence runs into the next heading" in err
     assert "updateWorkaround:" in err
@@ -103,15 +109,16 @@ def test_config_check_reads_the_kinds_after_an_incident_in_each_of_their_shapes(
 ) -> None:
     """A review_delayed template whose new date line is left empty when there is none fails
     `amends config check`, naming the case "no new date"."""
-    folder = tmp_path / "templates"
-    shutil.copytree(bundled_path("templates"), folder)
-    (folder / "default" / "review_delayed.txt.j2").write_text(
+    err = _failed_check(
+        tmp_path,
+        monkeypatch,
+        capsys,
+        "default/review_delayed.txt.j2",
         "Hello {{ stakeholder.name }},\n\n"
         "The review of {{ incident.title }} promised by {{ about.promised }} is late.\n"
         "New date: {{ about.new_date }}\n\n"
-        '{% include "default/_contact.txt.j2" %}\n'
+        '{% include "default/_contact.txt.j2" %}\n',
     )
-    err = _failed_check(tmp_path, monkeypatch, capsys, folder, "default")
     assert (
         "default/review_delayed.txt.j2:4 (no new date): a heading with nothing after it: 'New date:'" in err
     )
