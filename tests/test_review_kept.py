@@ -141,3 +141,18 @@ def test_review_published_needs_its_address_and_is_the_only_event_that_carries_o
     with pytest.raises(EventError) as bad:
         parse_event(event("review_published", review_url="javascript:alert(1)"))
     assert any(place == "incident.review_url" for place, _ in bad.value.errors)
+
+
+def test_a_review_date_set_after_a_resolution_that_promised_none_promises_readers_nothing(app: App) -> None:
+    """Readers whose resolution named no review date are not told of a missed one when an update sets it later."""
+    emit(event(at=OPENED), broker=app.broker)
+    app.drain()
+    app.clock.set(RESOLVED + timedelta(seconds=5))
+    emit(event("resolved", at=RESOLVED), broker=app.broker)
+    app.drain()
+    app.clock.set(RESOLVED + timedelta(hours=1))
+    emit(event("updated", at=RESOLVED + timedelta(hours=1), review_by="2026-12-01"), broker=app.broker)
+    app.drain()
+    app.advance_to(datetime(2026, 12, 4, tzinfo=UTC))
+    assert [m for a in READERS for m in _kind(app, a, "is late")] == []
+    assert app.runtime.store.incident("INC-1").review_promised is None

@@ -41,9 +41,10 @@ class ReviewKeeping:
 
     def told(self, incident: Incident) -> str | None:
         """The review date readers were last told (``2026-12-01``), or None: no date now.
-        Before a resolution promised one, the incident's own ``review_by`` (no log read)."""
+        Before a resolution promised one, the open incident's own ``review_by`` (no log
+        read); a resolution that promised none leaves readers with nothing promised."""
         if not incident.review_promised:
-            return incident.review_by
+            return incident.review_by if incident.is_open else None
         told = [
             c
             for c in self.closing.store.incident_comms(incident.id)
