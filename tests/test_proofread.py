@@ -57,31 +57,68 @@ def test_clean_text_has_no_slips(text: str) -> None:
     assert found == []
 
 
+def _failed_check(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    template: str,
+    text: str,
+) -> str:
+    """`amends config check` over the bundled templates with ``template`` (``executive/…``)
+    replaced by ``text``, for one stakeholder of that audience: it fails; its errors."""
+    folder = tmp_path / "templates"
+    shutil.copytree(bundled_path("templates"), folder)
+    (folder / template).write_text(text)
+    audience = template.split("/", 1)[0]
+    config = tmp_path / "amends.yaml"
+    config.write_text(
+        'sender: "Acme Status <status@acme.example>"\n'
+        "contact: {name: Dana Whitfield, email: dana@acme.example}\n"
+        f"stakeholders:\n  - {{id: x, name: Board, email: x@acme.example, audience: {audience}}}\n"
+    )
+    monkeypatch.setenv("AMENDS_TEMPLATES", str(folder))
+    assert main(["config", "check", "--file", str(config)]) == 1
+    return capsys.readouterr().err
+
+
 def test_config_check_names_a_sentence_run_into_the_next_heading(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A template whose workaround line runs into the one before fails `amends config check`, naming file and case."""
-    folder = tmp_path / "templates"
-    shutil.copytree(bundled_path("templates"), folder)
-    (folder / "executive" / "acknowledgment.txt.j2").write_text(
+    err = _failed_check(
+        tmp_path,
+        monkeypatch,
+        capsys,
+        "executive/acknowledgment.txt.j2",
         "Hello {{ stakeholder.name }},\n\n"
         "What: {{ incident.title }}.\n"
         'Doing: {{ incident.plan or "finding the cause first; the plan follows by the next update" }}'
         "{% if incident.workaround %}\nWorkaround: {{ incident.workaround }}{% endif +%}\n"
         "Owner: {{ incident.owner }}.\n"
         "Next update by {{ next_update }}.\n\n"
-        '{% include "default/_contact.txt.j2" %}\n'
+        '{% include "default/_contact.txt.j2" %}\n',
     )
-    config = tmp_path / "amends.yaml"
-    config.write_text(
-        'sender: "Acme Status <status@acme.example>"\n'
-        "contact: {name: Dana Whitfield, email: dana@acme.example}\n"
-        "stakeholders:\n  - {id: x, name: Board, email: x@acme.example, audience: executive}\n"
-    )
-    monkeypatch.setenv("AMENDS_TEMPLATES", str(folder))
-    assert main(["config", "check", "--file", str(config)]) == 1
-    err = capsys.readouterr().err
     assert "executive/acknowledgment.txt.j2:" in err
     assert "(all but plan set): a sentence runs into the next heading" in err
     assert "updateWorkaround:" in err
     assert "a heading with nothing after it: 'Owner: .'" in err
+
+
+def test_config_check_reads_the_kinds_after_an_incident_in_each_of_their_shapes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A review_delayed template whose new date line is left empty when there is none fails
+    `amends config check`, naming the case "no new date"."""
+    err = _failed_check(
+        tmp_path,
+        monkeypatch,
+        capsys,
+        "default/review_delayed.txt.j2",
+        "Hello {{ stakeholder.name }},\n\n"
+        "The review of {{ incident.title }} promised by {{ about.promised }} is late.\n"
+        "New date: {{ about.new_date }}\n\n"
+        '{% include "default/_contact.txt.j2" %}\n',
+    )
+    assert (
+        "default/review_delayed.txt.j2:4 (no new date): a heading with nothing after it: 'New date:'" in err
+    )

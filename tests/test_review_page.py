@@ -35,6 +35,17 @@ def launch_chromium(playwright: Any) -> Any:
     )
 
 
+def chromium_page(playwright: Any, viewport: dict[str, int]) -> tuple[Any, Any, list[str]]:
+    """Chromium, one page of ``viewport`` (2x pixels), and the Content-Security-Policy
+    complaints its console reports (a test asserts there are none)."""
+    browser = launch_chromium(playwright)
+    page = browser.new_context(viewport=viewport, device_scale_factor=2).new_page()
+    page.set_default_timeout(15_000)
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    return browser, page, violations
+
+
 STAKEHOLDERS = ("acme-finance", "globex", "payments-eng")
 
 

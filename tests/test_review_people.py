@@ -17,7 +17,7 @@ from scheduler.service.processes import timer_sender
 from scheduler.storage.timers import RedisTimerStore
 from scheduler.web.review_view import promise_words
 from tests.conftest import BASE_CONFIG, App, event
-from tests.test_review_page import CHROMIUM, TOKEN, at, base_url, launch_chromium, post_event
+from tests.test_review_page import CHROMIUM, TOKEN, at, base_url, chromium_page, post_event
 
 pytestmark = pytest.mark.real
 __all__ = ["base_url"]  # the fixture, served by uvicorn
@@ -48,16 +48,8 @@ def test_the_review_page_on_a_phone(app: App, base_url: str, tmp_path: Path) -> 
     app.drain()
 
     with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
+        browser, page, violations = chromium_page(playwright, {"width": 390, "height": 844})
         try:
-            context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
-            page = context.new_page()
-            page.set_default_timeout(15_000)
-            violations: list[str] = []
-            page.on(
-                "console",
-                lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
-            )
             page.goto(f"{base_url}/")
             page.fill("input[name=token]", TOKEN)
             page.click("button[type=submit]")

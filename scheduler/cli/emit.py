@@ -24,6 +24,7 @@ _FLAGS = {
     "source": "--source",
     "incident.services": "--service",
     "incident.review_by": "--review-by",
+    "incident.review_url": "--review-url",
 }
 
 
@@ -37,7 +38,7 @@ def _flag_of(place: str) -> str:
 def _event_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     incident: dict[str, Any] = {}
     names = ("title", "severity", "status", "summary", "impact", "plan", "owner", "workaround", "prevention")
-    for name in (*names, "review_by"):
+    for name in (*names, "review_by", "review_url"):
         value = getattr(args, name, None)
         if value is not None:
             incident[name] = value

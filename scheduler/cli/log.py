@@ -129,6 +129,7 @@ def _promises(
 ) -> int:
     """``amends log --promises``: how many promised times were kept, and how late the rest were."""
     from scheduler.core.promises import ON_TIME_GRACE_S, open_promises, promise_report
+    from scheduler.core.review_promise import review_counts, review_line
 
     # the incidents with a message in the window: a thread that promised more has one
     among = sorted({c.incident_id for c in comms})
@@ -139,12 +140,16 @@ def _promises(
         pending = []  # promises not yet composed have no other status
     config = config_or_none(settings)
     grace_s = float(config.kept_within) if config else ON_TIME_GRACE_S
-    report = promise_report(comms, datetime.now(UTC), pending, grace_s)
+    now = datetime.now(UTC)
+    report = promise_report(comms, now, pending, grace_s)
+    reviews = review_counts(
+        store.incidents(among), now, config.defaults.timezone if config else "UTC", grace_s
+    )
     if args.json:
-        print(json.dumps(report.as_json()))
+        print(json.dumps({**report.as_json(), "reviews": {str(k): v for k, v in reviews.items()}}))
     else:
         print(f"the last {args.since or PROMISES_WINDOW} (--since changes it):")
-        print("\n".join(report.lines()))
+        print("\n".join([*report.lines(), review_line(reviews)]))
         _removed_note(store)
     return EXIT_OK
 

@@ -93,6 +93,9 @@ def _add_emit(sub: _Subcommands) -> None:
     emit.add_argument("--workaround", help="what readers can do meanwhile")
     emit.add_argument("--prevention", help="what will stop it happening again (shown when resolved)")
     emit.add_argument("--review-by", help="date of the promised post-incident review, e.g. 2026-12-01")
+    emit.add_argument(
+        "--review-url", help="where the published review is (review_published; --summary says what it found)"
+    )
     emit.add_argument("--source", default="cli", help="who emits the event (default: cli)")
     emit.add_argument("--event-id", help="idempotency key (default: a new UUID)")
     emit.add_argument("--occurred-at", help="ISO 8601 with a zone (default: now)")
@@ -164,6 +167,21 @@ def _list_command(sub: _Subcommands, name: str, run: str, removes: str, **kwargs
     listing = _command(sub, name, run, **kwargs)
     listing.add_argument("action", nargs="*", metavar=f"remove {removes}", help=argparse.SUPPRESS)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def _add_follow_up(sub: _Subcommands) -> None:
+    follow_up = _command(
+        sub,
+        "follow-up",
+        "scheduler.cli.follow_up:cmd_follow_up",
+        help="tell a stakeholder what was done about their feedback",
+        usage='amends follow-up INCIDENT STAKEHOLDER "TEXT"',
+        description="Sends the stakeholder a follow-up in the incident's thread that quotes "
+        "their comment and says what changed; it is logged like every message.",
+    )
+    follow_up.add_argument("incident", metavar="INCIDENT", help="the incident id, e.g. INC-1")
+    follow_up.add_argument("stakeholder", metavar="STAKEHOLDER", help="the stakeholder id")
+    follow_up.add_argument("text", metavar="TEXT", help="what was done about their feedback")
 
 
 def _add_opt_outs(sub: _Subcommands) -> None:
@@ -314,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log(sub)
     _add_opt_outs(sub)
     _add_bounces(sub)
+    _add_follow_up(sub)
     _add_worker_and_scheduler(sub)
     _add_serve(sub)
     _add_preview(sub)

@@ -203,9 +203,12 @@ def simulate(
 
 
 def timeline_text(timeline: Timeline, config: Config) -> str:
-    """The timeline grouped by stakeholder, each time in the stakeholder's own zone."""
+    """The timeline grouped by stakeholder (incident owners last), each time in the stakeholder's own zone."""
     lines: list[str] = []
-    for stakeholder in config.stakeholders:
+    configured = {s.id for s in config.stakeholders}
+    owners = sorted({m.stakeholder_id for m in timeline.messages} - configured)
+    found = [config.stakeholder(sid) for sid in owners]  # incident owners: feedback and review mail
+    for stakeholder in [*config.stakeholders, *(s for s in found if s is not None)]:
         own = [m for m in timeline.messages if m.stakeholder_id == stakeholder.id]
         if not own:
             continue

@@ -246,11 +246,22 @@ class Config(_Model):
     defaults: Defaults = Field(default_factory=Defaults)
     stakeholders: list[Stakeholder] = Field(default_factory=list)
     integrations: Integrations = Field(default_factory=Integrations)
+    owners: dict[Identifier, Contact] = Field(default_factory=dict)
+    """Who hears feedback and review reminders, per service; ``contact`` for the others."""
+    feedback_digest_after: Seconds = 3 * 86_400
+    """After the resolution: when the owner gets every rating and comment of the incident."""
+    review_reminder_before: Seconds = 86_400
+    """Before a promised review's date: when its owner is reminded of it."""
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Config:
         seen: dict[str, int] = {}
         for index, stakeholder in enumerate(self.stakeholders):
+            if stakeholder.id == "owner" or stakeholder.id.startswith("owner."):
+                raise ValueError(
+                    f"stakeholders[{index}].id: {stakeholder.id!r} is kept for incident owners "
+                    "('owner', 'owner.<service>'); choose another id"
+                )
             if stakeholder.id in seen:
                 raise ValueError(
                     f"stakeholders[{index}].id: {stakeholder.id!r} is already used by stakeholders[{seen[stakeholder.id]}]"
@@ -264,7 +275,13 @@ class Config(_Model):
         return self.sender.rsplit("<", 1)[-1].rstrip(">").strip()
 
     def stakeholder(self, stakeholder_id: str) -> Stakeholder | None:
-        return self._by_id.get(stakeholder_id)
+        """A configured stakeholder, or an incident owner (``owner``, ``owner.payments``)."""
+        found = self._by_id.get(stakeholder_id)
+        if found is None and stakeholder_id.startswith("owner"):
+            from scheduler.core.owners import owner_by_id
+
+            return owner_by_id(self, stakeholder_id)
+        return found
 
     @functools.cached_property
     def _by_id(self) -> dict[str, Stakeholder]:

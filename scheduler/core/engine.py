@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from scheduler.core import cadence
+from scheduler.core.closing import Closing
 from scheduler.core.config import Config, Stakeholder
 from scheduler.core.events import Event
 from scheduler.core.incidents import apply_event, changes_between
@@ -34,6 +35,7 @@ from scheduler.core.model import (
     utc_of,
 )
 from scheduler.core.ports import CommRequest, Store, TimerStore
+from scheduler.core.review_keeping import ReviewKeeping
 
 __all__ = ["Dispatch", "Engine", "Outcome"]
 
@@ -93,6 +95,10 @@ class Engine:
         self._opted_out = opted_out
         """``opted_out(stakeholder_id, incident_id)``: True when that stakeholder opted out of it;
         None: what the store keeps (see :meth:`opted_out_among`)."""
+        self.closing = Closing(store, timers, config, dispatch)
+        """Feedback alerts and digests to the owner, follow-ups."""
+        self.reviews = ReviewKeeping(self.closing)
+        """The promised post-incident review: reminder, review, the word when it is late."""
 
     # -- events ------------------------------------------------------------------------
 
@@ -124,6 +130,7 @@ class Engine:
         if record.duplicate and record.done:
             return Outcome(duplicate=True)
         comms = self._follow_up(record, now)
+        comms += self.closing.after_event(record, now) + self.reviews.after_event(record, now)
         # Hand the communications over before the event counts as done: a crash in between
         # leaves it not done, and its redelivery dispatches them again (begin_send makes that
         # harmless) instead of leaving them to the sweep a minute later.
@@ -222,6 +229,10 @@ class Engine:
         What it composes is handed over at the next ``dispatch.flush()`` (the caller's).
         """
         timer = TimerMember.parse(member)
+        if timer.kind in (TimerKind.REVIEW_REMINDER, TimerKind.REVIEW_DUE):
+            return self.reviews.fire(timer, due_ms, now)
+        if timer.kind not in (TimerKind.UPDATE, TimerKind.FEEDBACK):
+            return self.closing.fire(timer, due_ms, now)
         incident_id, stakeholder_id = timer.incident_id, timer.stakeholder_id
         config = self.config()
         stakeholder = config.stakeholder(stakeholder_id)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -42,8 +43,20 @@ __all__ = [
     "parse_event_json",
 ]
 
-EVENT_TYPES = ("incident.opened", "incident.updated", "incident.resolved", "incident.reopened")
-EventType = Literal["incident.opened", "incident.updated", "incident.resolved", "incident.reopened"]
+EVENT_TYPES = (
+    "incident.opened",
+    "incident.updated",
+    "incident.resolved",
+    "incident.reopened",
+    "incident.review_published",
+)
+EventType = Literal[
+    "incident.opened",
+    "incident.updated",
+    "incident.resolved",
+    "incident.reopened",
+    "incident.review_published",
+]
 MATERIAL_FIELDS = ("status", "severity", "summary", "impact", "plan")
 """A change of one of these sends an update at once; other changes wait for the next one."""
 
@@ -106,6 +119,19 @@ Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
 Date = Annotated[StrictStr, BeforeValidator(_date)]
 
 
+def _review_url(value: Any) -> Any:
+    if isinstance(value, str) and not re.match(r"^https?://[^\s/?#]+\S*$", value):
+        raise ValueError(
+            f"{value[:60]!r} is not a web address like https://status.acme.example/reviews/INC-1"
+        )
+    return value
+
+
+ReviewURL = Annotated[
+    StrictStr, BeforeValidator(_review_url), BeforeValidator(check_one_line), Field(max_length=2000)
+]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -127,6 +153,9 @@ class IncidentFields(_Model):
     """What will stop it happening again; shown in the resolution."""
     review_by: Date | None = None
     """The date (YYYY-MM-DD) by which a post-incident review is promised."""
+    review_url: ReviewURL | None = None
+    """Where the published review is (``incident.review_published`` only; ``summary`` then
+    says what it found, not where the incident stands)."""
 
     def given(self) -> dict[str, Any]:
         """The fields this event sets, by name."""
@@ -168,6 +197,10 @@ def _type_problems(event_type: Any, incident: Any) -> list[tuple[str, str]]:
         ]
     if event_type == "incident.updated" and not any(v is not None for v in given.values()):
         return [("incident", "an incident.updated event carries at least one changed field")]
+    if event_type == "incident.review_published" and given.get("review_url") is None:
+        return [("incident.review_url", "is required when type is incident.review_published")]
+    if event_type != "incident.review_published" and given.get("review_url") is not None:
+        return [("incident.review_url", "only an incident.review_published event carries it")]
     return []
 
 

@@ -44,6 +44,8 @@ def apply_event(
         reason = f"incident {event.incident_id!r} is not known yet; waiting for its incident.opened"
         return EventRecord(event.event_id, event.type, waiting=reason)
     occurred_ms = ms_of(event.occurred_at)
+    if event.type == "incident.review_published" and current is not None:
+        return _review_published(event, current, now)
     state = copy.deepcopy(current) if current else _opened(event)
     # An opened incident's defaults (status "investigating", no owner yet, ...) hold as of
     # its opening: an update dated before that does not replace them.
@@ -62,6 +64,8 @@ def apply_event(
             field_ms[name] = occurred_ms
     state.field_times, state.updated_ms = field_ms, ms_of(now)
     action = _action(current, was, state, now)
+    if action == Action.RESOLVE and state.review_by and not state.review_promised:
+        state.review_promised = state.review_by  # what the resolution tells its readers
     changes = changes_between(current.content(), state.content()) if current else []
     newcomers: list[str] = []
     if state.is_open:
@@ -78,6 +82,21 @@ def apply_event(
         material=any(c["field"] in MATERIAL_FIELDS for c in changes),
         now_ms=ms_of(now),
     )
+
+
+def _review_published(event: Event, current: Incident, now: datetime) -> EventRecord:
+    """The review is out: kept on the incident (the first publication counts); nothing
+    else of the incident changes, its ``summary`` included."""
+    state = copy.deepcopy(current)
+    action = Action.NONE
+    if state.review_published_ms is None:
+        given = event.incident.given()
+        state.review_url = given["review_url"]
+        state.review_summary = given.get("summary") or ""
+        state.review_published_ms = ms_of(event.occurred_at)
+        state.updated_ms = ms_of(now)
+        action = Action.REVIEW
+    return EventRecord(event.event_id, event.type, incident=state, action=action, now_ms=ms_of(now))
 
 
 def _opened(event: Event) -> Incident:

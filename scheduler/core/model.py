@@ -42,6 +42,12 @@ class Kind(StrEnum):
     UPDATE = "update"
     RESOLUTION = "resolution"
     FEEDBACK_REQUEST = "feedback_request"
+    FEEDBACK_ALERT = "feedback_alert"
+    FEEDBACK_DIGEST = "feedback_digest"
+    REVIEW_REMINDER = "review_reminder"
+    FOLLOW_UP = "follow_up"
+    REVIEW = "review"
+    REVIEW_DELAYED = "review_delayed"
 
 
 class Status(StrEnum):
@@ -73,12 +79,20 @@ class Action(StrEnum):
     UPDATE = "update"
     RESOLVE = "resolve"
     REOPEN = "reopen"
+    REVIEW = "review"
+    """The promised post-incident review was published."""
     NONE = "none"
 
 
 class TimerKind(StrEnum):
     UPDATE = "u"
     FEEDBACK = "f"
+    FEEDBACK_ALERT = "a"
+    """A stakeholder's rating or comment to pass on to the incident's owner."""
+    FEEDBACK_DIGEST = "d"
+    REVIEW_REMINDER = "r"
+    REVIEW_DUE = "v"
+    """The promised review's date passed: the review is published or late."""
 
 
 CONTENT_FIELDS = (
@@ -98,6 +112,8 @@ CONTENT_FIELDS = (
 
 
 _OPTIONAL_FIELDS = ("workaround", "prevention", "review_by")
+_REVIEW_FIELDS = ("review_promised", "review_url", "review_summary", "review_published_ms")
+"""Kept on the incident once its review is promised or published; absent before."""
 
 
 def ms_of(moment: datetime) -> int:
@@ -170,6 +186,11 @@ class Incident:
     state_ms: int = 0
     field_times: dict[str, int] = field(default_factory=dict)
     stakeholders: list[str] = field(default_factory=list)
+    review_promised: str | None = None
+    """The review date the resolution promised (``review_by`` as it was then)."""
+    review_url: str | None = None
+    review_summary: str | None = None
+    review_published_ms: int | None = None
 
     @property
     def is_open(self) -> bool:
@@ -187,7 +208,7 @@ class Incident:
     def to_json(self) -> dict[str, Any]:
         """Every field; the optional text fields only once an event gave them."""
         data = asdict(self)
-        for name in _OPTIONAL_FIELDS:
+        for name in (*_OPTIONAL_FIELDS, *_REVIEW_FIELDS):
             if data[name] is None:
                 del data[name]
         return data

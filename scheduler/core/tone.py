@@ -157,6 +157,10 @@ def _pick(options: Sequence[str], offset: int, sequence: int) -> str:
     return options[(offset + sequence) % len(options)]
 
 
+_WORDED_AS = {"follow_up": "resolution", "review": "resolution", "review_delayed": "resolution"}
+"""Messages after an incident are worded as its resolution is: it is over, and it was ours."""
+
+
 def tone_for(
     severity: str, kind: str, incident_id: str, stakeholder_id: str, sequence: int
 ) -> dict[str, str]:
@@ -165,6 +169,7 @@ def tone_for(
     Each thread starts at its own place in the wording (a hash of the incident and the
     stakeholder), so two readers of one incident need not read identical mail either.
     """
+    kind = _WORDED_AS.get(kind, kind)
     digest = hashlib.sha256(f"{incident_id}\0{stakeholder_id}".encode()).digest()
     offset = int.from_bytes(digest[:4], "big")
     weight = weight_of(severity)

@@ -144,6 +144,7 @@ def template_context(
         },
         "unsubscribe_url": unsubscribe_link(config.base_url, secret_key, stakeholder.id, comm.incident_id),
         "contact": contact_context(stakeholder, config),
+        "about": stored.get("about") or {},
         "tone": tone_for(
             str(incident.get("severity") or ""), comm.kind, comm.incident_id, stakeholder.id, comm.seq
         ),

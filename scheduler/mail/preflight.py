@@ -14,6 +14,7 @@ from scheduler.core.config import Config, Stakeholder
 from scheduler.core.events import Event
 from scheduler.core.model import Communication, Kind, Status, ms_of
 from scheduler.errors import TemplateError
+from scheduler.mail.closing_samples import sample_about
 from scheduler.mail.messages import template_context
 from scheduler.mail.render import RenderedMessage, TemplateSet
 
@@ -46,7 +47,7 @@ def sample_communication(kind: Kind, stakeholder_id: str, timezone: str, now: da
         "prevention": "Certificates now renew automatically 30 days before they expire.",
         "review_by": "2026-12-01",
         "opened_ms": ms_of(now - timedelta(minutes=30)),
-        "resolved_ms": ms_of(now) if kind in ("resolution", "feedback_request") else None,
+        "resolved_ms": ms_of(now) if kind not in ("acknowledgment", "update") else None,
     }
     changes = [{"field": "status", "old": "investigating", "new": "identified"}] if kind == "update" else []
     wants_next = kind in ("acknowledgment", "update")
@@ -71,6 +72,7 @@ def sample_communication(kind: Kind, stakeholder_id: str, timezone: str, now: da
             "changes": changes,
             "since_ms": ms_of(now - timedelta(minutes=15)),
             "timezone": timezone,
+            "about": sample_about(kind),
         },
         message="",
     )

@@ -1,8 +1,9 @@
 """Reading every message a template set can write, as its readers will get it.
 
-Each audience's four kinds are rendered for email's text part and for the Slack and
+Each audience's kinds are rendered for email's text part and for the Slack and
 Teams texts, with the incident's optional fields empty, set, and at the longest an
-event may carry; updates also with no news, with changes and as a first contact. Each
+event may carry; updates also with no news, with changes and as a first contact; the kinds after an
+incident also in each shape of what they are about (no rating, no comment, no new date…). Each
 text is then proofread (:mod:`scheduler.mail.proofread`). ``amends config check`` and
 the tests run this over the templates in use.
 """
@@ -19,6 +20,7 @@ from scheduler.core.events import MAX_LINE_CHARS, MAX_TEXT_CHARS
 from scheduler.core.model import Communication, Kind
 from scheduler.errors import TemplateError
 from scheduler.mail.channels import CHAT_PARTS, chat_text
+from scheduler.mail.closing_samples import about_variants
 from scheduler.mail.messages import template_context
 from scheduler.mail.preflight import sample_communication, sample_readers
 from scheduler.mail.proofread import proofread
@@ -88,6 +90,8 @@ def variants(comm: Communication) -> Iterator[tuple[str, Communication]]:
         yield "first contact", _with(comm, changes=[], first_contact=True, since_ms=None)
     if comm.kind == Kind.RESOLUTION:
         yield "first contact", _with(comm, changes=[], first_contact=True, since_ms=None)
+    for case, about in about_variants(comm.kind):
+        yield case, _with(comm, about=about)
         yield "summary set with the resolution", _with(comm, changes=[*MANY_CHANGES[-1:], _NEW_SUMMARY])
 
 

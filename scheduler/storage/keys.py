@@ -40,6 +40,9 @@ not found with another.
 | ``amends:{bounces}:marks`` | hash | undeliverable address (case folded) -> JSON of why, what marked it, since when (ms) |
 | ``amends:{bounces}:since`` | zset | the same addresses scored by when they were marked (ms), for newest-first pages |
 | ``amends:rate:{bucket}`` | string | a send rate's next free slot (epoch ms, :mod:`scheduler.core.rate`): ``smtp``, ``slack:HOST``, ``teams:HOST``, ``webhook:HOST``; expires when idle |
+| ``amends:{ratings}:at`` | zset | ``incident|stakeholder`` of each rating, scored by when it was last given (ms) |
+| ``amends:{ratings}:given`` | hash | ``incident|stakeholder`` -> ``audience|rating`` as last given |
+| ``amends:{ratings}:counts`` | hash | ``audience|rating`` -> ratings given so far (a counter for ``/metrics``) |
 | ``amends:unsubscribed`` | hash | ``stakeholder`` (all mail) or ``stakeholder:incident`` -> when it opted out (ISO 8601, UTC) |
 
 ``NN`` is the incident's shard, two digits: :func:`shard_of`.
@@ -62,6 +65,9 @@ UNSUBSCRIBED = f"{PREFIX}:unsubscribed"
 HEARTBEATS = f"{PREFIX}:heartbeats"
 BOUNCES = f"{PREFIX}:{{bounces}}:marks"
 BOUNCES_SINCE = f"{PREFIX}:{{bounces}}:since"
+RATINGS_AT = f"{PREFIX}:{{ratings}}:at"
+RATINGS_GIVEN = f"{PREFIX}:{{ratings}}:given"
+RATINGS_COUNTS = f"{PREFIX}:{{ratings}}:counts"
 
 LATENESS_BUCKETS_MS = (500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000)
 """Upper bounds of the lateness histogram kept in ``counters`` (``lua/finish_send.lua`` has them too)."""

@@ -46,6 +46,7 @@ from scheduler.storage.timers import RedisTimerStore
 from scheduler.web import (
     auth,
     bounces,
+    follow_ups,
     health,
     incidents,
     intake,
@@ -55,6 +56,7 @@ from scheduler.web import (
     metrics,
     opt_outs,
     review,
+    stakeholders,
 )
 from scheduler.web._http import SafeJSONResponse, invalid
 from scheduler.web.access_log import RedactSecrets
@@ -71,6 +73,8 @@ _ROUTERS = (
     intake.router,
     log.router,
     incidents.router,
+    follow_ups.router,
+    stakeholders.router,
     opt_outs.router,
     bounces.router,
     review.router,

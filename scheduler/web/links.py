@@ -24,6 +24,7 @@ from scheduler.core.feedback import MAX_COMMENT_CHARS, RATINGS, FeedbackError, o
 from scheduler.mail.signing import sign, verify_link
 from scheduler.web._http import cross_site, forbidden, page, read_form
 from scheduler.web.deps import Web, WebDep
+from scheduler.web.feedback_acted import feedback_given
 from scheduler.web.pages import (
     UnsubscribeChoice,
     render_feedback_page,
@@ -161,6 +162,7 @@ def _keep_feedback(
         )
     if rating is not None:
         web.store.record_rating(incident_id, stakeholder_id, rating, web.clock())
+    feedback_given(web, incident_id, stakeholder_id, rating, comment)
     said = [f"you rated our messages {rating} of 5"] if rating is not None else []
     said += ["your comment was recorded"] if comment.strip() else []
     message = "Thank you! " + ", and ".join(said).capitalize() + "."

@@ -7,12 +7,15 @@ from fastapi.responses import PlainTextResponse
 
 from scheduler.core.model import Kind, Status, ms_of
 from scheduler.core.ports import Counters
+from scheduler.core.review_promise import review_counts
 from scheduler.core.text import scrub
 from scheduler.service.waiting import waiting_metrics
 from scheduler.storage import keys
 from scheduler.storage.keys import REJECTED_KEEP
+from scheduler.storage.ratings import RatingsLog
 from scheduler.web.auth import require_reader
 from scheduler.web.bounces import bounce_metrics
+from scheduler.web.closing_metrics import ratings_text, reviews_text
 from scheduler.web.deps import WebDep
 
 __all__ = ["metrics_text", "router"]
@@ -24,8 +27,9 @@ router = APIRouter()
 def metrics(web: WebDep) -> PlainTextResponse:
     """Prometheus text format: communications by kind and status, lateness, timers, rejects.
 
-    Every figure is kept as things happen (counters, index sizes), so a scrape costs the
-    same with ten communications stored or ten million."""
+    Every figure but one is kept as things happen (counters, index sizes), so a scrape costs
+    the same with ten communications stored or ten million; the review promises by outcome
+    are worked out from the incidents' records (one read per incident retention keeps)."""
     overdue_before = ms_of(web.clock()) - int(web.grace_s() * 1000)
     rejected = int(web.client.llen(keys.REJECTED))
     text = (
@@ -35,6 +39,11 @@ def metrics(web: WebDep) -> PlainTextResponse:
         + waiting_metrics(web.client)
         + bounce_metrics(web)
     )
+    text += ratings_text(RatingsLog(web.client).counts())
+    config = web.config()
+    timezone = config.defaults.timezone if config else "UTC"
+    incidents = web.store.incidents(web.store.incident_ids())
+    text += reviews_text(review_counts(incidents, web.clock(), timezone, web.grace_s()))
     return PlainTextResponse(scrub(text), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

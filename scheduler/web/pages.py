@@ -7,15 +7,18 @@ errors and comments are data and are always escaped. They load nothing from else
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import jinja2
+from markupsafe import Markup
 
 from scheduler.core.feedback import MAX_COMMENT_CHARS, RATINGS
+from scheduler.core.history import StakeholderHistory
 from scheduler.core.promises import ON_TIME_GRACE_S
 from scheduler.service.waiting import WaitingEvent
+from scheduler.web.closing_view import RatingAverages, ReviewBadge, badge_class
 from scheduler.web.review_view import IncidentView, shown_time
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "render_notice",
     "render_review",
     "render_sign_in",
+    "render_stakeholder",
     "render_unsubscribe",
 ]
 
@@ -44,11 +48,14 @@ def render_review(
     waiting: Sequence[WaitingEvent] = (),
     undeliverable: Sequence[dict[str, str]] = (),
     undeliverable_count: int = 0,
+    ratings: Sequence[RatingAverages] = (),
+    reviews: Mapping[str, ReviewBadge] | None = None,
 ) -> str:
     """The review page; ``older`` links to the next page of older incidents, if any;
     ``sign_out`` is the sign-out form's CSRF value (no form without one); ``waiting`` are
     the events held for their incident's opened; ``undeliverable`` the newest marked
-    addresses (``Undeliverable.as_json()``) of ``undeliverable_count``."""
+    addresses (``Undeliverable.as_json()``) of ``undeliverable_count``; ``ratings`` each
+    audience's averages; ``reviews`` each incident's review promise."""
     return _env.get_template("review.html").render(
         incidents=incidents,
         now=shown_time(now, "UTC"),
@@ -58,6 +65,28 @@ def render_review(
         waiting=waiting,
         undeliverable=undeliverable,
         undeliverable_count=undeliverable_count,
+        ratings=ratings,
+        reviews=reviews or {},
+        review_class=badge_class,
+    )
+
+
+def render_stakeholder(
+    history: StakeholderHistory,
+    now: datetime,
+    *,
+    kept_svg: Markup | None,
+    ratings_svg: Markup | None,
+    sign_out: str = "",
+) -> str:
+    """One stakeholder's history page; the pictures are inline SVG built from escaped text."""
+    return _env.get_template("stakeholder.html").render(
+        history=history,
+        promises=history.promises(),
+        now=shown_time(now, "UTC"),
+        kept_svg=kept_svg,
+        ratings_svg=ratings_svg,
+        sign_out=sign_out,
     )
 
 

@@ -24,8 +24,10 @@ from scheduler.mail.composed import composed_text
 from scheduler.mail.signing import withhold_signatures
 from scheduler.service.waiting import waiting_events
 from scheduler.storage.bounces import RedisBounceList
+from scheduler.storage.ratings import RatingsLog
 from scheduler.web._http import HTML_HEADERS, page
 from scheduler.web.auth import caller_role, sign_in_page, sign_out_csrf
+from scheduler.web.closing_view import rating_averages, review_badges
 from scheduler.web.deps import WebDep, grace_s
 from scheduler.web.pages import render_review
 from scheduler.web.review_view import promise_words, review_view
@@ -114,6 +116,8 @@ def review(request: Request, web: WebDep, before: str | None = None) -> Response
             waiting=waiting_events(web.client),
             undeliverable=[m.as_json() for m in bounces.newest(REVIEW_BOUNCES)],
             undeliverable_count=bounces.count(),
+            ratings=rating_averages(RatingsLog(web.client), now),
+            reviews=review_badges(states, now, web.config(), web.grace_s()),
         )
     )
 

@@ -17,7 +17,7 @@ from markupsafe import Markup
 
 from scheduler.core.durations import TimeWindow
 from scheduler.core.feedback import Feedback
-from scheduler.core.model import Communication, utc_of
+from scheduler.core.model import Communication, Kind, Status, utc_of
 from scheduler.core.promises import ON_TIME_GRACE_S
 from scheduler.mail.render import DAYS, MONTHS, local_time, zone
 from scheduler.web.timeline_svg import Lane, Mark, timeline_svg
@@ -84,6 +84,13 @@ class StakeholderView:
     """The promise still to be kept, in words: "update held until 07:00 CET by quiet hours"."""
     via: str = ""
     """Where its messages go: an email address, or the channel and host (``slack:hooks.slack.com``)."""
+    follow_ups: tuple[str, ...] = ()
+    """What we told the reader about their feedback (``follow_up`` messages), oldest first."""
+
+    @property
+    def unanswered(self) -> bool:
+        """A comment that no follow-up answers yet."""
+        return bool(self.feedback and self.feedback.comment and not self.follow_ups)
 
 
 @dataclass(frozen=True)
@@ -171,6 +178,7 @@ def review_view(
                     name=names.get(sid, sid),
                     pending=pending.get((incident_id, sid), (now, ""))[1],
                     via=thread[-1].recipient if thread else "",
+                    follow_ups=follow_up_texts(thread),
                 )
             )
             lanes.append(_lane(names.get(sid, sid), thread, now, pending.get((incident_id, sid)), grace_s))
@@ -188,6 +196,15 @@ def review_view(
             )
         )
     return views
+
+
+def follow_up_texts(thread: Iterable[Communication]) -> tuple[str, ...]:
+    """The texts of a thread's follow-ups that were not cancelled, oldest first."""
+    return tuple(
+        str((c.context.get("about") or {}).get("text", ""))
+        for c in thread
+        if c.kind == Kind.FOLLOW_UP and c.status != Status.CANCELLED
+    )
 
 
 def _lane(
