@@ -9,7 +9,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from scheduler.core.events import Event, check_not_ahead, decode_json, parse_event, parse_event_json
+from scheduler.core.events import (
+    Event,
+    check_not_ahead,
+    decode_json,
+    parse_event,
+    parse_event_json,
+    rejected_excerpt,
+)
 from scheduler.core.text import decode_utf8, scrub
 from scheduler.errors import EventError
 
@@ -23,16 +30,12 @@ def _stdin_bytes() -> bytes:
     return sys.stdin.read().encode("utf-8", "surrogatepass")
 
 
-_EXCERPT_CHARS = 2000
-"""How much of an unreadable input is kept for ``amends log --rejected``."""
-
-
 class _Unreadable(EventError):
     """Input that is not UTF-8 or not JSON; ``excerpt`` is the start of it, to keep."""
 
     def __init__(self, where: str, reason: str, raw: bytes) -> None:
         super().__init__("unreadable events", [(where, reason)])
-        self.excerpt = raw[:_EXCERPT_CHARS].decode("utf-8", errors="replace")
+        self.excerpt = rejected_excerpt(raw)
 
 
 def _read_events(path: str) -> list[Any]:

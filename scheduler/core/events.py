@@ -33,6 +33,7 @@ __all__ = [
     "MAX_CLOCK_AHEAD",
     "MAX_DEPTH",
     "MAX_EVENT_BYTES",
+    "REJECTED_EXCERPT_CHARS",
     "Event",
     "EventType",
     "IncidentFields",
@@ -41,6 +42,7 @@ __all__ = [
     "nested_deeper_than",
     "parse_event",
     "parse_event_json",
+    "rejected_excerpt",
 ]
 
 EVENT_TYPES = (
@@ -61,10 +63,18 @@ MATERIAL_FIELDS = ("status", "severity", "summary", "impact", "plan")
 """A change of one of these sends an update at once; other changes wait for the next one."""
 
 MAX_EVENT_BYTES = 64 * 1024
+REJECTED_EXCERPT_CHARS = 2000
+"""How much of an input that is not an event (not UTF-8, not JSON, too deep) is kept for
+``amends log --rejected``."""
 MAX_LINE_CHARS = 200
 MAX_TEXT_CHARS = 4000
 MAX_DEPTH = 16
 """How deeply arrays and objects may nest in an event (schema 1 needs three levels)."""
+
+
+def rejected_excerpt(raw: bytes) -> str:
+    """The start of an input that could not be read as an event, as text to keep."""
+    return raw[:REJECTED_EXCERPT_CHARS].decode("utf-8", errors="replace")
 
 
 def _text(value: Any) -> Any:

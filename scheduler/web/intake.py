@@ -18,6 +18,7 @@ from scheduler.core.events import (
     decode_json,
     nested_deeper_than,
     parse_event,
+    rejected_excerpt,
 )
 from scheduler.core.text import decode_utf8
 from scheduler.errors import EventError, RedisUnavailableError
@@ -34,7 +35,6 @@ logger = logging.getLogger(__name__)
 MAX_BATCH_EVENTS = 100
 """How many events one ``POST /v1/events`` may carry as a JSON list."""
 _MAX_BODY_BYTES = 1024 * 1024
-_REJECTED_EXCERPT_CHARS = 2000
 
 router = APIRouter()
 
@@ -52,7 +52,7 @@ def _decoded_event(body: bytes | None) -> tuple[Any, Any]:
     that is too large, not UTF-8 or not JSON, with the kept excerpt on the error."""
     if body is None or (len(body) > MAX_EVENT_BYTES and not body.lstrip().startswith(b"[")):
         raise EventError("invalid event", [("", f"the event is larger than {MAX_EVENT_BYTES} bytes")])
-    excerpt = body[:_REJECTED_EXCERPT_CHARS].decode("utf-8", errors="replace")
+    excerpt = rejected_excerpt(body)
     try:
         text = decode_utf8(body)
     except ValueError as e:

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from scheduler.core.config import ConfigSource, Integrations
-from scheduler.core.events import decode_json
+from scheduler.core.events import decode_json, rejected_excerpt
 from scheduler.core.integrations import Translation, from_alertmanager, from_grafana, from_pagerduty
 from scheduler.core.text import decode_utf8
 from scheduler.errors import AmendsError, EventError, RedisUnavailableError
@@ -48,7 +48,6 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 REPLAY_WINDOW = timedelta(minutes=5)
 """How far a signed PagerDuty delivery's ``occurred_at`` may be from now, either way."""
 _KEPT_WHOLE_BYTES = 64 * 1024
-_EXCERPT_CHARS = 2000
 
 Translator = Callable[[Any, Integrations, datetime], Translation]
 
@@ -93,7 +92,7 @@ async def _accept(request: Request, web: Web, translate: Translator, via: str) -
 
 
 async def _enqueue(web: Web, body: bytes, translate: Translator, via: str) -> JSONResponse:
-    excerpt = body[:_EXCERPT_CHARS].decode("utf-8", errors="replace")
+    excerpt = rejected_excerpt(body)
     kept: Any = excerpt
     try:
         try:
